@@ -1,0 +1,1 @@
+"""cryofac instrument_env."""

@@ -1,0 +1,1 @@
+"""File formats of the field: MRC (mrcfile), STAR (starfile), TIFF (tifffile), cryoSPARC .cs."""
