@@ -12,6 +12,7 @@ non-zero exit status, never as a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -26,7 +27,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cryofac.config_cli:config_group",
         "Check and show the facility and pipeline configuration.",
     ),
+    "simulate": (
+        "pipeline.cli.simulate:simulate_group",
+        "Simulate ground-truth maps, micrographs, movies, particle stacks and acquisitions.",
+    ),
+    "motioncorr": (
+        "pipeline.cli.motioncorr:motioncorr",
+        "Align movie frames, dose-weight and sum them into micrographs.",
+    ),
+    "ctf": ("pipeline.cli.ctf:ctf", "Estimate defocus and astigmatism of micrographs."),
+    "pick": ("pipeline.cli.pick:pick", "Pick particles on micrographs (blob or template)."),
+    "extract": ("pipeline.cli.extract:extract", "Extract particle boxes into stacks and STAR."),
+    "reconstruct": (
+        "pipeline.cli.reconstruct:reconstruct",
+        "From particles to a map: 2D, ab-initio, gold-standard refinement, FSC.",
+    ),
+    "process": (
+        "workflows.cli:process",
+        "Run the Snakemake workflow on an acquisition folder (incremental).",
+    ),
+    "env": (
+        "instrument_env.cli:env_group",
+        "Room environment: readings, limits, alarms, the session gate.",
+    ),
+    "portal": ("portal.cli:portal_group", "The facility web portal: database, users, serving."),
+    "demo": ("cryofac.demo:demo", "Run the whole facility on this machine, in one command."),
 }
+
+
+def available(name: str) -> bool:
+    """True when the module behind a registered command is installed.
+
+    Commands are listed here before every part has landed in a checkout; a command
+    whose module is absent is hidden rather than failing.  A module that exists but
+    fails to import is *not* hidden: that is a bug and surfaces as an error.
+    """
+    return _available(COMMANDS[name])
+
+
+def _available(entry: tuple[str, str]) -> bool:
+    module_name = entry[0].split(":")[0]
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 class LazyGroup(click.Group):
@@ -37,10 +81,11 @@ class LazyGroup(click.Group):
         self.lazy_commands = dict(lazy_commands or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+        lazy = {name for name in self.lazy_commands if _available(self.lazy_commands[name])}
+        return sorted(set(super().list_commands(ctx)) | lazy)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy_commands:
+        if cmd_name in self.lazy_commands and _available(self.lazy_commands[cmd_name]):
             target, _help = self.lazy_commands[cmd_name]
             module_name, attribute = target.split(":")
             command = getattr(importlib.import_module(module_name), attribute)
