@@ -1,0 +1,206 @@
+"""RELION 3.1 particle STAR files: ``data_optics`` + ``data_particles``.
+
+A :class:`ParticleTable` holds two pandas DataFrames with RELION column names:
+``optics`` (one row per optics group: voltage, Cs, amplitude contrast, image pixel
+size and box size) and ``particles`` (one row per particle image:
+``rlnImageName`` = ``N@stack.mrcs`` with N 1-based, coordinates in pixels of the
+micrograph, per-particle CTF in Å/degrees, optional poses ``rlnAngleRot/Tilt/Psi``
+in degrees and ``rlnOriginXAngst/YAngst`` in Å).
+
+Reading validates the layout and says what is missing and where
+(:class:`ParticleStarError`). Writing goes through ``starfile`` to a temporary
+file that is renamed into place, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryofac.errors import CryofacError
+
+
+class ParticleStarError(CryofacError):
+    """A particles STAR file is missing, malformed, or lacks required columns."""
+
+
+#: columns every optics group must have (RELION 3.1)
+OPTICS_COLUMNS = (
+    "rlnOpticsGroup",
+    "rlnOpticsGroupName",
+    "rlnAmplitudeContrast",
+    "rlnSphericalAberration",
+    "rlnVoltage",
+    "rlnImagePixelSize",
+    "rlnImageSize",
+    "rlnImageDimensionality",
+)
+
+#: columns every particle row must have
+PARTICLE_COLUMNS = (
+    "rlnImageName",
+    "rlnMicrographName",
+    "rlnCoordinateX",
+    "rlnCoordinateY",
+    "rlnOpticsGroup",
+    "rlnDefocusU",
+    "rlnDefocusV",
+    "rlnDefocusAngle",
+)
+
+POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
+
+
+@dataclass
+class ParticleTable:
+    """Optics groups and particles of a RELION 3.1 particles STAR file."""
+
+    optics: pd.DataFrame
+    particles: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+    @property
+    def has_poses(self) -> bool:
+        return all(c in self.particles.columns for c in POSE_COLUMNS)
+
+    def image_locations(self) -> tuple[np.ndarray, list[str]]:
+        """Split ``rlnImageName`` into 0-based indices and stack paths."""
+        indices, stacks = [], []
+        for name in self.particles["rlnImageName"].astype(str):
+            idx, _, stack = name.partition("@")
+            if not stack or not idx.strip().isdigit() or int(idx) < 1:
+                raise ParticleStarError(f"rlnImageName {name!r} is not of the form N@stack.mrcs")
+            indices.append(int(idx) - 1)
+            stacks.append(stack)
+        return np.asarray(indices, dtype=np.int64), stacks
+
+    def optics_for_particles(self) -> pd.DataFrame:
+        """The optics row of every particle, aligned with ``particles`` (same index)."""
+        merged = self.particles[["rlnOpticsGroup"]].merge(
+            self.optics, on="rlnOpticsGroup", how="left", validate="many_to_one"
+        )
+        if merged["rlnImagePixelSize"].isna().any():
+            missing = sorted(
+                set(self.particles["rlnOpticsGroup"]) - set(self.optics["rlnOpticsGroup"])
+            )
+            raise ParticleStarError(
+                f"particles refer to optics groups {missing} not in data_optics"
+            )
+        merged.index = self.particles.index
+        return merged
+
+
+def make_optics(
+    pixel_size_A: float,
+    box_px: int,
+    voltage_kV: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    micrograph_pixel_size_A: float | None = None,
+    group: int = 1,
+    name: str = "opticsGroup1",
+) -> pd.DataFrame:
+    """A one-row ``data_optics`` table (pixel size of the extracted images in Å)."""
+    if pixel_size_A <= 0 or box_px <= 0:
+        raise ParticleStarError(
+            f"optics group {name}: pixel size ({pixel_size_A} Å) and box ({box_px} px) must be > 0"
+        )
+    return pd.DataFrame(
+        {
+            "rlnOpticsGroup": [int(group)],
+            "rlnOpticsGroupName": [name],
+            "rlnAmplitudeContrast": [float(amplitude_contrast)],
+            "rlnSphericalAberration": [float(cs_mm)],
+            "rlnVoltage": [float(voltage_kV)],
+            "rlnImagePixelSize": [float(pixel_size_A)],
+            "rlnMicrographOriginalPixelSize": [
+                float(micrograph_pixel_size_A if micrograph_pixel_size_A else pixel_size_A)
+            ],
+            "rlnImageSize": [int(box_px)],
+            "rlnImageDimensionality": [2],
+        }
+    )
+
+
+def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], where: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ParticleStarError(f"{where}: missing column(s) {', '.join(missing)}")
+
+
+def validate(table: ParticleTable, where: str = "particles") -> None:
+    """Raise :class:`ParticleStarError` if the table is not a usable RELION 3.1 layout."""
+    _check_columns(table.optics, OPTICS_COLUMNS, f"{where}: data_optics")
+    _check_columns(table.particles, PARTICLE_COLUMNS, f"{where}: data_particles")
+    if table.optics["rlnOpticsGroup"].duplicated().any():
+        raise ParticleStarError(f"{where}: data_optics has duplicate rlnOpticsGroup numbers")
+    unknown = set(table.particles["rlnOpticsGroup"].astype(int)) - set(
+        table.optics["rlnOpticsGroup"].astype(int)
+    )
+    if unknown:
+        raise ParticleStarError(
+            f"{where}: particles refer to optics group(s) {sorted(unknown)} not in data_optics"
+        )
+    if (table.particles["rlnDefocusU"] < table.particles["rlnDefocusV"] - 1e-3).any():
+        raise ParticleStarError(f"{where}: rlnDefocusU < rlnDefocusV (RELION needs U ≥ V)")
+
+
+def write_particles_star(path: str | os.PathLike, table: ParticleTable) -> Path:
+    """Write ``table`` as a RELION 3.1 particles STAR file (atomic rename)."""
+    import starfile
+
+    path = Path(path)
+    validate(table, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        starfile.write(
+            {
+                "optics": table.optics.reset_index(drop=True),
+                "particles": table.particles.reset_index(drop=True),
+            },
+            tmp,
+            overwrite=True,
+            float_format="%.6f",
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_particles_star(path: str | os.PathLike) -> ParticleTable:
+    """Read a RELION 3.1 particles STAR file; raises :class:`ParticleStarError` when unusable."""
+    import starfile
+
+    path = Path(path)
+    if not path.exists():
+        raise ParticleStarError(f"{path}: file not found")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises assorted parser errors
+        raise ParticleStarError(
+            f"{path}: not a readable STAR file ({exc})".splitlines()[0]
+        ) from None
+    if "optics" not in blocks:
+        raise ParticleStarError(
+            f"{path}: no data_optics block (RELION 3.0 or older layout; re-save in RELION 3.1+)"
+        )
+    if "particles" not in blocks:
+        raise ParticleStarError(f"{path}: no data_particles block")
+    optics, particles = blocks["optics"], blocks["particles"]
+    if not isinstance(optics, pd.DataFrame) or not isinstance(particles, pd.DataFrame):
+        raise ParticleStarError(f"{path}: data_optics/data_particles must be loops")
+    table = ParticleTable(optics=optics, particles=particles)
+    validate(table, str(path))
+    return table

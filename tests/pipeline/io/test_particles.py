@@ -1,0 +1,83 @@
+"""RELION 3.1 particles STAR: round trip, validation errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.io.particles import (
+    ParticleStarError,
+    ParticleTable,
+    make_optics,
+    read_particles_star,
+    write_particles_star,
+)
+
+
+def _table(n: int = 7, rng_seed: int = 0) -> ParticleTable:
+    rng = np.random.default_rng(rng_seed)
+    dv = rng.uniform(8000, 25000, n)
+    parts = pd.DataFrame(
+        {
+            "rlnImageName": [f"{i + 1:06d}@Extract/mic_{i % 2}.mrcs" for i in range(n)],
+            "rlnMicrographName": [f"mic_{i % 2}.mrc" for i in range(n)],
+            "rlnCoordinateX": rng.uniform(0, 4096, n),
+            "rlnCoordinateY": rng.uniform(0, 4096, n),
+            "rlnOpticsGroup": np.ones(n, dtype=int),
+            "rlnDefocusU": dv + rng.uniform(0, 500, n),
+            "rlnDefocusV": dv,
+            "rlnDefocusAngle": rng.uniform(-90, 90, n),
+            "rlnAutopickFigureOfMerit": rng.normal(size=n),
+        }
+    )
+    return ParticleTable(make_optics(1.06, 256, micrograph_pixel_size_A=1.06), parts)
+
+
+def test_round_trip_keeps_every_value(tmp_path):
+    table = _table()
+    path = write_particles_star(tmp_path / "particles.star", table)
+    back = read_particles_star(path)
+    assert list(back.optics["rlnImageSize"]) == [256]
+    assert back.optics["rlnImagePixelSize"].iloc[0] == pytest.approx(1.06)
+    assert list(back.particles["rlnImageName"]) == list(table.particles["rlnImageName"])
+    for column in ("rlnCoordinateX", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"):
+        np.testing.assert_allclose(back.particles[column], table.particles[column], atol=1e-5)
+    idx, stacks = back.image_locations()
+    assert idx.tolist() == list(range(7))
+    assert stacks[1] == "Extract/mic_1.mrcs"
+    text = path.read_text()
+    assert "data_optics" in text and "data_particles" in text
+
+
+def test_missing_column_is_named(tmp_path):
+    table = _table()
+    table.particles = table.particles.drop(columns=["rlnDefocusV"])
+    with pytest.raises(ParticleStarError, match="rlnDefocusV"):
+        write_particles_star(tmp_path / "p.star", table)
+
+
+def test_unknown_optics_group_rejected(tmp_path):
+    table = _table()
+    table.particles.loc[0, "rlnOpticsGroup"] = 3
+    with pytest.raises(ParticleStarError, match="optics group"):
+        write_particles_star(tmp_path / "p.star", table)
+
+
+def test_relion30_file_without_optics_is_explained(tmp_path):
+    path = tmp_path / "old.star"
+    path.write_text("data_\n\nloop_\n_rlnImageName #1\n_rlnDefocusU #2\n000001@a.mrcs 10000.0\n")
+    with pytest.raises(ParticleStarError, match="data_optics"):
+        read_particles_star(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParticleStarError, match="not found"):
+        read_particles_star(tmp_path / "nope.star")
+
+
+def test_bad_image_name():
+    table = _table(2)
+    table.particles.loc[1, "rlnImageName"] = "stack.mrcs"
+    with pytest.raises(ParticleStarError, match="N@stack"):
+        table.image_locations()
