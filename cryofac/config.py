@@ -26,7 +26,7 @@ from cryofac.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Configuration kinds and the schema each is validated against.
-KINDS = ("facility", "pipeline")
+KINDS = ("facility", "pipeline", "limits")
 
 
 def config_dir() -> Path:
@@ -162,6 +162,11 @@ def load(kind: str, path: str | os.PathLike | None = None) -> dict:
 def load_facility(path: str | os.PathLike | None = None) -> dict:
     """The facility description: rooms, instruments, sensors, booking rules."""
     return load("facility", path)
+
+
+def load_limits(path: str | os.PathLike | None = None) -> dict:
+    """Room limits and alarm rules (cross-checked against the facility by instrument_env)."""
+    return load("limits", path)
 
 
 def load_pipeline(path: str | os.PathLike | None = None, overrides: Mapping | None = None) -> dict:
