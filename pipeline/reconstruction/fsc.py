@@ -1,0 +1,59 @@
+"""Fourier shell correlation and resolution estimates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import backend
+
+
+def fsc(map1, map2) -> np.ndarray:
+    """FSC between two cubic maps per shell of width one Fourier pixel (0..N/2), numpy float64.
+
+    Shell i holds frequencies with round(|k|) == i, k in cycles per box (i / (N·pixel) 1/Å).
+    """
+    xp, fft = backend.xp(), backend.fft()
+    a = backend.asarray(map1, dtype=xp.float32)
+    b = backend.asarray(map2, dtype=xp.float32)
+    box = a.shape[0]
+    fa, fb = fft.rfftn(a), fft.rfftn(b)
+    kz = xp.fft.fftfreq(box, 1.0 / box)
+    kx = xp.arange(box // 2 + 1)
+    r = xp.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    shells = xp.rint(r).astype(xp.int64).reshape(-1)
+    n = box // 2 + 1
+    keep = shells < n
+    s = shells[keep]
+
+    def shell_sum(values):
+        return xp.bincount(s, weights=values.reshape(-1)[keep].astype(xp.float64), minlength=n)
+
+    cross = shell_sum((fa * xp.conj(fb)).real)
+    p1 = shell_sum(xp.abs(fa) ** 2)
+    p2 = shell_sum(xp.abs(fb) ** 2)
+    out = cross / xp.sqrt(xp.maximum(p1 * p2, 1e-30))
+    return backend.to_numpy(out)
+
+
+def shell_frequencies(box: int, pixel_size_A: float) -> np.ndarray:
+    """Spatial frequency (1/Å) of each FSC shell."""
+    return np.arange(box // 2 + 1) / (box * pixel_size_A)
+
+
+def resolution_at(
+    curve: np.ndarray, box: int, pixel_size_A: float, threshold: float = 0.143
+) -> float:
+    """Resolution (Å) where ``curve`` first drops below ``threshold`` (linear interpolation).
+
+    Shell 0 is ignored; if the curve never drops, Nyquist (2·pixel) is returned.
+    """
+    freq = shell_frequencies(box, pixel_size_A)
+    c = np.asarray(curve, dtype=float)
+    for i in range(1, len(c)):
+        if c[i] < threshold:
+            if i == 1:
+                return float(1.0 / freq[1])
+            t = (c[i - 1] - threshold) / max(c[i - 1] - c[i], 1e-12)
+            f = freq[i - 1] + t * (freq[i] - freq[i - 1])
+            return float(1.0 / f)
+    return float(2.0 * pixel_size_A)

@@ -1,0 +1,194 @@
+"""Orientation and translation search by maximum likelihood under white-per-pixel
+Gaussian noise: for image X with CTF c, reference projection P and noise
+1/σ²(k) = w(k), the log-likelihood up to constants is
+``Σ_k w(k)·[2·Re(conj(X(k)·φ_s(k))·c(k)·P(k)) − c(k)²|P(k)|²]`` with φ_s the
+re-centring phases of shift s. Global search scores every (orientation, shift)
+with two real matrix products per batch; local search scores a 3×3×3 rotation
+neighbourhood × 3×3 shifts around each particle's pose (pattern search with a
+shrinking step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import backend
+from pipeline.geometry import euler_to_matrix
+from pipeline.reconstruction import fourier
+
+
+def so3_grid(step_deg: float) -> np.ndarray:
+    """A near-uniform grid of rotations (R, 3, 3) with angular spacing about ``step_deg`` degrees.
+
+    Viewing directions on a Fibonacci sphere (spacing ≈ step), in-plane angles every step.
+    """
+    step = np.deg2rad(step_deg)
+    n_dir = max(8, int(np.ceil(4 * np.pi / (step * step))))
+    i = np.arange(n_dir) + 0.5
+    tilt = np.rad2deg(np.arccos(1 - 2 * i / n_dir))
+    rot = np.rad2deg((np.pi * (1 + 5**0.5) * i) % (2 * np.pi))
+    n_psi = max(4, int(np.ceil(360.0 / step_deg)))
+    psi = np.arange(n_psi) * 360.0 / n_psi
+    r, p = np.repeat(rot, n_psi), np.tile(psi, n_dir)
+    t = np.repeat(tilt, n_psi)
+    return euler_to_matrix(r, t, p)
+
+
+def inplane_rotations(step_deg: float) -> np.ndarray:
+    """In-plane rotations (R, 3, 3) about z every ``step_deg`` degrees (2D classification)."""
+    n = max(4, int(np.ceil(360.0 / step_deg)))
+    return euler_to_matrix(np.zeros(n), np.zeros(n), np.arange(n) * 360.0 / n)
+
+
+def rotvec_to_matrix(rotvecs: np.ndarray) -> np.ndarray:
+    """Rodrigues: rotation vectors (…, 3) in radians → matrices (…, 3, 3)."""
+    v = np.asarray(rotvecs, dtype=np.float64)
+    theta = np.linalg.norm(v, axis=-1)[..., None, None]
+    safe = np.where(theta > 1e-12, theta, 1.0)
+    k = v / safe[..., 0]
+    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
+    zero = np.zeros_like(kx)
+    K = np.stack(
+        [
+            np.stack([zero, -kz, ky], -1),
+            np.stack([kz, zero, -kx], -1),
+            np.stack([-ky, kx, zero], -1),
+        ],
+        -2,
+    )
+    eye = np.broadcast_to(np.eye(3), K.shape)
+    return eye + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)
+
+
+def shift_grid(max_shift_px: float, step_px: float) -> np.ndarray:
+    """Square grid of shifts (S, 2) in pixels within ±``max_shift_px``, spacing ``step_px``."""
+    n = int(np.floor(max_shift_px / step_px + 1e-9))
+    g = np.arange(-n, n + 1) * step_px
+    gx, gy = np.meshgrid(g, g)
+    return np.stack([gx.ravel(), gy.ravel()], -1)
+
+
+@dataclass
+class SearchData:
+    """Particles in half-plane Fourier form, truncated to the current search radius."""
+
+    values: object  # (n, K) complex64, device
+    ctf: object  # (n, K) float32, device
+    noise_inv: object  # (K,) float32, device: 1/σ²(k)
+    plane: fourier.HalfPlane
+
+    @property
+    def count(self) -> int:
+        return int(self.values.shape[1])
+
+
+def _y_terms(values, ctf, noise_inv, phases):
+    """Y[b, s, :] = [Re, −Im] of c·w·conj(X·φ_s) as (B, S, 2K) float32."""
+    xp = backend.xp()
+    xw = xp.conj(values) * (ctf * noise_inv)[:, :]
+    y = xw[:, None, :] * xp.conj(phases)[None, :, :]
+    return xp.concatenate([y.real, -y.imag], axis=-1).astype(xp.float32)
+
+
+def global_search(
+    refs, data: SearchData, idx: np.ndarray, shifts_px: np.ndarray, max_elems: int = 40_000_000
+):
+    """Best reference, shift and score of each particle ``idx`` over every reference (R, K) and shift.
+
+    Returns numpy (best_ref (n,), best_shift (n, 2) pixels, score (n,)).
+    """
+    xp = backend.xp()
+    count = refs.shape[1]
+    n_ref = refs.shape[0]
+    phases = fourier.shift_phases(shifts_px, data.plane, count)
+    n_shift = phases.shape[0]
+    p_cat = xp.concatenate([refs.real, refs.imag], axis=-1).astype(xp.float32)  # (R, 2K)
+    p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
+    inv = data.noise_inv[:count]
+    batch = max(1, int(max_elems // max(1, n_ref * n_shift)))
+    best_r = np.empty(len(idx), dtype=np.int64)
+    best_s = np.empty(len(idx), dtype=np.int64)
+    best = np.empty(len(idx))
+    for start in range(0, len(idx), batch):
+        sel = backend.asarray(idx[start : start + batch])
+        x = data.values[sel, :count]
+        c = data.ctf[sel, :count]
+        b = x.shape[0]
+        y = _y_terms(x, c, inv, phases).reshape(b * n_shift, 2 * count)
+        cross = p_cat @ y.T  # (R, B·S)
+        norm = p_pow @ ((c * c) * inv).T  # (R, B)
+        score = 2.0 * cross.reshape(n_ref, b, n_shift) - norm[:, :, None]
+        score = xp.transpose(score, (1, 0, 2)).reshape(b, n_ref * n_shift)
+        arg = xp.argmax(score, axis=1)
+        top = xp.take_along_axis(score, arg[:, None], axis=1)[:, 0]
+        arg = backend.to_numpy(arg)
+        best_r[start : start + b] = arg // n_shift
+        best_s[start : start + b] = arg % n_shift
+        best[start : start + b] = backend.to_numpy(top)
+    return best_r, np.asarray(shifts_px)[best_s], best
+
+
+def _neighbourhood(step_deg: float) -> np.ndarray:
+    g = np.deg2rad(step_deg) * np.array([-1.0, 0.0, 1.0])
+    v = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    return rotvec_to_matrix(v)  # (27, 3, 3); index 13 is the identity
+
+
+def local_search(
+    fgrid,
+    data: SearchData,
+    idx: np.ndarray,
+    rotations: np.ndarray,
+    origins_px: np.ndarray,
+    step_deg: float,
+    shift_step_px: float,
+    batch: int = 128,
+):
+    """One pattern-search move for particles ``idx``: best of δ·A over a 3×3×3 rotation
+    neighbourhood (spacing ``step_deg``) × 3×3 shifts (spacing ``shift_step_px``).
+
+    Returns numpy (rotations (n, 3, 3), origins (n, 2) pixels, score (n,)).
+    """
+    xp = backend.xp()
+    count = data.count
+    deltas = _neighbourhood(step_deg)
+    n_j = deltas.shape[0]
+    offsets = shift_grid(shift_step_px, shift_step_px)
+    n_s = offsets.shape[0]
+    inv = data.noise_inv[:count]
+    new_rot = np.array(rotations, dtype=np.float64, copy=True)
+    new_org = np.array(origins_px, dtype=np.float64, copy=True)
+    scores = np.empty(len(idx))
+    kx = backend.asarray(data.plane.kx[:count], dtype=xp.float32)
+    ky = backend.asarray(data.plane.ky[:count], dtype=xp.float32)
+    for start in range(0, len(idx), batch):
+        stop = min(len(idx), start + batch)
+        b = stop - start
+        cand = deltas[None] @ new_rot[start:stop, None]  # (b, J, 3, 3)
+        refs = fourier.project(fgrid, cand.reshape(-1, 3, 3), data.plane, count)
+        refs = refs.reshape(b, n_j, count)
+        sel = backend.asarray(idx[start:stop])
+        x = data.values[sel, :count]
+        c = data.ctf[sel, :count]
+        # per-particle shifts: origin + offsets
+        org = backend.asarray(new_org[start:stop], dtype=xp.float32)[:, None, :] + backend.asarray(
+            offsets, dtype=xp.float32
+        )
+        arg = (2.0 * np.pi / data.plane.box) * (
+            org[..., 0, None] * kx + org[..., 1, None] * ky
+        )  # (b, S, K)
+        ph = (xp.cos(arg) + 1j * xp.sin(arg)).astype(xp.complex64)
+        y = xp.conj(x * ph) * (c * inv)[:, None, :]  # (b, S, K)
+        y_cat = xp.concatenate([y.real, -y.imag], axis=-1)  # (b, S, 2K)
+        p_cat = xp.concatenate([refs.real, refs.imag], axis=-1)  # (b, J, 2K)
+        cross = p_cat @ xp.transpose(y_cat, (0, 2, 1))  # (b, J, S)
+        norm = xp.sum((xp.abs(refs) ** 2) * (c * c * inv)[:, None, :], axis=-1)  # (b, J)
+        score = (2.0 * cross - norm[:, :, None]).reshape(b, n_j * n_s)
+        best = backend.to_numpy(xp.argmax(score, axis=1))
+        scores[start:stop] = backend.to_numpy(xp.max(score, axis=1))
+        j, s = best // n_s, best % n_s
+        new_rot[start:stop] = cand[np.arange(b), j]
+        new_org[start:stop] = new_org[start:stop] + offsets[s]
+    return new_rot, new_org, scores
