@@ -1,0 +1,175 @@
+"""iCalendar rendering, notification outbox, and the outsider rule (pure)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from portal.ical import (
+    CalendarEvent,
+    FeedTokenError,
+    feed_token,
+    fold_line,
+    parse_calendar,
+    read_feed_token,
+    render_calendar,
+)
+from portal.notify import Outbox, SmtpSettings, compose
+from portal.runs.access import ANONYMOUS, Viewer, can_see_project_data, visible_status
+
+CET = timezone(timedelta(hours=1))
+
+
+def test_calendar_is_rfc5545_shaped_and_round_trips():
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=CET)
+    long_text = "Krios G4, room B1.07; project 12, apoferritin — grid batch 7 " * 3
+    events = [
+        CalendarEvent(
+            "booking-1@cryofac",
+            start,
+            start + timedelta(hours=48),
+            "Krios: Smith",
+            location="Room B1.07",
+            description=long_text,
+        ),
+        CalendarEvent(
+            "booking-2@cryofac",
+            start + timedelta(days=3),
+            start + timedelta(days=3, hours=2),
+            "Vitrobot, Lee",
+            status="TENTATIVE",
+        ),
+    ]
+    text = render_calendar("Krios G4", events, now=datetime(2026, 3, 1, tzinfo=UTC))
+    assert text.startswith("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:")
+    assert text.endswith("END:VCALENDAR\r\n")
+    lines = text.split("\r\n")
+    assert all(len(line.encode()) <= 75 for line in lines)
+    assert "\n" not in text.replace("\r\n", "")
+    assert "DTSTART:20260302T080000Z" in lines  # 09:00 CET = 08:00 UTC
+    assert "DTEND:20260304T080000Z" in lines
+    parsed = parse_calendar(text)
+    assert parsed[0]["DESCRIPTION"] == long_text
+    assert parsed[0]["LOCATION"] == "Room B1.07"
+    assert parsed[1]["SUMMARY"] == "Vitrobot, Lee"
+    assert parsed[1]["STATUS"] == "TENTATIVE"
+
+
+def test_fold_never_splits_a_utf8_character():
+    line = "SUMMARY:" + "é" * 100
+    folded = fold_line(line)
+    for part in folded.split("\r\n"):
+        assert len(part.encode("utf-8")) <= 75
+        part.encode("utf-8").decode("utf-8")
+    assert folded.replace("\r\n ", "") == line
+
+
+def test_naive_or_inverted_times_are_refused():
+    naive = datetime(2026, 1, 1, 8)
+    with pytest.raises(ValueError, match="time zone"):
+        render_calendar("x", [CalendarEvent("u", naive, naive + timedelta(hours=1), "s")])
+    aware = naive.replace(tzinfo=UTC)
+    with pytest.raises(ValueError, match="not after"):
+        render_calendar("x", [CalendarEvent("u", aware, aware, "s")])
+
+
+def test_feed_tokens():
+    token = feed_token("k", "instrument", 4)
+    assert read_feed_token("k", token) == ("instrument", 4, 0)
+    with pytest.raises(FeedTokenError):
+        read_feed_token("other", token)
+    with pytest.raises(FeedTokenError):
+        read_feed_token("k", token + "x")
+    with pytest.raises(ValueError):
+        feed_token("k", "project", 1)
+
+
+def test_outbox_logs_without_smtp(tmp_path, caplog):
+    outbox = Outbox(tmp_path / "outbox.jsonl")
+    outbox.enqueue(
+        "booking_confirmed",
+        "a@lab.org",
+        instrument="Krios",
+        start="2026-03-02 09:00",
+        end="2026-03-04 09:00",
+    )
+    outbox.enqueue(
+        "alarm",
+        ["tech@lab.org", "boss@lab.org"],
+        severity="critical",
+        room="B1.07",
+        channel="temperature",
+        message="21.9 °C > 21.0 °C",
+        since="08:00",
+    )
+    assert len(outbox.messages("pending")) == 2
+    with caplog.at_level(logging.INFO, logger="cryofac.notify"):
+        assert outbox.deliver_pending(smtp=None) == 2
+    assert "Booking confirmed: Krios, 2026-03-02 09:00" in caplog.text
+    assert [m.status for m in Outbox(tmp_path / "outbox.jsonl").messages()] == ["logged", "logged"]
+    assert outbox.deliver_pending(smtp=None) == 0
+
+
+def test_outbox_smtp_failure_keeps_message_for_retry(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.jsonl")
+    outbox.enqueue(
+        "run_complete",
+        "a@lab.org",
+        session=5,
+        state="complete",
+        movies_processed=100,
+        particles=5000,
+        resolution="3.1 Å",
+    )
+    smtp = SmtpSettings(host="mail.invalid", sender="portal@lab.org")
+    sent = []
+
+    def failing(settings, email):
+        raise ConnectionRefusedError("mail.invalid:25 refused")
+
+    assert outbox.deliver_pending(smtp, send=failing) == 0
+    (message,) = outbox.messages()
+    assert message.status == "pending" and message.attempts == 1
+    assert "refused" in message.error
+
+    def ok(settings, email):
+        sent.append(email)
+
+    assert outbox.deliver_pending(smtp, send=ok) == 1
+    assert sent[0]["To"] == "a@lab.org" and sent[0]["From"] == "portal@lab.org"
+    assert "3.1 Å" in sent[0].get_content()
+    assert outbox.messages()[0].status == "sent"
+
+
+def test_compose_and_env_settings():
+    subject, body = compose("waitlist_offer", instrument="Glacios", start="Mon 09:00")
+    assert subject == "A slot opened on Glacios: Mon 09:00"
+    assert "?" in body  # missing context is visible, not an exception
+    with pytest.raises(ValueError):
+        compose("spam")
+    assert SmtpSettings.from_env({}) is None
+    smtp = SmtpSettings.from_env(
+        {
+            "CRYOFAC_SMTP_HOST": "smtp.lab",
+            "CRYOFAC_SMTP_PORT": "587",
+            "CRYOFAC_SMTP_STARTTLS": "yes",
+        }
+    )
+    assert (smtp.host, smtp.port, smtp.starttls) == ("smtp.lab", 587, True)
+
+
+def test_outsiders_get_404_members_and_staff_200():
+    member = Viewer.of(1, False, [10, 11])
+    outsider = Viewer.of(2, False, [12])
+    staff = Viewer.of(3, True, [])
+    assert can_see_project_data(member, 10)
+    assert not can_see_project_data(outsider, 10)
+    assert not can_see_project_data(ANONYMOUS, 10)
+    assert not can_see_project_data(None, 10)
+    assert can_see_project_data(staff, 10)
+    assert not can_see_project_data(member, None)
+    assert visible_status(outsider, 10) == 404
+    assert visible_status(member, 10) == 200
+    assert visible_status(member, 10, exists=False) == 404
