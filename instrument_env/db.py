@@ -1,0 +1,72 @@
+"""Engines, sessions and schema migrations of instrument_env.
+
+instrument_env shares the portal's database URL but keeps its own Alembic history
+(version table ``alembic_version_env``), so both migrate independently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version_env"
+
+
+def make_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"timeout": 30})
+    engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    return engine
+
+
+def session_factory(url_or_engine: str | sa.Engine) -> sessionmaker[Session]:
+    """A ``sessionmaker`` bound to an engine (made from the URL when a string is given)."""
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _alembic_config(url_or_engine: str | sa.Engine):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url_or_engine"] = url_or_engine
+    return config
+
+
+def upgrade(url: str | sa.Engine, revision: str = "head") -> None:
+    """Create or migrate instrument_env's tables in the database at ``url``."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str | sa.Engine, revision: str = "base") -> None:
+    """Undo instrument_env's migrations down to ``revision`` (default: drop its tables)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)
+
+
+def current_revision(url: str | sa.Engine) -> str | None:
+    """The applied instrument_env migration, or None on a database without its tables."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url) if isinstance(url, str) else url
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

@@ -1,0 +1,231 @@
+"""The environment configuration: sensors (facility.yaml) joined with limits (limits.yaml).
+
+:func:`load_env_config` reads both files, validates them (schema and cross-references:
+every rule names a configured sensor of its room and one of that sensor's quantities,
+in a quantity whose canonical unit is known) and returns an immutable
+:class:`EnvConfig` that the rest of :mod:`instrument_env` works from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryofac import config as cfg
+from cryofac.errors import ConfigError, CryofacError
+
+ANY_BAND = "any"
+
+
+class UnknownInstrument(CryofacError):
+    """An instrument id that is not in the facility configuration (portal: 404)."""
+
+
+@dataclass(frozen=True)
+class Sensor:
+    id: str
+    room: str
+    quantities: tuple[str, ...]
+    interval_s: float
+    stale_after_s: float
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alarm/gate rule on one channel (sensor, quantity[, band])."""
+
+    id: str
+    room: str
+    sensor: str
+    quantity: str
+    unit: str
+    kind: str  # "high" | "low" | "drift"
+    limit: float
+    warning: float | None
+    hysteresis: float
+    delay_s: float
+    escalate_after_s: float
+    gate: bool
+    window_s: float | None = None
+    band: str | None = None  # None: no band; "any": every band; else a band label
+
+    def level(self, severity: str) -> float:
+        """Threshold of ``severity`` ("warning" or "critical") in the channel's unit."""
+        if severity == "warning" and self.warning is not None:
+            return self.warning
+        return self.limit
+
+    @property
+    def alarm_level(self) -> float:
+        """The level whose crossing starts an alarm (the warning level when there is one)."""
+        return self.warning if self.warning is not None else self.limit
+
+    def describe(self) -> str:
+        channel = f"{self.sensor} {self.quantity}"
+        if self.band not in (None, ANY_BAND):
+            channel += f" band {self.band} Hz"
+        if self.kind == "drift":
+            return f"{channel} change over {self.window_s:g} s"
+        return channel
+
+
+@dataclass(frozen=True)
+class Instrument:
+    id: str
+    name: str
+    room: str
+    environment_gated: bool
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    sensors: dict[str, Sensor]
+    rules: tuple[Rule, ...]
+    instruments: dict[str, Instrument]
+    rooms: dict[str, str]  # id -> name
+    units: dict[str, str]  # quantity -> canonical unit
+    settling_window_s: dict[str, float]  # room -> seconds
+    escalate_to: dict[str, str] = field(default_factory=dict)
+    mains_frequency_Hz: float = 50.0
+
+    def rules_for_room(self, room: str) -> list[Rule]:
+        return [r for r in self.rules if r.room == room]
+
+    def instrument(self, instrument_id: str) -> Instrument:
+        try:
+            return self.instruments[instrument_id]
+        except KeyError:
+            known = ", ".join(sorted(self.instruments))
+            raise UnknownInstrument(
+                f"unknown instrument {instrument_id!r} (instruments: {known})"
+            ) from None
+
+    def sensors_in_room(self, room: str) -> list[Sensor]:
+        return [s for s in self.sensors.values() if s.room == room]
+
+
+def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") -> EnvConfig:
+    """Join validated facility and limits documents; raise ConfigError on a bad reference."""
+    sensors = {
+        s["id"]: Sensor(
+            id=s["id"],
+            room=s["room"],
+            quantities=tuple(s["quantities"]),
+            interval_s=float(s.get("interval_s", s["stale_after_s"])),
+            stale_after_s=float(s["stale_after_s"]),
+            model=s.get("model", ""),
+        )
+        for s in facility["sensors"]
+    }
+    rooms = {r["id"]: r["name"] for r in facility["rooms"]}
+    units = {q: spec["unit"] for q, spec in limits["quantities"].items()}
+    defaults = limits.get("defaults", {})
+    rules: list[Rule] = []
+    settling: dict[str, float] = {}
+    escalate_to: dict[str, str] = {}
+    seen: set[str] = set()
+    for room, spec in limits["rooms"].items():
+        if room not in rooms:
+            raise ConfigError(
+                source, f"rooms.{room}", f"unknown room (rooms: {', '.join(sorted(rooms))})"
+            )
+        settling[room] = float(
+            spec.get("settling_window_s", defaults.get("settling_window_s", 1800))
+        )
+        if "escalate_to" in spec:
+            escalate_to[room] = spec["escalate_to"]
+        for index, r in enumerate(spec["rules"]):
+            key = f"rooms.{room}.rules[{index}]"
+            if r["id"] in seen:
+                raise ConfigError(source, f"{key}.id", f"duplicate rule id {r['id']!r}")
+            seen.add(r["id"])
+            sensor = sensors.get(r["sensor"])
+            if sensor is None:
+                raise ConfigError(source, f"{key}.sensor", f"unknown sensor {r['sensor']!r}")
+            if sensor.room != room:
+                raise ConfigError(
+                    source, f"{key}.sensor", f"sensor {sensor.id!r} is in room {sensor.room!r}"
+                )
+            if r["quantity"] not in sensor.quantities:
+                raise ConfigError(
+                    source,
+                    f"{key}.quantity",
+                    f"sensor {sensor.id!r} does not report {r['quantity']!r} "
+                    f"(it reports {', '.join(sensor.quantities)})",
+                )
+            if r["quantity"] not in units:
+                raise ConfigError(source, f"{key}.quantity", "no unit under quantities")
+            if r["kind"] == "drift" and "window_s" not in r:
+                raise ConfigError(source, f"{key}.window_s", "required for a drift rule")
+            warning = r.get("warning")
+            if warning is not None:
+                wrong_side = warning < r["limit"] if r["kind"] == "low" else warning > r["limit"]
+                if wrong_side:
+                    raise ConfigError(source, f"{key}.warning", "must be reached before the limit")
+            band = r.get("band")
+            rules.append(
+                Rule(
+                    id=r["id"],
+                    room=room,
+                    sensor=r["sensor"],
+                    quantity=r["quantity"],
+                    unit=units[r["quantity"]],
+                    kind=r["kind"],
+                    limit=float(r["limit"]),
+                    warning=None if warning is None else float(warning),
+                    hysteresis=float(r.get("hysteresis", defaults.get("hysteresis", 0.0))),
+                    delay_s=float(r.get("delay_s", defaults.get("delay_s", 60))),
+                    escalate_after_s=float(
+                        r.get("escalate_after_s", defaults.get("escalate_after_s", 900))
+                    ),
+                    gate=bool(r.get("gate", True)),
+                    window_s=float(r["window_s"]) if "window_s" in r else None,
+                    band=None if band is None else _band_label(band),
+                )
+            )
+    instruments = {
+        i["id"]: Instrument(
+            id=i["id"],
+            name=i["name"],
+            room=i["room"],
+            environment_gated=bool(i.get("environment_gated", False)),
+        )
+        for i in facility["instruments"]
+    }
+    for room in rooms:
+        settling.setdefault(room, float(defaults.get("settling_window_s", 1800)))
+    return EnvConfig(
+        sensors=sensors,
+        rules=tuple(rules),
+        instruments=instruments,
+        rooms=rooms,
+        units=units,
+        settling_window_s=settling,
+        escalate_to=escalate_to,
+        mains_frequency_Hz=float(facility["facility"].get("mains_frequency_Hz", 50)),
+    )
+
+
+def _band_label(band: str | float) -> str:
+    if isinstance(band, str):
+        return band
+    return f"{band:g}"
+
+
+_CACHE: dict[tuple, EnvConfig] = {}
+
+
+def load_env_config(config_dir: str | os.PathLike | None = None) -> EnvConfig:
+    """Load facility.yaml + limits.yaml from ``config_dir`` (default: cryofac's config dir)."""
+    directory = Path(config_dir) if config_dir is not None else cfg.config_dir()
+    facility_path, limits_path = directory / "facility.yaml", directory / "limits.yaml"
+    key = tuple(
+        (str(p), p.stat().st_mtime_ns if p.exists() else 0) for p in (facility_path, limits_path)
+    )
+    if key not in _CACHE:
+        facility = cfg.load_facility(facility_path)
+        limits = cfg.load_limits(limits_path)
+        _CACHE[key] = build_env_config(facility, limits, str(limits_path))
+    return _CACHE[key]

@@ -1,0 +1,231 @@
+"""Reading queries, down-sampled rollups (1 min, 1 h) and the retention policy.
+
+Rollups are recomputed from raw readings for every bucket touched by an ingest
+(``env_rollup_dirty``), so late and out-of-order readings end up in the right bucket.
+Retention deletes raw readings (and 1-min rollups) older than configured ages after
+their rollups are up to date; hourly rollups are kept for the long view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from instrument_env.models import DirtyRange, Reading, Rollup, to_us
+
+ROLLUP_RESOLUTIONS_S = (60, 3600)
+
+
+@dataclass(frozen=True)
+class Series:
+    """Readings of one channel, sorted by time (``ts_us``: µs since epoch, UTC)."""
+
+    ts_us: np.ndarray
+    values: np.ndarray
+    bands: np.ndarray
+    unit: str
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+
+def channel_series(
+    session: Session,
+    sensor: str,
+    quantity: str,
+    start: datetime,
+    end: datetime,
+    *,
+    band: str | None = None,
+) -> Series:
+    """Raw readings of (sensor, quantity) with ``start <= ts <= end`` (all bands unless given)."""
+    return channel_series_us(session, sensor, quantity, to_us(start), to_us(end), band=band)
+
+
+def channel_series_us(
+    session: Session, sensor: str, quantity: str, start_us: int, end_us: int, *, band=None
+) -> Series:
+    query = (
+        sa.select(Reading.ts_us, Reading.value, Reading.band, Reading.unit)
+        .where(
+            Reading.sensor == sensor,
+            Reading.quantity == quantity,
+            Reading.ts_us >= start_us,
+            Reading.ts_us <= end_us,
+        )
+        .order_by(Reading.ts_us)
+    )
+    if band is not None:
+        query = query.where(Reading.band == band)
+    rows = session.execute(query).all()
+    if not rows:
+        return Series(np.empty(0, np.int64), np.empty(0), np.empty(0, object), "")
+    ts, values, bands, units = zip(*rows, strict=True)
+    return Series(np.asarray(ts, np.int64), np.asarray(values, float), np.asarray(bands), units[0])
+
+
+def last_reading_us(session: Session, sensor: str, at_us: int) -> int | None:
+    """Time of the newest reading of ``sensor`` (any quantity) at or before ``at_us``."""
+    return session.execute(
+        sa.select(sa.func.max(Reading.ts_us)).where(
+            Reading.sensor == sensor, Reading.ts_us <= at_us
+        )
+    ).scalar()
+
+
+def last_reading_of_channel_us(session: Session, sensor: str, quantity: str, at_us: int):
+    """Newest ts of (sensor, quantity) at or before ``at_us`` (uses the primary-key index)."""
+    return session.execute(
+        sa.select(Reading.ts_us)
+        .where(Reading.sensor == sensor, Reading.quantity == quantity, Reading.ts_us <= at_us)
+        .order_by(Reading.ts_us.desc())
+        .limit(1)
+    ).scalar()
+
+
+def refresh_rollups(session: Session) -> int:
+    """Recompute every rollup bucket touched since the last refresh.
+
+    Returns the number of channels whose rollups were recomputed.
+    """
+    dirty = session.execute(
+        sa.select(
+            DirtyRange.sensor,
+            DirtyRange.quantity,
+            sa.func.min(DirtyRange.start_us),
+            sa.func.max(DirtyRange.end_us),
+            sa.func.max(DirtyRange.id),
+        ).group_by(DirtyRange.sensor, DirtyRange.quantity)
+    ).all()
+    if not dirty:
+        return 0
+    for sensor, quantity, start_us, end_us, _ in dirty:
+        for resolution_s in ROLLUP_RESOLUTIONS_S:
+            _rollup_range(session, resolution_s, sensor, quantity, start_us, end_us)
+    max_id = max(row[4] for row in dirty)
+    session.execute(sa.delete(DirtyRange).where(DirtyRange.id <= max_id))
+    return len(dirty)
+
+
+def _rollup_range(
+    session: Session, resolution_s: int, sensor: str, quantity: str, start_us: int, end_us: int
+) -> None:
+    res_us = resolution_s * 1_000_000
+    lo = start_us - start_us % res_us
+    hi = end_us - end_us % res_us + res_us  # exclusive
+    session.execute(
+        sa.delete(Rollup).where(
+            Rollup.resolution_s == resolution_s,
+            Rollup.sensor == sensor,
+            Rollup.quantity == quantity,
+            Rollup.bucket_us >= lo,
+            Rollup.bucket_us < hi,
+        )
+    )
+    # Integer division of BIGINT by an integer literal truncates on SQLite and PostgreSQL.
+    bucket = (Reading.ts_us.op("/")(sa.literal_column(str(res_us)))).op("*")(
+        sa.literal_column(str(res_us))
+    )
+    select = (
+        sa.select(
+            sa.literal(resolution_s).label("resolution_s"),
+            Reading.sensor,
+            Reading.quantity,
+            bucket.label("bucket_us"),
+            Reading.band,
+            sa.func.count().label("n"),
+            sa.func.min(Reading.value),
+            sa.func.max(Reading.value),
+            sa.func.avg(Reading.value),
+        )
+        .where(
+            Reading.sensor == sensor,
+            Reading.quantity == quantity,
+            Reading.ts_us >= lo,
+            Reading.ts_us < hi,
+        )
+        .group_by(Reading.sensor, Reading.quantity, bucket, Reading.band)
+    )
+    session.execute(
+        sa.insert(Rollup).from_select(
+            ["resolution_s", "sensor", "quantity", "bucket_us", "band", "n", "min", "max", "mean"],
+            select,
+        )
+    )
+
+
+def rollup_series(
+    session: Session,
+    resolution_s: int,
+    sensor: str,
+    quantity: str,
+    start: datetime,
+    end: datetime,
+    *,
+    band: str = "",
+) -> list[dict]:
+    """Rollup buckets of one channel: ``[{"start", "n", "min", "max", "mean"}]``."""
+    rows = session.execute(
+        sa.select(Rollup)
+        .where(
+            Rollup.resolution_s == resolution_s,
+            Rollup.sensor == sensor,
+            Rollup.quantity == quantity,
+            Rollup.band == band,
+            Rollup.bucket_us >= to_us(start) - to_us(start) % (resolution_s * 1_000_000),
+            Rollup.bucket_us <= to_us(end),
+        )
+        .order_by(Rollup.bucket_us)
+    ).scalars()
+    return [
+        {"start_us": r.bucket_us, "n": r.n, "min": r.min, "max": r.max, "mean": r.mean}
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each resolution is kept (None: forever)."""
+
+    raw_days: float | None = 400.0
+    minute_days: float | None = 800.0
+    hour_days: float | None = None
+
+
+def apply_retention(
+    session: Session, now: datetime, policy: RetentionPolicy = RetentionPolicy()
+) -> dict[str, int]:
+    """Delete data older than the policy allows, after bringing rollups up to date.
+
+    Returns the number of rows deleted per table/resolution.
+    """
+    refresh_rollups(session)
+    deleted = {"raw": 0, "60": 0, "3600": 0}
+    now_us = to_us(now)
+    if policy.raw_days is not None:
+        cutoff = now_us - to_us_delta(timedelta(days=policy.raw_days))
+        channels = session.execute(sa.select(Reading.sensor, Reading.quantity).distinct()).all()
+        for sensor, quantity in channels:  # per channel: the primary key serves the range
+            result = session.execute(
+                sa.delete(Reading).where(
+                    Reading.sensor == sensor, Reading.quantity == quantity, Reading.ts_us < cutoff
+                )
+            )
+            deleted["raw"] += max(result.rowcount or 0, 0)
+    for resolution_s, days in ((60, policy.minute_days), (3600, policy.hour_days)):
+        if days is None:
+            continue
+        cutoff = now_us - to_us_delta(timedelta(days=days))
+        result = session.execute(
+            sa.delete(Rollup).where(Rollup.resolution_s == resolution_s, Rollup.bucket_us < cutoff)
+        )
+        deleted[str(resolution_s)] = max(result.rowcount or 0, 0)
+    return deleted
+
+
+def to_us_delta(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

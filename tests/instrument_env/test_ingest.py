@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from instrument_env.ingest import ingest_readings
+from instrument_env.models import DirtyRange, Reading, Rollup, to_us
+from instrument_env.storage import (
+    RetentionPolicy,
+    apply_retention,
+    channel_series,
+    refresh_rollups,
+    rollup_series,
+)
+
+T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+
+
+def reading(i: int, value: float = 20.0, **over) -> dict:
+    out = {
+        "sensor": "krios-t1",
+        "quantity": "temperature",
+        "ts": (T0 + timedelta(seconds=10 * i)).isoformat(),
+        "value": value,
+        "unit": "°C",
+    }
+    out.update(over)
+    return out
+
+
+def count(session) -> int:
+    return session.execute(sa.select(sa.func.count()).select_from(Reading)).scalar()
+
+
+def test_malformed_rejected_with_reason_rest_kept(env_session):
+    batch = [
+        reading(0),
+        reading(1, sensor="nope"),
+        reading(2, unit="°F"),
+        reading(3, value="warm"),
+        reading(4, ts="2026-03-02T00:00:40"),  # no offset
+        {"sensor": "krios-t1", "quantity": "temperature", "value": 1.0, "unit": "°C"},
+        reading(6, quantity="pressure"),
+        reading(7, value=float("nan")),
+        "not a dict",
+        reading(9, ts="yesterday"),
+        reading(10, ts=(datetime.now(UTC) + timedelta(days=1)).isoformat()),
+        reading(11, value=True),
+        reading(12, value=20.5),
+    ]
+    result = ingest_readings(env_session, batch, source="test", now=T0 + timedelta(hours=1))
+    env_session.commit()
+    assert result.accepted == 2
+    reasons = {r["index"]: r["reason"] for r in result.rejected}
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert "unknown sensor 'nope'" in reasons[1]
+    assert "expected '°C'" in reasons[2]
+    assert "not a finite number" in reasons[3]
+    assert "no UTC offset" in reasons[4]
+    assert "missing 'ts'" in reasons[5]
+    assert "does not report 'pressure'" in reasons[6]
+    assert "in the future" in reasons[10]
+    assert count(env_session) == 2
+    series = channel_series(env_session, "krios-t1", "temperature", T0, T0 + timedelta(hours=1))
+    assert series.values.tolist() == [20.0, 20.5]
+    assert series.unit == "°C"
+
+
+def test_idempotent_and_out_of_order(env_session):
+    batch = [reading(i, 20 + 0.01 * i) for i in range(50)]
+    now = T0 + timedelta(hours=1)
+    assert ingest_readings(env_session, batch, source="a", now=now).accepted == 50
+    env_session.commit()
+    # the same batch again, reversed, plus duplicates inside one batch: stored once
+    again = list(reversed(batch)) + batch[:5]
+    result = ingest_readings(env_session, again, source="b", now=now)
+    env_session.commit()
+    assert result.accepted == 55 and result.rejected == []
+    assert count(env_session) == 50
+    series = channel_series(env_session, "krios-t1", "temperature", T0, now)
+    assert series.ts_us.tolist() == sorted(series.ts_us.tolist())
+    assert series.values[7] == pytest.approx(20.07)
+    # timestamps with another offset name the same instant
+    other = reading(0, value=99.0, ts="2026-03-02T08:00:00+08:00")
+    ingest_readings(env_session, [other], source="c", now=now)
+    env_session.commit()
+    assert count(env_session) == 50
+
+
+def test_vibration_bands_are_separate_readings(env_session):
+    ts = T0.isoformat()
+    batch = [
+        {
+            "sensor": "krios-vib",
+            "quantity": "vibration",
+            "ts": ts,
+            "value": v,
+            "unit": "µm/s",
+            "band": b,
+        }
+        for b, v in ((8, 1.0), (12.5, 2.0), ("16", 3.0))
+    ]
+    result = ingest_readings(env_session, batch, source="t", now=T0)
+    env_session.commit()
+    assert result.accepted == 3
+    series = channel_series(env_session, "krios-vib", "vibration", T0, T0)
+    assert sorted(series.bands.tolist()) == ["12.5", "16", "8"]
+
+
+def test_rollups_include_late_readings(env_session):
+    now = T0 + timedelta(hours=3)
+    # 2 hours of 10 s data, minus the first minute which arrives late
+    values = {i: 20 + (i % 7) * 0.1 for i in range(720)}
+    ingest_readings(
+        env_session, [reading(i, values[i]) for i in range(6, 720)], source="t", now=now
+    )
+    refresh_rollups(env_session)
+    env_session.commit()
+    first = rollup_series(env_session, 60, "krios-t1", "temperature", T0, T0)
+    assert first == []
+    ingest_readings(env_session, [reading(i, values[i]) for i in range(6)], source="late", now=now)
+    assert refresh_rollups(env_session) > 0
+    env_session.commit()
+    minutes = rollup_series(env_session, 60, "krios-t1", "temperature", T0, T0 + timedelta(hours=2))
+    assert len(minutes) == 120
+    for k, bucket in enumerate(minutes):
+        chunk = [values[i] for i in range(6 * k, 6 * k + 6)]
+        assert bucket["n"] == 6
+        assert bucket["min"] == pytest.approx(min(chunk))
+        assert bucket["max"] == pytest.approx(max(chunk))
+        assert bucket["mean"] == pytest.approx(sum(chunk) / 6)
+    hours = rollup_series(env_session, 3600, "krios-t1", "temperature", T0, T0 + timedelta(hours=2))
+    assert [h["n"] for h in hours] == [360, 360]
+    assert hours[0]["mean"] == pytest.approx(sum(values[i] for i in range(360)) / 360)
+    assert env_session.execute(sa.select(sa.func.count()).select_from(DirtyRange)).scalar() == 0
+
+
+def test_retention_keeps_rollups(env_session):
+    old = T0 - timedelta(days=500)
+    batch = [reading(i, 21.0, ts=(old + timedelta(seconds=10 * i)).isoformat()) for i in range(12)]
+    batch += [reading(i, 20.0) for i in range(12)]
+    ingest_readings(env_session, batch, source="t", now=T0 + timedelta(hours=1))
+    env_session.commit()
+    deleted = apply_retention(env_session, T0, RetentionPolicy(raw_days=400, minute_days=450))
+    env_session.commit()
+    assert deleted["raw"] == 12 and deleted["60"] == 2
+    assert count(env_session) == 12
+    hours = rollup_series(env_session, 3600, "krios-t1", "temperature", old, old)
+    assert hours[0]["n"] == 12 and hours[0]["mean"] == pytest.approx(21.0)
+    left = env_session.execute(
+        sa.select(sa.func.min(Reading.ts_us)).where(Reading.sensor == "krios-t1")
+    ).scalar()
+    assert left == to_us(T0)
+    assert (
+        env_session.execute(
+            sa.select(sa.func.count()).select_from(Rollup).where(Rollup.resolution_s == 60)
+        ).scalar()
+        == 2
+    )
