@@ -1,1 +1,76 @@
-"""cryofac portal."""
+"""The facility web portal: a Flask application factory (flaskr style, no global app).
+
+Configuration keys (all optional): ``DATABASE_URL`` (default: SQLite under the
+instance folder), ``SECRET_KEY`` (default: ``CRYOFAC_SECRET_KEY`` or a random key kept
+in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``config/``),
+``TOKEN_TTL_H``, ``PASSWORD_TIME_COST``, ``PASSWORD_MEMORY_KIB``,
+``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+DEFAULTS: dict[str, Any] = {
+    "TOKEN_TTL_H": 24.0,
+    "PASSWORD_TIME_COST": 3,
+    "PASSWORD_MEMORY_KIB": 65536,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_WINDOW_MIN": 15.0,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "WTF_CSRF_TIME_LIMIT": None,
+}
+
+
+def _secret_key(instance: Path) -> str:
+    if os.environ.get("CRYOFAC_SECRET_KEY"):
+        return os.environ["CRYOFAC_SECRET_KEY"]
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the portal application for ``config`` (see the module docstring for keys)."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from portal import db as portal_db
+    from portal.domain.accounts import password_hasher
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(DEFAULTS)
+    app.config["DATABASE_URL"] = os.environ.get("CRYOFAC_DATABASE_URL")
+    app.config.update(config or {})
+    instance = Path(app.instance_path)
+    if not app.config.get("DATABASE_URL") or not app.config.get("SECRET_KEY"):
+        instance.mkdir(parents=True, exist_ok=True)
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'portal.sqlite3'}"
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(instance)
+
+    engine = portal_db.make_engine(app.config["DATABASE_URL"])
+    app.extensions["cryofac.engine"] = engine
+    app.extensions["cryofac.sessionmaker"] = portal_db.session_factory(engine)
+    app.extensions["cryofac.hasher"] = password_hasher(
+        int(app.config["PASSWORD_TIME_COST"]), int(app.config["PASSWORD_MEMORY_KIB"])
+    )
+    app.teardown_appcontext(portal_db.close_db)
+
+    csrf = CSRFProtect(app)
+
+    from portal.api import bp as api_bp
+    from portal.views import register_views
+
+    csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
+    app.register_blueprint(api_bp)
+    register_views(app)
+    return app

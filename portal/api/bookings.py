@@ -1,0 +1,99 @@
+"""Bookings: ``POST/GET /api/v1/bookings``, ``GET/DELETE /api/v1/bookings/ID``, staff decisions."""
+
+from __future__ import annotations
+
+from flask import g, jsonify, request
+
+from portal.api import bp, json_body, parse_int, parse_time, token_required
+from portal.db import get_db
+from portal.domain import bookings as booking_rules
+from portal.domain import permissions
+from portal.domain.errors import InvalidInput
+
+
+@bp.post("/bookings")
+@token_required()
+def create_booking():
+    data = json_body()
+    instrument_id = data.get("instrument_id")
+    if not isinstance(instrument_id, str):
+        raise InvalidInput("instrument_id must be a string")
+    for_booking_id = data.get("for_booking_id")
+    db = get_db()
+    booking = booking_rules.create_booking(
+        db,
+        g.user,
+        instrument_id,
+        parse_int(data.get("project_id"), "project_id"),
+        parse_time(data.get("start"), "start"),
+        parse_time(data.get("end"), "end"),
+        for_booking_id=parse_int(for_booking_id, "for_booking_id")
+        if for_booking_id is not None
+        else None,
+        note=str(data.get("note", "")),
+    )
+    db.commit()
+    return jsonify(booking.as_dict()), 201
+
+
+@bp.get("/bookings")
+@token_required()
+def list_bookings():
+    args = request.args
+    start = parse_time(args["start"], "start") if args.get("start") else None
+    end = parse_time(args["end"], "end") if args.get("end") else None
+    limit = min(parse_int(args.get("limit", 1000), "limit"), 5000)
+    rows = booking_rules.visible_bookings(
+        get_db(), g.user, args.get("instrument_id") or None, start, end, max(limit, 1)
+    )
+    return jsonify([b.as_dict() for b in rows])
+
+
+@bp.get("/bookings/<int:booking_id>")
+@token_required()
+def get_booking(booking_id: int):
+    return jsonify(permissions.visible_booking(get_db(), g.user, booking_id).as_dict())
+
+
+@bp.delete("/bookings/<int:booking_id>")
+@token_required()
+def cancel_booking(booking_id: int):
+    db = get_db()
+    booking = permissions.visible_booking(db, g.user, booking_id)
+    booking_rules.cancel_booking(db, g.user, booking)
+    db.commit()
+    return "", 204
+
+
+@bp.post("/bookings/<int:booking_id>/decision")
+@token_required(roles=permissions.STAFF_ROLES)
+def decide_booking(booking_id: int):
+    data = json_body()
+    approve = data.get("approve")
+    if not isinstance(approve, bool):
+        raise InvalidInput("approve must be true or false")
+    db = get_db()
+    booking = permissions.visible_booking(db, g.user, booking_id)
+    booking_rules.decide(db, g.user, booking, approve, str(data.get("reason", "")))
+    db.commit()
+    return jsonify(booking.as_dict())
+
+
+@bp.post("/waitlist")
+@token_required()
+def join_waitlist():
+    data = json_body()
+    instrument_id = data.get("instrument_id")
+    if not isinstance(instrument_id, str):
+        raise InvalidInput("instrument_id must be a string")
+    db = get_db()
+    entry = booking_rules.join_waitlist(
+        db,
+        g.user,
+        instrument_id,
+        parse_int(data.get("project_id"), "project_id"),
+        parse_time(data.get("start"), "start"),
+        parse_time(data.get("end"), "end"),
+    )
+    db.commit()
+    return jsonify({"id": entry.id, "state": entry.state}), 201

@@ -1,0 +1,46 @@
+"""Sessions: ``GET /api/v1/sessions/ID`` and operator transitions."""
+
+from __future__ import annotations
+
+from flask import g, jsonify
+
+from portal.api import bp, json_body, token_required
+from portal.db import get_db
+from portal.domain import permissions
+from portal.domain import sessions as lifecycle
+from portal.domain.errors import InvalidInput
+
+
+@bp.get("/sessions/<int:session_id>")
+@token_required()
+def get_session(session_id: int):
+    session = permissions.visible_session(get_db(), g.user, session_id)
+    return jsonify(lifecycle.as_dict(session))
+
+
+@bp.post("/sessions/<int:session_id>/transition")
+@token_required(roles=permissions.OPERATOR_ROLES)
+def transition_session(session_id: int):
+    data = json_body()
+    to_state = data.get("state")
+    if not isinstance(to_state, str):
+        raise InvalidInput("state must be a string")
+    db = get_db()
+    session = permissions.visible_session(db, g.user, session_id)
+    result = lifecycle.transition(
+        db,
+        g.user,
+        session,
+        to_state,
+        reason=str(data.get("reason", "")),
+        override_gate=bool(data.get("override_gate", False)),
+    )
+    db.commit()
+    body = lifecycle.as_dict(session)
+    if result is not None:
+        body["gate"] = {
+            "allowed": result.allowed,
+            "reasons": result.reasons,
+            "checked_at": result.checked_at.isoformat() if result.checked_at else None,
+        }
+    return jsonify(body)

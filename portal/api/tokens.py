@@ -1,0 +1,38 @@
+"""``POST /api/v1/tokens``: exchange a username and password for a bearer token."""
+
+from __future__ import annotations
+
+from flask import current_app, jsonify, request
+
+from portal.api import bp, json_body
+from portal.db import get_db
+from portal.domain import accounts
+from portal.domain.errors import InvalidInput, PortalError
+
+
+@bp.post("/tokens")
+def create_token():
+    data = json_body()
+    username, password = data.get("username"), data.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise InvalidInput("username and password are required strings")
+    db = get_db()
+    policy = accounts.LoginPolicy(
+        int(current_app.config["LOGIN_MAX_FAILURES"]),
+        float(current_app.config["LOGIN_WINDOW_MIN"]),
+    )
+    try:
+        user = accounts.authenticate(
+            db,
+            current_app.extensions["cryofac.hasher"],
+            username,
+            password,
+            request.remote_addr or "unknown",
+            policy,
+        )
+    except PortalError:
+        db.commit()  # keep the failed attempt for the rate limiter
+        raise
+    token = accounts.issue_token(db, user, float(current_app.config["TOKEN_TTL_H"]))
+    db.commit()
+    return jsonify({"token": token, "user": user.public(), "role": user.role}), 201

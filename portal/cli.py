@@ -1,0 +1,171 @@
+"""``cryofac portal``: database, users, facility, demo data, serving."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+
+DB_OPTION = click.option(
+    "--database-url",
+    envvar="CRYOFAC_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL (default: SQLite in the instance folder; env CRYOFAC_DATABASE_URL).",
+)
+CONFIG_OPTION = click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding facility.yaml (default: the embedded config/).",
+)
+
+
+def _app(database_url: str | None, config_dir: Path | None = None):
+    from portal import create_app
+
+    config = {}
+    if database_url:
+        config["DATABASE_URL"] = database_url
+    if config_dir:
+        config["FACILITY_CONFIG_DIR"] = str(config_dir)
+    return create_app(config)
+
+
+def _facility(config_dir: Path | None) -> dict:
+    from cryofac.config import load_facility
+
+    return load_facility(config_dir / "facility.yaml" if config_dir else None)
+
+
+def upgrade_all(url: str) -> list[str]:
+    """Run the portal migrations, then instrument_env's when it is installed."""
+    from portal import db as portal_db
+
+    portal_db.upgrade(url)
+    done = ["portal"]
+    if importlib.util.find_spec("instrument_env.db") is not None:
+        import instrument_env.db
+
+        instrument_env.db.upgrade(url)
+        done.append("instrument_env")
+    return done
+
+
+def load_facility(app, config_dir: Path | None) -> tuple[int, int]:
+    from portal.domain.facility import load_facility_into_db
+
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        counts = load_facility_into_db(db, _facility(config_dir))
+        db.commit()
+    return counts
+
+
+@click.group("portal")
+def portal_group() -> None:
+    """The facility web portal: database, users, facility, serving."""
+
+
+@portal_group.command("init-db")
+@DB_OPTION
+@CONFIG_OPTION
+def init_db(database_url: str | None, config_dir: Path | None) -> None:
+    """Create or upgrade the database (portal and instrument_env) and load the facility."""
+    app = _app(database_url, config_dir)
+    url = app.config["DATABASE_URL"]
+    parts = upgrade_all(url)
+    rooms, instruments = load_facility(app, config_dir)
+    click.echo(
+        f"database {_safe(url)} at head ({', '.join(parts)}); "
+        f"{rooms} rooms, {instruments} instruments loaded"
+    )
+
+
+@portal_group.command("migrate")
+@DB_OPTION
+@click.option("--revision", default="head", show_default=True)
+def migrate(database_url: str | None, revision: str) -> None:
+    """Upgrade the portal schema to REVISION, keeping existing data."""
+    from portal import db as portal_db
+
+    app = _app(database_url)
+    portal_db.upgrade(app.config["DATABASE_URL"], revision)
+    click.echo(f"portal schema at {portal_db.current_revision(app.config['DATABASE_URL'])}")
+
+
+@portal_group.command("load-facility")
+@DB_OPTION
+@CONFIG_OPTION
+def load_facility_cmd(database_url: str | None, config_dir: Path | None) -> None:
+    """Load rooms and instruments from facility.yaml (idempotent)."""
+    rooms, instruments = load_facility(_app(database_url, config_dir), config_dir)
+    click.echo(f"{rooms} rooms, {instruments} instruments loaded")
+
+
+@portal_group.command("create-user")
+@DB_OPTION
+@click.argument("username")
+@click.option(
+    "--role",
+    type=click.Choice(["researcher", "pi", "staff", "technician", "admin"]),
+    default="researcher",
+    show_default=True,
+)
+@click.option("--full-name", default="")
+@click.option("--email", default="")
+@click.password_option(envvar="CRYOFAC_NEW_PASSWORD")
+def create_user(
+    database_url: str | None, username: str, role: str, full_name: str, email: str, password: str
+) -> None:
+    """Create a user (e.g. the first admin: --role admin)."""
+    from portal.domain.accounts import create_user as create
+
+    app = _app(database_url)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        user = create(
+            db, app.extensions["cryofac.hasher"], username, password, role, full_name, email
+        )
+        db.commit()
+        click.echo(f"user {user.username} ({user.role}) created")
+
+
+@portal_group.command("seed-demo")
+@DB_OPTION
+@CONFIG_OPTION
+@click.option("--password", default="cryofac-demo", show_default=True, help="For every demo user.")
+def seed_demo(database_url: str | None, config_dir: Path | None, password: str) -> None:
+    """Demo users of every role, an active project with allocations, training records."""
+    from portal.demo import seed
+
+    app = _app(database_url, config_dir)
+    upgrade_all(app.config["DATABASE_URL"])
+    load_facility(app, config_dir)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        names = seed(db, app.extensions["cryofac.hasher"], password)
+        db.commit()
+    click.echo(f"demo users (password {password!r}): {', '.join(names)}")
+
+
+@portal_group.command("serve")
+@DB_OPTION
+@CONFIG_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(
+    database_url: str | None, config_dir: Path | None, host: str, port: int, threads: int
+) -> None:
+    """Serve the portal with waitress."""
+    from waitress import serve as waitress_serve
+
+    app = _app(database_url, config_dir)
+    click.echo(
+        f"cryofac portal on http://{host}:{port}/ (database {_safe(app.config['DATABASE_URL'])})"
+    )
+    waitress_serve(app, host=host, port=port, threads=threads, ident="cryofac")
+
+
+def _safe(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,119 @@
+"""Database engine and sessions, one engine per application; schema upgrades through Alembic.
+
+SQLite is the default (a file under the instance folder); PostgreSQL by URL. On SQLite
+every transaction starts with ``BEGIN IMMEDIATE`` so writers are serialised (two
+concurrent booking transactions cannot both see a free slot); on PostgreSQL booking
+transactions take a per-instrument advisory lock and an exclusion constraint makes an
+overlap impossible whatever the code does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Alembic's version table for the portal (instrument_env uses ``alembic_version_env``).
+VERSION_TABLE = "alembic_version"
+
+
+def make_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine for ``url``; SQLite gets serialised writers, a busy timeout and foreign keys."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            if parsed.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_timeout", 60)
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
+
+
+def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str):
+    """The Alembic configuration of the portal migrations, pointed at ``url``."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.set_main_option("version_table", VERSION_TABLE)
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the portal schema at ``url`` to ``revision`` (existing rows are kept)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The portal schema revision at ``url`` (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(
+                conn, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def lock_instrument(db: Session, instrument_id: str) -> None:
+    """Serialise booking writes on one instrument for the rest of the transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed on the instrument id.
+    SQLite: nothing to do, ``BEGIN IMMEDIATE`` already holds the database write lock.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"cryofac.booking.{instrument_id}"},
+        )
+
+
+def get_db() -> Session:
+    """The request's database session (opened on first use, closed at teardown)."""
+    from flask import current_app, g
+
+    if "cryofac_db" not in g:
+        g.cryofac_db = current_app.extensions["cryofac.sessionmaker"]()
+    return g.cryofac_db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    from flask import g
+
+    session = g.pop("cryofac_db", None)
+    if session is not None:
+        session.close()

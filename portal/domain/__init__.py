@@ -1,0 +1,1 @@
+"""The portal's domain logic: plain modules without Flask, testable without a request."""

@@ -1,0 +1,506 @@
+"""Every booking rule, in one place. No Flask: functions of a database session and a user.
+
+Rules (each violation raises :class:`BookingRuleViolation` naming the rule, HTTP 422):
+``time_order`` (end after start), ``project_state`` (the project is active),
+``training`` (the booker holds a valid training record for the instrument; staff are
+exempt), ``min_duration`` / ``max_duration``, ``lead_time`` (start at least the
+instrument's lead time from now), ``sample_prep`` (a sample-preparation slot linked to a
+microscope booking ends before that session starts, on the same project), and
+``allocation`` (the project's hours on this kind of instrument are not exceeded).
+Overlap with another pending or confirmed booking, or with a maintenance block, raises
+:class:`BookingConflict` (409); so does cancelling after the cancellation deadline.
+
+Writers on one instrument (and one project, for the allocation) are serialised:
+``BEGIN IMMEDIATE`` on SQLite, advisory locks on PostgreSQL — where an exclusion
+constraint also makes an overlap impossible whatever the code does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.db import lock_instrument
+from portal.domain import audit, permissions
+from portal.domain.errors import (
+    BookingConflict,
+    BookingRuleViolation,
+    CancellationTooLate,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
+from portal.models import (
+    HOLDING_BOOKING_STATES,
+    AcqSession,
+    Booking,
+    Instrument,
+    MaintenanceBlock,
+    Project,
+    TrainingRecord,
+    User,
+    WaitlistEntry,
+    utcnow,
+)
+
+BOOKING_FIELDS = ("instrument_id", "project_id", "user_id", "start_at", "end_at", "status")
+
+
+def _hours(value: float) -> str:
+    return f"{value:g} h"
+
+
+def check_rules(
+    db: Session,
+    user: User,
+    instrument: Instrument,
+    project: Project,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    for_booking: Booking | None = None,
+    ignore_booking_id: int | None = None,
+) -> None:
+    """Raise :class:`BookingRuleViolation` for the first rule the request breaks."""
+    if end <= start:
+        raise BookingRuleViolation("time_order", "the end must be after the start")
+    if project.state != "active":
+        raise BookingRuleViolation(
+            "project_state", f"project {project.code} is {project.state}, not active"
+        )
+    if not permissions.is_staff(user):
+        records = db.scalars(
+            sa.select(TrainingRecord).where(
+                TrainingRecord.user_id == user.id,
+                TrainingRecord.instrument_id == instrument.id,
+            )
+        ).all()
+        if not any(r.valid_at(start) for r in records):
+            raise BookingRuleViolation(
+                "training", f"{user.username} is not trained on {instrument.id}"
+            )
+    duration_h = (end - start).total_seconds() / 3600.0
+    if duration_h < instrument.min_duration_h - 1e-9:
+        raise BookingRuleViolation(
+            "min_duration",
+            f"{_hours(duration_h)} is shorter than the minimum "
+            f"{_hours(instrument.min_duration_h)} on {instrument.id}",
+        )
+    if duration_h > instrument.max_duration_h + 1e-9:
+        raise BookingRuleViolation(
+            "max_duration",
+            f"{_hours(duration_h)} is longer than the maximum "
+            f"{_hours(instrument.max_duration_h)} on {instrument.id}",
+        )
+    if start < now + timedelta(hours=instrument.lead_time_h):
+        raise BookingRuleViolation(
+            "lead_time",
+            f"{instrument.id} must be booked at least {_hours(instrument.lead_time_h)} ahead",
+        )
+    if for_booking is not None:
+        _check_sample_prep(instrument, project, end, for_booking)
+    allocated_h = project.allocation_h(instrument.kind)
+    used_h = used_hours(db, project.id, instrument.kind, ignore_booking_id)
+    if used_h + duration_h > allocated_h + 1e-9:
+        raise BookingRuleViolation(
+            "allocation",
+            f"project {project.code} has {_hours(allocated_h - used_h)} left of its "
+            f"{_hours(allocated_h)} on {instrument.kind} instruments; "
+            f"{_hours(duration_h)} requested",
+        )
+
+
+def _check_sample_prep(
+    instrument: Instrument, project: Project, end: datetime, session_booking: Booking
+) -> None:
+    if not instrument.is_sample_prep:
+        raise BookingRuleViolation(
+            "sample_prep", "only sample-preparation slots can belong to a microscope session"
+        )
+    target = session_booking.instrument
+    if target.is_sample_prep or session_booking.status not in HOLDING_BOOKING_STATES:
+        raise BookingRuleViolation(
+            "sample_prep", f"booking {session_booking.id} is not a live microscope booking"
+        )
+    if session_booking.project_id != project.id:
+        raise BookingRuleViolation(
+            "sample_prep", f"booking {session_booking.id} belongs to another project"
+        )
+    if end > session_booking.start_at:
+        raise BookingRuleViolation(
+            "sample_prep",
+            f"the sample-preparation slot must end by {session_booking.start_at.isoformat()}, "
+            f"when microscope booking {session_booking.id} starts",
+        )
+
+
+def used_hours(
+    db: Session, project_id: int, instrument_kind: str, ignore_booking_id: int | None = None
+) -> float:
+    """Hours held (pending or confirmed) by a project on instruments of one kind."""
+    query = (
+        sa.select(Booking.start_at, Booking.end_at)
+        .join(Instrument, Booking.instrument_id == Instrument.id)
+        .where(
+            Booking.project_id == project_id,
+            Instrument.kind == instrument_kind,
+            Booking.status.in_(HOLDING_BOOKING_STATES),
+        )
+    )
+    if ignore_booking_id is not None:
+        query = query.where(Booking.id != ignore_booking_id)
+    return sum((e - s).total_seconds() / 3600.0 for s, e in db.execute(query))
+
+
+def check_free(
+    db: Session,
+    instrument_id: str,
+    start: datetime,
+    end: datetime,
+    ignore_booking_id: int | None = None,
+) -> None:
+    """:class:`BookingConflict` when ``[start, end)`` overlaps a held booking or maintenance."""
+    query = sa.select(Booking.id, Booking.start_at, Booking.end_at).where(
+        Booking.instrument_id == instrument_id,
+        Booking.status.in_(HOLDING_BOOKING_STATES),
+        Booking.start_at < end,
+        Booking.end_at > start,
+    )
+    if ignore_booking_id is not None:
+        query = query.where(Booking.id != ignore_booking_id)
+    clash = db.execute(query.limit(1)).first()
+    if clash is not None:
+        raise BookingConflict(
+            f"{instrument_id} is already booked from {clash.start_at.isoformat()} "
+            f"to {clash.end_at.isoformat()}"
+        )
+    block = db.execute(
+        sa.select(MaintenanceBlock.start_at, MaintenanceBlock.end_at, MaintenanceBlock.reason)
+        .where(
+            MaintenanceBlock.instrument_id == instrument_id,
+            MaintenanceBlock.start_at < end,
+            MaintenanceBlock.end_at > start,
+        )
+        .limit(1)
+    ).first()
+    if block is not None:
+        raise BookingConflict(
+            f"{instrument_id} is down for maintenance from {block.start_at.isoformat()} "
+            f"to {block.end_at.isoformat()}" + (f" ({block.reason})" if block.reason else "")
+        )
+
+
+def _lock(db: Session, instrument_id: str, project_id: int | None) -> None:
+    if project_id is not None:
+        lock_instrument(db, f"project:{project_id}")
+    lock_instrument(db, instrument_id)
+
+
+def create_booking(
+    db: Session,
+    user: User,
+    instrument_id: str,
+    project_id: int,
+    start: datetime,
+    end: datetime,
+    for_booking_id: int | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> Booking:
+    """Book ``[start, end)`` on an instrument for a project, after checking every rule.
+
+    Instruments that require approval get a *pending* booking (it holds the slot until
+    staff decide); staff bookings and other instruments are *confirmed*. A confirmed
+    microscope booking gets its acquisition session (state ``scheduled``).
+    The caller commits.
+    """
+    now = now or utcnow()
+    instrument = db.get(Instrument, instrument_id)
+    if instrument is None or not instrument.active:
+        raise NotFound(f"instrument {instrument_id!r} not found")
+    project = db.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    permissions.require_can_book_for(db, user, project)
+    for_booking = None
+    if for_booking_id is not None:
+        for_booking = db.get(Booking, for_booking_id)
+        if for_booking is None or for_booking.project_id != project.id:
+            raise BookingRuleViolation(
+                "sample_prep", f"microscope booking {for_booking_id} not found in this project"
+            )
+    _lock(db, instrument.id, project.id)
+    check_rules(db, user, instrument, project, start, end, now, for_booking)
+    check_free(db, instrument.id, start, end)
+    status = (
+        "pending"
+        if instrument.requires_approval and not permissions.is_staff(user)
+        else "confirmed"
+    )
+    booking = Booking(
+        instrument_id=instrument.id,
+        project_id=project.id,
+        user_id=user.id,
+        start_at=start,
+        end_at=end,
+        status=status,
+        for_booking_id=for_booking_id,
+        note=note[:2000],
+        created_at=now,
+    )
+    db.add(booking)
+    try:
+        db.flush()
+    except sa.exc.IntegrityError as exc:  # the PostgreSQL exclusion constraint
+        db.rollback()
+        if "ex_bookings_no_overlap" in str(exc.orig):
+            raise BookingConflict(f"{instrument.id} is already booked at that time") from None
+        raise
+    audit.record(db, user, "create", "booking", booking.id, after=_snapshot(booking))
+    if status == "confirmed":
+        _open_session(db, user, booking)
+    _accept_offer(db, user, booking)
+    return booking
+
+
+def _snapshot(booking: Booking) -> dict:
+    return audit.snapshot(booking, BOOKING_FIELDS)
+
+
+def _open_session(db: Session, actor: User, booking: Booking) -> AcqSession | None:
+    if booking.instrument.is_sample_prep:
+        return None
+    session = AcqSession(
+        booking_id=booking.id,
+        instrument_id=booking.instrument_id,
+        project_id=booking.project_id,
+        state="scheduled",
+    )
+    db.add(session)
+    db.flush()
+    audit.record(db, actor, "create", "session", session.id, after={"state": "scheduled"})
+    return session
+
+
+def decide(db: Session, staff: User, booking: Booking, approve: bool, reason: str = "") -> None:
+    """Staff approve (→ confirmed, session opened) or reject (→ slot freed) a pending booking."""
+    permissions.require_staff(staff)
+    if booking.status != "pending":
+        raise Conflict(f"booking {booking.id} is {booking.status}, not pending")
+    before = _snapshot(booking)
+    booking.status = "confirmed" if approve else "rejected"
+    booking.decided_by_id = staff.id
+    booking.decided_at = utcnow()
+    action = "approve" if approve else "reject"
+    audit.record(db, staff, action, "booking", booking.id, before, _snapshot(booking), reason)
+    if approve:
+        _open_session(db, staff, booking)
+    else:
+        offer_freed_slot(db, booking)
+
+
+def cancel_booking(db: Session, user: User, booking: Booking, now: datetime | None = None) -> None:
+    """Cancel a held booking. After the instrument's cancellation deadline only staff may.
+
+    Raises :class:`Forbidden` (not the booker, the PI, or staff) or
+    :class:`CancellationTooLate` (409). The freed slot is offered to the waitlist.
+    """
+    now = now or utcnow()
+    if not permissions.can_cancel(db, user, booking):
+        raise Forbidden("only the booker, the project's PI or staff may cancel this booking")
+    if booking.status not in HOLDING_BOOKING_STATES:
+        raise Conflict(f"booking {booking.id} is already {booking.status}")
+    deadline = booking.start_at - timedelta(hours=booking.instrument.cancellation_deadline_h)
+    if now > deadline and not permissions.is_staff(user):
+        raise CancellationTooLate(
+            f"bookings on {booking.instrument_id} can be cancelled until "
+            f"{booking.instrument.cancellation_deadline_h:g} h before the start "
+            f"({deadline.isoformat()}); ask the facility staff"
+        )
+    session = db.scalar(sa.select(AcqSession).where(AcqSession.booking_id == booking.id))
+    if session is not None and session.state != "scheduled":
+        raise Conflict(f"session {session.id} is already {session.state}; abort it instead")
+    before = _snapshot(booking)
+    booking.status = "cancelled"
+    booking.cancelled_at = now
+    audit.record(db, user, "cancel", "booking", booking.id, before, _snapshot(booking))
+    if session is not None:
+        session.state = "aborted"
+        session.ended_at = now
+        audit.record(
+            db,
+            user,
+            "transition",
+            "session",
+            session.id,
+            {"state": "scheduled"},
+            {"state": "aborted"},
+            "booking cancelled",
+        )
+    offer_freed_slot(db, booking, now)
+
+
+def join_waitlist(
+    db: Session,
+    user: User,
+    instrument_id: str,
+    project_id: int,
+    start: datetime,
+    end: datetime,
+) -> WaitlistEntry:
+    """Ask to be offered ``[start, end)`` on an instrument if it is freed."""
+    if end <= start:
+        raise InvalidInput("the end must be after the start")
+    if db.get(Instrument, instrument_id) is None:
+        raise NotFound(f"instrument {instrument_id!r} not found")
+    project = db.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    permissions.require_can_book_for(db, user, project)
+    entry = WaitlistEntry(
+        instrument_id=instrument_id,
+        project_id=project_id,
+        user_id=user.id,
+        start_at=start,
+        end_at=end,
+        state="waiting",
+    )
+    db.add(entry)
+    db.flush()
+    audit.record(db, user, "create", "waitlist", entry.id, after={"state": "waiting"})
+    return entry
+
+
+def offer_freed_slot(
+    db: Session, freed: Booking, now: datetime | None = None
+) -> list[WaitlistEntry]:
+    """Offer a freed slot to every waiting entry that overlaps it, oldest first."""
+    now = now or utcnow()
+    entries = db.scalars(
+        sa.select(WaitlistEntry)
+        .where(
+            WaitlistEntry.instrument_id == freed.instrument_id,
+            WaitlistEntry.state == "waiting",
+            WaitlistEntry.start_at < freed.end_at,
+            WaitlistEntry.end_at > freed.start_at,
+        )
+        .order_by(WaitlistEntry.created_at, WaitlistEntry.id)
+    ).all()
+    for entry in entries:
+        entry.state = "offered"
+        entry.offered_at = now
+        audit.record(
+            db,
+            None,
+            "offer",
+            "waitlist",
+            entry.id,
+            {"state": "waiting"},
+            {"state": "offered", "freed_booking": freed.id},
+        )
+    return entries
+
+
+def _accept_offer(db: Session, user: User, booking: Booking) -> None:
+    entries = db.scalars(
+        sa.select(WaitlistEntry).where(
+            WaitlistEntry.user_id == user.id,
+            WaitlistEntry.instrument_id == booking.instrument_id,
+            WaitlistEntry.state.in_(("waiting", "offered")),
+            WaitlistEntry.start_at < booking.end_at,
+            WaitlistEntry.end_at > booking.start_at,
+        )
+    ).all()
+    for entry in entries:
+        before = {"state": entry.state}
+        entry.state = "accepted"
+        audit.record(db, user, "accept", "waitlist", entry.id, before, {"state": "accepted"})
+
+
+def visible_bookings(
+    db: Session,
+    user: User,
+    instrument_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+) -> list[Booking]:
+    """Bookings ``user`` may read (staff and technicians: all; others: their projects')."""
+    query = sa.select(Booking).order_by(Booking.start_at, Booking.id).limit(limit)
+    if instrument_id is not None:
+        query = query.where(Booking.instrument_id == instrument_id)
+    if start is not None:
+        query = query.where(Booking.end_at > start)
+    if end is not None:
+        query = query.where(Booking.start_at < end)
+    if not permissions.is_operator(user):
+        projects = permissions.project_ids_of(db, user)
+        query = query.where(Booking.project_id.in_(projects or {-1}))
+    return list(db.scalars(query))
+
+
+def busy_intervals(
+    db: Session, instrument_id: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime, str]]:
+    """Occupied ``[start, end)`` intervals on an instrument, without who holds them.
+
+    What a calendar shows to people outside the holding project: (start, end, kind)
+    with kind ``booked`` or ``maintenance``.
+    """
+    rows = [
+        (s, e, "booked")
+        for s, e in db.execute(
+            sa.select(Booking.start_at, Booking.end_at).where(
+                Booking.instrument_id == instrument_id,
+                Booking.status.in_(HOLDING_BOOKING_STATES),
+                Booking.start_at < end,
+                Booking.end_at > start,
+            )
+        )
+    ]
+    rows += [
+        (s, e, "maintenance")
+        for s, e in db.execute(
+            sa.select(MaintenanceBlock.start_at, MaintenanceBlock.end_at).where(
+                MaintenanceBlock.instrument_id == instrument_id,
+                MaintenanceBlock.start_at < end,
+                MaintenanceBlock.end_at > start,
+            )
+        )
+    ]
+    return sorted(rows)
+
+
+def add_maintenance(
+    db: Session, staff: User, instrument_id: str, start: datetime, end: datetime, reason: str
+) -> MaintenanceBlock:
+    """Block an instrument for maintenance; refused (409) when it overlaps a held booking."""
+    permissions.require_operator(staff)
+    if end <= start:
+        raise InvalidInput("the end must be after the start")
+    if db.get(Instrument, instrument_id) is None:
+        raise NotFound(f"instrument {instrument_id!r} not found")
+    _lock(db, instrument_id, None)
+    check_free(db, instrument_id, start, end)
+    block = MaintenanceBlock(
+        instrument_id=instrument_id,
+        start_at=start,
+        end_at=end,
+        reason=reason[:2000],
+        created_by_id=staff.id,
+    )
+    db.add(block)
+    db.flush()
+    audit.record(
+        db,
+        staff,
+        "create",
+        "maintenance",
+        block.id,
+        after={"instrument_id": instrument_id, "start_at": start, "end_at": end},
+        reason=reason,
+    )
+    return block

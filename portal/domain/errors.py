@@ -1,0 +1,82 @@
+"""Errors of the portal's domain; each maps to one HTTP status and a one-line message."""
+
+from __future__ import annotations
+
+from cryofac.errors import CryofacError
+
+
+class PortalError(CryofacError):
+    """A failure the user can act on. ``status`` is the HTTP status, ``code`` a stable name."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+class InvalidInput(PortalError):
+    status = 400
+    code = "invalid_input"
+
+
+class Unauthorized(PortalError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PortalError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(PortalError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(PortalError):
+    status = 409
+    code = "conflict"
+
+
+class BookingConflict(Conflict):
+    """The slot overlaps another booking or a maintenance block on the same instrument."""
+
+    code = "booking_conflict"
+
+
+class CancellationTooLate(Conflict):
+    code = "cancellation_deadline"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class BookingRuleViolation(PortalError):
+    """A booking breaks a rule; ``rule`` names it (e.g. ``lead_time``, ``allocation``)."""
+
+    status = 422
+    code = "booking_rule"
+
+    def __init__(self, rule: str, message: str):
+        self.rule = rule
+        super().__init__(f"{rule}: {message}")
+
+
+class GateClosed(PortalError):
+    """The environment gate refuses to start acquisition; ``reasons`` lists why."""
+
+    status = 409
+    code = "gate_closed"
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        super().__init__("environment gate closed: " + "; ".join(self.reasons))
+
+
+class TooManyAttempts(PortalError):
+    status = 429
+    code = "too_many_attempts"

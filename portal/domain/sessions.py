@@ -1,0 +1,165 @@
+"""The acquisition-session lifecycle: scheduled → ready → acquiring → processing → complete.
+
+Any unfinished session may be *aborted*. Only operators (staff, technicians, admins)
+move a session. Starting acquisition on an environment-gated instrument asks
+``instrument_env.gate.evaluate_gate``; when the gate is closed — or instrument_env is
+not installed, which fails closed — only staff may start anyway, with a written reason.
+Every transition and override goes to the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from portal.domain import audit, permissions
+from portal.domain.errors import Forbidden, GateClosed, InvalidInput, InvalidTransition
+from portal.models import AcqSession, Instrument, User, utcnow
+
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "scheduled": ("ready", "aborted"),
+    "ready": ("acquiring", "aborted"),
+    "acquiring": ("processing", "aborted"),
+    "processing": ("complete", "aborted"),
+    "complete": (),
+    "aborted": (),
+}
+SESSION_FIELDS = ("state", "operator_id", "raw_dir", "run_dir", "started_at", "ended_at")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What the portal keeps of an ``instrument_env`` gate decision."""
+
+    allowed: bool
+    reasons: list[str] = field(default_factory=list)
+    checked_at: datetime | None = None
+
+
+def default_gate(db: Session, instrument_id: str, at: datetime) -> GateResult:
+    """Ask instrument_env; fail closed when it is not installed or errs."""
+    try:
+        from instrument_env.gate import evaluate_gate
+    except ImportError:
+        return GateResult(
+            False,
+            ["environment monitoring (instrument_env.gate) is not installed; gate fails closed"],
+            at,
+        )
+    try:
+        decision = evaluate_gate(db, instrument_id, at)
+    except Exception as exc:  # a broken monitor must not open the gate
+        return GateResult(False, [f"environment gate failed: {exc.__class__.__name__}: {exc}"], at)
+    return GateResult(
+        bool(decision.allowed),
+        [str(r) for r in decision.reasons],
+        getattr(decision, "checked_at", at),
+    )
+
+
+def transition(
+    db: Session,
+    actor: User,
+    session: AcqSession,
+    to_state: str,
+    reason: str = "",
+    override_gate: bool = False,
+    now: datetime | None = None,
+    gate: Callable[[Session, str, datetime], GateResult] = default_gate,
+) -> GateResult | None:
+    """Move ``session`` to ``to_state``; returns the gate result when the gate was asked.
+
+    Raises :class:`InvalidTransition` (409) for a move the lifecycle does not allow,
+    :class:`GateClosed` (409) when the environment gate refuses acquisition and no staff
+    override was given, :class:`Forbidden` when ``actor`` may not operate sessions.
+    """
+    permissions.require_operator(actor)
+    now = now or utcnow()
+    if to_state not in TRANSITIONS.get(session.state, ()):
+        raise InvalidTransition(
+            f"session {session.id} is {session.state}; it cannot become {to_state}"
+        )
+    if to_state == "aborted" and not reason.strip():
+        raise InvalidInput("aborting a session needs a reason")
+    result = None
+    if to_state == "acquiring":
+        instrument = db.get(Instrument, session.instrument_id)
+        if instrument is not None and instrument.environment_gated:
+            result = gate(db, session.instrument_id, now)
+            if not result.allowed:
+                if not override_gate:
+                    raise GateClosed(result.reasons or ["gate closed"])
+                if not permissions.is_staff(actor):
+                    raise Forbidden("only staff may override the environment gate")
+                if len(reason.strip()) < 10:
+                    raise InvalidInput("a gate override needs a written reason (10+ characters)")
+                audit.record(
+                    db,
+                    actor,
+                    "gate_override",
+                    "session",
+                    session.id,
+                    {"gate_allowed": False, "gate_reasons": result.reasons},
+                    {"state": "acquiring"},
+                    reason,
+                )
+    before = audit.snapshot(session, SESSION_FIELDS)
+    session.state = to_state
+    if to_state == "acquiring":
+        session.started_at = now
+        session.operator_id = actor.id
+    if to_state in ("complete", "aborted"):
+        session.ended_at = now
+    audit.record(
+        db,
+        actor,
+        "transition",
+        "session",
+        session.id,
+        before,
+        audit.snapshot(session, SESSION_FIELDS),
+        reason,
+    )
+    return result
+
+
+def set_folders(
+    db: Session,
+    actor: User,
+    session: AcqSession,
+    raw_dir: str | None = None,
+    run_dir: str | None = None,
+) -> None:
+    """Record the session's raw-data folder and processing run folder (operators only)."""
+    permissions.require_operator(actor)
+    before = audit.snapshot(session, SESSION_FIELDS)
+    if raw_dir is not None:
+        session.raw_dir = raw_dir
+    if run_dir is not None:
+        session.run_dir = run_dir
+    audit.record(
+        db, actor, "update", "session", session.id, before, audit.snapshot(session, SESSION_FIELDS)
+    )
+
+
+def as_dict(session: AcqSession) -> dict:
+    booking = session.booking
+    return {
+        "id": session.id,
+        "booking_id": session.booking_id,
+        "instrument_id": session.instrument_id,
+        "project_id": session.project_id,
+        "state": session.state,
+        "start": booking.start_at.isoformat(),
+        "end": booking.end_at.isoformat(),
+        "started_at": session.started_at.isoformat() if session.started_at else None,
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "operator": session.operator.public() if session.operator else None,
+        "raw_dir": session.raw_dir,
+        "run_dir": session.run_dir,
+        "processing": {},
+        "allowed_transitions": list(TRANSITIONS[session.state]),
+    }

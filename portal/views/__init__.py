@@ -1,0 +1,62 @@
+"""Server-rendered pages, one small blueprint per area; the browser logs in with a cookie."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, g, redirect, render_template, request, session, url_for
+
+from portal.db import get_db
+from portal.models import User
+
+
+def render_error(status: int, message: str):
+    return render_template("error.html", status=status, message=message), status
+
+
+def load_user() -> None:
+    """Set ``g.user`` from the session cookie (None when logged out)."""
+    g.user = None
+    user_id = session.get("user_id")
+    if user_id is not None:
+        user = get_db().get(User, user_id)
+        if user is not None and user.active and session.get("pw") == user.password_hash[-16:]:
+            g.user = user
+        else:
+            session.clear()
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any):
+        if g.get("user") is None:
+            return redirect(url_for("auth.login", next=request.full_path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def register_views(app: Flask) -> None:
+    from portal.views import admin, auth, calendar, projects, staff
+
+    app.before_request(load_user)
+    for module in (auth, calendar, projects, staff, admin):
+        app.register_blueprint(module.bp)
+
+    @app.context_processor
+    def _inject() -> dict:
+        from portal.domain import permissions
+
+        return {"permissions": permissions, "current_user": g.get("user")}
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'"
+        )
+        return response

@@ -1,0 +1,213 @@
+"""Week calendar per instrument, my bookings, and the book / cancel forms."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from portal.db import get_db
+from portal.domain import bookings as booking_rules
+from portal.domain import permissions
+from portal.domain.errors import BookingRuleViolation, PortalError
+from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project
+from portal.views import login_required
+
+bp = Blueprint("calendar", __name__)
+
+
+def facility_tz() -> ZoneInfo:
+    """The facility's time zone (calendars only; everything is stored in UTC)."""
+    tz = current_app.extensions.get("cryofac.tz")
+    if tz is None:
+        from pathlib import Path
+
+        from cryofac.config import load_facility
+
+        directory = current_app.config.get("FACILITY_CONFIG_DIR")
+        path = Path(directory) / "facility.yaml" if directory else None
+        try:
+            name = load_facility(path)["facility"].get("timezone", "UTC")
+        except Exception:
+            name = "UTC"
+        tz = current_app.extensions["cryofac.tz"] = ZoneInfo(name)
+    return tz
+
+
+def _instruments():
+    return (
+        get_db()
+        .scalars(sa.select(Instrument).where(Instrument.active.is_(True)).order_by(Instrument.id))
+        .all()
+    )
+
+
+@bp.get("/")
+@login_required
+def index():
+    instruments = _instruments()
+    if not instruments:
+        return render_template("empty.html")
+    return redirect(url_for("calendar.week", instrument_id=instruments[0].id))
+
+
+@bp.get("/calendar/<instrument_id>")
+@login_required
+def week(instrument_id: str):
+    db = get_db()
+    instrument = db.get(Instrument, instrument_id)
+    if instrument is None:
+        abort(404)
+    tz = facility_tz()
+    try:
+        day = date.fromisoformat(request.args["week"]) if "week" in request.args else None
+    except ValueError:
+        day = None
+    day = day or datetime.now(tz).date()
+    monday = day - timedelta(days=day.weekday())
+    start = datetime.combine(monday, time(0), tz)
+    end = start + timedelta(days=7)
+    mine = {
+        b.id: b
+        for b in booking_rules.visible_bookings(db, g.user, instrument.id, start, end, 500)
+        if b.status in HOLDING_BOOKING_STATES
+    }
+    days = []
+    for i in range(7):
+        d0 = start + timedelta(days=i)
+        d1 = d0 + timedelta(days=1)
+        entries = []
+        for s, e, kind in booking_rules.busy_intervals(db, instrument.id, d0, d1):
+            own = next((b for b in mine.values() if b.start_at == s and b.end_at == e), None)
+            entries.append(
+                {
+                    "start": max(s, d0).astimezone(tz).strftime("%H:%M"),
+                    "end": min(e, d1).astimezone(tz).strftime("%H:%M") if e < d1 else "24:00",
+                    "kind": kind,
+                    "booking": own,
+                }
+            )
+        days.append({"date": d0.date(), "entries": entries})
+    return render_template(
+        "calendar.html",
+        instrument=instrument,
+        instruments=_instruments(),
+        days=days,
+        prev_week=(monday - timedelta(days=7)).isoformat(),
+        next_week=(monday + timedelta(days=7)).isoformat(),
+        tz=tz,
+    )
+
+
+@bp.get("/bookings/mine")
+@login_required
+def mine():
+    db = get_db()
+    rows = db.scalars(
+        sa.select(Booking).where(Booking.user_id == g.user.id).order_by(Booking.start_at.desc())
+    ).all()
+    return render_template("my_bookings.html", bookings=rows, tz=facility_tz())
+
+
+def _bookable_projects():
+    db = get_db()
+    query = sa.select(Project).where(Project.state == "active").order_by(Project.code)
+    if not permissions.is_staff(g.user):
+        ids = permissions.project_ids_of(db, g.user)
+        query = query.where(Project.id.in_(ids or {-1}))
+    return db.scalars(query).all()
+
+
+@bp.route("/bookings/new", methods=["GET", "POST"])
+@login_required
+def new():
+    form = request.form if request.method == "POST" else request.args
+    error = rule = None
+    status = 200
+    if request.method == "POST":
+        tz = facility_tz()
+        db = get_db()
+        try:
+            start = _local_time(form.get("start", ""), tz, "start")
+            end = _local_time(form.get("end", ""), tz, "end")
+            for_booking = form.get("for_booking_id", "").strip()
+            booking = booking_rules.create_booking(
+                db,
+                g.user,
+                form.get("instrument_id", ""),
+                _int(form.get("project_id"), "project"),
+                start,
+                end,
+                for_booking_id=_int(for_booking, "microscope booking") if for_booking else None,
+                note=form.get("note", ""),
+            )
+            db.commit()
+        except PortalError as exc:
+            db.rollback()
+            error, status = exc.message, exc.status
+            rule = exc.rule if isinstance(exc, BookingRuleViolation) else None
+        else:
+            flash(
+                f"Booked {booking.instrument_id} ({booking.status})."
+                if booking.status == "confirmed"
+                else f"Requested {booking.instrument_id}; waiting for staff approval."
+            )
+            return redirect(url_for("calendar.mine"))
+    return render_template(
+        "book.html",
+        instruments=_instruments(),
+        projects=_bookable_projects(),
+        form=form,
+        error=error,
+        rule=rule,
+    ), status
+
+
+@bp.post("/bookings/<int:booking_id>/cancel")
+@login_required
+def cancel(booking_id: int):
+    db = get_db()
+    try:
+        booking = permissions.visible_booking(db, g.user, booking_id)
+        booking_rules.cancel_booking(db, g.user, booking)
+        db.commit()
+        flash(f"Booking {booking_id} cancelled.")
+    except PortalError as exc:
+        db.rollback()
+        if exc.status == 404:
+            abort(404)
+        flash(exc.message, "error")
+    return redirect(url_for("calendar.mine"))
+
+
+def _local_time(value: str, tz: ZoneInfo, name: str) -> datetime:
+    from portal.domain.errors import InvalidInput
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: {value[:40]!r} is not a date and time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+def _int(value, name: str) -> int:
+    from portal.domain.errors import InvalidInput
+
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"choose a {name}") from None

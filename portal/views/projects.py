@@ -1,0 +1,117 @@
+"""Project pages: my projects, one project (members, allocation used, bookings), new project."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+
+from portal.db import get_db
+from portal.domain import bookings as booking_rules
+from portal.domain import permissions
+from portal.domain import projects as project_rules
+from portal.domain.errors import PortalError
+from portal.models import Booking, Project, User
+from portal.views import login_required
+from portal.views.calendar import facility_tz
+
+bp = Blueprint("projects", __name__, url_prefix="/projects")
+
+
+@bp.get("/")
+@login_required
+def index():
+    db = get_db()
+    query = sa.select(Project).order_by(Project.code)
+    if not permissions.is_operator(g.user):
+        query = query.where(Project.id.in_(permissions.project_ids_of(db, g.user) or {-1}))
+    return render_template("projects.html", projects=db.scalars(query).all())
+
+
+@bp.get("/<int:project_id>")
+@login_required
+def show(project_id: int):
+    db = get_db()
+    try:
+        project = permissions.visible_project(db, g.user, project_id)
+    except PortalError:
+        abort(404)
+    usage = [
+        (a.instrument_kind, a.hours, booking_rules.used_hours(db, project.id, a.instrument_kind))
+        for a in project.allocations
+    ]
+    bookings = db.scalars(
+        sa.select(Booking).where(Booking.project_id == project.id).order_by(Booking.start_at)
+    ).all()
+    return render_template(
+        "project.html",
+        project=project,
+        usage=usage,
+        bookings=bookings,
+        transitions=project_rules.PROJECT_TRANSITIONS[project.state],
+        tz=facility_tz(),
+    )
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    error = None
+    if request.method == "POST":
+        db = get_db()
+        try:
+            project = project_rules.create_project(
+                db,
+                g.user,
+                request.form.get("code", ""),
+                request.form.get("title", ""),
+                request.form.get("abstract", ""),
+            )
+            db.commit()
+        except PortalError as exc:
+            db.rollback()
+            error = exc.message
+        else:
+            return redirect(url_for("projects.show", project_id=project.id))
+    return render_template("project_new.html", error=error, form=request.form), (
+        400 if error else 200
+    )
+
+
+@bp.post("/<int:project_id>/state")
+@login_required
+def change_state(project_id: int):
+    db = get_db()
+    try:
+        project = permissions.visible_project(db, g.user, project_id)
+    except PortalError:
+        abort(404)
+    try:
+        project_rules.change_state(
+            db, g.user, project, request.form.get("state", ""), request.form.get("reason", "")
+        )
+        db.commit()
+        flash(f"Project {project.code} is now {project.state}.")
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    return redirect(url_for("projects.show", project_id=project_id))
+
+
+@bp.post("/<int:project_id>/members")
+@login_required
+def add_member(project_id: int):
+    db = get_db()
+    try:
+        project = permissions.visible_project(db, g.user, project_id)
+    except PortalError:
+        abort(404)
+    member = db.scalar(sa.select(User).where(User.username == request.form.get("username", "")))
+    try:
+        if member is None:
+            raise PortalError("no such user")
+        project_rules.add_member(db, g.user, project, member)
+        db.commit()
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    return redirect(url_for("projects.show", project_id=project_id))

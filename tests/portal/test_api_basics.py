@@ -1,0 +1,62 @@
+"""The JSON API basics: tokens, instruments, JSON errors with real status codes."""
+
+from __future__ import annotations
+
+
+def test_token_and_instruments(world, client):
+    headers = world.token(client, "alice")
+    response = client.get("/api/v1/instruments", headers=headers)
+    assert response.status_code == 200
+    ids = {row["id"]: row for row in response.get_json()}
+    assert set(ids) == {"krios1", "glacios1", "vitrobot1", "glowdischarge1"}
+    assert ids["krios1"]["kind"] == "microscope" and ids["krios1"]["room"] == "krios-room"
+
+
+def test_errors_are_json_with_real_status(world, client):
+    assert client.get("/api/v1/instruments").status_code == 401
+    assert client.get("/api/v1/instruments").get_json()["error"]["code"] == "unauthorized"
+    bad = client.post("/api/v1/tokens", json={"username": "alice", "password": "nope"})
+    assert bad.status_code == 401 and "error" in bad.get_json()
+    headers = world.token(client, "alice")
+    missing = client.get("/api/v1/no-such-thing", headers=headers)
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    wrong_method = client.put("/api/v1/instruments", headers=headers)
+    assert wrong_method.status_code == 405 and "error" in wrong_method.get_json()
+    not_json = client.post("/api/v1/bookings", data="x", headers=headers)
+    assert not_json.status_code == 400 and "error" in not_json.get_json()
+
+
+def test_book_read_cancel(world, client, slot):
+    headers = world.token(client, "alice")
+    start, end = slot(48, 4)
+    created = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": world.project_id,
+            "start": start,
+            "end": end,
+        },
+        headers=headers,
+    )
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert body["status"] == "confirmed" and body["instrument_id"] == "glacios1"
+    listed = client.get("/api/v1/bookings?instrument_id=glacios1", headers=headers).get_json()
+    assert [b["id"] for b in listed] == [body["id"]]
+    again = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": world.project_id,
+            "start": start,
+            "end": end,
+        },
+        headers=headers,
+    )
+    assert again.status_code == 409
+    assert client.delete(f"/api/v1/bookings/{body['id']}", headers=headers).status_code == 204
+    assert client.get(f"/api/v1/bookings/{body['id']}", headers=headers).get_json()["status"] == (
+        "cancelled"
+    )
+    assert world.password not in created.get_data(as_text=True)
