@@ -1,0 +1,24 @@
+"""Acquisition simulator: ground-truth map, particle stacks, micrographs, movies, sessions.
+
+Everything is deterministic given a seed (``rng`` accepts a Generator or an int) and uses
+RELION conventions (pipeline.geometry, pipeline.ctf_model). See each module for the model.
+"""
+
+from pipeline.simulate.particles import (
+    ParticleStackTruth,
+    simulate_particle_stack,
+    write_particle_stack,
+)
+from pipeline.simulate.projection import FourierProjector, project
+from pipeline.simulate.volume import SimulationError, reference_volume, structure_atoms
+
+__all__ = [
+    "FourierProjector",
+    "ParticleStackTruth",
+    "SimulationError",
+    "project",
+    "reference_volume",
+    "simulate_particle_stack",
+    "structure_atoms",
+    "write_particle_stack",
+]
