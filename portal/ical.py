@@ -116,30 +116,49 @@ def render_calendar(name: str, events: Iterable[CalendarEvent], now: datetime | 
     return "".join(fold_line(line) + "\r\n" for line in lines)
 
 
-def feed_token(secret: str, kind: str, object_id: int, generation: int = 0) -> str:
-    """The private token of a feed (``kind`` = user | instrument).
+@dataclass(frozen=True)
+class FeedGrant:
+    """What a feed token grants: a feed ``kind``, the user it was issued to, an instrument."""
 
-    ``generation`` lets a feed URL be revoked: store a new generation for the user
-    and old URLs stop matching.
+    kind: str
+    user_id: int
+    instrument_id: str | None = None
+    generation: int = 0
+
+
+def feed_token(
+    secret: str, kind: str, user_id: int, instrument_id: str | None = None, generation: int = 0
+) -> str:
+    """The private token of a feed: ``user`` (that user's bookings) or ``instrument``.
+
+    The token names the user it was issued to, so what an instrument feed reveals
+    (who booked, which project) follows that user's permissions at every fetch, and a
+    deactivated user's feeds stop working. ``generation`` allows revoking URLs.
     """
     from itsdangerous import URLSafeSerializer
 
     if kind not in FEED_KINDS:
         raise ValueError(f"feed kind must be one of {FEED_KINDS}, got {kind!r}")
-    return URLSafeSerializer(secret, salt=FEED_SALT).dumps([kind, int(object_id), int(generation)])
+    if (kind == "instrument") != (instrument_id is not None):
+        raise ValueError("an instrument feed needs an instrument id, a user feed none")
+    payload = [kind, int(user_id), instrument_id, int(generation)]
+    return URLSafeSerializer(secret, salt=FEED_SALT).dumps(payload)
 
 
-def read_feed_token(secret: str, token: str) -> tuple[str, int, int]:
-    """(kind, object id, generation) of a feed token; :class:`FeedTokenError` if forged."""
+def read_feed_token(secret: str, token: str) -> FeedGrant:
+    """The :class:`FeedGrant` of a token; :class:`FeedTokenError` if forged or malformed."""
     from itsdangerous import BadData, URLSafeSerializer
 
     try:
-        kind, object_id, generation = URLSafeSerializer(secret, salt=FEED_SALT).loads(token)
+        kind, user_id, instrument_id, generation = URLSafeSerializer(secret, salt=FEED_SALT).loads(
+            token
+        )
+        grant = FeedGrant(str(kind), int(user_id), instrument_id, int(generation))
     except (BadData, ValueError, TypeError) as exc:
         raise FeedTokenError("calendar feed link is not valid") from exc
-    if kind not in FEED_KINDS:
+    if grant.kind not in FEED_KINDS:
         raise FeedTokenError("calendar feed link is not valid")
-    return str(kind), int(object_id), int(generation)
+    return grant
 
 
 def parse_calendar(text: str) -> list[dict[str, str]]:

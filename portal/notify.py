@@ -141,6 +141,16 @@ class Outbox:
             messages.append(message)
         return message
 
+    def enqueue_raw(self, kind: str, to: list[str] | str, subject: str, body: str) -> Message:
+        """Queue a message whose subject and body were written elsewhere (e.g. escalations)."""
+        recipients = [r for r in ([to] if isinstance(to, str) else list(to)) if r]
+        if not recipients:
+            raise ValueError("a notification needs at least one recipient")
+        message = Message(kind=kind, to=recipients, subject=subject, body=body)
+        with self._locked() as messages:
+            messages.append(message)
+        return message
+
     def messages(self, status: str | None = None) -> list[Message]:
         with self._locked() as messages:
             return [m for m in messages if status is None or m.status == status]

@@ -76,14 +76,18 @@ def test_naive_or_inverted_times_are_refused():
 
 
 def test_feed_tokens():
-    token = feed_token("k", "instrument", 4)
-    assert read_feed_token("k", token) == ("instrument", 4, 0)
+    token = feed_token("k", "instrument", 4, "krios1")
+    grant = read_feed_token("k", token)
+    assert (grant.kind, grant.user_id, grant.instrument_id) == ("instrument", 4, "krios1")
+    assert read_feed_token("k", feed_token("k", "user", 9)).instrument_id is None
     with pytest.raises(FeedTokenError):
         read_feed_token("other", token)
     with pytest.raises(FeedTokenError):
         read_feed_token("k", token + "x")
     with pytest.raises(ValueError):
         feed_token("k", "project", 1)
+    with pytest.raises(ValueError):
+        feed_token("k", "instrument", 1)
 
 
 def test_outbox_logs_without_smtp(tmp_path, caplog):

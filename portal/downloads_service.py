@@ -1,0 +1,187 @@
+"""Glue between sessions in the database and the files of their run folders.
+
+Used by the JSON API (``portal.api.files``) and the browser views
+(``portal.views_downloads``): find a session the user may see (404 otherwise), list
+its downloadable files — run outputs, the environmental provenance and a manifest
+with SHA-256 checksums — and stream one of them with HTTP Range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import current_app, url_for
+
+from portal.downloads import (
+    ChecksumCache,
+    build_manifest,
+    file_response,
+    make_link_token,
+    manifest_sha256sum,
+)
+from portal.runs.files import (
+    ENVIRONMENT_NAME,
+    MANIFEST_NAME,
+    SHA256SUM_NAME,
+    find_file,
+    media_type,
+    run_files,
+)
+from portal.runs.folder import RunFolder, RunFolderError, read_run
+
+LINK_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Downloadable:
+    """A file offered for download: public name, path on disk, label, kind."""
+
+    name: str
+    path: Path
+    label: str
+    kind: str
+
+    def as_dict(self, session_id: int) -> dict[str, Any]:
+        stat = self.path.stat()
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "label": self.label,
+            "size": stat.st_size,
+            "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
+            "url": url_for("api_files.get_file", session_id=session_id, name=self.name),
+        }
+
+
+def cache_dir() -> Path:
+    """Where the portal keeps generated files (manifests, provenance, checksum cache)."""
+    configured = current_app.config.get("DOWNLOAD_CACHE_DIR")
+    path = Path(configured) if configured else Path(current_app.instance_path) / "downloads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def checksum_cache() -> ChecksumCache:
+    cache = current_app.extensions.get("cryofac.checksums")
+    if cache is None:
+        cache = ChecksumCache(cache_dir() / "sha256.json")
+        current_app.extensions["cryofac.checksums"] = cache
+    return cache
+
+
+def load_run(session) -> RunFolder | None:
+    """The session's run folder, or None when it has none (yet) or it cannot be read."""
+    if not session.run_dir:
+        return None
+    try:
+        return read_run(session.run_dir)
+    except RunFolderError as exc:
+        current_app.logger.warning("session %s: %s", session.id, exc)
+        return None
+
+
+def _write_if_changed(path: Path, data: bytes) -> Path:
+    """Write ``data`` atomically unless the file already holds it (keeps ETags stable)."""
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def environment_provenance(session) -> dict[str, Any] | None:
+    """The session's environmental provenance from instrument_env (None if unavailable)."""
+    try:
+        from instrument_env import provenance as env_provenance
+    except ImportError:
+        return None
+    build = getattr(env_provenance, "session_provenance", None) or getattr(
+        env_provenance, "provenance", None
+    )
+    if build is None or session.started_at is None:
+        return None
+    from portal.db import get_db
+
+    end = session.ended_at or datetime.now(UTC)
+    try:
+        result = build(get_db(), session.instrument_id, session.started_at, end)
+    except Exception as exc:  # provenance is an extra; never break the download list
+        current_app.logger.warning("session %s: no provenance: %s", session.id, exc)
+        return None
+    if hasattr(result, "as_dict"):
+        result = result.as_dict()
+    return result if isinstance(result, dict) else {"provenance": result}
+
+
+def downloadables(session) -> list[Downloadable]:
+    """Every file of ``session`` offered for download, manifest last."""
+    run = load_run(session)
+    items = [Downloadable(f.name, f.path, f.label, f.key) for f in (run_files(run) if run else [])]
+    folder = cache_dir() / f"session_{session.id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    provenance = environment_provenance(session)
+    if provenance is not None:
+        data = json.dumps(provenance, indent=2, sort_keys=True, default=str).encode()
+        path = _write_if_changed(folder / ENVIRONMENT_NAME, data)
+        items.append(
+            Downloadable(ENVIRONMENT_NAME, path, "Environmental provenance", "environment")
+        )
+    if not items:
+        return []
+    entries = build_manifest([(i.name, i.path, i.kind) for i in items], checksum_cache())
+    manifest = {
+        "schema": "cryofac-manifest/1",
+        "session_id": session.id,
+        "project_id": session.project_id,
+        "instrument_id": session.instrument_id,
+        "files": [e.as_dict() for e in entries],
+    }
+    manifest_path = _write_if_changed(
+        folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode()
+    )
+    sums_path = _write_if_changed(folder / SHA256SUM_NAME, manifest_sha256sum(entries).encode())
+    items.append(Downloadable(MANIFEST_NAME, manifest_path, "Manifest with checksums", "manifest"))
+    items.append(Downloadable(SHA256SUM_NAME, sums_path, "Checksums (sha256sum -c)", "manifest"))
+    return items
+
+
+def find_downloadable(session, name: str) -> Downloadable | None:
+    """The downloadable called ``name``, without hashing anything unless needed."""
+    if name not in (ENVIRONMENT_NAME, MANIFEST_NAME, SHA256SUM_NAME):
+        run = load_run(session)
+        found = find_file(run, name) if run else None
+        return Downloadable(found.name, found.path, found.label, found.key) if found else None
+    for item in downloadables(session):
+        if item.name == name:
+            return item
+    return None
+
+
+def stream(session, item: Downloadable, request):
+    """Stream ``item`` for ``request`` (Range, conditional requests, HEAD)."""
+    return file_response(
+        item.path,
+        request.headers,
+        method=request.method,
+        download_name=f"session{session.id}_{item.name}",
+        mimetype=media_type(item.name),
+    )
+
+
+def signed_link(user_id: int, session_id: int, name: str) -> tuple[str, datetime]:
+    """An absolute URL for ``name`` that works without a login until it expires."""
+    ttl = int(current_app.config.get("DOWNLOAD_LINK_TTL_S", LINK_TTL_S))
+    token, expires = make_link_token(
+        current_app.config["SECRET_KEY"],
+        user_id=user_id,
+        session_id=session_id,
+        name=name,
+        expires_in_s=ttl,
+    )
+    return url_for("downloads.signed_download", token=token, _external=True), expires

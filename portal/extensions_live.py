@@ -1,0 +1,41 @@
+"""Registers the live-run, download, technician, calendar-feed and OpenAPI parts.
+
+``create_app`` calls :func:`register` once; everything here is kept out of the core
+factory so the parts can be developed and tested on their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    """Add the blueprints (and their CSRF exemptions) and the notification hooks to ``app``."""
+    from portal import openapi, views_downloads, views_ical, views_runs
+    from portal.api import files as api_files
+
+    app.register_blueprint(views_runs.bp)
+    app.register_blueprint(views_downloads.bp)
+    app.register_blueprint(views_ical.bp)
+    app.register_blueprint(api_files.bp)
+    app.register_blueprint(openapi.bp)
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(api_files.bp)  # bearer-token API, no cookies
+    if _has("instrument_env.alarms") and _has("portal.views_tech"):
+        from portal import views_tech
+
+        app.register_blueprint(views_tech.bp)
+
+    from portal import notify_hooks
+
+    notify_hooks.install(app)
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False

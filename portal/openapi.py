@@ -1,0 +1,514 @@
+"""The OpenAPI 3.1 document of ``/api/v1``, served at ``/api/v1/openapi.json``.
+
+Written as data next to the code it describes; tests send real requests through the
+application and validate every JSON response against the schema listed here for its
+path, method and status (:func:`validate_response`), so the document cannot drift from
+what the API really returns. Schemas follow JSON Schema 2020-12 (OpenAPI 3.1).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+ISO_TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "UserPublic": {
+        "type": "object",
+        "required": ["id", "username", "full_name"],
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "full_name": {"type": "string"},
+        },
+    },
+    "TokenRequest": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+    },
+    "Token": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string", "minLength": 20},
+            "user": _ref("UserPublic"),
+            "role": {"type": "string"},
+        },
+    },
+    "Instrument": {
+        "type": "object",
+        "required": ["id", "name", "kind", "room"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "room": {"type": "string"},
+            "requires_approval": {"type": "boolean"},
+            "environment_gated": {"type": "boolean"},
+            "booking": {
+                "type": "object",
+                "properties": {
+                    "min_duration_h": {"type": "number"},
+                    "max_duration_h": {"type": "number"},
+                    "lead_time_h": {"type": "number"},
+                    "cancellation_deadline_h": {"type": "number"},
+                },
+            },
+        },
+    },
+    "BookingRequest": {
+        "type": "object",
+        "required": ["instrument_id", "project_id", "start", "end"],
+        "properties": {
+            "instrument_id": {"type": "string"},
+            "project_id": {"type": "integer"},
+            "start": ISO_TIME,
+            "end": ISO_TIME,
+            "for_booking_id": {"type": ["integer", "null"]},
+            "note": {"type": "string"},
+        },
+    },
+    "Booking": {
+        "type": "object",
+        "required": ["id", "instrument_id", "project_id", "start", "end", "status"],
+        "properties": {
+            "id": {"type": "integer"},
+            "instrument_id": {"type": "string"},
+            "project_id": {"type": "integer"},
+            "user": _ref("UserPublic"),
+            "start": ISO_TIME,
+            "end": ISO_TIME,
+            "status": {"enum": ["pending", "confirmed", "rejected", "cancelled"]},
+            "for_booking_id": {"type": ["integer", "null"]},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "instrument_id", "project_id", "state", "start", "end"],
+        "properties": {
+            "id": {"type": "integer"},
+            "booking_id": {"type": "integer"},
+            "instrument_id": {"type": "string"},
+            "project_id": {"type": "integer"},
+            "state": {
+                "enum": ["scheduled", "ready", "acquiring", "processing", "complete", "aborted"]
+            },
+            "start": ISO_TIME,
+            "end": ISO_TIME,
+            "started_at": NULLABLE_TIME,
+            "ended_at": NULLABLE_TIME,
+            "operator": {"oneOf": [{"type": "null"}, _ref("UserPublic")]},
+            "raw_dir": {"type": ["string", "null"]},
+            "run_dir": {"type": ["string", "null"]},
+            "processing": {"type": "object"},
+            "allowed_transitions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "File": {
+        "type": "object",
+        "required": ["name", "kind", "label", "size", "modified_at", "url"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[^/]+$"},
+            "kind": {"type": "string"},
+            "label": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0, "description": "bytes"},
+            "modified_at": ISO_TIME,
+            "url": {"type": "string"},
+        },
+    },
+    "FileList": {
+        "type": "object",
+        "required": ["session_id", "files"],
+        "additionalProperties": False,
+        "properties": {
+            "session_id": {"type": "integer"},
+            "files": {"type": "array", "items": _ref("File")},
+        },
+    },
+    "SignedLink": {
+        "type": "object",
+        "required": ["url", "expires_at"],
+        "additionalProperties": False,
+        "properties": {"url": {"type": "string"}, "expires_at": ISO_TIME},
+    },
+    "Reading": {
+        "type": "object",
+        "required": ["sensor", "quantity", "ts", "value", "unit"],
+        "properties": {
+            "sensor": {"type": "string"},
+            "quantity": {"type": "string"},
+            "ts": ISO_TIME,
+            "value": {"type": "number"},
+            "unit": {"type": "string"},
+            "band": {"type": ["string", "number"]},
+        },
+    },
+    "ReadingsAccepted": {
+        "type": "object",
+        "required": ["accepted", "rejected"],
+        "properties": {
+            "accepted": {"type": "integer", "minimum": 0},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "reason"],
+                    "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "Gate": {
+        "type": "object",
+        "required": ["allowed", "reasons", "checked_at"],
+        "properties": {
+            "allowed": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "checked_at": ISO_TIME,
+        },
+    },
+    "Alarm": {
+        "type": "object",
+        "required": ["id", "room", "severity", "state", "message"],
+        "properties": {
+            "id": {"type": "integer"},
+            "rule_id": {"type": "string"},
+            "room": {"type": "string"},
+            "sensor": {"type": "string"},
+            "quantity": {"type": "string"},
+            "kind": {"type": "string"},
+            "severity": {"type": "string"},
+            "state": {"type": "string"},
+            "message": {"type": "string"},
+            "started_at": ISO_TIME,
+            "acknowledged_at": NULLABLE_TIME,
+            "acknowledged_by": {"type": ["string", "null"]},
+            "ack_comment": {"type": ["string", "null"]},
+            "resolved_at": NULLABLE_TIME,
+        },
+    },
+    "AckRequest": {
+        "type": "object",
+        "required": ["comment"],
+        "properties": {"comment": {"type": "string"}},
+    },
+}
+
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "public file name from the file list, e.g. map.mrc",
+}
+RANGE_PARAM = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "example": "bytes=1048576-"},
+    "description": "one byte range (RFC 9110); resumes a download",
+}
+COMMON_ERRORS = {"401": _error("missing or invalid token")}
+
+
+def _paths() -> dict[str, Any]:
+    auth = {"security": [{"bearer": []}]}
+    return {
+        "/tokens": {
+            "post": {
+                "summary": "Exchange a username and password for a bearer token",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("TokenRequest")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Token"), "token issued"),
+                    "400": _error("malformed request"),
+                    "401": _error("wrong username or password"),
+                    "429": _error("too many failed attempts"),
+                },
+            }
+        },
+        "/instruments": {
+            "get": {
+                **auth,
+                "summary": "The facility's bookable instruments",
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Instrument")}),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/instruments/{id}/gate": {
+            "get": {
+                **auth,
+                "summary": "Whether the environment allows acquisition now, and why not",
+                "parameters": [{**ID_PARAM, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json(_ref("Gate")),
+                    "404": _error("no such instrument"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/bookings": {
+            "get": {
+                **auth,
+                "summary": "Bookings visible to the caller",
+                "parameters": [
+                    {"name": "instrument_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "start", "in": "query", "schema": ISO_TIME},
+                    {"name": "end", "in": "query", "schema": ISO_TIME},
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Booking")}),
+                    "400": _error("malformed query"),
+                    **COMMON_ERRORS,
+                },
+            },
+            "post": {
+                **auth,
+                "summary": "Book an instrument for a project",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("BookingRequest")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Booking"), "booked"),
+                    "400": _error("malformed request"),
+                    "403": _error("not allowed to book for this project"),
+                    "404": _error("no such instrument or project"),
+                    "409": _error("overlaps another booking or a maintenance block"),
+                    "422": _error("breaks a booking rule (the message says which)"),
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/bookings/{id}": {
+            "get": {
+                **auth,
+                "parameters": [ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("Booking")),
+                    "404": _error("not found"),
+                    **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                **auth,
+                "parameters": [ID_PARAM],
+                "responses": {
+                    "204": {"description": "cancelled"},
+                    "403": _error("not allowed to cancel"),
+                    "404": _error("not found"),
+                    "409": _error("past the cancellation deadline"),
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/sessions/{id}": {
+            "get": {
+                **auth,
+                "summary": "State, times, processing progress and statistics of a session",
+                "parameters": [ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("Session")),
+                    "404": _error("not found (also for anyone outside the project)"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/sessions/{id}/files": {
+            "get": {
+                **auth,
+                "summary": "Downloadable outputs, environmental provenance and manifest",
+                "parameters": [ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("FileList")),
+                    "404": _error("not found (also for anyone outside the project)"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/sessions/{id}/files/{name}": {
+            "get": {
+                **auth,
+                "summary": "The file, streamed; supports HTTP Range (206) and If-None-Match",
+                "parameters": [ID_PARAM, NAME_PARAM, RANGE_PARAM],
+                "responses": {
+                    "200": {
+                        "description": "the whole file",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "206": {
+                        "description": "the requested range",
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "304": {"description": "not modified"},
+                    "404": _error("not found (also for anyone outside the project)"),
+                    "416": {"description": "range not satisfiable"},
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/sessions/{id}/files/{name}/link": {
+            "post": {
+                **auth,
+                "summary": "An expiring signed URL for curl/wget (no token needed to use it)",
+                "parameters": [ID_PARAM, NAME_PARAM],
+                "responses": {
+                    "201": _json(_ref("SignedLink"), "link issued"),
+                    "404": _error("not found (also for anyone outside the project)"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/env/readings": {
+            "post": {
+                **auth,
+                "summary": "Ingest environment readings (idempotent per sensor, quantity, ts)",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": {"type": "array", "items": _ref("Reading")}}},
+                },
+                "responses": {
+                    "202": _json(_ref("ReadingsAccepted"), "accepted"),
+                    "400": _error("not a JSON array"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/alarms": {
+            "get": {
+                **auth,
+                "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Alarm")}),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/alarms/{id}/ack": {
+            "post": {
+                **auth,
+                "parameters": [ID_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("AckRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Alarm"), "acknowledged"),
+                    "404": _error("no such alarm"),
+                    "409": _error("alarm cannot be acknowledged in its state"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object", "required": ["openapi", "paths"]})},
+            }
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy each call)."""
+    from cryofac import __version__
+
+    return copy.deepcopy(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "cryofac facility API",
+                "version": __version__,
+                "description": "Bookings, sessions, downloads and room environment of a "
+                'cryo-EM facility. Errors are {"error": {"code", "message"}}.',
+            },
+            "servers": [{"url": "/api/v1"}],
+            "paths": _paths(),
+            "components": {
+                "schemas": SCHEMAS,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+    )
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def response_schema(doc: dict, method: str, template: str, status: int) -> dict | None:
+    """The JSON schema documented for (``method``, ``template`` path, ``status``), or None."""
+    operation = doc["paths"].get(template, {}).get(method.lower())
+    if operation is None:
+        raise KeyError(f"{method.upper()} {template} is not documented")
+    response = operation["responses"].get(str(status))
+    if response is None:
+        raise KeyError(f"{method.upper()} {template} does not document status {status}")
+    if _JSON not in response.get("content", {}):
+        return None
+    return {
+        "$ref": "urn:cryofac-openapi#/"
+        + _pointer("paths", template, method.lower(), "responses", str(status))
+        + "/content/application~1json/schema"
+    }
+
+
+def validate_response(doc: dict, method: str, template: str, status: int, body: Any) -> None:
+    """Raise ``jsonschema.ValidationError`` (or KeyError) unless ``body`` matches the document."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    schema = response_schema(doc, method, template, status)
+    if schema is None:
+        return
+    registry = Registry().with_resource(
+        "urn:cryofac-openapi", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    Draft202012Validator(schema, registry=registry).validate(body)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi_json():
+    return jsonify(document())

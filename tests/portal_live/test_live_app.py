@@ -1,0 +1,193 @@
+"""Run pages, downloads and the files API through the real application."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+
+def test_files_api_lists_outputs_manifest_and_streams_with_range(live, client):
+    headers = live.token(client, "alice")
+    listing = client.get(f"/api/v1/sessions/{live.session_id}/files", headers=headers)
+    assert listing.status_code == 200
+    names = [f["name"] for f in listing.get_json()["files"]]
+    for expected in (
+        "map.mrc",
+        "half1.mrc",
+        "half2.mrc",
+        "mask.mrc",
+        "fsc.star",
+        "particles.star",
+        "classes2d.mrcs",
+        "manifest.json",
+        "MANIFEST.sha256",
+    ):
+        assert expected in names
+    whole = client.get(f"/api/v1/sessions/{live.session_id}/files/map.mrc", headers=headers)
+    assert whole.status_code == 200
+    on_disk = (live.run_dir / "refine" / "map.mrc").read_bytes()
+    assert whole.data == on_disk
+    part = client.get(
+        f"/api/v1/sessions/{live.session_id}/files/map.mrc",
+        headers={**headers, "Range": "bytes=1024-"},
+    )
+    assert part.status_code == 206
+    assert part.data == on_disk[1024:]
+    assert part.headers["Content-Range"] == f"bytes 1024-{len(on_disk) - 1}/{len(on_disk)}"
+
+    manifest = client.get(
+        f"/api/v1/sessions/{live.session_id}/files/manifest.json", headers=headers
+    )
+    entries = {e["name"]: e for e in json.loads(manifest.data)["files"]}
+    assert entries["map.mrc"]["sha256"] == hashlib.sha256(on_disk).hexdigest()
+    assert entries["map.mrc"]["size"] == len(on_disk)
+
+    missing = client.get(f"/api/v1/sessions/{live.session_id}/files/nope.mrc", headers=headers)
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "not_found"
+
+
+def test_signed_link_works_without_login_and_expires(live, client):
+    headers = live.token(client, "alice")
+    made = client.post(f"/api/v1/sessions/{live.session_id}/files/half1.mrc/link", headers=headers)
+    assert made.status_code == 201
+    url = made.get_json()["url"]
+    path = url.split("portal.test", 1)[1]
+    anonymous = live.app.test_client()
+    got = anonymous.get(path, headers={"Range": "bytes=0-99"})
+    assert got.status_code == 206 and len(got.data) == 100
+    assert got.data == (live.run_dir / "refine" / "half1.mrc").read_bytes()[:100]
+    tampered = anonymous.get(path[:-3] + "abc")
+    assert tampered.status_code == 404
+    live.app.config["DOWNLOAD_LINK_TTL_S"] = 1
+    with live.app.test_request_context():
+        from portal.downloads import make_link_token
+
+        token, _ = make_link_token(
+            live.app.config["SECRET_KEY"],
+            user_id=live.users["alice"],
+            session_id=live.session_id,
+            name="map.mrc",
+            expires_in_s=1,
+            now=1000.0,
+        )
+    assert anonymous.get(f"/dl/{token}").status_code == 410
+
+
+def test_signed_link_stops_working_when_owner_leaves_project(live, client):
+    headers = live.token(client, "alice")
+    url = client.post(
+        f"/api/v1/sessions/{live.session_id}/files/map.mrc/link", headers=headers
+    ).get_json()["url"]
+    path = url.split("portal.test", 1)[1]
+    with live.db() as db:
+        from portal.models import project_members
+
+        db.execute(project_members.delete().where(project_members.c.user_id == live.users["alice"]))
+        db.commit()
+    assert live.app.test_client().get(path).status_code == 404
+
+
+def test_run_page_overview_and_status(live, client):
+    live.login(client, "alice")
+    page = client.get(f"/sessions/{live.session_id}/run")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Movies received" in html and "keeping up" in html
+    assert "map.mrc" in html
+    status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
+    assert status["movies_processed"] == 11 and status["movies_failed"] == 1
+    assert status["keeping_up"] is True
+    plot = client.get(f"/sessions/{live.session_id}/run/plots/time_drift")
+    assert plot.status_code == 200 and plot.mimetype == "image/svg+xml"
+    thumb = client.get(f"/sessions/{live.session_id}/run/thumbnails/mic")
+    assert thumb.status_code == 200 and thumb.data.startswith(b"\x89PNG")
+    overview = client.get("/runs").get_data(as_text=True)
+    assert f"#{live.session_id}" in overview
+    assert f"#{live.other_session_id}" not in overview  # not alice's project
+    download = client.get(f"/sessions/{live.session_id}/files/fsc.star")
+    assert download.status_code == 200 and b"rlnFourierShellCorrelation" in download.data
+
+
+def test_staff_overview_lists_every_run(live, client):
+    live.login(client, "tech")
+    html = client.get("/runs").get_data(as_text=True)
+    assert f"#{live.session_id}" in html and f"#{live.other_session_id}" in html
+
+
+def _run_urls(session_id: int) -> list[tuple[str, str]]:
+    base = f"/sessions/{session_id}"
+    urls = [("GET", f"{base}/run"), ("GET", f"{base}/run/status.json")]
+    from portal.runs.plots import PLOT_NAMES
+
+    urls += [("GET", f"{base}/run/plots/{name}") for name in PLOT_NAMES]
+    urls += [("GET", f"{base}/run/thumbnails/{k}") for k in ("mic", "ps")]
+    return urls
+
+
+def _file_names(live, client, session_id: int) -> list[str]:
+    headers = live.token(client, "staff")
+    files = client.get(f"/api/v1/sessions/{session_id}/files", headers=headers).get_json()
+    return [f["name"] for f in files["files"]]
+
+
+@pytest.mark.parametrize("outsider", ["mallory", "otherpi"])
+def test_outsider_gets_404_on_every_run_and_download_url(live, outsider):
+    """Every page, plot, thumbnail, file, link and API URL of another project: 404."""
+    client = live.app.test_client()
+    sid = live.session_id
+    names = _file_names(live, client, sid)
+    assert len(names) >= 9
+
+    with live.app.test_request_context():
+        registered = {
+            rule.rule for rule in live.app.url_map.iter_rules() if "session_id" in rule.arguments
+        }
+    covered = set()
+    api_headers = live.token(client, outsider)
+    urls = [("GET", f"/api/v1/sessions/{sid}/files", "/api/v1/sessions/<int:session_id>/files")]
+    for name in names:
+        urls += [
+            (
+                "GET",
+                f"/api/v1/sessions/{sid}/files/{name}",
+                "/api/v1/sessions/<int:session_id>/files/<path:name>",
+            ),
+            ("HEAD", f"/api/v1/sessions/{sid}/files/{name}", None),
+            (
+                "POST",
+                f"/api/v1/sessions/{sid}/files/{name}/link",
+                "/api/v1/sessions/<int:session_id>/files/<path:name>/link",
+            ),
+        ]
+    for method, url, rule in urls:
+        response = client.open(url, method=method, headers={**api_headers, "Range": "bytes=0-9"})
+        assert response.status_code == 404, (method, url, response.status_code)
+        if method != "HEAD":
+            assert response.get_json()["error"]["code"] == "not_found"
+        covered.add(rule)
+
+    live.login(client, outsider)
+    page_urls = [(m, u) for m, u in _run_urls(sid)]
+    page_urls += [("GET", f"/sessions/{sid}/files/{n}") for n in names]
+    page_urls += [("POST", f"/sessions/{sid}/files/{n}/link") for n in names]
+    for method, url in page_urls:
+        response = client.open(url, method=method)
+        assert response.status_code == 404, (method, url, response.status_code)
+        adapter = live.app.url_map.bind("portal.test")
+        endpoint, _ = adapter.match(url, method=method)
+        covered.add(next(r.rule for r in live.app.url_map.iter_rules() if r.endpoint == endpoint))
+    # a signed link issued to a member, used by the outsider, still works only as the member's
+    # grant; an outsider cannot mint one. Every session-scoped URL rule of ours was tried:
+    ours = {
+        r
+        for r in registered
+        if r.startswith(("/sessions/", "/api/v1/sessions/<int:session_id>/files"))
+    }
+    assert ours - {None} <= covered, sorted(ours - covered)
+    # and the member still gets them
+    member = live.app.test_client()
+    live.login(member, "alice")
+    assert member.get(f"/sessions/{sid}/run").status_code == 200
