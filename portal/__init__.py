@@ -73,4 +73,7 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
     app.register_blueprint(api_bp)
     register_views(app)
+    from portal.extensions_live import register as register_live  # runs, downloads, feeds
+
+    register_live(app)
     return app
