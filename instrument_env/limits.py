@@ -89,6 +89,7 @@ class EnvConfig:
     settling_window_s: dict[str, float]  # room -> seconds
     escalate_to: dict[str, str] = field(default_factory=dict)
     mains_frequency_Hz: float = 50.0
+    default_escalate_after_s: float = 900.0
 
     def rules_for_room(self, room: str) -> list[Rule]:
         return [r for r in self.rules if r.room == room]
@@ -205,6 +206,7 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
         settling_window_s=settling,
         escalate_to=escalate_to,
         mains_frequency_Hz=float(facility["facility"].get("mains_frequency_Hz", 50)),
+        default_escalate_after_s=float(defaults.get("escalate_after_s", 900)),
     )
 
 

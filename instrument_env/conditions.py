@@ -1,0 +1,104 @@
+"""A rule's judged series and its breach/clear tests, shared by alarms, gate and provenance.
+
+For a rule on channel (sensor, quantity[, band]):
+
+- ``high``/``low``: the readings themselves; with ``band: any`` the worst band at each
+  time (max for ``high``, min for ``low``).
+- ``drift``: at each reading, the peak-to-peak change of the readings within the
+  trailing ``window_s`` (a stability rule, e.g. °C per hour).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from instrument_env.limits import ANY_BAND, Rule
+from instrument_env.storage import channel_series_us
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Times (µs since epoch) and judged values of one rule, sorted by time."""
+
+    ts_us: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+
+def judged_series(session: Session, rule: Rule, start_us: int, end_us: int) -> Judged:
+    """The rule's judged values at readings in ``[start_us, end_us]``.
+
+    Drift rules read ``window_s`` more history so that every returned value sees a
+    full window.
+    """
+    window_us = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
+    band = None if rule.band in (None, ANY_BAND) else rule.band
+    series = channel_series_us(
+        session, rule.sensor, rule.quantity, start_us - window_us, end_us, band=band
+    )
+    ts, values = series.ts_us, series.values
+    if rule.band == ANY_BAND and len(ts):
+        ts, values = _worst_per_time(ts, values, low=rule.kind == "low")
+    if rule.kind == "drift":
+        values = trailing_peak_to_peak(ts, values, window_us)
+        keep = ts >= start_us
+        ts, values = ts[keep], values[keep]
+    return Judged(ts, values)
+
+
+def _worst_per_time(ts: np.ndarray, values: np.ndarray, *, low: bool):
+    unique, inverse = np.unique(ts, return_inverse=True)
+    out = np.full(unique.shape, np.inf if low else -np.inf)
+    (np.minimum if low else np.maximum).at(out, inverse, values)
+    return unique, out
+
+
+def trailing_peak_to_peak(ts_us: np.ndarray, values: np.ndarray, window_us: int) -> np.ndarray:
+    """max - min of the values with ts in ``(t - window, t]`` for each t (monotonic deques)."""
+    out = np.empty(len(values))
+    max_q: deque[int] = deque()
+    min_q: deque[int] = deque()
+    start = 0
+    for i in range(len(values)):
+        v = values[i]
+        while max_q and values[max_q[-1]] <= v:
+            max_q.pop()
+        max_q.append(i)
+        while min_q and values[min_q[-1]] >= v:
+            min_q.pop()
+        min_q.append(i)
+        limit = ts_us[i] - window_us
+        while ts_us[start] < limit:
+            start += 1
+        while max_q[0] < start:
+            max_q.popleft()
+        while min_q[0] < start:
+            min_q.popleft()
+        out[i] = values[max_q[0]] - values[min_q[0]]
+    return out
+
+
+def breaches(rule: Rule, values: np.ndarray, level: float) -> np.ndarray:
+    """True where a value is beyond ``level`` (outside the allowed side)."""
+    return values < level if rule.kind == "low" else values > level
+
+
+def cleared(rule: Rule, values: np.ndarray, level: float) -> np.ndarray:
+    """True where a value is back inside ``level`` by at least the rule's hysteresis."""
+    if rule.kind == "low":
+        return values >= level + rule.hysteresis
+    return values <= level - rule.hysteresis
+
+
+def worst(rule: Rule, values: np.ndarray) -> float:
+    return float(values.min() if rule.kind == "low" else values.max())
+
+
+def verb(rule: Rule) -> str:
+    return {"high": "above", "low": "below", "drift": "above"}[rule.kind]

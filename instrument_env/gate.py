@@ -1,0 +1,178 @@
+"""The session gate: may a session start on this instrument now (or at ``at``)?
+
+Allowed only when, for the instrument's room,
+
+- every gated channel has readings and its sensor is fresh (newest reading no older
+  than the sensor's ``stale_after_s``);
+- every gated rule stayed within its ``limit`` for the whole settling window
+  (``settling_window_s`` before ``at``);
+- no critical alarm of the room is firing (or acknowledged but unresolved) at ``at``.
+
+Missing data counts as out of limits (fails closed). Every reason is returned, each
+naming the channel, the limit and since when. Staff may override a refusal with a
+reason (:func:`record_override`, audited).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cryofac.errors import CryofacError
+from instrument_env import conditions as cond
+from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config
+from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
+from instrument_env.storage import last_reading_of_channel_us
+
+log = logging.getLogger(__name__)
+
+
+class InvalidOverride(CryofacError):
+    """An override without a user or a reason (portal: 422)."""
+
+
+@dataclass
+class GateDecision:
+    allowed: bool
+    reasons: list[str] = field(default_factory=list)
+    checked_at: datetime = field(default_factory=now_utc)
+
+    def to_dict(self) -> dict:
+        return {
+            "allowed": self.allowed,
+            "reasons": list(self.reasons),
+            "checked_at": self.checked_at.isoformat(),
+        }
+
+
+def _fmt(ts_us: int) -> str:
+    return from_us(int(ts_us)).isoformat(timespec="seconds")
+
+
+def evaluate_gate(
+    session: Session,
+    instrument_id: str,
+    at: datetime | None = None,
+    *,
+    config: EnvConfig | None = None,
+) -> GateDecision:
+    """Decide whether a session may start on ``instrument_id`` at ``at`` (default: now).
+
+    Raises :class:`UnknownInstrument` for an id not in the configuration. Any other
+    failure while deciding refuses (fails closed) with the failure as the reason.
+    """
+    config = config or load_env_config()
+    instrument = config.instrument(instrument_id)
+    at = at or now_utc()
+    if not instrument.environment_gated:
+        return GateDecision(True, [], at)
+    try:
+        reasons = _reasons(session, instrument.room, to_us(at), config)
+    except UnknownInstrument:
+        raise
+    except Exception as exc:  # fail closed, but say why
+        log.exception("gate evaluation failed for %s", instrument_id)
+        reasons = [f"gate could not be evaluated ({exc.__class__.__name__}: {exc})"]
+    return GateDecision(not reasons, reasons, at)
+
+
+def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list[str]:
+    window_s = config.settling_window_s[room]
+    start_us = at_us - int(window_s * 1e6)
+    rules = [r for r in config.rules_for_room(room) if r.gate]
+    reasons: list[str] = []
+    if not rules:
+        return [f"room {room} has no gated channels configured (fail closed)"]
+    stale_channels: set[tuple[str, str]] = set()
+    for sensor_id, quantity in dict.fromkeys((r.sensor, r.quantity) for r in rules):
+        sensor = config.sensors[sensor_id]
+        last = last_reading_of_channel_us(session, sensor_id, quantity, at_us)
+        if last is None:
+            reasons.append(f"{sensor_id} {quantity}: no readings at all (sensor silent)")
+            stale_channels.add((sensor_id, quantity))
+        elif at_us - last > sensor.stale_after_s * 1e6:
+            silent_s = (at_us - last) / 1e6
+            reasons.append(
+                f"{sensor_id} {quantity}: sensor silent since {_fmt(last)} "
+                f"({silent_s:.0f} s without a reading; stale after {sensor.stale_after_s:g} s)"
+            )
+            stale_channels.add((sensor_id, quantity))
+    for rule in rules:
+        judged = cond.judged_series(session, rule, start_us, at_us)
+        if not len(judged):
+            if (rule.sensor, rule.quantity) not in stale_channels:
+                reasons.append(
+                    f"{rule.describe()}: no readings in the settling window "
+                    f"({window_s:g} s before {_fmt(at_us)})"
+                )
+            continue
+        out = cond.breaches(rule, judged.values, rule.limit)
+        if not out.any():
+            continue
+        bad = np.flatnonzero(out)
+        last_bad = int(judged.ts_us[bad[-1]])
+        # start of the latest out-of-limits run
+        good_before = np.flatnonzero(~out[: bad[-1]])
+        since = int(judged.ts_us[good_before[-1] + 1 if len(good_before) else 0])
+        worst = cond.worst(rule, judged.values[out])
+        state = (
+            "still out of limits"
+            if bad[-1] == len(out) - 1
+            else f"back in limits after {_fmt(last_bad)}, settled at "
+            f"{_fmt(last_bad + int(window_s * 1e6))}"
+        )
+        what = "peak-to-peak change" if rule.kind == "drift" else "value"
+        reasons.append(
+            f"{rule.describe()}: {what} {worst:.4g} {rule.unit} {cond.verb(rule)} limit "
+            f"{rule.limit:g} {rule.unit} (rule {rule.id}) since {_fmt(since)}; {state}"
+        )
+    at = from_us(at_us)
+    alarms = session.execute(
+        sa.select(Alarm).where(
+            Alarm.room == room,
+            Alarm.severity == "critical",
+            Alarm.state.in_(("firing", "acknowledged", "resolved")),
+            Alarm.fired_at.is_not(None),
+            Alarm.fired_at <= at,
+            sa.or_(Alarm.resolved_at.is_(None), Alarm.resolved_at > at),
+        )
+    ).scalars()
+    for alarm in alarms:
+        reasons.append(
+            f"critical alarm #{alarm.id} ({alarm.rule_id}) {alarm.state} since "
+            f"{alarm.fired_at.isoformat(timespec='seconds')}: {alarm.message}"
+        )
+    return reasons
+
+
+def record_override(
+    session: Session,
+    instrument_id: str,
+    user: str,
+    reason: str,
+    decision: GateDecision | None = None,
+    *,
+    at: datetime | None = None,
+    config: EnvConfig | None = None,
+) -> GateOverride:
+    """Record a staff override of a refused gate (who, why, and what was overridden)."""
+    config = config or load_env_config()
+    config.instrument(instrument_id)
+    if not user or not isinstance(reason, str) or not reason.strip():
+        raise InvalidOverride("a gate override needs a user and a written reason")
+    override = GateOverride(
+        instrument_id=instrument_id,
+        at=at or now_utc(),
+        user=user,
+        reason=reason.strip(),
+        refused_reasons=json.dumps(decision.reasons if decision else []),
+    )
+    session.add(override)
+    session.flush()
+    return override
