@@ -24,7 +24,7 @@ def register(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None:
         csrf.exempt(api_files.bp)  # bearer-token API, no cookies
-    if _has("instrument_env.alarms") and _has("portal.views_tech"):
+    if _has("instrument_env.alarms") and _has("instrument_env.gate"):
         from portal import views_tech
 
         app.register_blueprint(views_tech.bp)
