@@ -49,10 +49,18 @@ def default_gate(db: Session, instrument_id: str, at: datetime) -> GateResult:
             ["environment monitoring (instrument_env.gate) is not installed; gate fails closed"],
             at,
         )
+    # The gate only reads. Run it inside a savepoint that is always rolled back, so a
+    # database error inside it (even one it catches itself) cannot poison our transaction.
+    savepoint = db.begin_nested()
     try:
         decision = evaluate_gate(db, instrument_id, at)
     except Exception as exc:  # a broken monitor must not open the gate
-        return GateResult(False, [f"environment gate failed: {exc.__class__.__name__}: {exc}"], at)
+        savepoint.rollback()
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        return GateResult(
+            False, [f"environment gate failed: {exc.__class__.__name__}: {message}"], at
+        )
+    savepoint.rollback()
     return GateResult(
         bool(decision.allowed),
         [str(r) for r in decision.reasons],

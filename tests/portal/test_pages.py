@@ -1,0 +1,117 @@
+"""Pages a person uses: log in (CSRF, rate limit), calendar, book with the failed rule inline."""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+from portal.models import Booking, LoginAttempt
+
+
+def _csrf(client, url: str) -> str:
+    page = client.get(url).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def _login(client, world, username: str):
+    token = _csrf(client, "/login")
+    return client.post(
+        "/login", data={"csrf_token": token, "username": username, "password": world.password}
+    )
+
+
+def test_login_calendar_book_and_cancel(world, client, slot):
+    assert client.get("/calendar/glacios1").status_code == 302  # logged out → login page
+    response = _login(client, world, "alice")
+    assert response.status_code == 302
+    week = client.get("/calendar/glacios1")
+    assert week.status_code == 200 and "Glacios" in week.get_data(as_text=True)
+    assert client.get("/static/style.css").status_code == 200
+
+    token = _csrf(client, "/bookings/new")
+    start, end = slot(6, 4)  # inside glacios1's 12 h lead time
+    form = {
+        "csrf_token": token,
+        "instrument_id": "glacios1",
+        "project_id": str(world.project_id),
+        "start": start[:16],
+        "end": end[:16],
+    }
+    refused = client.post("/bookings/new", data=form)
+    assert refused.status_code == 422
+    assert "Rule broken: lead_time" in refused.get_data(as_text=True)
+
+    start, end = slot(72, 4)
+    form.update(start=start, end=end)
+    booked = client.post("/bookings/new", data=form)
+    assert booked.status_code == 302, booked.get_data(as_text=True)
+    mine = client.get("/bookings/mine").get_data(as_text=True)
+    assert "glacios1" in mine and "confirmed" in mine
+    with world.db() as db:
+        booking = db.scalar(sa.select(Booking))
+        assert booking.start_at.isoformat() == start
+    overlap = client.post("/bookings/new", data=form)
+    assert overlap.status_code == 409 and "already booked" in overlap.get_data(as_text=True)
+    week = client.get(f"/calendar/glacios1?week={start[:10]}").get_data(as_text=True)
+    assert "P-1" in week
+    cancel = client.post(f"/bookings/{booking.id}/cancel", data={"csrf_token": token})
+    assert cancel.status_code == 302
+    with world.db() as db:
+        assert db.get(Booking, booking.id).status == "cancelled"
+
+
+def test_login_is_rate_limited(world, client):
+    token = _csrf(client, "/login")
+    for _ in range(5):
+        bad = client.post(
+            "/login", data={"csrf_token": token, "username": "alice", "password": "wrong-one"}
+        )
+        assert bad.status_code == 401
+    throttled = _login(client, world, "alice")
+    assert throttled.status_code == 429  # even the right password, until the window passes
+    api = client.post("/api/v1/tokens", json={"username": "alice", "password": world.password})
+    assert api.status_code == 429 and api.get_json()["error"]["code"] == "too_many_attempts"
+    # other users are unaffected
+    assert _login(client, world, "pi").status_code == 302
+    with world.db() as db:
+        assert db.scalar(sa.select(sa.func.count(LoginAttempt.id))) >= 6
+
+
+def test_open_redirect_is_refused(world, client):
+    token = _csrf(client, "/login")
+    response = client.post(
+        "/login?next=//evil.example/x",
+        data={"csrf_token": token, "username": "alice", "password": world.password},
+    )
+    assert response.status_code == 302
+    assert "evil.example" not in response.headers["Location"]
+
+
+def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
+    alice = world.token(client, "alice")
+    start, end = slot(120, 24)
+    pending = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "krios1",
+            "project_id": world.project_id,
+            "start": start,
+            "end": end,
+        },
+        headers=alice,
+    ).get_json()
+    assert pending["status"] == "pending"
+    _login(client, world, "staff")
+    page = client.get("/staff/").get_data(as_text=True)
+    assert f"<td>{pending['id']}</td>" in page
+    token = _csrf(client, "/staff/")
+    decided = client.post(
+        f"/staff/bookings/{pending['id']}/decision",
+        data={"csrf_token": token, "approve": "1", "reason": "fits the schedule"},
+    )
+    assert decided.status_code == 302
+    client.post("/logout", data={"csrf_token": token})
+    _login(client, world, "admin")
+    audit = client.get("/admin/audit?entity=booking").get_data(as_text=True)
+    assert "approve" in audit and "fits the schedule" in audit and "staff" in audit
