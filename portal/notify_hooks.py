@@ -63,9 +63,12 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
 
 
-def _booking_context(booking) -> dict:
+def _booking_context(session: Session, booking) -> dict:
+    from portal.models import Instrument
+
+    instrument = booking.instrument or session.get(Instrument, booking.instrument_id)
     return {
-        "instrument": booking.instrument.name if booking.instrument else booking.instrument_id,
+        "instrument": instrument.name if instrument else booking.instrument_id,
         "start": _when(booking.start_at),
         "end": _when(booking.end_at),
     }
@@ -98,7 +101,7 @@ def _collect(session: Session, _flush_context) -> None:
             if kind:
                 user = obj.user or session.get(User, obj.user_id)
                 if user is not None and user.email:
-                    pending.append((kind, user.email, _booking_context(obj)))
+                    pending.append((kind, user.email, _booking_context(session, obj)))
         elif isinstance(obj, WaitlistEntry):
             change = _status_change(obj, "state")
             if change is not None and change[1] == "offered":

@@ -79,6 +79,12 @@ def live(tmp_path) -> LiveWorld:
         SERVER_NAME="portal.test",
     )
     facility = seed_world(app)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        from portal.models import User
+
+        for user in db.query(User):
+            user.email = f"{user.username}@lab.test"
+        db.commit()
     run_dir = make_run(tmp_path / "runs" / "s1")
     other_dir = make_run(tmp_path / "runs" / "s2", n_movies=5, failed=())
     with app.extensions["cryofac.sessionmaker"]() as db:

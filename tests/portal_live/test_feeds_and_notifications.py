@@ -1,0 +1,111 @@
+"""iCal feed routes and notifications raised by real bookings."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from portal.ical import parse_calendar
+
+
+def _book(client, headers, project_id, instrument="glacios1", hours=48):
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours)
+    response = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": instrument,
+            "project_id": project_id,
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=4)).isoformat(),
+        },
+        headers=headers,
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def _feed_urls(live, client, username):
+    live.login(client, username)
+    html = client.get("/calendar/feeds").get_data(as_text=True)
+    urls = re.findall(r"http://portal\.test(/ical/[^<\s\"]+\.ics)", html)
+    assert urls
+    return urls[0], urls[1:]
+
+
+def test_user_and_instrument_feeds(live, client):
+    mine = _book(client, live.token(client, "alice"), live.project_id)
+    theirs = _book(client, live.token(client, "mallory"), live.other_project_id, hours=60)
+    user_feed, instrument_feeds = _feed_urls(live, client, "alice")
+    anonymous = live.app.test_client()  # calendar programs have no cookie
+    feed = anonymous.get(user_feed)
+    assert feed.status_code == 200 and feed.mimetype == "text/calendar"
+    events = {e["UID"]: e for e in parse_calendar(feed.get_data(as_text=True))}
+    assert f"booking-{mine['id']}@cryofac" in events  # (and the session booking of the fixture)
+    assert f"booking-{theirs['id']}@cryofac" not in events
+    assert "P-1" in events[f"booking-{mine['id']}@cryofac"]["SUMMARY"]
+
+    uid = f"booking-{mine['id']}@cryofac".encode()
+    glacios = next(u for u in instrument_feeds if uid in anonymous.get(u).data)
+    by_uid = {e["UID"]: e for e in parse_calendar(anonymous.get(glacios).get_data(as_text=True))}
+    assert "P-1" in by_uid[f"booking-{mine['id']}@cryofac"]["SUMMARY"]
+    # another project's booking shows as busy only: no project, no name
+    other = by_uid[f"booking-{theirs['id']}@cryofac"]
+    assert other["SUMMARY"].endswith(": booked") and "P-2" not in str(other)
+
+    assert anonymous.get("/ical/forged-token.ics").status_code == 404
+
+
+def test_staff_instrument_feed_shows_every_booking_in_full(live, client):
+    theirs = _book(client, live.token(client, "mallory"), live.other_project_id, hours=60)
+    _, feeds = _feed_urls(live, client, "staff")
+    anonymous = live.app.test_client()
+    texts = [anonymous.get(u).get_data(as_text=True) for u in feeds]
+    events = [e for t in texts for e in parse_calendar(t)]
+    mallory = next(e for e in events if e["UID"] == f"booking-{theirs['id']}@cryofac")
+    assert "P-2" in mallory["SUMMARY"]
+
+
+def test_booking_confirmation_goes_through_the_outbox(live, client):
+    from portal.notify import Outbox
+
+    outbox = Outbox(live.app.config["NOTIFY_OUTBOX"])
+    before = len(outbox.messages())
+    booking = _book(client, live.token(client, "alice"), live.project_id)
+    messages = outbox.messages()
+    confirmed = [m for m in messages[before:] if m.kind == "booking_confirmed"]
+    assert len(confirmed) == 1 and confirmed[0].to == ["alice@lab.test"]
+    assert confirmed[0].status == "logged"  # no SMTP configured: written to the log
+    assert "Glacios" in confirmed[0].subject
+    # a rejected (conflicting) booking sends nothing
+    headers = live.token(client, "alice")
+    start = booking["start"]
+    client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": live.project_id,
+            "start": start,
+            "end": booking["end"],
+        },
+        headers=headers,
+    )
+    assert len(Outbox(live.app.config["NOTIFY_OUTBOX"]).messages()) == len(messages)
+
+
+def test_run_completion_notifies_project_once(live, client):
+    import json
+
+    from portal.notify import Outbox
+
+    summary = live.run_dir / "summary.json"
+    data = json.loads(summary.read_text())
+    data["state"] = "complete"
+    summary.write_text(json.dumps(data))
+    live.login(client, "alice")
+    for _ in range(3):
+        assert client.get(f"/sessions/{live.session_id}/run/status.json").status_code == 200
+    done = [
+        m for m in Outbox(live.app.config["NOTIFY_OUTBOX"]).messages() if m.kind == "run_complete"
+    ]
+    assert len(done) == 1
+    assert "4.00 Å" in done[0].body
