@@ -1,8 +1,9 @@
-"""Orientation and translation search by maximum likelihood under white-per-pixel
-Gaussian noise: for image X with CTF c, reference projection P and noise
-1/σ²(k) = w(k), the log-likelihood up to constants is
-``Σ_k w(k)·[2·Re(conj(X(k)·φ_s(k))·c(k)·P(k)) − c(k)²|P(k)|²]`` with φ_s the
-re-centring phases of shift s. Global search scores every (orientation, shift)
+"""Orientation and translation search by maximum likelihood under Gaussian noise
+with a per-particle intensity scale: for image X with CTF c, reference projection
+P and noise 1/σ²(k) = w(k), maximising the log-likelihood
+``Σ_k w·[2a·Re(conj(X·φ_s)·c·P) − a²c²|P|²]`` over the scale a ranks poses by the
+whitened cross-correlation ``Re Σ w·conj(X·φ_s)·c·P / sqrt(Σ w·c²|P|²)`` (φ_s: the
+re-centring phases of shift s), which is the score used here. Global search scores every (orientation, shift)
 with two real matrix products per batch; local search scores a 3×3×3 rotation
 neighbourhood × 3×3 shifts around each particle's pose (pattern search with a
 shrinking step).
@@ -78,10 +79,7 @@ class SearchData:
     ctf: object  # (n, K) float32, device
     noise_inv: object  # (K,) float32, device: 1/σ²(k)
     plane: fourier.HalfPlane
-
-    @property
-    def count(self) -> int:
-        return int(self.values.shape[1])
+    count: int  # pixels used: the prefix of the radius-sorted half plane
 
 
 def _y_terms(values, ctf, noise_inv, phases):
@@ -100,7 +98,7 @@ def global_search(
     Returns numpy (best_ref (n,), best_shift (n, 2) pixels, score (n,)).
     """
     xp = backend.xp()
-    count = refs.shape[1]
+    count = data.count
     n_ref = refs.shape[0]
     phases = fourier.shift_phases(shifts_px, data.plane, count)
     n_shift = phases.shape[0]
@@ -119,7 +117,7 @@ def global_search(
         y = _y_terms(x, c, inv, phases).reshape(b * n_shift, 2 * count)
         cross = p_cat @ y.T  # (R, B·S)
         norm = p_pow @ ((c * c) * inv).T  # (R, B)
-        score = 2.0 * cross.reshape(n_ref, b, n_shift) - norm[:, :, None]
+        score = cross.reshape(n_ref, b, n_shift) / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]
         score = xp.transpose(score, (1, 0, 2)).reshape(b, n_ref * n_shift)
         arg = xp.argmax(score, axis=1)
         top = xp.take_along_axis(score, arg[:, None], axis=1)[:, 0]
@@ -180,12 +178,12 @@ def local_search(
             org[..., 0, None] * kx + org[..., 1, None] * ky
         )  # (b, S, K)
         ph = (xp.cos(arg) + 1j * xp.sin(arg)).astype(xp.complex64)
-        y = xp.conj(x * ph) * (c * inv)[:, None, :]  # (b, S, K)
+        y = xp.conj(x[:, None, :] * ph) * (c * inv)[:, None, :]  # (b, S, K)
         y_cat = xp.concatenate([y.real, -y.imag], axis=-1)  # (b, S, 2K)
         p_cat = xp.concatenate([refs.real, refs.imag], axis=-1)  # (b, J, 2K)
         cross = p_cat @ xp.transpose(y_cat, (0, 2, 1))  # (b, J, S)
         norm = xp.sum((xp.abs(refs) ** 2) * (c * c * inv)[:, None, :], axis=-1)  # (b, J)
-        score = (2.0 * cross - norm[:, :, None]).reshape(b, n_j * n_s)
+        score = (cross / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]).reshape(b, n_j * n_s)
         best = backend.to_numpy(xp.argmax(score, axis=1))
         scores[start:stop] = backend.to_numpy(xp.max(score, axis=1))
         j, s = best // n_s, best % n_s
