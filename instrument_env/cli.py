@@ -1,0 +1,438 @@
+"""``cryofac env``: room-environment monitoring from the command line.
+
+The database is the portal's (``--db`` or ``CRYOFAC_DATABASE_URL``; default: the
+portal's SQLite file ``instance/portal.sqlite3``). Configuration: ``CRYOFAC_CONFIG_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from cryofac.config import REPO_ROOT
+
+DEFAULT_DB = f"sqlite:///{REPO_ROOT / 'instance' / 'portal.sqlite3'}"
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=name) from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset", param_hint=name)
+    return parsed.astimezone(UTC)
+
+
+class _Ctx:
+    def __init__(self, url: str):
+        self.url = url
+        self._sessions = None
+
+    def sessions(self):
+        if self._sessions is None:
+            from instrument_env.db import session_factory
+
+            self._sessions = session_factory(self.url)
+        return self._sessions
+
+    def config(self):
+        from instrument_env.limits import load_env_config
+
+        return load_env_config()
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+@click.group("env")
+@click.option(
+    "--db",
+    "url",
+    envvar="CRYOFAC_DATABASE_URL",
+    default=DEFAULT_DB,
+    show_default="instance/portal.sqlite3",
+    help="SQLAlchemy database URL (env CRYOFAC_DATABASE_URL).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more (INFO).")
+@click.pass_context
+def env_group(ctx: click.Context, url: str, verbose: bool) -> None:
+    """Room environment: readings, limits, alarms, the session gate."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ctx.obj = _Ctx(url)
+
+
+@env_group.command("init-db")
+@pass_ctx
+def init_db(obj: _Ctx) -> None:
+    """Create or upgrade instrument_env's tables (its own Alembic history)."""
+    from instrument_env.db import current_revision, upgrade
+
+    upgrade(obj.url)
+    click.echo(f"instrument_env schema at revision {current_revision(obj.url)}")
+
+
+@env_group.command("ingest-csv")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--source", default="csv", show_default=True, help="Source label stored.")
+@click.option("--batch-size", default=5000, show_default=True)
+@pass_ctx
+def ingest_csv(obj: _Ctx, files: tuple[str, ...], source: str, batch_size: int) -> None:
+    """Import a logger's CSV export (columns sensor,quantity,ts,value,unit[,band]).
+
+    Good rows are stored even when some are bad; every bad row is reported with its
+    line number, and the exit status is 1 when any row or file was rejected.
+    """
+    from instrument_env.ingest import ingest_readings
+
+    config = obj.config()
+    failed = 0
+    for name in files:
+        path = Path(name)
+        try:
+            handle = path.open(newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            click.echo(f"{name}: cannot open ({exc.strerror})", err=True)
+            failed += 1
+            continue
+        with handle:
+            reader = csv.DictReader(handle)
+            missing = {"sensor", "quantity", "ts", "value", "unit"} - set(reader.fieldnames or [])
+            if missing:
+                click.echo(f"{name}: missing column(s) {', '.join(sorted(missing))}", err=True)
+                failed += 1
+                continue
+            accepted, bad = 0, []
+            batch: list[dict] = []
+            lines: list[int] = []
+            rows = enumerate(reader, start=2)
+            while True:
+                for line, row in rows:
+                    batch.append(_csv_reading(row))
+                    lines.append(line)
+                    if len(batch) >= batch_size:
+                        break
+                if not batch:
+                    break
+                with obj.sessions()() as session:
+                    result = ingest_readings(session, batch, source=source, config=config)
+                    session.commit()
+                accepted += result.accepted
+                bad.extend((lines[r["index"]], r["reason"]) for r in result.rejected)
+                batch, lines = [], []
+        click.echo(f"{name}: {accepted} readings accepted, {len(bad)} rejected")
+        for line, reason in bad[:50]:
+            click.echo(f"{name}:{line}: {reason}", err=True)
+        if len(bad) > 50:
+            click.echo(f"{name}: ... and {len(bad) - 50} more rejected rows", err=True)
+        failed += bool(bad)
+    if failed:
+        raise click.ClickException(f"{failed} file(s) had rejected rows or could not be read")
+
+
+def _csv_reading(row: dict) -> dict:
+    out = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
+    with contextlib.suppress(TypeError, ValueError):  # else rejected with a reason by ingest
+        out["value"] = float(out["value"])
+    if not out.get("band"):
+        out.pop("band", None)
+    return out
+
+
+@env_group.command("mqtt")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1883, show_default=True)
+@click.option("--batch-size", default=1000, show_default=True, help="Readings per write.")
+@click.option("--flush-interval", default=1.0, show_default=True, help="Seconds between writes.")
+@click.option(
+    "--evaluate-every",
+    default=10.0,
+    show_default=True,
+    help="Seconds between alarm evaluations (0: never).",
+)
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@pass_ctx
+def mqtt_cmd(
+    obj: _Ctx,
+    host: str,
+    port: int,
+    batch_size: int,
+    flush_interval: float,
+    evaluate_every: float,
+    duration: float | None,
+) -> None:
+    """Subscribe to cryofac/env/ROOM/SENSOR and write readings in batches."""
+    from instrument_env.mqtt import Subscriber
+
+    subscriber = Subscriber(
+        obj.sessions(),
+        host=host,
+        port=port,
+        config=obj.config(),
+        batch_size=batch_size,
+        flush_interval_s=flush_interval,
+        evaluate_every_s=evaluate_every or None,
+    )
+    click.echo(f"subscribed to cryofac/env/# on {host}:{port}; Ctrl-C to stop", err=True)
+    try:
+        stats = subscriber.run(duration_s=duration)
+    except KeyboardInterrupt:
+        stats = subscriber.stats
+    click.echo(
+        f"{stats.messages} messages, {stats.malformed} malformed, "
+        f"{stats.accepted} readings stored, {stats.rejected} rejected"
+    )
+
+
+FAULT_HELP = (
+    "KIND@TARGET:START_MIN:DURATION_MIN[:MAGNITUDE], TARGET a room or sensor id, START_MIN "
+    "minutes after --start; kinds: ac_failure, door_open, sensor_silent, "
+    "magnetic_disturbance, vibration. Repeatable."
+)
+
+
+def _parse_fault(spec: str, start: datetime, config):
+    from instrument_env.sim import FAULT_KINDS, Fault
+
+    try:
+        kind, rest = spec.split("@", 1)
+        parts = rest.split(":")
+        target, t0, minutes = parts[0], float(parts[1]), float(parts[2])
+        magnitude = float(parts[3]) if len(parts) > 3 else None
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{spec!r}: expected {FAULT_HELP.split(',')[0]}") from None
+    if kind not in FAULT_KINDS:
+        raise click.BadParameter(f"{spec!r}: unknown fault {kind!r}")
+    where = {}
+    if target in config.rooms:
+        where["room"] = target
+    elif target in config.sensors:
+        where["sensor"] = target
+    else:
+        raise click.BadParameter(f"{spec!r}: {target!r} is neither a room nor a sensor")
+    begin = start + timedelta(minutes=t0)
+    return Fault(kind, begin, begin + timedelta(minutes=minutes), magnitude=magnitude, **where)
+
+
+@env_group.command("simulate")
+@click.option("--to", "target", type=click.Choice(["db", "mqtt"]), default="db", show_default=True)
+@click.option("--start", help="ISO 8601 start (default: --hours before now).")
+@click.option("--hours", type=float, default=2.0, show_default=True, help="Length simulated.")
+@click.option("--room", "rooms", multiple=True, help="Only these rooms (repeatable).")
+@click.option("--fault", "faults", multiple=True, help=FAULT_HELP)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--raw", is_flag=True, help="Reduce simulated 1 kHz raw samples (slower).")
+@click.option(
+    "--realtime",
+    type=float,
+    default=None,
+    help="Publish at this many times wall-clock speed (e.g. 1 or 60) instead of at once.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1883, show_default=True)
+@pass_ctx
+def simulate(
+    obj: _Ctx,
+    target: str,
+    start: str | None,
+    hours: float,
+    rooms: tuple[str, ...],
+    faults: tuple[str, ...],
+    seed: int,
+    raw: bool,
+    realtime: float | None,
+    host: str,
+    port: int,
+) -> None:
+    """Simulated readings for every configured sensor, with injected faults."""
+    from instrument_env.sim import EnvSimulator
+
+    config = obj.config()
+    for room in rooms:
+        if room not in config.rooms:
+            raise click.BadParameter(f"unknown room {room!r}", param_hint="--room")
+    begin = _parse_time(start, "--start")
+    if begin is None:
+        begin = datetime.now(UTC) if realtime else datetime.now(UTC) - timedelta(hours=hours)
+    end = begin + timedelta(hours=hours)
+    fault_list = [_parse_fault(spec, begin, config) for spec in faults]
+    sim = EnvSimulator(config, seed=seed, rooms=rooms or None, raw=raw)
+    batches = sim.batches(begin, end, fault_list)
+    pace = None
+    if realtime:
+        wall0 = time.monotonic()
+
+        def pace(batch: list[dict]) -> None:
+            if batch:
+                due = (datetime.fromisoformat(batch[0]["ts"]) - begin).total_seconds() / realtime
+                delay = wall0 + due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    if target == "mqtt":
+        from instrument_env.mqtt import publish_readings
+
+        count = publish_readings(batches, host=host, port=port, config=config, pace=pace)
+        click.echo(f"published {count} readings ({begin.isoformat()} .. {end.isoformat()})")
+        return
+    from instrument_env.ingest import ingest_readings
+
+    total = 0
+    chunk: list[dict] = []
+    with obj.sessions()() as session:
+        for batch in batches:
+            if pace is not None:
+                pace(batch)
+            chunk.extend(batch)
+            if len(chunk) >= 5000 or (pace is not None and chunk):
+                total += ingest_readings(session, chunk, source="sim", config=config).accepted
+                session.commit()
+                chunk = []
+        if chunk:
+            total += ingest_readings(session, chunk, source="sim", config=config).accepted
+            session.commit()
+    click.echo(f"stored {total} readings ({begin.isoformat()} .. {end.isoformat()})")
+
+
+@env_group.command("gate")
+@click.argument("instrument")
+@click.option("--at", help="ISO 8601 time to judge (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@pass_ctx
+def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
+    """May a session start on INSTRUMENT? Exit status 0 allowed, 1 refused."""
+    from instrument_env.gate import evaluate_gate
+
+    with obj.sessions()() as session:
+        decision = evaluate_gate(session, instrument, _parse_time(at, "--at"), config=obj.config())
+    if as_json:
+        click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"{instrument}: {'allowed' if decision.allowed else 'REFUSED'}")
+        for reason in decision.reasons:
+            click.echo(f"  - {reason}")
+    if not decision.allowed:
+        raise click.ClickException(
+            f"{instrument}: session refused ({len(decision.reasons)} reason(s) above)"
+        )
+
+
+@env_group.command("evaluate")
+@click.option("--every", type=float, default=None, help="Repeat every N seconds (Ctrl-C stops).")
+@pass_ctx
+def evaluate_cmd(obj: _Ctx, every: float | None) -> None:
+    """Advance alarms to now (fire, clear, escalate) and refresh rollups."""
+    from instrument_env.alarms import evaluate
+    from instrument_env.storage import refresh_rollups
+
+    config = obj.config()
+    while True:
+        with obj.sessions()() as session:
+            changed = evaluate(session, datetime.now(UTC), config)
+            refresh_rollups(session)
+            session.commit()
+        for alarm in changed:
+            click.echo(f"alarm #{alarm.id} {alarm.state} [{alarm.severity}] {alarm.message}")
+        if not every:
+            return
+        time.sleep(every)
+
+
+@env_group.command("alarms")
+@click.option(
+    "--state",
+    type=click.Choice(["open", "pending", "firing", "acknowledged", "resolved"]),
+    default=None,
+)
+@click.option("--room", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def alarms_cmd(obj: _Ctx, state: str | None, room: str | None, as_json: bool) -> None:
+    """List alarms, newest first."""
+    from instrument_env.alarms import list_alarms
+
+    with obj.sessions()() as session:
+        found = list_alarms(session, state, room=room)
+        rows = [a.to_dict() for a in found]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no alarms")
+    for a in rows:
+        click.echo(
+            f"#{a['id']:<5} {a['state']:<12} {a['severity']:<8} {a['room']:<15} "
+            f"{a['started_at'][:19]}  {a['message']}"
+        )
+
+
+@env_group.command("ack")
+@click.argument("alarm_id", type=int)
+@click.option("--comment", required=True, help="Why / what is being done.")
+@click.option("--user", default=None, help="Who acknowledges (default: $USER).")
+@pass_ctx
+def ack(obj: _Ctx, alarm_id: int, comment: str, user: str | None) -> None:
+    """Acknowledge a firing alarm with a comment."""
+    import getpass
+
+    from instrument_env.alarms import acknowledge
+
+    with obj.sessions()() as session:
+        alarm = acknowledge(session, alarm_id, user or getpass.getuser(), comment)
+        session.commit()
+        click.echo(f"alarm #{alarm.id} acknowledged by {alarm.acknowledged_by}")
+
+
+@env_group.command("provenance")
+@click.argument("target")
+@click.option("--start", required=True, help="ISO 8601 start of the window.")
+@click.option("--end", required=True, help="ISO 8601 end of the window.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write JSON here.")
+@pass_ctx
+def provenance(obj: _Ctx, target: str, start: str, end: str, out: str | None) -> None:
+    """Environmental provenance of TARGET (instrument or room) over a time window."""
+    from instrument_env.provenance import summarize, write_provenance
+
+    begin, finish = _parse_time(start, "--start"), _parse_time(end, "--end")
+    if finish <= begin:
+        raise click.BadParameter("must be after --start", param_hint="--end")
+    with obj.sessions()() as session:
+        if out:
+            summary = write_provenance(out, session, target, begin, finish, config=obj.config())
+            click.echo(f"wrote {out} ({len(summary['channels'])} channels)")
+        else:
+            summary = summarize(session, target, begin, finish, config=obj.config())
+            click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+@env_group.command("maintain")
+@click.option("--raw-days", type=float, default=400.0, show_default=True)
+@click.option("--minute-days", type=float, default=800.0, show_default=True)
+@pass_ctx
+def maintain(obj: _Ctx, raw_days: float, minute_days: float) -> None:
+    """Refresh rollups and apply the retention policy (hourly rollups are kept)."""
+    from instrument_env.storage import RetentionPolicy, apply_retention
+
+    with obj.sessions()() as session:
+        deleted = apply_retention(
+            session, datetime.now(UTC), RetentionPolicy(raw_days=raw_days, minute_days=minute_days)
+        )
+        session.commit()
+    click.echo(
+        f"deleted {deleted['raw']} raw readings, {deleted['60']} 1-min and "
+        f"{deleted['3600']} 1-h rollups"
+    )

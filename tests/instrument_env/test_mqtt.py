@@ -1,0 +1,98 @@
+"""MQTT end to end against the real broker on 127.0.0.1:1883 (Mosquitto, as in CI)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from instrument_env.db import session_factory
+from instrument_env.models import Reading, to_us
+from instrument_env.mqtt import (
+    MalformedMessage,
+    Subscriber,
+    parse_message,
+    publish_raw,
+    publish_readings,
+)
+from instrument_env.sim import EnvSimulator
+
+HOST, PORT = "127.0.0.1", 1883
+T = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def broker():
+    try:
+        socket.create_connection((HOST, PORT), timeout=2).close()
+    except OSError as exc:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"MQTT broker unreachable at {HOST}:{PORT}: {exc} (CI=true)")
+        pytest.skip(f"MQTT broker unreachable at {HOST}:{PORT}")
+    return HOST, PORT
+
+
+def test_parse_message_reasons(env_config):
+    ok = parse_message("cryofac/env/krios-room/krios-t1", b'{"quantity":"temperature"}', env_config)
+    assert ok == [{"quantity": "temperature", "sensor": "krios-t1"}]
+    cases = {
+        ("cryofac/env/krios-t1", b"{}"): "is not cryofac/env/ROOM/SENSOR",
+        ("cryofac/env/krios-room/ghost", b"{}"): "unknown sensor 'ghost'",
+        ("cryofac/env/prep-lab/krios-t1", b"{}"): "is in room 'krios-room'",
+        ("cryofac/env/krios-room/krios-t1", b"{nope"): "not JSON",
+        ("cryofac/env/krios-room/krios-t1", b"[1, 2]"): "object or a list of objects",
+    }
+    for (topic, payload), reason in cases.items():
+        with pytest.raises(MalformedMessage, match=reason):
+            parse_message(topic, payload, env_config)
+
+
+def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env_config):
+    sessions = session_factory(env_engine)
+    subscriber = Subscriber(
+        sessions, host=HOST, port=PORT, config=env_config, batch_size=500, flush_interval_s=0.2
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
+    thread.start()
+    assert subscriber.subscribed.wait(10), "subscriber did not subscribe"
+    sim = EnvSimulator(env_config, seed=1, rooms=["krios-room"])
+    start, end = T, T + timedelta(minutes=10)
+    batches = list(sim.batches(start, end))
+    expected = sum(len(b) for b in batches)
+    half = len(batches) // 2
+    publish_readings(batches[:half], host=HOST, port=PORT, config=env_config)
+    # malformed messages in the middle of the stream
+    publish_raw("cryofac/env/krios-room/krios-t1", b"{not json", host=HOST, port=PORT)
+    publish_raw("cryofac/env/krios-room/ghost-sensor", b"{}", host=HOST, port=PORT)
+    publish_raw(
+        "cryofac/env/krios-room/krios-t1",
+        b'{"quantity": "temperature", "ts": "2026-03-03T06:00:05+00:00", "value": 20, "unit": "K"}',
+        host=HOST,
+        port=PORT,
+    )
+    publish_readings(batches[half:], host=HOST, port=PORT, config=env_config)
+
+    def stored():
+        with sessions() as session:
+            return session.execute(
+                sa.select(sa.func.count())
+                .select_from(Reading)
+                .where(Reading.ts_us >= to_us(start), Reading.ts_us < to_us(end))
+            ).scalar()
+
+    deadline = time.monotonic() + 30
+    while stored() < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert stored() == expected
+    assert subscriber.stats.malformed >= 2
+    assert subscriber.stats.rejected >= 1  # the reading in kelvin
+    assert subscriber.stats.errors == []
+    assert not thread.is_alive()
