@@ -4,6 +4,7 @@ Everything is deterministic given a seed (``rng`` accepts a Generator or an int)
 RELION conventions (pipeline.geometry, pipeline.ctf_model). See each module for the model.
 """
 
+from pipeline.simulate.micrograph import MicrographTruth, simulate_micrograph
 from pipeline.simulate.particles import (
     ParticleStackTruth,
     simulate_particle_stack,
@@ -14,10 +15,12 @@ from pipeline.simulate.volume import SimulationError, reference_volume, structur
 
 __all__ = [
     "FourierProjector",
+    "MicrographTruth",
     "ParticleStackTruth",
     "SimulationError",
     "project",
     "reference_volume",
+    "simulate_micrograph",
     "simulate_particle_stack",
     "structure_atoms",
     "write_particle_stack",

@@ -167,7 +167,7 @@ class FourierProjector:
         padded[lo : lo + n, lo : lo + n, lo : lo + n] = xp.asarray(corrected)
         self.box = n
         self.size = big
-        self.spectrum = fft.fftn(fft.ifftshift(padded)).astype(xp.complex64)
+        self.spectrum = fft.fftn(fft.ifftshift(padded).astype(xp.complex64))
 
     def project(self, rotations: np.ndarray, shifts_px: np.ndarray, pixel_size_A: float):
         """(m, box, box) float32 projections on the active device; ``shifts_px`` (m, 2) move
