@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from portal.db import lock_instrument
 from portal.domain import audit, permissions
@@ -47,6 +47,22 @@ from portal.models import (
 )
 
 BOOKING_FIELDS = ("instrument_id", "project_id", "user_id", "start_at", "end_at", "status")
+
+
+def _longest_booking_h(db: Session) -> float:
+    """The longest booking any instrument allows, in hours (bounds overlap queries)."""
+    return float(db.scalar(sa.select(sa.func.max(Instrument.max_duration_h))) or 0.0)
+
+
+def overlapping(db: Session, start: datetime, end: datetime) -> sa.ColumnElement[bool]:
+    """Bookings overlapping ``[start, end)``, written so the (instrument, start) index is used.
+
+    No booking is longer than the longest an instrument allows (every booking passes
+    :func:`check_rules`), so ``start_at`` is bounded from below as well as above. Used
+    for reading (calendars, lists); the write-path check :func:`check_free` is unbounded.
+    """
+    lower = start - timedelta(hours=_longest_booking_h(db) + 1)
+    return sa.and_(Booking.start_at < end, Booking.start_at > lower, Booking.end_at > start)
 
 
 def _hours(value: float) -> str:
@@ -141,8 +157,12 @@ def used_hours(
     db: Session, project_id: int, instrument_kind: str, ignore_booking_id: int | None = None
 ) -> float:
     """Hours held (pending or confirmed) by a project on instruments of one kind."""
+    if db.get_bind().dialect.name == "postgresql":
+        seconds = sa.func.extract("epoch", Booking.end_at - Booking.start_at)
+    else:
+        seconds = (sa.func.julianday(Booking.end_at) - sa.func.julianday(Booking.start_at)) * 86400
     query = (
-        sa.select(Booking.start_at, Booking.end_at)
+        sa.select(sa.func.coalesce(sa.func.sum(seconds), 0.0))
         .join(Instrument, Booking.instrument_id == Instrument.id)
         .where(
             Booking.project_id == project_id,
@@ -152,7 +172,7 @@ def used_hours(
     )
     if ignore_booking_id is not None:
         query = query.where(Booking.id != ignore_booking_id)
-    return sum((e - s).total_seconds() / 3600.0 for s, e in db.execute(query))
+    return float(db.scalar(query)) / 3600.0
 
 
 def check_free(
@@ -166,7 +186,7 @@ def check_free(
     query = sa.select(Booking.id, Booking.start_at, Booking.end_at).where(
         Booking.instrument_id == instrument_id,
         Booking.status.in_(HOLDING_BOOKING_STATES),
-        Booking.start_at < end,
+        Booking.start_at < end,  # exact, not bounded: this check guards writes
         Booking.end_at > start,
     )
     if ignore_booking_id is not None:
@@ -429,12 +449,19 @@ def visible_bookings(
     limit: int = 1000,
 ) -> list[Booking]:
     """Bookings ``user`` may read (staff and technicians: all; others: their projects')."""
-    query = sa.select(Booking).order_by(Booking.start_at, Booking.id).limit(limit)
+    query = (
+        sa.select(Booking)
+        .options(joinedload(Booking.user), joinedload(Booking.project))
+        .order_by(Booking.start_at, Booking.id)
+        .limit(limit)
+    )
     if instrument_id is not None:
         query = query.where(Booking.instrument_id == instrument_id)
-    if start is not None:
+    if start is not None and end is not None:
+        query = query.where(overlapping(db, start, end))
+    elif start is not None:
         query = query.where(Booking.end_at > start)
-    if end is not None:
+    elif end is not None:
         query = query.where(Booking.start_at < end)
     if not permissions.is_operator(user):
         projects = permissions.project_ids_of(db, user)
@@ -456,8 +483,7 @@ def busy_intervals(
             sa.select(Booking.start_at, Booking.end_at).where(
                 Booking.instrument_id == instrument_id,
                 Booking.status.in_(HOLDING_BOOKING_STATES),
-                Booking.start_at < end,
-                Booking.end_at > start,
+                overlapping(db, start, end),
             )
         )
     ]

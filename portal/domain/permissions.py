@@ -33,11 +33,9 @@ def is_admin(user: User) -> bool:
 
 def project_ids_of(db: Session, user: User) -> set[int]:
     """Projects ``user`` belongs to (as PI or member)."""
-    member = db.scalars(
-        sa.select(project_members.c.project_id).where(project_members.c.user_id == user.id)
-    ).all()
-    led = db.scalars(sa.select(Project.id).where(Project.pi_id == user.id)).all()
-    return set(member) | set(led)
+    member = sa.select(project_members.c.project_id).where(project_members.c.user_id == user.id)
+    led = sa.select(Project.id).where(Project.pi_id == user.id)
+    return set(db.scalars(sa.union(member, led)).all())
 
 
 def is_project_member(db: Session, user: User, project: Project) -> bool:

@@ -79,26 +79,27 @@ def week(instrument_id: str):
     monday = day - timedelta(days=day.weekday())
     start = datetime.combine(monday, time(0), tz)
     end = start + timedelta(days=7)
-    mine = {
-        b.id: b
+    visible = {
+        (b.start_at, b.end_at): b
         for b in booking_rules.visible_bookings(db, g.user, instrument.id, start, end, 500)
         if b.status in HOLDING_BOOKING_STATES
     }
+    busy = booking_rules.busy_intervals(db, instrument.id, start, end)
     days = []
     for i in range(7):
         d0 = start + timedelta(days=i)
         d1 = d0 + timedelta(days=1)
-        entries = []
-        for s, e, kind in booking_rules.busy_intervals(db, instrument.id, d0, d1):
-            own = next((b for b in mine.values() if b.start_at == s and b.end_at == e), None)
-            entries.append(
-                {
-                    "start": max(s, d0).astimezone(tz).strftime("%H:%M"),
-                    "end": min(e, d1).astimezone(tz).strftime("%H:%M") if e < d1 else "24:00",
-                    "kind": kind,
-                    "booking": own,
-                }
-            )
+        entries = [
+            {
+                "start": max(s, d0).astimezone(tz).strftime("%H:%M"),
+                "end": e.astimezone(tz).strftime("%H:%M") if e < d1 else "24:00",
+                "kind": kind,
+                # who holds a slot is shown only to those who may read that booking
+                "booking": visible.get((s, e)) if kind == "booked" else None,
+            }
+            for s, e, kind in busy
+            if s < d1 and e > d0
+        ]
         days.append({"date": d0.date(), "entries": entries})
     return render_template(
         "calendar.html",
