@@ -33,10 +33,11 @@ def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, f
         if mmap:
             handle = mrcfile.mmap(path, mode="r", permissive=False)
             data = handle.data
+            voxel = float(handle.voxel_size.x)
         else:
             with mrcfile.open(path, mode="r", permissive=False) as handle:
                 data = handle.data.copy()
-        voxel = float(handle.voxel_size.x)
+                voxel = float(handle.voxel_size.x)  # the header is gone once closed
     except (ValueError, OSError, EOFError) as exc:
         raise MRCError(f"{path}: not a readable MRC file ({exc})".replace("\n", " ")) from None
     if data is None:
