@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.motion.dose import (
+    DoseWeighter,
+    accumulated_dose,
+    critical_exposure,
+    frame_weights,
+    voltage_scale,
+)
+
+
+def test_critical_exposure_matches_grant_grigorieff_eq3():
+    k = np.array([0.05, 0.1, 0.25, 0.5])
+    expected = 0.245 * k**-1.665 + 2.81
+    np.testing.assert_allclose(critical_exposure(k), expected, rtol=1e-12)
+    # 200 kV: 0.8 × the 300 kV value
+    np.testing.assert_allclose(critical_exposure(k, 200.0), 0.8 * expected, rtol=1e-12)
+    assert np.isinf(critical_exposure(np.array([0.0]))[0])
+
+
+def test_voltage_scale():
+    assert voltage_scale(300) == 1.0
+    assert voltage_scale(200) == pytest.approx(0.8)
+    assert voltage_scale(120) == pytest.approx(0.8)
+
+
+def test_accumulated_dose_at_end_of_frame():
+    np.testing.assert_allclose(accumulated_dose(4, 1.5, 2.0), [3.5, 5.0, 6.5, 8.0])
+
+
+def test_frame_weights_match_analytic_formula():
+    k = np.array([0.0, 0.02, 0.1, 0.3])
+    doses = accumulated_dose(20, 1.0)
+    w = frame_weights(k, doses)
+    assert w.shape == (20, 4)
+    for j, kj in enumerate(k):
+        ne = math.inf if kj == 0 else 0.245 * kj**-1.665 + 2.81
+        raw = np.exp(-doses / (2 * ne))
+        np.testing.assert_allclose(w[:, j], raw / np.sqrt(np.sum(raw**2)), rtol=1e-5)
+    # Σ w² = 1 at every frequency; late frames weigh less at high resolution
+    np.testing.assert_allclose(np.sum(w.astype(np.float64) ** 2, axis=0), 1.0, rtol=1e-5)
+    assert w[-1, 3] < 0.2 * w[0, 3]
+    # at k = 0 all frames weigh the same
+    np.testing.assert_allclose(w[:, 0], 1 / math.sqrt(20), rtol=1e-6)
+
+
+def test_dose_weighter_equals_frame_weights():
+    k = np.linspace(0, 0.5, 64).reshape(8, 8)
+    doses = accumulated_dose(7, 2.0, 1.0)
+    full = frame_weights(k, doses, voltage_kV=200)
+    weighter = DoseWeighter(k, doses, voltage_kV=200)
+    assert len(weighter) == 7
+    for f in range(7):
+        np.testing.assert_allclose(weighter.weight(f), full[f], rtol=1e-5)
