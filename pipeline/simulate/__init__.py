@@ -5,6 +5,13 @@ RELION conventions (pipeline.geometry, pipeline.ctf_model). See each module for 
 """
 
 from pipeline.simulate.micrograph import MicrographTruth, simulate_micrograph
+from pipeline.simulate.movie import (
+    LocalDeformation,
+    MovieTruth,
+    simulate_movie,
+    write_gain,
+    write_movie,
+)
 from pipeline.simulate.particles import (
     ParticleStackTruth,
     simulate_particle_stack,
@@ -15,13 +22,18 @@ from pipeline.simulate.volume import SimulationError, reference_volume, structur
 
 __all__ = [
     "FourierProjector",
+    "LocalDeformation",
     "MicrographTruth",
+    "MovieTruth",
     "ParticleStackTruth",
     "SimulationError",
     "project",
     "reference_volume",
     "simulate_micrograph",
+    "simulate_movie",
     "simulate_particle_stack",
     "structure_atoms",
+    "write_gain",
+    "write_movie",
     "write_particle_stack",
 ]

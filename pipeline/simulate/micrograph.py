@@ -207,6 +207,8 @@ def place_non_overlapping(
     from the edges and outside the discs ``avoid`` = [(x, y, radius)]. Fewer if crowded."""
     ny, nx = field_shape
     lo = border_px
+    if n <= 0:
+        return np.empty((0, 2))
     if nx - 2 * lo <= 0 or ny - 2 * lo <= 0:
         raise SimulationError(
             f"field {nx}×{ny} px is too small for particles of {2 * border_px:.0f} px"
