@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, g, jsonify, render_template, send_file
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    send_file,
+)
 
 from portal import downloads_service as service
 from portal.db import get_db
@@ -164,7 +173,7 @@ def run_page(session_id: int):
         has_mic=mic is not None,
         has_ps=ps is not None,
         files=files,
-        refresh_s=REFRESH_S,
+        refresh_s=current_app.config.get("RUN_REFRESH_S", REFRESH_S),
     )
 
 

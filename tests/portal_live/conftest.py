@@ -64,20 +64,21 @@ def add_session(db, project_id: int, user_id: int, run_dir: Path | None, instrum
     return session
 
 
-@pytest.fixture
-def live(tmp_path) -> LiveWorld:
+def build_world(tmp_path: Path, realistic: bool = False, **config) -> LiveWorld:
+    """A migrated SQLite portal under ``tmp_path`` with seeded users and two run folders."""
     from portal import db as portal_db
     from tests.portal.conftest import make_app, seed_world
 
     url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
     portal_db.upgrade(url)
-    app = make_app(
-        url,
-        WTF_CSRF_ENABLED=False,
-        DOWNLOAD_CACHE_DIR=str(tmp_path / "cache"),
-        NOTIFY_OUTBOX=str(tmp_path / "outbox.jsonl"),
-        SERVER_NAME="portal.test",
-    )
+    settings = {
+        "WTF_CSRF_ENABLED": False,
+        "DOWNLOAD_CACHE_DIR": str(tmp_path / "cache"),
+        "NOTIFY_OUTBOX": str(tmp_path / "outbox.jsonl"),
+        "SERVER_NAME": "portal.test",
+    }
+    settings.update(config)
+    app = make_app(url, **{k: v for k, v in settings.items() if v is not None})
     facility = seed_world(app)
     with app.extensions["cryofac.sessionmaker"]() as db:
         from portal.models import User
@@ -85,7 +86,10 @@ def live(tmp_path) -> LiveWorld:
         for user in db.query(User):
             user.email = f"{user.username}@lab.test"
         db.commit()
-    run_dir = make_run(tmp_path / "runs" / "s1")
+    if realistic:
+        run_dir = make_run(tmp_path / "runs" / "s1", n_movies=240, realistic=True)
+    else:
+        run_dir = make_run(tmp_path / "runs" / "s1")
     other_dir = make_run(tmp_path / "runs" / "s2", n_movies=5, failed=())
     with app.extensions["cryofac.sessionmaker"]() as db:
         s1 = add_session(db, facility.project_id, facility.users["alice"], run_dir)
@@ -94,7 +98,7 @@ def live(tmp_path) -> LiveWorld:
         )
         db.commit()
         ids = (s1.id, s2.id)
-    yield LiveWorld(
+    return LiveWorld(
         app,
         facility.password,
         facility.users,
@@ -104,9 +108,56 @@ def live(tmp_path) -> LiveWorld:
         ids[1],
         run_dir,
     )
-    app.extensions["cryofac.engine"].dispose()
+
+
+@pytest.fixture
+def live(tmp_path) -> LiveWorld:
+    world = build_world(tmp_path)
+    yield world
+    world.app.extensions["cryofac.engine"].dispose()
 
 
 @pytest.fixture
 def client(live):
     return live.app.test_client()
+
+
+def seed_environment(world: LiveWorld, history_h: float = 2.0) -> int:
+    """Two hours of simulated Krios-room readings ending now with an air-conditioning
+    failure, alarms evaluated every 5 minutes; returns the id of a firing alarm."""
+    import instrument_env.db
+    from instrument_env import alarms
+    from instrument_env.ingest import ingest_readings
+    from instrument_env.limits import load_env_config
+    from instrument_env.sim import EnvSimulator, fault_at
+
+    instrument_env.db.upgrade(world.app.config["DATABASE_URL"])
+    config = load_env_config()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=2)
+    fault = fault_at(
+        "ac_failure", now - timedelta(minutes=50), 60, room="krios-room", magnitude=4.0
+    )
+    rooms = ["krios-room", "screening-room", "prep-lab"]
+    sim = EnvSimulator(config, seed=1, rooms=rooms, noise=0.5)
+    with world.db() as db:
+        if history_h > 2:  # older history at one reading per 5 min, for the 24 h charts
+            history = EnvSimulator(config, seed=2, rooms=rooms, noise=0.5)
+            sparse = [
+                r
+                for batch in history.batches(now - timedelta(hours=history_h), start, step_s=300)
+                for r in batch
+                if datetime.fromisoformat(r["ts"]).timestamp() % 300 < 10
+            ]
+            ingest_readings(db, sparse, source="sim", config=config, now=start)
+            db.commit()
+        readings = sim.readings(start, now, [fault])
+        result = ingest_readings(db, readings, source="sim", config=config, now=now)
+        assert result.rejected == []
+        db.commit()
+        for minutes in range(50, -1, -5):  # the alarm engine runs every few minutes
+            alarms.evaluate(db, now - timedelta(minutes=minutes), config)
+            db.commit()
+        firing = [a for a in alarms.list_alarms(db, "firing") if a.room == "krios-room"]
+        assert firing, "the AC failure should fire an alarm"
+        return firing[0].id

@@ -12,6 +12,38 @@ from portal.runs.folder import MOVIE_COLUMNS, SUMMARY_SCHEMA
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
+def realistic_rows(n: int, seed: int = 0, failed_every: int = 37) -> list[dict]:
+    """n movies with plausible random statistics (for screenshots and browser tests)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        ok = failed_every == 0 or i % failed_every != failed_every - 1
+        total = float(rng.gamma(4.0, 0.6))
+        defocus = float(rng.uniform(8000, 22000))
+        astig = float(abs(rng.normal(0, 250)))
+        rows.append(
+            {
+                "movie": f"raw/FoilHole_{1000 + i}_Data.tiff",
+                "batch": i // 8,
+                "status": "ok" if ok else "failed",
+                "total_motion_A": f"{total:.2f}" if ok else "",
+                "early_motion_A": f"{0.6 * total:.2f}" if ok else "",
+                "late_motion_A": f"{0.4 * total:.2f}" if ok else "",
+                "defocus_u_A": f"{defocus + astig / 2:.1f}" if ok else "",
+                "defocus_v_A": f"{defocus - astig / 2:.1f}" if ok else "",
+                "defocus_angle_deg": f"{rng.uniform(0, 180):.1f}" if ok else "",
+                "astigmatism_A": f"{astig:.1f}" if ok else "",
+                "ctf_max_resolution_A": f"{2.8 + rng.gamma(2.0, 0.6):.2f}" if ok else "",
+                "ctf_fom": f"{rng.uniform(0.1, 0.35):.3f}" if ok else "",
+                "n_particles": str(int(rng.poisson(160))) if ok else "",
+                "processed_at": (T0 + timedelta(seconds=7 * i)).isoformat(),
+            }
+        )
+    return rows
+
+
 def movie_rows(n: int, failed: tuple[int, ...] = ()) -> list[dict]:
     """n movies: motion 1..n Å (cycled), defocus 10000+100 i Å, 100 i particles."""
     rows = []
@@ -65,30 +97,37 @@ def make_run(
     failed: tuple[int, ...] = (3,),
     state: str = "running",
     with_outputs: bool = True,
+    realistic: bool = False,
 ) -> Path:
     """Write summary.json, movies.tsv, thumbnails and (optionally) map/FSC outputs."""
     import mrcfile
     import numpy as np
 
     root.mkdir(parents=True, exist_ok=True)
-    rows = movie_rows(n_movies, failed)
+    rows = realistic_rows(n_movies) if realistic else movie_rows(n_movies, failed)
+    if realistic:
+        failed = tuple(i for i, r in enumerate(rows) if r["status"] == "failed")
     with (root / "movies.tsv").open("w", encoding="utf-8") as handle:
         handle.write("\t".join(MOVIE_COLUMNS) + "\n")
         for row in rows:
             handle.write("\t".join(str(row[c]) for c in MOVIE_COLUMNS) + "\n")
     thumbs = root / "thumbnails"
     thumbs.mkdir(exist_ok=True)
-    png = _png_bytes()
     for i in (n_movies - 2, n_movies - 1):
-        if i not in failed:
-            (thumbs / f"movie_{i:04d}_mic.png").write_bytes(png)
-            (thumbs / f"movie_{i:04d}_ps.png").write_bytes(png)
+        if i not in failed and i >= 0:
+            stem = Path(rows[i]["movie"]).stem
+            (thumbs / f"{stem}_mic.png").write_bytes(_png_bytes("mic" if realistic else "tiny"))
+            (thumbs / f"{stem}_ps.png").write_bytes(_png_bytes("ps" if realistic else "tiny"))
     outputs: dict = {k: None for k in ("map", "half1", "half2", "mask", "fsc_star")}
     if with_outputs:
         (root / "refine").mkdir(exist_ok=True)
         rng = np.random.default_rng(0)
+        box = 48 if realistic else 16
         for key in ("map", "half1", "half2", "mask"):
-            vol = rng.normal(size=(16, 16, 16)).astype(np.float32)
+            if realistic:
+                vol = _blob_volume(rng, box, mask=key == "mask")
+            else:
+                vol = rng.normal(size=(box, box, box)).astype(np.float32)
             with mrcfile.new(root / "refine" / f"{key}.mrc", overwrite=True) as mrc:
                 mrc.set_data(vol)
                 mrc.voxel_size = 1.0
@@ -97,7 +136,7 @@ def make_run(
         outputs["fsc_star"] = "refine/fsc.star"
         (root / "refine" / "particles.star").write_text("data_particles\n", encoding="utf-8")
         outputs["particles_star"] = "refine/particles.star"
-        classes = rng.normal(size=(6, 12, 12)).astype(np.float32)
+        classes = _class_images(rng, 6 if not realistic else 24, 12 if not realistic else 48)
         (root / "class2d").mkdir(exist_ok=True)
         with mrcfile.new(root / "class2d" / "classes.mrcs", overwrite=True) as mrc:
             mrc.set_data(classes)
@@ -126,7 +165,7 @@ def make_run(
         "movies_seen": n_movies,
         "movies_processed": processed,
         "movies_failed": len(failed),
-        "particles": sum(100 + i for i in range(n_movies) if i not in failed),
+        "particles": sum(int(r["n_particles"] or 0) for r in rows),
         "batches_done": n_movies // 4,
         "batches_total": (n_movies + 3) // 4,
         "first_movie_at": T0.isoformat(),
@@ -146,15 +185,64 @@ def make_run(
     return root
 
 
-def _png_bytes() -> bytes:
+def _blob_volume(rng, box: int, mask: bool = False):
+    """A few overlapping Gaussian 'domains' (a protein-like density), or a soft mask."""
+    import numpy as np
+
+    z, y, x = np.mgrid[:box, :box, :box] - box / 2
+    if mask:
+        return (1.0 / (1.0 + np.exp((np.sqrt(x**2 + y**2 + z**2) - 0.35 * box) / 1.5))).astype(
+            np.float32
+        )
+    vol = np.zeros((box, box, box))
+    for _ in range(7):
+        c = rng.normal(0, 0.12 * box, 3)
+        vol += np.exp(-((x - c[2]) ** 2 + (y - c[1]) ** 2 + (z - c[0]) ** 2) / (0.01 * box**2))
+    return (vol + 0.02 * rng.normal(size=vol.shape)).astype(np.float32)
+
+
+def _class_images(rng, n: int, box: int):
+    """Blob-like class averages: a soft disc with a random off-centre lobe, plus noise."""
+    import numpy as np
+
+    y, x = np.mgrid[:box, :box] - box / 2
+    images = []
+    for _ in range(n):
+        angle = rng.uniform(0, 2 * np.pi)
+        lobe = np.exp(
+            -((x - 0.2 * box * np.cos(angle)) ** 2 + (y - 0.2 * box * np.sin(angle)) ** 2)
+            / (0.01 * box**2)
+        )
+        disc = np.exp(-(x**2 + y**2) / (0.03 * box**2))
+        images.append(disc + 0.7 * lobe + 0.15 * rng.normal(size=(box, box)))
+    return np.array(images, dtype=np.float32)
+
+
+def _png_bytes(kind: str = "tiny") -> bytes:
+    """A PNG thumbnail: tiny test pattern, or a noisy micrograph / Thon-ring power spectrum."""
     import io
 
     import numpy as np
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(1, 1), dpi=32)
-    ax = fig.add_subplot()
-    ax.imshow(np.arange(64).reshape(8, 8), cmap="gray")
+    if kind == "tiny":
+        image, size, dpi = np.arange(64).reshape(8, 8), 1, 32
+    else:
+        rng = np.random.default_rng(1)
+        n = 256
+        y, x = np.mgrid[:n, :n] - n / 2
+        if kind == "ps":
+            k2 = (x**2 + 0.9 * y**2) / n**2
+            image = np.sin(2500 * k2) ** 2 * np.exp(-8 * np.sqrt(k2)) + 0.05 * rng.random((n, n))
+        else:
+            image = rng.normal(size=(n, n))
+            for _ in range(60):
+                cx, cy = rng.uniform(-n / 2, n / 2, 2)
+                image -= 1.5 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 40.0)
+        size, dpi = 2.56, 100
+    fig = Figure(figsize=(size, size), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, cmap="gray")
     ax.set_axis_off()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 pytest.importorskip("instrument_env.gate")
@@ -11,33 +9,9 @@ pytest.importorskip("instrument_env.gate")
 
 @pytest.fixture
 def env_live(live):
-    import instrument_env.db
-    from instrument_env import alarms
-    from instrument_env.ingest import ingest_readings
-    from instrument_env.limits import load_env_config
-    from instrument_env.sim import EnvSimulator, fault_at
+    from tests.portal_live.conftest import seed_environment
 
-    url = live.app.config["DATABASE_URL"]
-    instrument_env.db.upgrade(url)
-    config = load_env_config()
-    now = datetime.now(UTC).replace(microsecond=0)
-    start = now - timedelta(hours=2)
-    fault = fault_at(
-        "ac_failure", now - timedelta(minutes=50), 60, room="krios-room", magnitude=4.0
-    )
-    sim = EnvSimulator(config, seed=1, rooms=["krios-room"], noise=0.0)
-    with live.db() as db:
-        result = ingest_readings(
-            db, sim.readings(start, now, [fault]), source="sim", config=config, now=now
-        )
-        assert result.rejected == []
-        db.commit()
-        for minutes in range(50, -1, -5):  # the alarm engine runs every few minutes
-            alarms.evaluate(db, now - timedelta(minutes=minutes), config)
-            db.commit()
-        firing = [a for a in alarms.list_alarms(db, "firing") if a.room == "krios-room"]
-        assert firing, "the AC failure should fire an alarm"
-    return live, firing[0].id
+    return live, seed_environment(live)
 
 
 def test_tech_view_shows_rooms_alarms_gates_and_acknowledges(env_live):
