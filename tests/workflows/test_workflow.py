@@ -1,0 +1,184 @@
+"""The Snakemake workflow itself: lint, dry runs (local and SLURM), config errors,
+and the orchestration end to end with a stand-in ``cryofac`` (fake_cryofac.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflows.conftest import REPO, run_process, write_movies
+from workflows.cli import SNAKEFILE
+
+MOVIES = [f"movie_{i:03d}.mrc" for i in range(1, 13)]
+
+
+def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def _empty_acquisition(tmp_path: Path, n: int) -> Path:
+    raw = tmp_path / "raw"
+    write_movies(raw, [f"FoilHole_{i:05d}_fractions.tiff" for i in range(n)])
+    (raw / "gain.mrc").write_bytes(b"")
+    return raw
+
+
+def test_lint_is_clean(tmp_path):
+    raw = _empty_acquisition(tmp_path, 3)
+    result = _snakemake(
+        "--directory", str(tmp_path / "out"), "--config", f"raw_dir={raw}", "--lint"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    """Rows of the first ``job  count`` table in Snakemake's (or our) dry-run output."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["job", "count"])
+    counts = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_plans_complete_batches_only(tmp_path):
+    raw = _empty_acquisition(tmp_path, 10)
+    result = run_process(str(raw), "--out", str(tmp_path / "out"), "--batch-size", "4", "-n")
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout)
+    assert counts["motioncorr"] == 2  # 10 movies -> two full batches, 2 waiting
+    assert counts["extract"] == 2 and counts["gather_particles"] == 1
+    flushed = run_process(
+        str(raw), "--out", str(tmp_path / "out"), "--batch-size", "4", "-n", "--flush"
+    )
+    counts = _job_counts(flushed.stdout)
+    assert counts["motioncorr"] == 3
+    assert not (tmp_path / "out" / "batches").exists()  # a dry run writes no batch
+
+
+def test_slurm_profile_dry_run_requests_gpus_and_groups_batches(tmp_path):
+    raw = _empty_acquisition(tmp_path, 8)
+    profile = Path(SNAKEFILE).parent / "profiles" / "slurm"
+    result = _snakemake(
+        "--directory",
+        str(tmp_path / "out"),
+        "--config",
+        f"raw_dir={raw}",
+        "batch_size=4",
+        "--profile",
+        str(profile),
+        "--dry-run",
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    assert _job_counts(text)["motioncorr"] == 2
+    motioncorr = text[text.index("rule motioncorr:") :].split("\n\n")[0]
+    assert "gpu=1" in motioncorr and "slurm_partition=gpu" in motioncorr
+
+
+def test_bad_config_is_one_line(tmp_path):
+    raw = _empty_acquisition(tmp_path, 2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: 0\n")
+    result = run_process(str(raw), "--out", str(tmp_path / "out"), "--config", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "bad.yaml: batch_size" in result.stderr
+    bad.write_text("acquisition: {pixel_size_A: -1}\n")
+    result = run_process(str(raw), "--out", str(tmp_path / "out"), "--config", str(bad))
+    assert result.returncode == 1 and "pixel_size_A" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _outputs(out: Path) -> dict[str, float]:
+    """mtime of every file the workflow wrote (not Snakemake's bookkeeping, not the summary)."""
+    skip = {".snakemake", ".cryofac", "summary.json", "movies.tsv"}
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime_ns
+        for p in out.rglob("*")
+        if p.is_file() and not (set(p.relative_to(out).parts) & skip)
+    }
+
+
+def _calls(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_orchestration_incremental_and_failures(tmp_path, small_config):
+    """12 movies (one corrupt) -> map; rerun does nothing; 4 more -> only they + downstream."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    calls = tmp_path / "calls.txt"
+    env = {"FAKE_CRYOFAC_CALLS": str(calls)}
+    write_movies(raw, MOVIES, corrupt=("movie_006.mrc",))
+    args = (str(raw), "--out", str(out), "--config", str(small_config), "--cores", "2")
+
+    first = run_process(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "cryofac-run-summary/1"
+    assert summary["state"] == "idle"
+    assert (summary["movies_seen"], summary["movies_processed"], summary["movies_failed"]) == (
+        12,
+        11,
+        1,
+    )
+    assert summary["batches_done"] == summary["batches_total"] == 3
+    rows = list(csv.DictReader((out / "movies.tsv").open(), delimiter="\t"))
+    assert [r["movie"] for r in rows] == MOVIES
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["movie"] for r in failed] == ["movie_006.mrc"]
+    assert summary["particles"] == sum(int(r["n_particles"]) for r in rows) >= 20
+    assert summary["outputs"]["map"].startswith("reconstruct/p")
+    assert summary["resolution_A"] > 0
+    first_calls = _calls(calls)
+    assert sum(c.startswith("motioncorr") for c in first_calls) == 3
+    assert sum(c.startswith("reconstruct") for c in first_calls) == 1
+
+    before = _outputs(out)
+    second = run_process(*args, env=env)
+    assert second.returncode == 0, second.stderr
+    assert _calls(calls) == first_calls  # no step ran
+    assert _outputs(out) == before
+
+    write_movies(raw, [f"movie_{i:03d}.mrc" for i in range(13, 17)])
+    third = run_process(*args, env=env)
+    assert third.returncode == 0, third.stderr
+    new_calls = _calls(calls)[len(first_calls) :]
+    assert [c.split()[0] for c in new_calls] == [
+        "motioncorr",
+        "ctf",
+        "pick",
+        "extract",
+        "reconstruct",
+    ]
+    assert new_calls[0].split()[1:] == [f"movie_{i:03d}.mrc" for i in range(13, 17)]
+    after = _outputs(out)
+    unchanged = [
+        k for k in before if k.startswith("batches/b0000") and not k.startswith("batches/b00003")
+    ]
+    assert all(after[k] == before[k] for k in unchanged)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["movies_processed"] == 15 and summary["batches_done"] == 4
+    old_map = json.loads((out / before_map(before)).read_text())
+    new_map = json.loads((out / Path(summary["outputs"]["map"]).parent / "result.json").read_text())
+    assert new_map["particles"] > old_map["particles"]
+
+
+def before_map(files: dict[str, float]) -> str:
+    return next(k for k in files if k.startswith("reconstruct/") and k.endswith("result.json"))

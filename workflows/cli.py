@@ -1,0 +1,464 @@
+"""``cryofac process``: run the Snakemake workflow on an acquisition folder.
+
+Snakemake runs as a child process (``python -m snakemake``) in the run folder, so
+its locking, incomplete-job tracking and logs are the standard ones. SIGTERM and
+SIGINT are passed on to it, so a killed run leaves no half-written output that a
+rerun would trust (``--rerun-incomplete``). Errors come back as one line naming
+the failed rule and its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cryofac.errors import CryofacError
+
+WORKFLOW_DIR = Path(__file__).resolve().parent
+SNAKEFILE = WORKFLOW_DIR / "Snakefile"
+DEFAULT_CONFIG = WORKFLOW_DIR / "config" / "config.yaml"
+SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
+PROFILES = WORKFLOW_DIR / "profiles"
+PIPELINE_SECTIONS = ("acquisition", "motioncorr", "ctf", "picking", "extraction", "reconstruct")
+STATE_DIR = ".cryofac"
+
+
+class WorkflowFailed(CryofacError):
+    """The Snakemake workflow stopped with an error (message names rule and log)."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` merged into a copy of ``base``, dictionaries key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> dict:
+    """Defaults merged with the user's file and ``overrides``, validated.
+
+    Raises :class:`cryofac.errors.ConfigError` naming the file and key.
+    """
+    import jsonschema
+
+    from cryofac.config import ConfigError, load_pipeline, read_yaml
+
+    config = read_yaml(DEFAULT_CONFIG)
+    source = str(DEFAULT_CONFIG)
+    if path is not None:
+        user = read_yaml(path)
+        source = str(path)
+        if user is None:
+            user = {}
+        if not isinstance(user, dict):
+            raise ConfigError(source, "", "must be a mapping of keys to values")
+        config = deep_merge(config, user)
+    config = deep_merge(config, overrides or {})
+    schema = read_yaml(SCHEMA)
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(config),
+        key=lambda e: len(e.absolute_path),
+        reverse=True,
+    )
+    if errors:
+        error = errors[0]
+        key = ".".join(str(p) for p in error.absolute_path)
+        raise ConfigError(source, key, error.message)
+    overrides_pipeline = {k: config[k] for k in PIPELINE_SECTIONS if k in config}
+    load_pipeline(overrides=overrides_pipeline)  # raises ConfigError on bad values
+    return config
+
+
+def profile_dir(profile: str) -> Path:
+    """``local``/``slurm`` (shipped) or a folder holding a Snakemake ``config.yaml``."""
+    shipped = PROFILES / profile
+    path = shipped if shipped.is_dir() else Path(profile)
+    if not (path / "config.yaml").is_file():
+        names = ", ".join(sorted(p.name for p in PROFILES.iterdir() if p.is_dir()))
+        raise click.BadParameter(
+            f"{profile}: not a shipped profile ({names}) nor a folder with config.yaml",
+            param_hint="--profile",
+        )
+    return path.resolve()
+
+
+def cryofac_executable() -> str:
+    """The ``cryofac`` script of this Python environment (falls back to PATH)."""
+    candidate = Path(sys.executable).with_name("cryofac")
+    return str(candidate) if candidate.exists() else "cryofac"
+
+
+def snakemake_command(
+    raw_dir: Path,
+    out: Path,
+    config_files: list[Path],
+    profile: Path,
+    cores: int | None,
+    dry_run: bool,
+    unlock: bool = False,
+) -> list[str]:
+    """The ``python -m snakemake ...`` command line for one invocation."""
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(out),
+        "--profile",
+        str(profile),
+        "--configfile",
+        *[str(p) for p in config_files],
+        "--config",
+        f"raw_dir={raw_dir}",
+        "--rerun-incomplete",
+        "--keep-going",
+        "--nocolor",
+    ]
+    if cores is not None:
+        command += ["--cores", str(cores)]
+    if dry_run:
+        command += ["--dry-run", "--quiet", "rules"]
+    if unlock:
+        command += ["--unlock"]
+    return command
+
+
+_ERROR_RULE = re.compile(r"^Error in rule (\S+):")
+_WILDCARDS = re.compile(r"^\s+wildcards: (.+)$")
+_LOG = re.compile(r"^\s+log: (\S+)")
+_STEPS = re.compile(r"(\d+) of (\d+) steps")
+
+
+def explain_failure(output: str, out: Path) -> str:
+    """One line from Snakemake's output: the first failed rule, its wildcards and log."""
+    from workflows.summary import latest_log
+
+    lines = output.splitlines()
+    snakemake_log = latest_log(out)
+    where = f"Snakemake log: {out / snakemake_log}" if snakemake_log else f"see {out}"
+    for i, line in enumerate(lines):
+        match = _ERROR_RULE.match(line)
+        if not match:
+            continue
+        rule, wildcards, log = match.group(1), "", ""
+        for following in lines[i + 1 : i + 15]:
+            if (m := _WILDCARDS.match(following)) and not wildcards:
+                wildcards = f" ({m.group(1)})"
+            if (m := _LOG.match(following)) and not log:
+                log = m.group(1)
+        failed = sum(1 for x in lines if _ERROR_RULE.match(x))
+        more = f" and {failed - 1} more job(s)" if failed > 1 else ""
+        log_text = ""
+        if log and (out / log).is_file():
+            last = [x.strip() for x in (out / log).read_text().splitlines() if x.strip()]
+            log_text = f"; job log: {out / log}" + (f" ({last[-1][:200]})" if last else "")
+        return f"workflow failed in rule {rule}{wildcards}{more}{log_text}; {where}"
+    if "LockException" in output or "Directory cannot be locked" in output:
+        return (
+            f"{out} is locked by another Snakemake run; if none is running (a previous "
+            "one was killed), run again with --unlock"
+        )
+    for line in lines:
+        if re.match(r"^\w*(Error|Exception)\b", line) or "Error:" in line.split(" ")[0]:
+            return f"workflow failed: {line.strip()}; {where}"
+    tail = next((x.strip() for x in reversed(lines) if x.strip()), "no output")
+    return f"workflow failed: {tail}; {where}"
+
+
+class Run:
+    """One Snakemake invocation: output to a log file, signals forwarded, progress shown."""
+
+    def __init__(self, command: list[str], log_path: Path, show_progress: bool):
+        self.command = command
+        self.log_path = log_path
+        self.show_progress = show_progress
+        self.output: list[str] = []
+        self.terminated_by: int | None = None
+
+    def _pump(self, stream, bar) -> None:
+        with open(self.log_path, "a") as log:
+            for line in stream:
+                log.write(line)
+                log.flush()
+                self.output.append(line.rstrip("\n"))
+                match = _STEPS.search(line)
+                if bar is not None and match:
+                    bar.total = int(match.group(2))
+                    bar.n = int(match.group(1))
+                    bar.refresh()
+
+    def __call__(self, refresh=None, refresh_s: float = 10.0) -> int:
+        from tqdm import tqdm
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        bar = None
+        if self.show_progress:
+            bar = tqdm(total=0, unit="job", desc="cryofac process", file=sys.stderr)
+        child = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+
+        def forward(signum, _frame):
+            self.terminated_by = signum
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signum)
+
+        handled = [signal.SIGTERM, signal.SIGINT]
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, forward) for s in handled}
+        pump = threading.Thread(target=self._pump, args=(child.stdout, bar), daemon=True)
+        pump.start()
+        try:
+            while True:
+                try:
+                    child.wait(timeout=refresh_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    if refresh is not None:
+                        refresh()
+        finally:
+            pump.join(timeout=30)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+        return child.returncode
+
+
+def _parse_until(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time", param_hint="--until"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.timestamp()
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Re-running continues where the last run stopped; see workflows/README.md.",
+)
+@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (created; holds batches/, particles/, reconstruct/, summary.json).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML overriding workflows/config/config.yaml and config/pipeline.yaml sections.",
+)
+@click.option(
+    "--profile",
+    default="local",
+    show_default=True,
+    help="Snakemake profile: local, slurm, or a folder with config.yaml.",
+)
+@click.option("--cores", type=click.IntRange(min=1), help="CPU cores to use [profile's].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Movies per batch job.")
+@click.option(
+    "--quiet-period",
+    type=click.FloatRange(min=0),
+    help="Ignore movies modified less than this many seconds ago.",
+)
+@click.option(
+    "--flush",
+    is_flag=True,
+    help="The acquisition is over: run the last incomplete batch and a final reconstruction.",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Only show which jobs would run.")
+@click.option("--watch", is_flag=True, help="Keep re-running as movies land until stopped.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="With --watch: seconds between runs.",
+)
+@click.option("--until", help="With --watch: stop at this ISO 8601 time (then flush).")
+@click.option(
+    "--stop-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --watch: stop (then flush) when this file appears [OUT/STOP].",
+)
+@click.option("--unlock", is_flag=True, help="Remove a stale lock left by a killed run first.")
+def process(
+    raw_dir: Path,
+    out: Path,
+    config_file: Path | None,
+    profile: str,
+    cores: int | None,
+    batch_size: int | None,
+    quiet_period: float | None,
+    flush: bool,
+    dry_run: bool,
+    watch: bool,
+    interval: float,
+    until: str | None,
+    stop_file: Path | None,
+    unlock: bool,
+) -> None:
+    """Process the acquisition in RAW_DIR with the Snakemake workflow, into --out.
+
+    Movies are grouped into fixed batches (motion correction, CTF, picking,
+    extraction); particles are gathered and reconstructed once there are enough,
+    and again as they grow. Progress: OUT/summary.json and OUT/movies.tsv.
+    """
+    import yaml
+
+    raw_dir = raw_dir.resolve()
+    out = out.resolve()
+    overrides: dict[str, Any] = {}
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    if quiet_period is not None:
+        overrides["movies"] = {"quiet_period_s": quiet_period}
+    user = {}
+    if config_file is not None:
+        from cryofac.config import read_yaml
+
+        user = read_yaml(config_file) or {}
+    if "cryofac" not in user:
+        overrides["cryofac"] = cryofac_executable()
+    config = load_config(config_file, overrides)
+    profile_path = profile_dir(profile)
+    until_ts = _parse_until(until)
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / STATE_DIR
+    state.mkdir(exist_ok=True)
+    overrides_file = state / "overrides.yaml"
+    overrides_file.write_text(yaml.safe_dump(overrides, sort_keys=True))
+    config_files = ([config_file.resolve()] if config_file else []) + [overrides_file]
+    stop_file = (stop_file or out / "STOP").resolve()
+
+    def invoke(final: bool) -> None:
+        files = list(config_files)
+        if final:
+            flush_file = state / "flush.yaml"
+            flush_file.write_text("flush: true\n")
+            files.append(flush_file)
+        if unlock:
+            Run(
+                snakemake_command(raw_dir, out, files, profile_path, cores, False, unlock=True),
+                state / "snakemake.out",
+                False,
+            )()
+        run_once(raw_dir, out, files, profile_path, cores, dry_run, config, final)
+
+    if not watch:
+        invoke(flush)
+        return
+
+    click.echo(f"Watching {raw_dir}; stop with Ctrl-C or by creating {stop_file}", err=True)
+    stopped = {"signal": None}
+
+    def stop(signum, _frame):
+        stopped["signal"] = signum
+
+    while True:
+        invoke(final=False)
+        deadline = time.time() + interval
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while time.time() < deadline and stopped["signal"] is None:
+                if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
+                    break
+                time.sleep(min(1.0, max(0.0, deadline - time.time())))
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if stopped["signal"] is not None:
+            click.echo("Stopped; run again to continue.", err=True)
+            return
+        if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
+            click.echo("Acquisition over: processing the remaining movies.", err=True)
+            invoke(final=True)
+            return
+
+
+def run_once(
+    raw_dir: Path,
+    out: Path,
+    config_files: list[Path],
+    profile: Path,
+    cores: int | None,
+    dry_run: bool,
+    config: dict,
+    final: bool,
+) -> None:
+    """One Snakemake invocation; raises :class:`WorkflowFailed` with one line on error."""
+    from workflows import summary
+
+    command = snakemake_command(raw_dir, out, config_files, profile, cores, dry_run)
+    log_path = out / STATE_DIR / "snakemake.out"
+    log_path.write_text("")
+    run = Run(command, log_path, show_progress=sys.stderr.isatty() and not dry_run)
+
+    def refresh() -> None:
+        with contextlib.suppress(OSError, ValueError):  # retried at the next refresh
+            summary.write_summary(out, raw_dir, "running")
+
+    code = run(refresh=None if dry_run else refresh)
+    output = "\n".join(run.output)
+    if dry_run:
+        if code != 0:
+            raise WorkflowFailed(explain_failure(output, out))
+        click.echo(_job_table(output))
+        return
+    if run.terminated_by is not None:
+        summary.write_summary(out, raw_dir, "idle")
+        raise WorkflowFailed(
+            f"stopped by signal {signal.Signals(run.terminated_by).name}; "
+            "run the same command again to continue"
+        )
+    if code != 0:
+        with contextlib.suppress(OSError, ValueError):
+            summary.write_summary(out, raw_dir, "failed")
+        raise WorkflowFailed(explain_failure(output, out))
+
+
+def _job_table(output: str) -> str:
+    """The ``Job stats`` table of a dry run (or 'Nothing to be done')."""
+    lines = output.splitlines()
+    if any("Nothing to be done" in x for x in lines):
+        return "Nothing to be done: every output is up to date."
+    for i, line in enumerate(lines):
+        if line.startswith("Job stats:"):
+            table = []
+            for row in lines[i + 1 :]:
+                if not row.strip():
+                    break
+                table.append(row)
+            return "\n".join(["Jobs to run:", *table])
+    return "\n".join(x for x in lines if x.strip())

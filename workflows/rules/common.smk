@@ -1,0 +1,84 @@
+# Configuration, movie discovery, batching and input functions.
+import os
+
+from snakemake.utils import validate
+
+from cryofac.config import load_pipeline
+from workflows import batching
+from workflows.summary import write_summary
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+PIPELINE_SECTIONS = ("acquisition", "motioncorr", "ctf", "picking", "extraction", "reconstruct")
+PIPELINE = load_pipeline(overrides={k: config[k] for k in PIPELINE_SECTIONS if k in config})
+ACQ = PIPELINE["acquisition"]
+
+if not config["raw_dir"]:
+    raise WorkflowError("config raw_dir is empty: run `cryofac process RAW_DIR --out OUT`")
+RAW_DIR = os.path.abspath(config["raw_dir"])
+if not os.path.isdir(RAW_DIR):
+    raise WorkflowError(f"{RAW_DIR}: acquisition folder not found")
+
+CRYOFAC = config["cryofac"]
+
+SCAN = batching.scan_movies(
+    RAW_DIR,
+    patterns=config["movies"]["patterns"],
+    exclude=config["movies"]["exclude"],
+    quiet_period_s=config["movies"]["quiet_period_s"],
+)
+BATCHES, WAITING = batching.plan_batches(
+    batching.read_manifests("."), SCAN.eligible, config["batch_size"], flush=config["flush"]
+)
+
+
+def gain_reference():
+    gain = config["movies"]["gain"]
+    if gain == "auto":
+        path = os.path.join(RAW_DIR, "gain.mrc")
+        return path if os.path.isfile(path) else ""
+    return os.path.abspath(os.path.join(RAW_DIR, gain)) if gain else ""
+
+
+GAIN = gain_reference()
+
+
+def batch_movies(wildcards):
+    """Absolute paths of the movies of one batch."""
+    return [os.path.join(RAW_DIR, m) for m in BATCHES[wildcards.batch]]
+
+
+def step_command(step, *options):
+    """`cryofac STEP OPTIONS...` as a list of strings; a change of it reruns the step."""
+    return [CRYOFAC, step, *(str(o) for o in options)]
+
+
+def step_resources(step):
+    return config["resources"][step]
+
+
+def gathered_count():
+    """Particles gathered from all finished batches (after the checkpoint ran)."""
+    import json
+
+    with open(checkpoints.gather_particles.get().output.counts) as fh:
+        return json.load(fh)["particles"]
+
+
+def reconstruction_targets(wildcards):
+    """The reconstruction due at the current particle count (none below the threshold)."""
+    if not BATCHES:
+        return []
+    count = gathered_count()
+    n = batching.reconstruction_target(
+        config["downstream"]["min_particles"],
+        config["downstream"]["growth"],
+        count,
+        final=config["flush"],
+    )
+    return [f"reconstruct/p{n:07d}/result.json"] if n is not None else []
+
+
+def final_state():
+    """After a successful run: complete once the acquisition is over and all ran."""
+    return "complete" if config["flush"] and not WAITING and not SCAN.recent else "idle"

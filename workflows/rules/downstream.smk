@@ -1,0 +1,62 @@
+# Downstream: gather the particles of all finished batches, then reconstruct
+# (2D, ab-initio, gold-standard refinement, FSC: `cryofac reconstruct`) at growing
+# particle counts. reconstruct/p<N>/ always holds the first N gathered particles.
+
+
+checkpoint gather_particles:
+    input:
+        expand("batches/{batch}/extract/status.tsv", batch=sorted(BATCHES)),
+    output:
+        counts="particles/count.json",
+    params:
+        star="particles/particles.star",
+    log:
+        "logs/gather_particles.log",
+    localrule: True
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/gather_particles.py"
+
+
+rule particle_snapshot:
+    input:
+        # ancient: a later gather (more particles) does not change the first N
+        counts=ancient("particles/count.json"),
+    output:
+        "reconstruct/p{n}/input_particles.star",
+    params:
+        gathered="particles/particles.star",
+    log:
+        "logs/reconstruct/p{n}_snapshot.log",
+    localrule: True
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/particle_snapshot.py"
+
+
+rule reconstruct:
+    input:
+        "reconstruct/p{n}/input_particles.star",
+    output:
+        result="reconstruct/p{n}/result.json",
+    params:
+        cryofac=CRYOFAC,
+        out=subpath(output.result, parent=True),
+        symmetry=PIPELINE["reconstruct"]["symmetry"],
+        device=lambda wildcards, resources: "gpu" if resources.gpu > 0 else "cpu",
+    threads: step_resources("reconstruct")["threads"]
+    resources:
+        mem_mb=step_resources("reconstruct")["mem_mb"],
+        runtime=step_resources("reconstruct")["runtime"],
+        gpu=step_resources("reconstruct")["gpu"],
+    log:
+        "logs/reconstruct/p{n}.log",
+    conda:
+        "../envs/cryofac.yaml"
+    benchmark:
+        "benchmarks/reconstruct/p{n}.tsv"
+    shell:
+        "{params.cryofac} reconstruct {input} --out {params.out} --symmetry {params.symmetry}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

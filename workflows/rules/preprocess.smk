@@ -1,0 +1,175 @@
+# Per-batch preprocessing: manifest -> motion correction -> CTF -> picking -> extraction.
+# Each step rule runs one `cryofac` step on a whole batch through scripts/run_step.py,
+# which records per-movie status, so a corrupt movie is marked failed while the
+# rest of its batch goes on. GPU steps (resources gpu > 0) run with --device gpu.
+
+
+rule batch_manifest:
+    output:
+        "batches/{batch}/movies.txt",
+    params:
+        movies=lambda wildcards: BATCHES[wildcards.batch],
+    log:
+        "logs/{batch}/manifest.log",
+    localrule: True
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/write_manifest.py"
+
+
+rule motioncorr:
+    input:
+        inputs="batches/{batch}/movies.txt",
+        movies=batch_movies,
+        gain=GAIN or [],
+    output:
+        status="batches/{batch}/motioncorr/status.tsv",
+        ok="batches/{batch}/motioncorr/ok.txt",
+    params:
+        command=step_command(
+            "motioncorr",
+            "--pixel-size",
+            ACQ["pixel_size_A"],
+            "--dose-per-frame",
+            ACQ["dose_per_frame_e_A2"],
+            "--voltage",
+            ACQ["voltage_kV"],
+            "--patches",
+            "x".join(str(p) for p in PIPELINE["motioncorr"]["patches"]),
+            *(["--gain", GAIN] if GAIN else []),
+        ),
+        input_dir=lambda wildcards, input: os.path.dirname(input.movies[0]),
+        products=".mrc",
+    threads: step_resources("motioncorr")["threads"]
+    resources:
+        mem_mb=step_resources("motioncorr")["mem_mb"],
+        runtime=step_resources("motioncorr")["runtime"],
+        gpu=step_resources("motioncorr")["gpu"],
+    log:
+        "logs/{batch}/motioncorr.log",
+    benchmark:
+        "benchmarks/{batch}/motioncorr.tsv"
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/run_step.py"
+
+
+rule ctf:
+    input:
+        inputs="batches/{batch}/motioncorr/ok.txt",
+    output:
+        status="batches/{batch}/ctf/status.tsv",
+        ok="batches/{batch}/ctf/ok.txt",
+        selected="batches/{batch}/ctf/micrographs_selected.star",
+    params:
+        command=step_command(
+            "ctf",
+            "--pixel-size",
+            ACQ["pixel_size_A"],
+            "--voltage",
+            ACQ["voltage_kV"],
+            "--cs",
+            ACQ["cs_mm"],
+            "--amplitude-contrast",
+            ACQ["amplitude_contrast"],
+        ),
+        star="micrographs_ctf.star",
+        column="rlnMicrographName",
+        max_fit_resolution=PIPELINE["ctf"].get("max_fit_resolution_A"),
+    threads: step_resources("ctf")["threads"]
+    resources:
+        mem_mb=step_resources("ctf")["mem_mb"],
+        runtime=step_resources("ctf")["runtime"],
+        gpu=step_resources("ctf")["gpu"],
+    log:
+        "logs/{batch}/ctf.log",
+    benchmark:
+        "benchmarks/{batch}/ctf.tsv"
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/run_step.py"
+
+
+rule pick:
+    input:
+        inputs="batches/{batch}/ctf/ok.txt",
+    output:
+        status="batches/{batch}/pick/status.tsv",
+        ok="batches/{batch}/pick/ok.txt",
+    params:
+        command=step_command(
+            "pick",
+            "--pixel-size",
+            ACQ["pixel_size_A"],
+            "--diameter",
+            PIPELINE["picking"]["particle_diameter_A"],
+        ),
+        products="_autopick.star",
+    threads: step_resources("pick")["threads"]
+    resources:
+        mem_mb=step_resources("pick")["mem_mb"],
+        runtime=step_resources("pick")["runtime"],
+        gpu=step_resources("pick")["gpu"],
+    log:
+        "logs/{batch}/pick.log",
+    benchmark:
+        "benchmarks/{batch}/pick.tsv"
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/run_step.py"
+
+
+rule extract:
+    input:
+        inputs="batches/{batch}/pick/ok.txt",
+        micrographs="batches/{batch}/ctf/micrographs_selected.star",
+    output:
+        status="batches/{batch}/extract/status.tsv",
+        ok="batches/{batch}/extract/ok.txt",
+    params:
+        command=lambda wildcards, input: step_command(
+            "extract",
+            "--micrographs",
+            input.micrographs,
+            "--coords",
+            os.path.dirname(input.inputs),
+            "--box",
+            PIPELINE["extraction"]["box_px"],
+            *(["--bin", config["extract_bin"]] if config["extract_bin"] != 1 else []),
+        ),
+        single=True,
+    threads: step_resources("extract")["threads"]
+    resources:
+        mem_mb=step_resources("extract")["mem_mb"],
+        runtime=step_resources("extract")["runtime"],
+        gpu=step_resources("extract")["gpu"],
+    log:
+        "logs/{batch}/extract.log",
+    benchmark:
+        "benchmarks/{batch}/extract.tsv"
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/run_step.py"
+
+
+rule batch_table:
+    input:
+        manifest="batches/{batch}/movies.txt",
+        motioncorr="batches/{batch}/motioncorr/status.tsv",
+        ctf="batches/{batch}/ctf/status.tsv",
+        pick="batches/{batch}/pick/status.tsv",
+        extract="batches/{batch}/extract/status.tsv",
+    output:
+        "batches/{batch}/movies.tsv",
+    log:
+        "logs/{batch}/table.log",
+    localrule: True
+    conda:
+        "../envs/cryofac.yaml"
+    script:
+        "../scripts/batch_table.py"

@@ -1,0 +1,256 @@
+"""Run one ``cryofac`` step on a batch and record which inputs succeeded.
+
+Usage (from a rule's shell command)::
+
+    python run_step.py --inputs LIST --out DIR --status STATUS.tsv --ok OK.txt \
+        [--input-dir RAW] [--products SUFFIX | --star STAR --column COL] \
+        [--max-fit-resolution Å] [--selected SELECTED.star] -- cryofac STEP [OPTIONS]
+
+The step is run as ``CMD... INPUT... --out DIR``. Steps process every input and
+exit 1 with ``N of M inputs failed`` when some were bad (CONTRACT.md); that is
+not a failure of the batch: the bad inputs are recorded as ``failed`` in
+STATUS.tsv (with the step's message) and the rest go on. Any other non-zero
+exit (a crash, a usage error) fails the job, and Snakemake reports it with the
+log. STATUS.tsv and OK.txt are written last, atomically, so they exist only
+when the step finished.
+
+With ``--inputs`` empty (every movie of the batch failed earlier) the step is not
+run and empty results are written.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PARTIAL_FAILURE = "inputs failed"
+
+
+def _stem(name: str) -> str:
+    base = os.path.basename(name)
+    for ext in (".mrcs", ".mrc", ".tiff", ".tif", ".eer"):
+        if base.lower().endswith(ext):
+            return base[: -len(ext)]
+    return os.path.splitext(base)[0]
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(command: list[str], log_path: str) -> tuple[int, str]:
+    """Run ``command`` with output to the log; SIGTERM/SIGINT are passed on to it."""
+    with open(log_path, "a") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True)
+
+        def forward(signum, _frame):
+            child.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            _, stderr = child.communicate()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        log.write(stderr)
+    if child.returncode < 0:  # killed by a signal: die the same way so the job is incomplete
+        os.kill(os.getpid(), -child.returncode)
+    return child.returncode, stderr
+
+
+def error_messages(stderr: str, inputs: list[str]) -> dict[str, str]:
+    """Map each input (by stem) to the step's ``Error: NAME: message`` line about it."""
+    by_stem = {_stem(i): i for i in inputs}
+    messages: dict[str, str] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("Error: "):
+            continue
+        body = line[len("Error: ") :]
+        head, sep, rest = body.partition(": ")
+        if sep and _stem(head) in by_stem:
+            messages[by_stem[_stem(head)]] = rest.strip()
+    return messages
+
+
+def star_rows(path: str, column: str) -> dict[str, dict]:
+    """Rows of a STAR file keyed by the stem of ``column``."""
+    import starfile
+
+    if not os.path.exists(path):
+        return {}
+    _key, table = star_block(starfile.read(path, always_dict=True), column)
+    return {_stem(str(row[column])): row for row in table.to_dict("records")}
+
+
+def star_block(data: dict, column: str):
+    """The (name, table) of the first STAR block that has ``column``."""
+    for key, table in data.items():
+        if hasattr(table, "columns") and column in table.columns:
+            return key, table
+    raise ValueError(f"no data block with column {column}")
+
+
+def run_step(
+    command: list[str],
+    inputs_file: str,
+    out: str,
+    status: str,
+    ok: str,
+    log: str,
+    input_dir: str = "",
+    products: str | None = None,
+    star: str | None = None,
+    column: str = "rlnMicrographName",
+    max_fit_resolution: float | None = None,
+    selected: str | None = None,
+    single: bool = False,
+) -> int:
+    """Run the step on the inputs listed in ``inputs_file``; 0 unless the step crashed."""
+    names = [line.strip() for line in Path(inputs_file).read_text().splitlines() if line.strip()]
+    inputs = [os.path.join(input_dir, n) if input_dir else n for n in names]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text("")
+
+    messages: dict[str, str] = {}
+    if inputs:
+        arguments = [] if single else inputs
+        code, stderr = run([*command, *arguments, "--out", out], log)
+        if code != 0 and not (code == 1 and PARTIAL_FAILURE in stderr):
+            last = [line for line in stderr.splitlines() if line.strip()][-1:] or [f"exit {code}"]
+            print(f"{' '.join(command[:2])} failed (exit {code}): {last[0]}", file=sys.stderr)
+            return 1
+        messages = error_messages(stderr, inputs)
+
+    rows = star_rows(star, column) if star else {}
+    status_lines = ["input\tstatus\tmessage"]
+    ok_lines: list[str] = []
+    kept: list[str] = []
+    for name, path in zip(names, inputs, strict=True):
+        stem = _stem(name)
+        if single:
+            product, done = path, True
+        elif products:
+            product = os.path.join(out, stem + products)
+            done = os.path.exists(product)
+        else:
+            product = str(rows[stem][column]) if stem in rows else ""
+            done = stem in rows
+        state, message = "ok", ""
+        if not done:
+            state = "failed"
+            message = messages.get(path, "no output written")
+        elif max_fit_resolution is not None and star:
+            fit = float(rows[stem].get("rlnCtfMaxResolution", 0.0))
+            if fit > max_fit_resolution:
+                state = "rejected"
+                message = f"CTF fit resolution {fit:.1f} Å worse than {max_fit_resolution:g} Å"
+        if state == "ok":
+            ok_lines.append(product)
+            kept.append(stem)
+        status_lines.append(f"{name}\t{state}\t{message}")
+
+    if selected:
+        if rows and kept:
+            import starfile
+
+            data = starfile.read(star, always_dict=True)
+            key, table = star_block(data, column)
+            keep = table[column_stems(table, column).isin(kept)]
+            tmp = Path(selected).with_name(f".{Path(selected).name}.tmp")
+            starfile.write({**data, key: keep.reset_index(drop=True)}, tmp, overwrite=True)
+            os.replace(tmp, selected)
+        else:
+            atomic_write(selected, "")
+    atomic_write(ok, "".join(f"{line}\n" for line in ok_lines))
+    atomic_write(status, "\n".join(status_lines) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line form (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        print("run_step.py: missing '--' before the step command", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="run_step.py")
+    parser.add_argument("--inputs", required=True, help="text file, one input per line")
+    parser.add_argument("--input-dir", default="", help="folder the inputs are relative to")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--status", required=True)
+    parser.add_argument("--ok", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument(
+        "--products", help="suffix of each input's output in OUT: '.mrc' -> OUT/<stem>.mrc"
+    )
+    parser.add_argument("--star", help="STAR file with one row per successful input")
+    parser.add_argument("--column", default="rlnMicrographName")
+    parser.add_argument("--max-fit-resolution", type=float, default=None)
+    parser.add_argument("--selected", help="write the selected rows of --star here")
+    parser.add_argument("--single", action="store_true", help="inputs are not arguments")
+    args = parser.parse_args(argv[:split])
+    return run_step(
+        argv[split + 1 :],
+        args.inputs,
+        args.out,
+        args.status,
+        args.ok,
+        args.log,
+        input_dir=args.input_dir,
+        products=args.products,
+        star=args.star,
+        column=args.column,
+        max_fit_resolution=args.max_fit_resolution,
+        selected=args.selected,
+        single=args.single,
+    )
+
+
+def from_snakemake(smk) -> int:
+    """Script-directive form: options from the rule's params, threads and resources."""
+    p = smk.params
+    device = "gpu" if getattr(smk.resources, "gpu", 0) > 0 else "cpu"
+    command = [*p.command, "--device", device, "--threads", str(smk.threads)]
+    out = os.path.dirname(smk.output.status)
+    return run_step(
+        command,
+        smk.input.inputs,
+        out,
+        smk.output.status,
+        smk.output.ok,
+        str(smk.log[0]),
+        input_dir=p.get("input_dir", ""),
+        products=p.get("products"),
+        star=os.path.join(out, p.star) if p.get("star") else None,
+        column=p.get("column", "rlnMicrographName"),
+        max_fit_resolution=p.get("max_fit_resolution"),
+        selected=smk.output.get("selected"),
+        single=bool(p.get("single", False)),
+    )
+
+
+def column_stems(table, column: str):
+    """The stems of a STAR column, as a pandas Series aligned with ``table``."""
+    return table[column].astype(str).map(_stem)
+
+
+if "snakemake" in globals():
+    sys.exit(from_snakemake(globals()["snakemake"]))
+elif __name__ == "__main__":
+    sys.exit(main())

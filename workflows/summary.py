@@ -1,0 +1,303 @@
+"""The run folder's machine-readable progress: ``summary.json`` and ``movies.tsv``.
+
+Contract with the portal (reader): ``OUT/summary.json`` (schema
+``cryofac-run-summary/1``, written atomically) and ``OUT/movies.tsv``, one row
+per movie that has been through a batch, with the columns in
+:data:`MOVIE_COLUMNS`. Per-batch tables (``batches/<batch>/movies.tsv``) are
+written by the workflow when a batch finishes; this module joins them, so a
+refresh costs one small file per batch, never re-reading micrographs.
+
+No Snakemake import: ``cryofac process`` refreshes the summary while Snakemake
+runs, and the Snakefile's ``onsuccess``/``onerror`` handlers call it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from workflows import batching
+
+SCHEMA = "cryofac-run-summary/1"
+STATES = ("running", "idle", "complete", "failed")
+MOVIE_COLUMNS = (
+    "movie",
+    "batch",
+    "status",
+    "total_motion_A",
+    "early_motion_A",
+    "late_motion_A",
+    "defocus_u_A",
+    "defocus_v_A",
+    "defocus_angle_deg",
+    "astigmatism_A",
+    "ctf_max_resolution_A",
+    "ctf_fom",
+    "n_particles",
+    "processed_at",
+)
+OUTPUT_FILES = {
+    "map": "map.mrc",
+    "half1": "half1.mrc",
+    "half2": "half2.mrc",
+    "mask": "mask.mrc",
+    "fsc_star": "fsc.star",
+    "fsc_png": "fsc.png",
+    "slices_png": "slices.png",
+    "particles_star": "particles.star",
+    "particles_cs": "particles.cs",
+    "classes2d": "classes2d.png",
+}
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC (``2026-11-25T04:00:00Z``), or None."""
+    if timestamp is None:
+        return None
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a tab-separated file with a header; [] when it does not exist."""
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh, delimiter="\t"))
+    except FileNotFoundError:
+        return []
+
+
+def format_tsv(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
+    columns = list(columns)
+    lines = ["\t".join(columns)]
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if value is None or value == "":
+                cells.append("")
+            elif isinstance(value, float):
+                cells.append(f"{value:.6g}")
+            else:
+                cells.append(str(value).replace("\t", " ").replace("\n", " "))
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _star_table(path: Path, column: str):
+    """The first block of a STAR file that has ``column`` (pandas DataFrame) or None."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    import starfile
+
+    for table in starfile.read(path, always_dict=True).values():
+        if hasattr(table, "columns") and column in table.columns:
+            return table
+    return None
+
+
+def _rows_by_stem(table, column: str) -> dict[str, dict]:
+    if table is None:
+        return {}
+    return {batching.stem(str(r[column])): r for r in table.to_dict("records")}
+
+
+def _status(path: Path) -> dict[str, tuple[str, str]]:
+    """input stem -> (status, message) from a step's status.tsv."""
+    return {
+        batching.stem(r["input"]): (r["status"], r.get("message") or "") for r in read_tsv(path)
+    }
+
+
+def batch_table(batch_dir: str | os.PathLike, processed_at: float | None = None) -> list[dict]:
+    """Per-movie statistics of one finished batch folder (see :data:`MOVIE_COLUMNS`).
+
+    A movie is ``failed`` when motion correction, CTF estimation or picking
+    failed on it; a micrograph rejected for a poor CTF fit is ``ok`` with no
+    particles. Motion is from ``corrected_micrographs.star`` (Å), CTF from
+    ``micrographs_ctf.star``, particle counts from the batch's ``particles.star``.
+    """
+    batch_dir = Path(batch_dir)
+    batch = batch_dir.name
+    movies = [m for m in (batch_dir / batching.MANIFEST).read_text().splitlines() if m.strip()]
+    motion = _rows_by_stem(
+        _star_table(batch_dir / "motioncorr" / "corrected_micrographs.star", "rlnMicrographName"),
+        "rlnMicrographName",
+    )
+    ctf = _rows_by_stem(
+        _star_table(batch_dir / "ctf" / "micrographs_ctf.star", "rlnMicrographName"),
+        "rlnMicrographName",
+    )
+    particles = _star_table(batch_dir / "extract" / "particles.star", "rlnMicrographName")
+    counts: dict[str, int] = {}
+    if particles is not None:
+        for name, n in particles["rlnMicrographName"].astype(str).value_counts().items():
+            counts[batching.stem(name)] = int(n)
+    steps = {s: _status(batch_dir / s / "status.tsv") for s in ("motioncorr", "ctf", "pick")}
+    when = iso(processed_at if processed_at is not None else dt.datetime.now().timestamp())
+    rows = []
+    for movie in movies:
+        stem = batching.stem(movie)
+        # a movie is absent from the status of steps after the one it failed in
+        if steps["motioncorr"].get(stem, ("failed", ""))[0] == "ok":
+            ctf_status = steps["ctf"].get(stem, ("failed", ""))[0]
+            failed = ctf_status == "failed" or (
+                ctf_status == "ok" and steps["pick"].get(stem, ("failed", ""))[0] == "failed"
+            )
+        else:
+            failed = True
+        m, c = motion.get(stem, {}), ctf.get(stem, {})
+        du, dv = c.get("rlnDefocusU"), c.get("rlnDefocusV")
+        rows.append(
+            {
+                "movie": movie,
+                "batch": batch,
+                "status": "failed" if failed else "ok",
+                "total_motion_A": m.get("rlnAccumMotionTotal"),
+                "early_motion_A": m.get("rlnAccumMotionEarly"),
+                "late_motion_A": m.get("rlnAccumMotionLate"),
+                "defocus_u_A": du,
+                "defocus_v_A": dv,
+                "defocus_angle_deg": c.get("rlnDefocusAngle"),
+                "astigmatism_A": (float(du) - float(dv)) if du is not None else None,
+                "ctf_max_resolution_A": c.get("rlnCtfMaxResolution"),
+                "ctf_fom": c.get("rlnCtfFigureOfMerit"),
+                "n_particles": 0 if failed else counts.get(stem, 0),
+                "processed_at": when,
+            }
+        )
+    return rows
+
+
+def write_batch_table(batch_dir: str | os.PathLike, path: str | os.PathLike) -> list[dict]:
+    rows = batch_table(batch_dir)
+    atomic_write_text(path, format_tsv(rows, MOVIE_COLUMNS))
+    return rows
+
+
+def latest_reconstruction(out_dir: Path) -> Path | None:
+    """The finished reconstruction with the most particles (``reconstruct/p<N>/``)."""
+    root = out_dir / "reconstruct"
+    best: tuple[int, Path] | None = None
+    if root.is_dir():
+        for entry in root.iterdir():
+            name = entry.name
+            if name[:1] == "p" and name[1:].isdigit() and (entry / "result.json").exists():
+                n = int(name[1:])
+                if best is None or n > best[0]:
+                    best = (n, entry)
+    return best[1] if best else None
+
+
+def latest_log(out_dir: Path) -> str | None:
+    logs = sorted((out_dir / ".snakemake" / "log").glob("*.snakemake.log"))
+    return str(logs[-1].relative_to(out_dir)) if logs else None
+
+
+def _rate_per_h(count: int, first: float | None, last: float | None) -> float | None:
+    if count < 2 or first is None or last is None or last <= first:
+        return None
+    return round((count - 1) * 3600.0 / (last - first), 2)
+
+
+def write_summary(
+    out_dir: str | os.PathLike,
+    raw_dir: str | os.PathLike,
+    state: str,
+    scan: batching.MovieScan | None = None,
+    now: float | None = None,
+    batches_planned: int | None = None,
+) -> dict:
+    """Join the batch tables into ``movies.tsv`` and write ``summary.json``; return it.
+
+    ``scan`` is the latest look at ``raw_dir`` (movies seen); without it the
+    folder is scanned with the default patterns and no quiet period.
+    """
+    if state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    out_dir = Path(out_dir)
+    now = dt.datetime.now().timestamp() if now is None else now
+    if scan is None:
+        scan = batching.scan_movies(raw_dir) if os.path.isdir(raw_dir) else None
+    manifests = batching.read_manifests(out_dir)
+    rows: list[dict] = []
+    batches_done = 0
+    for batch in manifests:
+        table = read_tsv(out_dir / batching.BATCHES_DIR / batch / "movies.tsv")
+        if table:
+            batches_done += 1
+            rows.extend(table)
+    atomic_write_text(out_dir / "movies.tsv", format_tsv(rows, MOVIE_COLUMNS))
+
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    particles = sum(int(r["n_particles"] or 0) for r in rows)
+    seen = len(scan.eligible) + len(scan.recent) if scan else len(rows)
+    times = [
+        dt.datetime.fromisoformat(r["processed_at"].replace("Z", "+00:00")).timestamp()
+        for r in rows
+        if r.get("processed_at")
+    ]
+    first_movie = scan.first_mtime if scan else None
+    last_movie = scan.last_mtime if scan else None
+
+    outputs: dict[str, str | None] = dict.fromkeys(OUTPUT_FILES)
+    resolution = b_factor = None
+    recon = latest_reconstruction(out_dir)
+    if recon is not None:
+        for key, name in OUTPUT_FILES.items():
+            if (recon / name).exists():
+                outputs[key] = str((recon / name).relative_to(out_dir))
+        try:
+            result = json.loads((recon / "result.json").read_text())
+        except (OSError, ValueError):
+            result = {}
+        resolution = result.get("resolution_A")
+        b_factor = result.get("b_factor", result.get("b_factor_A2"))
+    summary = {
+        "schema": SCHEMA,
+        "updated_at": iso(now),
+        "state": state,
+        "raw_dir": str(raw_dir),
+        "movies_seen": seen,
+        "movies_processed": len(rows) - failed,
+        "movies_failed": failed,
+        "particles": particles,
+        "batches_done": batches_done,
+        "batches_total": max(len(manifests), batches_planned or 0),
+        "first_movie_at": iso(first_movie),
+        "last_movie_at": iso(last_movie),
+        "acquisition_rate_per_h": _rate_per_h(
+            len(scan.eligible) if scan else 0, first_movie, last_movie
+        ),
+        "processing_rate_per_h": _rate_per_h(
+            len(times), min(times, default=None), max(times, default=None)
+        ),
+        "resolution_A": resolution,
+        "b_factor": b_factor,
+        "outputs": outputs,
+        "per_movie": "movies.tsv",
+        "thumbnails": "thumbnails/",
+        "log": latest_log(out_dir),
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
