@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 import click
 
@@ -66,11 +67,26 @@ def available(name: str) -> bool:
 
 
 def _available(entry: tuple[str, str]) -> bool:
-    module_name = entry[0].split(":")[0]
+    """Whether the module behind a command exists, without importing any package.
+
+    ``importlib.util.find_spec("portal.cli")`` would execute ``portal/__init__``
+    (and import Flask); instead, locate the top-level package and look for the
+    submodule's file in its folders.
+    """
+    top, *rest = entry[0].split(":")[0].split(".")
     try:
-        return importlib.util.find_spec(module_name) is not None
-    except ModuleNotFoundError:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
         return False
+    if spec is None:
+        return False
+    if not rest:
+        return True
+    for folder in spec.submodule_search_locations or []:
+        path = Path(folder, *rest[:-1])
+        if (path / f"{rest[-1]}.py").is_file() or (path / rest[-1] / "__init__.py").is_file():
+            return True
+    return False
 
 
 class LazyGroup(click.Group):
