@@ -96,27 +96,30 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
 
 
 def environment_provenance(session) -> dict[str, Any] | None:
-    """The session's environmental provenance from instrument_env (None if unavailable)."""
+    """The session's environmental provenance from instrument_env (None if unavailable).
+
+    Computed over the acquisition window (start to end, or to now while acquiring) inside
+    a savepoint that is rolled back, so a missing table or a failure never poisons the
+    request's transaction.
+    """
     try:
-        from instrument_env import provenance as env_provenance
+        from instrument_env.provenance import summarize
     except ImportError:
         return None
-    build = getattr(env_provenance, "session_provenance", None) or getattr(
-        env_provenance, "provenance", None
-    )
-    if build is None or session.started_at is None:
+    if session.started_at is None:
         return None
     from portal.db import get_db
 
+    db = get_db()
     end = session.ended_at or datetime.now(UTC)
+    savepoint = db.begin_nested()
     try:
-        result = build(get_db(), session.instrument_id, session.started_at, end)
+        return summarize(db, session.instrument_id, session.started_at, end)
     except Exception as exc:  # provenance is an extra; never break the download list
         current_app.logger.warning("session %s: no provenance: %s", session.id, exc)
         return None
-    if hasattr(result, "as_dict"):
-        result = result.as_dict()
-    return result if isinstance(result, dict) else {"provenance": result}
+    finally:
+        savepoint.rollback()
 
 
 def downloadables(session) -> list[Downloadable]:

@@ -58,3 +58,23 @@ def test_tech_view_is_for_operators_only(env_live):
     assert client.get("/tech/").status_code == 403
     assert client.post(f"/tech/alarms/{alarm_id}/ack", data={"comment": "x"}).status_code == 403
     assert client.get("/tech/charts/krios-temp-high.svg").status_code == 403
+
+
+def test_downloads_include_environmental_provenance(env_live):
+    import json
+
+    live, alarm_id = env_live
+    client = live.app.test_client()
+    headers = live.token(client, "alice")
+    sid = live.session_id
+    files = client.get(f"/api/v1/sessions/{sid}/files", headers=headers).get_json()["files"]
+    assert "environment.json" in [f["name"] for f in files]
+    env = json.loads(
+        client.get(f"/api/v1/sessions/{sid}/files/environment.json", headers=headers).data
+    )
+    assert env["room"] == "krios-room" and env["in_limits"] is False
+    assert alarm_id in [a["id"] for a in env["alarms"]]
+    manifest = json.loads(
+        client.get(f"/api/v1/sessions/{sid}/files/manifest.json", headers=headers).data
+    )
+    assert "environment.json" in [f["name"] for f in manifest["files"]]
