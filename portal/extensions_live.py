@@ -33,6 +33,25 @@ def register(app: Flask) -> None:
 
     notify_hooks.install(app)
 
+    @app.context_processor
+    def _live_nav() -> dict:
+        return {"live_nav": lambda user: nav_links(app, user)}
+
+
+def nav_links(app: Flask, user) -> list[tuple[str, str]]:
+    """(label, URL) of this part's pages for the top navigation of ``user``."""
+    from flask import url_for
+
+    from portal.domain.permissions import is_operator
+
+    if user is None:
+        return []
+    links = [("Runs", url_for("runs.overview"))]
+    if "tech" in app.blueprints and is_operator(user):
+        links.append(("Rooms", url_for("tech.index")))
+    links.append(("Feeds", url_for("ical.feeds")))
+    return links
+
 
 def _has(module: str) -> bool:
     try:

@@ -105,6 +105,7 @@ def test_run_page_overview_and_status(live, client):
     thumb = client.get(f"/sessions/{live.session_id}/run/thumbnails/mic")
     assert thumb.status_code == 200 and thumb.data.startswith(b"\x89PNG")
     overview = client.get("/runs").get_data(as_text=True)
+    assert 'href="/runs">Runs</a>' in overview and "Rooms</a>" not in overview  # not staff
     assert f"#{live.session_id}" in overview
     assert f"#{live.other_session_id}" not in overview  # not alice's project
     download = client.get(f"/sessions/{live.session_id}/files/fsc.star")
@@ -114,6 +115,7 @@ def test_run_page_overview_and_status(live, client):
 def test_staff_overview_lists_every_run(live, client):
     live.login(client, "tech")
     html = client.get("/runs").get_data(as_text=True)
+    assert 'href="/runs">Runs</a>' in html and 'href="/tech/">Rooms</a>' in html
     assert f"#{live.session_id}" in html and f"#{live.other_session_id}" in html
 
 
