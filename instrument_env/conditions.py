@@ -3,7 +3,7 @@
 For a rule on channel (sensor, quantity[, band]):
 
 - ``high``/``low``: the readings themselves; with ``band: any`` the worst band at each
-  time (max for ``high``, min for ``low``).
+  time (for ``high`` the ``max`` band derived at ingest, for ``low`` the minimum).
 - ``drift``: at each reading, the peak-to-peak change of the readings within the
   trailing ``window_s`` (a stability rule, e.g. °C per hour).
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from instrument_env.limits import ANY_BAND, Rule
+from instrument_env.limits import ANY_BAND, MAX_BAND, Rule, rule_band_filter
 from instrument_env.storage import channel_series_us
 
 
@@ -38,12 +38,12 @@ def judged_series(session: Session, rule: Rule, start_us: int, end_us: int) -> J
     full window.
     """
     window_us = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
-    band = None if rule.band in (None, ANY_BAND) else rule.band
+    band = rule_band_filter(rule)
     series = channel_series_us(
         session, rule.sensor, rule.quantity, start_us - window_us, end_us, band=band
     )
     ts, values = series.ts_us, series.values
-    if rule.band == ANY_BAND and len(ts):
+    if rule.band == ANY_BAND and band != MAX_BAND and len(ts):
         ts, values = _worst_per_time(ts, values, low=rule.kind == "low")
     if rule.kind == "drift":
         values = trailing_peak_to_peak(ts, values, window_us)

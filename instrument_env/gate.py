@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
-from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config
-from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
+from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
+from instrument_env.models import Alarm, GateOverride, Reading, from_us, now_utc, to_us
 from instrument_env.storage import last_reading_of_channel_us
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,15 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
     if not rules:
         return [f"room {room} has no gated channels configured (fail closed)"]
     stale_channels: set[tuple[str, str]] = set()
-    for sensor_id, quantity in dict.fromkeys((r.sensor, r.quantity) for r in rules):
+    # One index range aggregate per channel answers staleness and, usually, every rule
+    # of the channel; only a channel that might be out of limits is read in full.
+    stats = _channel_stats(session, rules, start_us, at_us)
+    for (sensor_id, quantity), newest in dict.fromkeys(
+        ((r.sensor, r.quantity), stats[_channel_key(r)].newest) for r in rules
+    ):
         sensor = config.sensors[sensor_id]
+        if newest is not None and at_us - newest <= sensor.stale_after_s * 1e6:
+            continue
         last = last_reading_of_channel_us(session, sensor_id, quantity, at_us)
         if last is None:
             reasons.append(f"{sensor_id} {quantity}: no readings at all (sensor silent)")
@@ -104,6 +111,8 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
             )
             stale_channels.add((sensor_id, quantity))
     for rule in rules:
+        if stats[_channel_key(rule)].certainly_within(rule):
+            continue
         judged = cond.judged_series(session, rule, start_us, at_us)
         if not len(judged):
             if (rule.sensor, rule.quantity) not in stale_channels:
@@ -149,6 +158,64 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
             f"{alarm.fired_at.isoformat(timespec='seconds')}: {alarm.message}"
         )
     return reasons
+
+
+def _channel_key(rule) -> tuple[str, str, str | None]:
+    return (rule.sensor, rule.quantity, rule_band_filter(rule))
+
+
+@dataclass
+class _ChannelStats:
+    """Extremes of one channel in the settling window and in the window plus look-back."""
+
+    start_us: int
+    lo: float | None  # within [start, at]
+    hi: float | None
+    lo_ext: float | None  # within [start - longest drift window, at]
+    hi_ext: float | None
+    newest: int | None  # newest reading at or before ``at`` in the extended window
+
+    def certainly_within(self, rule) -> bool:
+        """A sufficient test: True only when the rule certainly held over the window.
+
+        For a drift rule the whole range of readings in the window plus its look-back
+        bounds every trailing peak-to-peak change. Anything else — including no data in
+        the window — goes to the exact evaluation, which also explains a refusal.
+        """
+        if self.lo is None or self.newest is None or self.newest < self.start_us:
+            return False
+        if rule.kind == "drift":
+            return self.hi_ext - self.lo_ext <= rule.limit
+        if rule.kind == "low":
+            return self.lo >= rule.limit
+        return self.hi <= rule.limit
+
+
+def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
+    out = {}
+    lookback: dict[tuple, int] = {}
+    for rule in rules:
+        window = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
+        key = _channel_key(rule)
+        lookback[key] = max(lookback.get(key, 0), window)
+    for (sensor, quantity, band), window_us in lookback.items():
+        in_window = Reading.ts_us >= start_us
+        query = sa.select(
+            sa.func.min(sa.case((in_window, Reading.value))),
+            sa.func.max(sa.case((in_window, Reading.value))),
+            sa.func.min(Reading.value),
+            sa.func.max(Reading.value),
+            sa.func.max(Reading.ts_us),
+        ).where(
+            Reading.sensor == sensor,
+            Reading.quantity == quantity,
+            Reading.ts_us >= start_us - window_us,
+            Reading.ts_us <= at_us,
+        )
+        if band is not None:
+            query = query.where(Reading.band == band)
+        out[(sensor, quantity, band)] = _ChannelStats(start_us, *session.execute(query).one())
+    return out
 
 
 def record_override(

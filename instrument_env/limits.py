@@ -16,6 +16,16 @@ from cryofac import config as cfg
 from cryofac.errors import ConfigError, CryofacError
 
 ANY_BAND = "any"
+#: Derived at ingest for banded quantities: the largest band value at each time.
+MAX_BAND = "max"
+
+
+def rule_band_filter(rule: Rule) -> str | None:
+    """Which stored band a rule reads: its own band, ``max`` for a high rule over
+    every band (one row per time instead of one per band), or None for all bands."""
+    if rule.band == ANY_BAND:
+        return MAX_BAND if rule.kind == "high" else None
+    return rule.band
 
 
 class UnknownInstrument(CryofacError):

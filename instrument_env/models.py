@@ -49,6 +49,8 @@ class Reading(EnvBase):
     """One reading of one channel. The primary key makes ingest idempotent."""
 
     __tablename__ = "env_readings"
+    # SQLite: clustered on the key, so a time-range scan of a channel reads contiguous rows.
+    __table_args__ = {"sqlite_with_rowid": False}
     sensor: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     quantity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     ts_us: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
@@ -62,6 +64,7 @@ class Rollup(EnvBase):
     """Down-sampled statistics of one channel over one bucket (60 s or 3600 s)."""
 
     __tablename__ = "env_rollups"
+    __table_args__ = {"sqlite_with_rowid": False}
     resolution_s: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     sensor: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     quantity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

@@ -43,7 +43,7 @@ def test_cli_end_to_end(database_url, tmp_path, capsys):
     assert "missing.csv: cannot open" in err
     assert err.strip().endswith("2 file(s) had rejected rows or could not be read")
     assert "Traceback" not in err
-    assert count(database_url) == 2
+    assert count(database_url) == 3  # + the derived vibration "max" band row
 
     start = "2026-03-02T01:00:00+00:00"
     code, out, _ = run(

@@ -89,24 +89,35 @@ def test_idempotent_and_out_of_order(env_session):
     assert count(env_session) == 50
 
 
-def test_vibration_bands_are_separate_readings(env_session):
-    ts = T0.isoformat()
-    batch = [
-        {
+def test_vibration_bands_are_separate_readings_with_derived_max(env_session):
+    def vib(band, value, second=0):
+        ts = (T0 + timedelta(seconds=second)).isoformat()
+        return {
             "sensor": "krios-vib",
             "quantity": "vibration",
             "ts": ts,
-            "value": v,
+            "value": value,
             "unit": "µm/s",
-            "band": b,
+            "band": band,
         }
-        for b, v in ((8, 1.0), (12.5, 2.0), ("16", 3.0))
-    ]
-    result = ingest_readings(env_session, batch, source="t", now=T0)
+
+    # the bands of one time arrive in two batches; the derived 'max' row keeps the largest
+    first = ingest_readings(env_session, [vib(8, 1.0), vib(12.5, 2.0)], source="t", now=T0)
+    second = ingest_readings(env_session, [vib("16", 3.0), vib(8, 9.0)], source="t", now=T0)
     env_session.commit()
-    assert result.accepted == 3
+    assert first.accepted == 2 and second.accepted == 2
     series = channel_series(env_session, "krios-vib", "vibration", T0, T0)
-    assert sorted(series.bands.tolist()) == ["12.5", "16", "8"]
+    values = dict(zip(series.bands.tolist(), series.values.tolist(), strict=True))
+    assert values == {"8": 1.0, "12.5": 2.0, "16": 3.0, "max": 3.0}  # first value of band 8 kept
+    ingest_readings(env_session, [vib(8, 1.0), vib(12.5, 2.0)], source="again", now=T0)
+    env_session.commit()
+    assert channel_series(
+        env_session, "krios-vib", "vibration", T0, T0, band="max"
+    ).values.tolist() == [3.0]
+    reserved = ingest_readings(
+        env_session, [vib("max", 5.0, 10)], source="t", now=T0 + timedelta(minutes=1)
+    )
+    assert reserved.accepted == 0 and "reserved" in reserved.rejected[0]["reason"]
 
 
 def test_rollups_include_late_readings(env_session):

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(32), nullable=False),
         # (sensor, quantity, ts) first: the key doubles as the time-range index.
         sa.PrimaryKeyConstraint("sensor", "quantity", "ts_us", "band", name="pk_env_readings"),
+        sqlite_with_rowid=False,  # SQLite: rows clustered on the key
     )
     op.create_table(
         "env_rollups",
@@ -45,6 +46,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "resolution_s", "sensor", "quantity", "bucket_us", "band", name="pk_env_rollups"
         ),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "env_rollup_dirty",
