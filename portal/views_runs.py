@@ -30,6 +30,7 @@ from portal.domain.permissions import is_operator, project_ids_of, visible_sessi
 from portal.models import AcqSession, Instrument, Project
 from portal.runs import plots
 from portal.runs.folder import RunFolder, read_classes2d
+from portal.runs.progress import summarize_run
 from portal.views import login_required
 
 bp = Blueprint("runs", __name__)
@@ -62,20 +63,7 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
     return {
         "session_id": session.id,
         "has_run": True,
-        "state": s.state,
-        "updated_at": s.updated_at.isoformat() if s.updated_at else None,
-        "movies_seen": s.movies_seen,
-        "movies_processed": s.movies_processed,
-        "movies_failed": s.movies_failed,
-        "backlog": s.backlog,
-        "particles": s.particles,
-        "batches_done": s.batches_done,
-        "batches_total": s.batches_total,
-        "acquisition_rate_per_h": s.acquisition_rate_per_h,
-        "processing_rate_per_h": s.processing_rate_per_h,
-        "keeping_up": s.keeping_up,
-        "resolution_A": s.resolution_A,
-        "b_factor": s.b_factor,
+        **summarize_run(run),
         "latest_movie": latest.movie if latest else None,
         "stamp": int(run.mtime() * 1000),
         "display": {

@@ -2,8 +2,9 @@
 
 Pure modules (no Flask): :mod:`portal.runs.folder` turns ``summary.json`` and
 ``movies.tsv`` into dataclasses; :mod:`portal.runs.plots` renders SVG plots with a
-cache keyed by file modification time; :mod:`portal.runs.access` decides who may see
-a run or download its files.
+cache keyed by file modification time; :mod:`portal.runs.files` names the downloadable
+outputs. Who may see a run is decided by ``portal.domain.permissions.visible_session``
+(members and staff; everyone else gets 404).
 """
 
 from portal.runs.folder import (

@@ -1,4 +1,4 @@
-"""iCalendar rendering, notification outbox, and the outsider rule (pure)."""
+"""iCalendar rendering and the notification outbox (pure)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from portal.ical import (
     render_calendar,
 )
 from portal.notify import Outbox, SmtpSettings, compose
-from portal.runs.access import ANONYMOUS, Viewer, can_see_project_data, visible_status
 
 CET = timezone(timedelta(hours=1))
 
@@ -162,18 +161,3 @@ def test_compose_and_env_settings():
         }
     )
     assert (smtp.host, smtp.port, smtp.starttls) == ("smtp.lab", 587, True)
-
-
-def test_outsiders_get_404_members_and_staff_200():
-    member = Viewer.of(1, False, [10, 11])
-    outsider = Viewer.of(2, False, [12])
-    staff = Viewer.of(3, True, [])
-    assert can_see_project_data(member, 10)
-    assert not can_see_project_data(outsider, 10)
-    assert not can_see_project_data(ANONYMOUS, 10)
-    assert not can_see_project_data(None, 10)
-    assert can_see_project_data(staff, 10)
-    assert not can_see_project_data(member, None)
-    assert visible_status(outsider, 10) == 404
-    assert visible_status(member, 10) == 200
-    assert visible_status(member, 10, exists=False) == 404

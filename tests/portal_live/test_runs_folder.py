@@ -159,3 +159,18 @@ def test_plots_of_an_empty_run_say_so(tmp_path):
     assert b"no movies processed yet" in svg
     svg, _ = cache.get(run, "fsc")
     assert b"no map yet" in svg
+
+
+def test_processing_summary_for_the_session_api(tmp_path):
+    from portal.runs.progress import processing_summary
+
+    assert processing_summary(None) == {}
+    assert processing_summary(str(tmp_path / "missing"))["state"] == "unreadable"
+    root = make_run(tmp_path / "run", n_movies=6, failed=(2,))
+    summary = processing_summary(str(root))
+    assert summary["movies_processed"] == 5 and summary["movies_failed"] == 1
+    # ok movies 0,1,3,4,5: motion 1,2,4,5,6 Å -> median 4; defocus 10000+100 i -> 10300
+    assert summary["median_total_motion_A"] == 4.0
+    assert summary["median_defocus_A"] == 10300.0
+    assert summary["median_particles_per_micrograph"] == 103.0
+    assert summary["resolution_A"] == 4.0 and summary["keeping_up"] is True
