@@ -4,6 +4,7 @@ Everything is deterministic given a seed (``rng`` accepts a Generator or an int)
 RELION conventions (pipeline.geometry, pipeline.ctf_model). See each module for the model.
 """
 
+from pipeline.simulate.acquisition import simulate_acquisition
 from pipeline.simulate.micrograph import MicrographTruth, simulate_micrograph
 from pipeline.simulate.movie import (
     LocalDeformation,
@@ -29,6 +30,7 @@ __all__ = [
     "SimulationError",
     "project",
     "reference_volume",
+    "simulate_acquisition",
     "simulate_micrograph",
     "simulate_movie",
     "simulate_particle_stack",

@@ -184,15 +184,20 @@ def simulate_movie(
     n_particles: int | None = None,
     n_contaminants: int = 1,
     ice_thickness_A: float = 500.0,
-    gain: bool = True,
+    gain: bool | np.ndarray = True,
     rng: np.random.Generator | int | None = None,
     projector: str = "fourier",
     noise: bool = True,
+    integer_counts: bool = False,
 ) -> tuple[np.ndarray, MovieTruth]:
     """A movie (n_frames, ny, nx) float32 of raw detector frames and its truth.
 
     ``volume`` is the map at ``pixel_size_A``. ``n_particles=None`` fills about a quarter of
     the field with particles. ``noise=False`` gives the expected counts per frame (÷ gain).
+    ``gain``: True draws a gain reference, False uses none (integer counts), an array is used
+    as the gain reference (one per acquisition). ``integer_counts=True`` records integer raw
+    counts as a detector does, raw ~ Poisson(expected / gain) (a pixel of gain g is 1/g as
+    sensitive), so raw × gain has the requested mean but is no longer exactly integer.
     Mean of raw × gain per frame = ``dose_per_frame_e_A2`` × pixel area.
     """
     from scipy import ndimage
@@ -246,7 +251,14 @@ def simulate_movie(
         (intensity * scale).astype(np.float32), order=3, output=np.float32
     )
     del intensity
-    gain_ref = gain_reference((ny, nx), rng) if gain else np.ones((ny, nx), np.float32)
+    if isinstance(gain, np.ndarray):
+        if gain.shape != (ny, nx) or not np.all(gain > 0):
+            raise SimulationError(f"gain reference must be positive with shape {(ny, nx)}")
+        gain_ref = gain.astype(np.float32)
+    elif gain:
+        gain_ref = gain_reference((ny, nx), rng)
+    else:
+        gain_ref = np.ones((ny, nx), np.float32)
     yy, xx = np.mgrid[:ny, :nx].astype(np.float32)
     pattern = (local.amplitude_px * local.field(xx, yy)).astype(np.float32)
     frames = np.empty((n_frames, ny, nx), dtype=np.float32)
@@ -258,8 +270,12 @@ def simulate_movie(
             coefficients, [src_y, src_x], order=3, prefilter=False, output=np.float32
         )
         np.clip(expected, 0, None, out=expected)
-        counts = rng.poisson(expected).astype(np.float32) if noise else expected
-        frames[f] = counts / gain_ref
+        if integer_counts:
+            expected /= gain_ref
+            frames[f] = rng.poisson(expected) if noise else expected
+        else:
+            counts = rng.poisson(expected).astype(np.float32) if noise else expected
+            frames[f] = counts / gain_ref
     micrograph_truth = MicrographTruth(
         coords_px=spec["centres"],
         eulers_deg=spec["eulers"],
@@ -281,9 +297,9 @@ def simulate_movie(
 def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float) -> Path:
     """Write a movie atomically: ``.mrc``/``.mrcs`` (MRC stack) or ``.tif``/``.tiff``.
 
-    TIFF frames are uint16 when every value is an integer count in range (gain=False), else
-    float32; the pixel size goes into the TIFF resolution tags (pixels per cm) and the
-    ImageDescription. Returns the path.
+    TIFF frames are uint8/uint16 (zlib-compressed, as counting cameras write them) when every
+    value is an integer count in range, else float32; the pixel size goes into the TIFF
+    resolution tags (pixels per cm) and the ImageDescription. Returns the path.
     """
     import tempfile
 
@@ -295,13 +311,16 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
     if suffix in (".mrc", ".mrcs"):
         from pipeline.io.mrc import write_mrc
 
-        return write_mrc(path, frames.astype(np.float32), pixel_size_A, stack=True)
+        return readable(write_mrc(path, frames.astype(np.float32), pixel_size_A, stack=True))
     if suffix not in (".tif", ".tiff"):
         raise SimulationError(f"{path}: movie format must be .mrc, .mrcs, .tif or .tiff")
     import tifffile
 
     integer = np.all(frames == np.round(frames)) and frames.min() >= 0 and frames.max() < 65536
-    data = frames.astype(np.uint16 if integer else np.float32)
+    if integer:
+        data = frames.astype(np.uint8 if frames.max() < 256 else np.uint16)
+    else:
+        data = frames.astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -311,6 +330,7 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
             tmp,
             data,
             photometric="minisblack",
+            compression="zlib" if integer else None,
             resolution=(per_cm, per_cm),
             resolutionunit="CENTIMETER",
             description=f"cryofac simulated movie; pixel_size_A={pixel_size_A}",
@@ -320,6 +340,14 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return readable(path)
+
+
+def readable(path: Path) -> Path:
+    """Give a file written through a temporary name the usual permissions (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return path
 
 
@@ -327,4 +355,4 @@ def write_gain(path: str | os.PathLike, gain: np.ndarray, pixel_size_A: float) -
     """Write the gain reference (multiply raw frames by it) as a float32 MRC image."""
     from pipeline.io.mrc import write_mrc
 
-    return write_mrc(path, np.asarray(gain, dtype=np.float32), pixel_size_A)
+    return readable(write_mrc(path, np.asarray(gain, dtype=np.float32), pixel_size_A))
