@@ -1,0 +1,163 @@
+"""``cryofac pick``: blob (LoG) or template picking on micrographs.
+
+Writes ``OUT/<stem>_autopick.star`` per micrograph (``rlnCoordinateX/Y`` in pixels,
+``rlnAutopickFigureOfMerit``) and ``OUT/autopick.star`` listing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.cli import device_options, run_each, select_device
+
+
+@click.command("pick")
+@click.argument("micrographs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
+)
+@click.option(
+    "--pixel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Micrograph pixel size in Å [default: from the MRC header].",
+)
+@click.option(
+    "--diameter",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Particle diameter in Å.",
+)
+@click.option(
+    "--min-diameter", type=float, default=None, help="Smallest blob diameter in Å [0.8×]."
+)
+@click.option("--max-diameter", type=float, default=None, help="Largest blob diameter in Å [1.2×].")
+@click.option(
+    "--ctf",
+    "ctf_star",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="micrographs_ctf.star from `cryofac ctf`: phase-flip before picking.",
+)
+@click.option(
+    "--voltage", type=float, default=300.0, show_default=True, help="kV (if no optics table)."
+)
+@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
+@click.option("--amplitude-contrast", type=float, default=0.07, show_default=True)
+@click.option(
+    "--method", type=click.Choice(["blob", "template"]), default="blob", show_default=True
+)
+@click.option(
+    "--templates",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Template image or stack (.mrc/.mrcs, protein bright) for --method template.",
+)
+@click.option("--template-pixel-size", type=float, default=None, help="Å [default: header].")
+@click.option("--angle-step", type=float, default=10.0, show_default=True, help="Degrees.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Peak threshold in robust SDs of the response map [blob 1.0, template 2.5].",
+)
+@click.option("--max-picks", type=click.IntRange(min=1), default=None, help="Keep the best N.")
+@device_options
+def pick(
+    micrographs: tuple[Path, ...],
+    out_dir: Path,
+    pixel_size: float | None,
+    diameter: float,
+    min_diameter: float | None,
+    max_diameter: float | None,
+    ctf_star: Path | None,
+    voltage: float,
+    cs: float,
+    amplitude_contrast: float,
+    method: str,
+    templates: Path | None,
+    template_pixel_size: float | None,
+    angle_step: float,
+    threshold: float | None,
+    max_picks: int | None,
+    device: str,
+    threads: int | None,
+) -> None:
+    """Pick particles on MICROGRAPH... and write OUT/<stem>_autopick.star for each."""
+    select_device(device, threads)
+    from pipeline.io.mrc import read_mrc
+    from pipeline.picking.coords import (
+        coordinate_path,
+        find_ctf,
+        read_micrograph_ctfs,
+        write_coordinate_index,
+        write_coordinates,
+    )
+
+    if method == "template" and templates is None:
+        raise click.ClickException("--method template needs --templates STACK.mrcs")
+    ctfs = read_micrograph_ctfs(ctf_star, voltage, cs, amplitude_contrast) if ctf_star else None
+    template_stack = None
+    if templates is not None:
+        template_stack, header_px = read_mrc(templates)
+        template_pixel_size = template_pixel_size or header_px
+        if not template_pixel_size or template_pixel_size <= 0:
+            raise click.ClickException(
+                f"{templates}: no pixel size in header; use --template-pixel-size"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done: list[tuple[str, str, int]] = []
+
+    def work(path: Path) -> None:
+        image, header_px = read_mrc(path)
+        if image.ndim == 3 and image.shape[0] == 1:
+            image = image[0]
+        if image.ndim != 2:
+            raise click.ClickException(f"{path}: not a 2D micrograph (shape {image.shape})")
+        px = pixel_size or header_px
+        if not px or px <= 0:
+            raise click.ClickException(f"{path}: no pixel size in the header; use --pixel-size")
+        ctf = None
+        if ctfs is not None:
+            row = find_ctf(ctfs, path)
+            if row is None:
+                raise click.ClickException(f"{path}: no row in {ctf_star}")
+            ctf = row.ctf
+        if method == "blob":
+            from pipeline.picking.blob import pick_blobs
+
+            picks = pick_blobs(
+                image,
+                px,
+                diameter,
+                min_diameter_A=min_diameter,
+                max_diameter_A=max_diameter,
+                ctf=ctf,
+                threshold_sigma=1.0 if threshold is None else threshold,
+                max_picks=max_picks,
+            )
+        else:
+            from pipeline.picking.template import pick_templates
+
+            picks = pick_templates(
+                image,
+                px,
+                diameter,
+                template_stack,
+                template_pixel_size,
+                ctf=ctf,
+                angle_step_deg=angle_step,
+                threshold_sigma=2.5 if threshold is None else threshold,
+                max_picks=max_picks,
+            )
+        target = write_coordinates(coordinate_path(out_dir, path), picks.coords_px, picks.fom)
+        done.append((str(path), str(target), len(picks)))
+
+    try:
+        run_each(list(micrographs), work, desc="pick")
+    finally:  # the index lists the micrographs that worked, even when some failed
+        write_coordinate_index(out_dir / "autopick.star", [(m, c) for m, c, _ in done])
+        total = sum(n for _, _, n in done)
+        click.echo(f"picked {total} particles on {len(done)} micrographs -> {out_dir}", err=True)

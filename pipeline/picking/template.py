@@ -1,0 +1,218 @@
+"""Template picker: FindEM/Roseman fast local normalised cross-correlation in Fourier space.
+
+Templates are 2D class averages or projections of a map (protein bright). The micrograph
+is Fourier-cropped and phase-flipped (particles bright, as in the blob picker); each
+template is resampled to the same pixel size, multiplied by |CTF| of the micrograph (so it
+looks like a phase-flipped particle), low-passed, masked by a soft-edged disc of
+``mask_fraction`` × diameter, and rotated in-plane in ``angle_step_deg`` steps. For every
+rotated template t (zero mean, unit variance under the mask M)
+
+    NCC(x) = Σ t·I(x+·) / (N_M · σ_M(x)),   σ_M² = ⟨I²⟩_M − ⟨I⟩_M²
+
+with all three sums computed by FFT over the whole micrograph (one rFFT + one inverse per
+rotation). The best NCC over rotations and templates is the figure of merit; peaks go
+through the same non-maximum suppression and contamination/variance screens as the blob
+picker. The per-pick template index and angle are returned in ``Picks.rejected`` order-free
+form via :class:`TemplatePicks`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline import backend
+from pipeline.ctf_model import CTFParams, chi, ctf_from_chi
+from pipeline.picking.blob import contamination_mask, local_std
+from pipeline.picking.common import (
+    Picks,
+    bin_and_flip,
+    local_maxima,
+    ndimage,
+    subpixel_offsets,
+    values_at,
+)
+
+
+@dataclass
+class TemplatePicks(Picks):
+    """Picks with the best template index and in-plane angle (degrees) of each."""
+
+    template_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    angle_deg: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def resample(image, pixel_size_A: float, target_pixel_A: float, box: int):
+    """Resample a square 2D image to ``target_pixel_A`` by Fourier cropping/padding, then
+    crop/pad the result to ``box`` × ``box`` around the centre."""
+    xp, fft = backend.xp(), backend.fft()
+    image = backend.asarray(image, dtype=xp.float32)
+    n = image.shape[0]
+    m = max(2, 2 * int(round(n * pixel_size_A / target_pixel_A / 2.0)))
+    spectrum = fft.fftshift(fft.fft2(image))
+    out = xp.zeros((m, m), dtype=spectrum.dtype)
+    lo, hi = (n - m) // 2, (m - n) // 2
+    if m <= n:
+        out[:] = spectrum[lo : lo + m, lo : lo + m]
+    else:
+        out[hi : hi + n, hi : hi + n] = spectrum
+    scaled = xp.real(fft.ifft2(fft.ifftshift(out))).astype(xp.float32) * (m * m) / (n * n)
+    result = xp.zeros((box, box), dtype=xp.float32)
+    a = min(box, m)
+    so, do = (m - a) // 2, (box - a) // 2
+    result[do : do + a, do : do + a] = scaled[so : so + a, so : so + a]
+    return result
+
+
+def _soft_disc(box: int, radius_px: float, edge_px: float = 2.0):
+    xp = backend.xp()
+    yy, xx = xp.mgrid[:box, :box].astype(xp.float32) - box // 2
+    r = xp.sqrt(xx * xx + yy * yy)
+    t = xp.clip((r - radius_px) / max(edge_px, 1e-3), 0.0, 1.0)
+    return (0.5 + 0.5 * xp.cos(math.pi * t)).astype(xp.float32)
+
+
+def prepare_templates(
+    templates,
+    template_pixel_A: float,
+    pixel_A: float,
+    box: int,
+    ctf: CTFParams | None,
+    lowpass_A: float,
+):
+    """Templates at ``pixel_A`` in a ``box``, CTF-modulated (|CTF|) and low-passed."""
+    xp, fft = backend.xp(), backend.fft()
+    stack = backend.asarray(templates, dtype=xp.float32)
+    if stack.ndim == 2:
+        stack = stack[None]
+    k = xp.fft.fftfreq(box, d=pixel_A)
+    kx, ky = k[None, :], k[:, None]
+    filt = xp.exp(-math.log(2.0) * (kx * kx + ky * ky) * lowpass_A**2)
+    if ctf is not None:
+        filt = filt * xp.abs(ctf_from_chi(chi(kx, ky, ctf), ctf.amplitude_contrast))
+    out = []
+    for image in stack:
+        t = resample(image - image.mean(), template_pixel_A, pixel_A, box)
+        out.append(xp.real(fft.ifft2(fft.fft2(t) * filt)).astype(xp.float32))
+    return xp.stack(out)
+
+
+def ncc_map(image, templates, mask, angles_deg: np.ndarray):
+    """Best normalised cross-correlation over templates and in-plane rotations.
+
+    Returns (best NCC map, index of the best template, index of the best angle); every map
+    is indexed like ``image`` with the template centre at the pixel.
+    """
+    xp, fft = backend.xp(), backend.fft()
+    ndi = ndimage()
+    ny, nx = image.shape
+    box = mask.shape[0]
+    n_mask = float(mask.sum())
+
+    def padded_spectrum(small):
+        big = xp.zeros((ny, nx), dtype=xp.float32)
+        big[:box, :box] = small
+        # put the template centre at the origin so that peaks sit on particle centres
+        big = xp.roll(big, (-(box // 2), -(box // 2)), axis=(0, 1))
+        return xp.conj(fft.rfft2(big))
+
+    f_img = fft.rfft2(image)
+    f_mask = padded_spectrum(mask)
+    local_mean = fft.irfft2(f_img * f_mask, s=(ny, nx)) / n_mask
+    local_sq = fft.irfft2(fft.rfft2(image * image) * f_mask, s=(ny, nx)) / n_mask
+    sigma = xp.sqrt(xp.maximum(local_sq - local_mean * local_mean, 1e-12)).astype(xp.float32)
+    best = xp.full((ny, nx), -xp.inf, dtype=xp.float32)
+    best_t = xp.zeros((ny, nx), dtype=xp.int32)
+    best_a = xp.zeros((ny, nx), dtype=xp.int32)
+    for ti, template in enumerate(templates):
+        for ai, angle in enumerate(angles_deg):
+            rotated = ndi.rotate(template, float(angle), reshape=False, order=1, mode="constant")
+            t = rotated * mask
+            mean = t.sum() / n_mask
+            t = (t - mean) * mask
+            norm = xp.sqrt((t * t).sum() / n_mask)
+            t = t / xp.maximum(norm, 1e-12)
+            ncc = fft.irfft2(f_img * padded_spectrum(t), s=(ny, nx)) / (n_mask * sigma)
+            better = ncc > best
+            best = xp.where(better, ncc, best)
+            best_t = xp.where(better, ti, best_t)
+            best_a = xp.where(better, ai, best_a)
+    return best, best_t, best_a
+
+
+def pick_templates(
+    micrograph,
+    pixel_size_A: float,
+    diameter_A: float,
+    templates,
+    template_pixel_A: float,
+    *,
+    ctf: CTFParams | None = None,
+    angle_step_deg: float = 10.0,
+    threshold: float | None = None,
+    threshold_sigma: float = 2.5,
+    nms_fraction: float = 0.8,
+    mask_fraction: float = 1.1,
+    contamination_ratio: float = 5.0,
+    variance_ratio: float = 3.0,
+    max_picks: int | None = None,
+) -> TemplatePicks:
+    """Pick by normalised cross-correlation with ``templates`` (n, b, b) or (b, b).
+
+    ``threshold`` is an absolute NCC value; without it, peaks must exceed
+    ``threshold_sigma`` robust SDs of the NCC map above its median.
+    """
+    if pixel_size_A <= 0 or diameter_A <= 0 or template_pixel_A <= 0:
+        raise ValueError("pixel sizes and diameter must be > 0")
+    binned = bin_and_flip(
+        micrograph, pixel_size_A, diameter_A / 24.0, ctf=ctf, lowpass_A=diameter_A / 10.0
+    )
+    p = binned.pixel_size_A
+    d_px = diameter_A / p
+    box = 2 * int(math.ceil(0.5 * max(1.3, mask_fraction + 0.1) * d_px))
+    prepared = prepare_templates(templates, template_pixel_A, p, box, ctf, diameter_A / 10.0)
+    mask = _soft_disc(box, 0.5 * mask_fraction * d_px)
+    angles = np.arange(0.0, 360.0, angle_step_deg)
+    ncc, best_t, best_a = ncc_map(binned.image, prepared, mask, angles)
+    border = int(math.ceil(d_px / 2.0))
+    if threshold is None:
+        from pipeline.picking.common import robust_stats
+
+        med, sd = robust_stats(ncc[::2, ::2])
+        threshold = med + threshold_sigma * sd
+    rows, cols, heights = local_maxima(ncc, nms_fraction * d_px, threshold, border)
+    rejected: dict[str, np.ndarray] = {}
+
+    def to_xy(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        dy, dx = subpixel_offsets(ncc, r, c)
+        sy, sx = binned.scale_yx
+        return np.stack([(c + dx) * sx, (r + dy) * sy], axis=1).reshape(-1, 2)
+
+    def reject(reason: str, bad: np.ndarray) -> None:
+        nonlocal rows, cols, heights
+        rejected[reason] = to_xy(rows[bad], cols[bad])
+        rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
+
+    cmask = contamination_mask(binned.image, d_px, (rows, cols), contamination_ratio)
+    if rows.size:
+        reject("contamination", values_at(cmask, rows, cols).astype(bool))
+    if rows.size > 8:
+        spread = values_at(
+            local_std(backend.xp().where(cmask, 0.0, binned.image), d_px), rows, cols
+        )
+        vmed = float(np.median(spread))
+        high = spread > variance_ratio * vmed
+        reject("high_variance", high)
+        low = spread[~high] < vmed / variance_ratio
+        reject("empty", low)
+    if max_picks is not None:
+        rows, cols, heights = rows[:max_picks], cols[:max_picks], heights[:max_picks]
+    return TemplatePicks(
+        to_xy(rows, cols),
+        heights.astype(np.float64),
+        rejected,
+        template_index=values_at(best_t, rows, cols).astype(int),
+        angle_deg=angles[values_at(best_a, rows, cols).astype(int)] if rows.size else np.zeros(0),
+    )
