@@ -181,7 +181,8 @@ def prepared_particle(volume: np.ndarray, pixel_size_A: float, projector: str) -
     """Radius, ice-contrast map and projector of a map, cached per map (acquisitions reuse it)."""
     import hashlib
 
-    key = (hashlib.sha1(volume.tobytes()).hexdigest(), volume.shape, pixel_size_A, projector)
+    digest = hashlib.sha1(volume.tobytes()).hexdigest()
+    key = (digest, volume.shape, pixel_size_A, projector, backend.device())
     if key not in _PREPARED:
         contrast = volume - ICE_POTENTIAL_V * solvent_envelope(volume, pixel_size_A)
         entry = dict(radius_A=particle_radius_A(volume, pixel_size_A), contrast=contrast)
