@@ -32,6 +32,8 @@ def register(app: Flask) -> None:
     from portal import notify_hooks
 
     notify_hooks.install(app)
+    if app.config.get("NOTIFY_RELAY_INTERVAL_S"):
+        notify_hooks.start_relay_thread(app, float(app.config["NOTIFY_RELAY_INTERVAL_S"]))
 
     @app.context_processor
     def _live_nav() -> dict:

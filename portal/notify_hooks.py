@@ -182,7 +182,12 @@ def relay_env_notifications(db: Session) -> int:
         from instrument_env.models import Notification
     except ImportError:
         return 0
-    rows = db.scalars(sa.select(Notification).where(Notification.sent_at.is_(None))).all()
+    rows = db.scalars(
+        sa.select(Notification)
+        .where(Notification.sent_at.is_(None))
+        .order_by(Notification.id)
+        .with_for_update(skip_locked=True)  # several workers: each row relayed once
+    ).all()
     if not rows:
         return 0
     outbox = outbox_for(current_app)
@@ -193,3 +198,22 @@ def relay_env_notifications(db: Session) -> int:
     db.commit()
     deliver_soon(current_app)
     return len(rows)
+
+
+def start_relay_thread(app: Flask, interval_s: float) -> threading.Thread:
+    """Relay instrument_env's alarm notifications every ``interval_s`` seconds (daemon)."""
+
+    def loop() -> None:
+        import time
+
+        while True:
+            time.sleep(interval_s)
+            try:
+                with app.app_context(), app.extensions["cryofac.sessionmaker"]() as db:
+                    relay_env_notifications(db)
+            except Exception:  # keep relaying; the next round retries
+                app.logger.exception("relaying alarm notifications failed")
+
+    thread = threading.Thread(target=loop, name="cryofac-notify-relay", daemon=True)
+    thread.start()
+    return thread

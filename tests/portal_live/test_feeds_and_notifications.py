@@ -109,3 +109,33 @@ def test_run_completion_notifies_project_once(live, client):
     ]
     assert len(done) == 1
     assert "4.00 Å" in done[0].body
+
+
+def test_staff_approval_sends_booking_approved(live, client):
+    from datetime import UTC, datetime, timedelta
+
+    from portal.notify import Outbox
+
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=10)
+    booking = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "krios1",
+            "project_id": live.project_id,
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=24)).isoformat(),
+        },
+        headers=live.token(client, "alice"),
+    ).get_json()
+    assert booking["status"] == "pending", booking
+    outbox = Outbox(live.app.config["NOTIFY_OUTBOX"])
+    assert not [m for m in outbox.messages() if m.kind == "booking_approved"]
+    decided = client.post(
+        f"/api/v1/bookings/{booking['id']}/decision",
+        json={"approve": True},
+        headers=live.token(client, "staff"),
+    )
+    assert decided.status_code == 200
+    approved = [m for m in outbox.messages() if m.kind == "booking_approved"]
+    assert len(approved) == 1 and approved[0].to == ["alice@lab.test"]
+    assert "Krios" in approved[0].subject

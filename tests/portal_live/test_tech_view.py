@@ -78,3 +78,24 @@ def test_downloads_include_environmental_provenance(env_live):
         client.get(f"/api/v1/sessions/{sid}/files/manifest.json", headers=headers).data
     )
     assert "environment.json" in [f["name"] for f in manifest["files"]]
+
+
+def test_alarm_escalations_are_relayed_to_the_outbox_once(env_live):
+    from instrument_env.models import Notification
+    from portal.notify import Outbox
+
+    live, _ = env_live
+    with live.db() as db:
+        unsent = db.query(Notification).filter(Notification.sent_at.is_(None)).count()
+    assert unsent > 0, "unacknowledged alarms older than 15 min escalate"
+    client = live.app.test_client()
+    live.login(client, "tech")
+    client.get("/tech/")
+    client.get("/tech/")
+    alarms = [m for m in Outbox(live.app.config["NOTIFY_OUTBOX"]).messages() if m.kind == "alarm"]
+    assert len(alarms) == unsent
+    assert alarms[0].to == ["em-oncall@msb-em.example.org"]
+    assert alarms[0].subject.startswith("[critical] unacknowledged alarm")
+    assert alarms[0].status == "logged"
+    with live.db() as db:
+        assert db.query(Notification).filter(Notification.sent_at.is_(None)).count() == 0
