@@ -34,6 +34,7 @@ def corrected(movie):
     return correct_movie(frames, 1.0, 1.0, patches=(5, 5))
 
 
+@pytest.mark.slow
 def test_global_shift_rms_error_below_0p3_A(movie, corrected):
     _, drift = movie
     err = corrected.drift_px - (drift - drift[0])
@@ -42,6 +43,7 @@ def test_global_shift_rms_error_below_0p3_A(movie, corrected):
     assert np.all(corrected.drift_px[0] == 0)
 
 
+@pytest.mark.slow
 def test_corrected_sum_thon_rings_reach_higher_resolution(movie, corrected):
     frames, _ = movie
     raw = thon_resolution_A(frames.sum(axis=0), CTF, 1.0)
@@ -51,6 +53,7 @@ def test_corrected_sum_thon_rings_reach_higher_resolution(movie, corrected):
     assert weighted < 0.6 * raw, (weighted, raw)
 
 
+@pytest.mark.slow
 def test_local_model_follows_the_deformation(movie, corrected):
     model = corrected.local_model
     assert model is not None
@@ -78,6 +81,7 @@ def test_accumulated_motion_early_late():
     assert (total, early, late) == pytest.approx((22.0, 20.0, 2.0))
 
 
+@pytest.mark.slow
 def test_reported_motion_matches_truth(movie, corrected):
     _, drift = movie
     total, _, _ = accumulated_motion(drift, 1.0, 1.0)

@@ -1,0 +1,370 @@
+"""Defocus and astigmatism from a micrograph's averaged power spectrum.
+
+1. Power spectrum P of overlapping tiles (:mod:`pipeline.ctf_estimate.spectrum`), divided by
+   a smooth rotational profile to flatten its dynamic range (Pn).
+2. 1D search: the rotational average of Pn between ``min_resolution_A`` and the high-res
+   limit is fitted, for each trial defocus (and phase shift), by the linear model
+   B(k) + E(k)·CTF²(k) with B (background) and E (envelope) piecewise linear in k; the
+   defocus with the best R² wins and is refined by a bounded scalar search. The model
+   CTF² is averaged within each radial bin like the data, so undersampled rings do not
+   alias. Fitting background and envelope jointly with the CTF avoids a separate
+   background-subtraction step whose errors bias the defocus.
+3. 2D refinement: the background-subtracted spectrum, whitened per radius,
+   S = (Pn − B)/σ(k), is compared with CTF²(k, θ) by normalised cross-correlation over
+   the fit annulus (dividing by the 1D envelope E instead fails when astigmatism smears
+   the rotational average). Defocus is parameterised as
+   Δf(α) = m + a₁·cos 2α + a₂·sin 2α (mean, astigmatism components), which is smooth
+   even at zero astigmatism; a coarse grid over (a₁, a₂) seeds a Nelder–Mead search.
+   The high-res limit of the annulus keeps at least three samples per Thon ring. The
+   seeds are scored and refined on the part below 7 Å first, then refined on the whole
+   annulus. With ``phase_shift`` the best three phases of the 1D search are each refined
+   in 2D and the best correlation wins.
+4. Fit resolution: correlation of Pn with the fitted CTF² in shells of two rings
+   (equal-phase shells, so astigmatism does not blur them); the resolution is the outer
+   edge of the last shell before the correlation drops below 0.3 for two shells in a row
+   (cryoSPARC's threshold). Figure of merit: the 2D correlation over the fit annulus.
+
+Output follows RELION/CTFFIND: defocus U ≥ V in Å (underfocus positive), angle of the U
+axis from the image X axis in degrees, in (−90, 90].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cryofac.errors import CryofacError
+from pipeline.ctf_estimate.spectrum import tile_power_spectrum
+from pipeline.ctf_model import CTFParams, electron_wavelength_A
+
+
+class CTFEstimateError(CryofacError):
+    """A micrograph cannot be fitted (too small, constant, non-finite, no Thon rings)."""
+
+
+@dataclass
+class CTFEstimate:
+    """Fitted CTF of one micrograph and the diagnostics the plots need."""
+
+    params: CTFParams  # normalised: U ≥ V, angle in (−90, 90]
+    max_resolution_A: float  # rlnCtfMaxResolution
+    figure_of_merit: float  # rlnCtfFigureOfMerit (2D correlation over the fit annulus)
+    fit_range_A: tuple[float, float]  # (low, high) resolution of the 2D fit annulus
+    pixel_size_A: float
+    tile: int
+    spectrum: np.ndarray = field(repr=False)  # whitened S on the rfft grid (tile, tile//2+1)
+    shell_k_per_A: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    shell_cc: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    profile_k_per_A: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    profile: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+
+class _Grid:
+    """Frequencies of the rfft grid of one tile, in 1/Å, flattened where useful."""
+
+    def __init__(self, tile: int, pixel_size_A: float):
+        ky = np.fft.fftfreq(tile, d=pixel_size_A)[:, None]
+        kx = np.fft.rfftfreq(tile, d=pixel_size_A)[None, :]
+        self.tile = tile
+        self.pixel_size_A = pixel_size_A
+        self.dk = 1.0 / (tile * pixel_size_A)
+        self.k2 = kx * kx + ky * ky
+        self.k = np.sqrt(self.k2)
+        alpha = np.arctan2(np.broadcast_to(ky, self.k.shape), np.broadcast_to(kx, self.k.shape))
+        self.cos2 = np.cos(2 * alpha)
+        self.sin2 = np.sin(2 * alpha)
+
+
+def _chi(k2, defocus_A, lam, cs_A, phase_rad):
+    return math.pi * lam * defocus_A * k2 - 0.5 * math.pi * cs_A * lam**3 * k2 * k2 + phase_rad
+
+
+def _ctf2(chi, amplitude_contrast):
+    w = math.asin(amplitude_contrast)
+    return np.sin(chi + w) ** 2
+
+
+def _hat_basis(k: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Piecewise-linear (hat) functions on ``knots`` evaluated at ``k`` (clamped), (len, K)."""
+    kk = np.clip(k, knots[0], knots[-1])
+    out = np.zeros(kk.shape + (len(knots),))
+    idx = np.clip(np.searchsorted(knots, kk) - 1, 0, len(knots) - 2)
+    t = (kk - knots[idx]) / (knots[idx + 1] - knots[idx])
+    np.put_along_axis(out, idx[..., None], (1 - t)[..., None], axis=-1)
+    np.put_along_axis(out, (idx + 1)[..., None], t[..., None], axis=-1)
+    return out
+
+
+def _alias_limit(defocus_A: float, lam: float, cs_A: float, dk: float, k_max: float) -> float:
+    """Highest k (1/Å) where Thon rings of ``defocus_A`` span ≥ 3 samples of spacing dk."""
+    ks = np.linspace(dk, k_max, 2000)
+    slope = np.abs(2 * lam * defocus_A * ks - 2 * cs_A * lam**3 * ks**3)  # d(χ/π)/dk
+    period = 1.0 / np.maximum(slope, 1e-12)
+    ok = period >= 3 * dk
+    if ok.all():
+        return k_max
+    return float(ks[max(np.argmin(ok) - 1, 0)])
+
+
+def estimate_ctf(
+    image: np.ndarray,
+    pixel_size_A: float,
+    *,
+    voltage_kV: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    defocus_range_A: tuple[float, float] = (3000.0, 50000.0),
+    min_resolution_A: float = 30.0,
+    max_resolution_A: float | None = None,
+    tile: int = 512,
+    phase_shift: bool = False,
+    max_astigmatism_A: float = 3000.0,
+) -> CTFEstimate:
+    """Estimate defocus U/V (Å), astigmatism angle (°) and optionally phase shift (°).
+
+    ``image``: micrograph (rows, cols) on host or device; ``max_resolution_A`` defaults to
+    max(4 Å, 2.5 pixels). Raises :class:`CTFEstimateError` for unusable input.
+    """
+    img = np.asarray(image) if not hasattr(image, "get") else image
+    if img.ndim != 2:
+        raise CTFEstimateError(f"micrograph must be 2D (got shape {tuple(img.shape)})")
+    if min(img.shape) < 128:
+        raise CTFEstimateError(f"micrograph too small for CTF fitting ({img.shape}, need ≥ 128²)")
+    if pixel_size_A <= 0:
+        raise CTFEstimateError(f"pixel size must be positive (got {pixel_size_A} Å)")
+    ps = tile_power_spectrum(img, tile)
+    if not np.all(np.isfinite(ps)):
+        raise CTFEstimateError("micrograph holds NaN or infinite values")
+    if float(ps.sum()) <= 0:
+        raise CTFEstimateError("micrograph is constant: no power spectrum to fit")
+    tile = ps.shape[0]
+    grid = _Grid(tile, pixel_size_A)
+    lam = electron_wavelength_A(voltage_kV)
+    cs_A = cs_mm * 1e7
+    nyquist = 0.5 / pixel_size_A
+    k_hi = 1.0 / (max_resolution_A if max_resolution_A else max(4.0, 2.5 * pixel_size_A))
+    k_hi = min(k_hi, 0.95 * nyquist)
+    k_lo = 1.0 / min_resolution_A
+    if k_lo >= k_hi:
+        raise CTFEstimateError(
+            f"resolution range {min_resolution_A} – {1 / k_hi:.2f} Å is empty at this pixel size"
+        )
+
+    # flatten the dynamic range with a smooth rotational profile
+    rbin = np.rint(grid.k / grid.dk).astype(int)
+    nb = int(rbin.max()) + 1
+    counts = np.bincount(rbin.ravel(), minlength=nb)
+    radial = np.bincount(rbin.ravel(), ps.ravel(), minlength=nb) / np.maximum(counts, 1)
+    logr = np.log(np.maximum(radial, radial[radial > 0].min()))
+    kernel = np.ones(17) / 17
+    smooth = np.exp(np.convolve(np.pad(logr, 8, mode="edge"), kernel, mode="valid"))
+    pn = ps / smooth[rbin]
+
+    # 1D profile on 1-sample bins inside [k_lo, k_hi]
+    b_lo, b_hi = int(math.ceil(k_lo / grid.dk)), int(math.floor(k_hi / grid.dk))
+    prof_sum = np.bincount(rbin.ravel(), pn.ravel(), minlength=nb)
+    bins = np.arange(b_lo, b_hi + 1)
+    profile = prof_sum[bins] / np.maximum(counts[bins], 1)
+    k_bins = bins * grid.dk
+    sub = (np.arange(6) + 0.5) / 6 - 0.5
+    k_sub = (bins[:, None] + sub[None, :]) * grid.dk
+    k2_sub = k_sub**2
+    knots = np.linspace(k_bins[0], k_bins[-1], 9)
+    hat = _hat_basis(k_bins, knots)
+    tss = float(np.sum((profile - profile.mean()) ** 2))
+
+    def score_1d(defocus: float, phase: float) -> tuple[float, np.ndarray]:
+        c2 = _ctf2(_chi(k2_sub, defocus, lam, cs_A, phase), amplitude_contrast).mean(axis=1)
+        design = np.hstack([hat, hat * c2[:, None]])
+        coef, *_ = np.linalg.lstsq(design, profile, rcond=None)
+        rss = float(np.sum((design @ coef - profile) ** 2))
+        return 1.0 - rss / tss, coef
+
+    phases = np.radians(np.arange(0.0, 180.0, 10.0)) if phase_shift else np.array([0.0])
+    lo, hi = defocus_range_A
+    trials = np.arange(lo, hi + 1.0, 100.0)
+    per_phase = []
+    for ph in phases:
+        scores = [score_1d(float(d), float(ph))[0] for d in trials]
+        j = int(np.argmax(scores))
+        per_phase.append((scores[j], float(trials[j]), float(ph)))
+    per_phase.sort(key=lambda t: -t[0])
+    from scipy.optimize import minimize, minimize_scalar
+
+    n_hat = hat.shape[1]
+
+    def two_d(d1: float, ph1: float, coef: np.ndarray):
+        """2D refinement on the whitened spectrum S = (Pn − B)/σ from a 1D start."""
+        k_fit_hi = min(k_hi, _alias_limit(d1 + max_astigmatism_A / 2, lam, cs_A, grid.dk, k_hi))
+        mask = (grid.k >= k_lo) & (grid.k <= k_fit_hi)
+        if mask.sum() < 200:
+            raise CTFEstimateError(
+                "too few Fourier samples in the fit range; use a larger micrograph"
+            )
+        background = _hat_basis(grid.k[mask], knots) @ coef[:n_hat]
+        resid = pn[mask] - background
+        # whiten: divide by the RMS of the residual in each 1-sample radial bin (smoothed)
+        rb = rbin[mask]
+        var = np.bincount(rb, resid * resid, minlength=nb) / np.maximum(
+            np.bincount(rb, minlength=nb), 1
+        )
+        var = np.convolve(np.pad(var, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+        s_vals = resid / np.sqrt(np.maximum(var[rb], 1e-30))
+        good = np.isfinite(s_vals) & (var[rb] > 0)
+        if good.sum() < 200:
+            raise CTFEstimateError("no Thon rings found in the power spectrum")
+        s_vals = s_vals[good]
+        k_masked = grid.k[mask][good]
+        arrays = (s_vals, grid.k2[mask][good], grid.cos2[mask][good], grid.sin2[mask][good])
+
+        def make_cc(select: np.ndarray):
+            sv, k2m, c2m, s2m = (a[select] for a in arrays)
+            s_c = sv - sv.mean()
+            s_norm = math.sqrt(float(np.sum(s_c * s_c)))
+
+            def cc_2d(x: np.ndarray) -> float:
+                m, a1, a2 = x[0], x[1], x[2]
+                ph = x[3] if len(x) > 3 else ph1
+                dz = m + a1 * c2m + a2 * s2m
+                model = _ctf2(_chi(k2m, dz, lam, cs_A, ph), amplitude_contrast)
+                model -= model.mean()
+                norm = math.sqrt(float(np.dot(model, model))) * s_norm + 1e-30
+                return float(np.dot(model, s_c) / norm)
+
+            return cc_2d
+
+        def refine(cc_2d, x0: list[float], step: float) -> np.ndarray:
+            simplex = [x0]
+            steps = [step, step, step] + ([math.radians(10)] if phase_shift else [])
+            for i, st in enumerate(steps):
+                v = list(x0)
+                v[i] += st
+                simplex.append(v)
+            opt = minimize(
+                lambda x: -cc_2d(x),
+                np.array(x0),
+                method="Nelder-Mead",
+                options={
+                    "initial_simplex": np.array(simplex),
+                    "xatol": 0.2,
+                    "fatol": 1e-7,
+                    "maxiter": 2000,
+                },
+            )
+            return opt.x, -float(opt.fun)
+
+        # coarse: astigmatism seeds and a first refinement on the low-resolution part only
+        k_coarse = min(k_fit_hi, 1.0 / 7.0)
+        coarse = make_cc(k_masked <= k_coarse)
+        seeds = [(0.0, 0.0)]
+        for h in (100.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0):
+            if h > max_astigmatism_A:
+                break
+            for ang in np.radians(np.arange(0.0, 180.0, 15.0)):
+                seeds.append((h * math.cos(2 * ang), h * math.sin(2 * ang)))
+        scored = sorted(
+            ((coarse(np.array([d1, a, b])), a, b) for a, b in seeds), key=lambda t: -t[0]
+        )
+        candidates = [
+            refine(coarse, [d1, a, b] + ([ph1] if phase_shift else []), 200.0)
+            for _, a, b in scored[:3]
+        ]
+        fine = make_cc(np.ones(len(s_vals), bool))
+        best_x, fom = refine(fine, list(max(candidates, key=lambda t: t[1])[0]), 30.0)
+
+        return best_x, fom, k_fit_hi, mask, good, s_vals
+
+    results = []
+    for _, d_start, ph1 in per_phase[: 3 if phase_shift else 1]:
+        res = minimize_scalar(
+            lambda d, ph=ph1: -score_1d(d, ph)[0],
+            bounds=(max(lo, d_start - 150.0), min(hi, d_start + 150.0)),
+            method="bounded",
+            options={"xatol": 0.5},
+        )
+        d1 = float(res.x)
+        _, coef = score_1d(d1, ph1)
+        results.append((two_d(d1, ph1, coef), ph1, coef))
+    (best_x, fom, k_fit_hi, mask, good, s_vals), ph1, coef = max(results, key=lambda r: r[0][1])
+
+    class _Opt:
+        x = best_x
+
+    opt = _Opt()
+    m, a1, a2 = (float(v) for v in opt.x[:3])
+    ph = float(opt.x[3]) if phase_shift else ph1
+    h = math.hypot(a1, a2)
+    angle = 0.5 * math.degrees(math.atan2(a2, a1))
+    params = CTFParams(
+        m + h,
+        m - h,
+        angle,
+        voltage_kV=voltage_kV,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        phase_shift_deg=math.degrees(ph) % 180.0 if phase_shift else 0.0,
+    ).normalised()
+
+    # fit resolution in equal-phase shells of two rings, over the whole spectrum
+    full = (grid.k >= k_lo) & (grid.k <= 0.98 * nyquist)
+    dz_all = m + a1 * grid.cos2[full] + a2 * grid.sin2[full]
+    chi_all = _chi(grid.k2[full], dz_all, lam, cs_A, ph) + math.asin(amplitude_contrast)
+    model_all = np.sin(chi_all) ** 2
+    shell = np.floor(chi_all / (2 * math.pi)).astype(int)
+    k_full = grid.k[full]
+    pn_full = pn[full]
+    shell_k, shell_cc = [], []
+    for sh in range(max(int(shell.min()), 0), int(shell.max()) + 1):
+        sel = shell == sh
+        if sel.sum() < 30:
+            continue
+        a = pn_full[sel] - pn_full[sel].mean()
+        b = model_all[sel] - model_all[sel].mean()
+        denom = math.sqrt(float(np.dot(a, a) * np.dot(b, b)))
+        shell_k.append(float(np.median(k_full[sel])))
+        shell_cc.append(float(np.dot(a, b) / denom) if denom > 0 else 0.0)
+    shell_k_arr, shell_cc_arr = np.array(shell_k), np.array(shell_cc)
+    resolution = _fit_resolution(shell_k_arr, shell_cc_arr, k_full, shell, 0.3)
+
+    spectrum = np.zeros_like(pn)
+    filled = np.zeros(mask.sum())
+    filled[good] = s_vals
+    spectrum[mask] = filled
+    return CTFEstimate(
+        params=params,
+        max_resolution_A=resolution,
+        figure_of_merit=fom,
+        fit_range_A=(1.0 / k_lo, 1.0 / k_fit_hi),
+        pixel_size_A=pixel_size_A,
+        tile=tile,
+        spectrum=spectrum,
+        shell_k_per_A=shell_k_arr,
+        shell_cc=shell_cc_arr,
+        profile_k_per_A=k_bins,
+        profile=(profile - hat @ coef[:n_hat])
+        / np.where(np.abs(hat @ coef[n_hat:]) > 0, hat @ coef[n_hat:], 1.0),
+    )
+
+
+def _fit_resolution(shell_k, shell_cc, k_full, shell, threshold) -> float:
+    """Resolution (Å) at the outer edge of the last shell before two shells below threshold."""
+    if len(shell_cc) == 0:
+        return float("inf")
+    last_good = -1
+    below = 0
+    for i, cc in enumerate(shell_cc):
+        if cc >= threshold:
+            last_good = i
+            below = 0
+        else:
+            below += 1
+            if below >= 2:
+                break
+    if last_good < 0:
+        return float("inf")
+    edge = shell_k[last_good]
+    if last_good + 1 < len(shell_k):
+        edge = 0.5 * (shell_k[last_good] + shell_k[last_good + 1])
+    return 1.0 / edge
