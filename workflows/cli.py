@@ -211,18 +211,23 @@ class Run:
         bar = None
         if self.show_progress:
             bar = tqdm(total=0, unit="job", desc="cryofac process", file=sys.stderr)
+        # Snakemake and its jobs get their own process group: a signal to us is passed
+        # to the whole group, so running jobs stop at once, Snakemake removes their
+        # partial outputs and its lock, and a rerun redoes exactly those jobs.
         child = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=True,
         )
 
         def forward(signum, _frame):
             self.terminated_by = signum
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signum)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
 
         handled = [signal.SIGTERM, signal.SIGINT]
         previous = {}
@@ -245,6 +250,21 @@ class Run:
             if bar is not None:
                 bar.close()
         return child.returncode
+
+
+def hold_run_lock(out: Path):
+    """An exclusive lock on OUT for this process's lifetime (released if it dies)."""
+    import fcntl
+
+    handle = open(out / STATE_DIR / "lock", "a")  # noqa: SIM115 - kept open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorkflowFailed(
+            f"{out}: another 'cryofac process' is running on this folder"
+        ) from None
+    return handle
 
 
 def _parse_until(value: str | None) -> float | None:
@@ -362,13 +382,18 @@ def process(
     config_files = ([config_file.resolve()] if config_file else []) + [overrides_file]
     stop_file = (stop_file or out / "STOP").resolve()
 
+    lock = None if dry_run else hold_run_lock(out)  # noqa: F841 - held until we exit
+
     def invoke(final: bool) -> None:
         files = list(config_files)
         if final:
             flush_file = state / "flush.yaml"
             flush_file.write_text("flush: true\n")
             files.append(flush_file)
-        if unlock:
+        stale = not dry_run and any((out / ".snakemake" / "locks").glob("*.lock"))
+        if unlock or stale:
+            # we hold OUT's run lock, so no other cryofac process runs here: a
+            # Snakemake lock left behind is from a killed run
             Run(
                 snakemake_command(raw_dir, out, files, profile_path, cores, False, unlock=True),
                 state / "snakemake.out",

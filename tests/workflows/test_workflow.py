@@ -182,3 +182,72 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
 
 def before_map(files: dict[str, float]) -> str:
     return next(k for k in files if k.startswith("reconstruct/") and k.endswith("result.json"))
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file; for MRC, of its data and voxel size, for STAR without comment
+    lines (both carry the time of writing, which is not part of the result)."""
+    import hashlib
+
+    if path.suffix in {".mrc", ".mrcs"}:
+        import mrcfile
+
+        with mrcfile.open(path, permissive=True) as mrc:
+            content = mrc.data.tobytes() + str(mrc.voxel_size).encode()
+    elif path.suffix == ".star":
+        lines = path.read_bytes().splitlines(keepends=True)
+        content = b"".join(line for line in lines if not line.startswith(b"#"))
+    else:
+        content = path.read_bytes()
+    return hashlib.sha256(content).hexdigest()
+
+
+def _digests(out: Path) -> dict[str, str]:
+    """Digest of every result file (not logs, benchmarks, bookkeeping or timestamps)."""
+    skip = {".snakemake", ".cryofac", "logs", "benchmarks", "summary.json", "movies.tsv"}
+    return {
+        str(p.relative_to(out)): _digest(p)
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not (set(p.relative_to(out).parts) & skip)
+    }
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_config):
+    import os
+    import signal
+    import time
+
+    raw = tmp_path / "raw"
+    write_movies(raw, MOVIES[:8])
+    reference = tmp_path / "reference"
+    base = ("--config", str(small_config), "--cores", "2")
+    done = run_process(str(raw), "--out", str(reference), *base)
+    assert done.returncode == 0, done.stderr
+
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out), *base],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "FAKE_CRYOFAC_SLEEP": "2"},
+    )
+    deadline = time.time() + 120
+    first_batch = out / "batches" / "b00000" / "motioncorr" / "status.tsv"
+    while not first_batch.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some later jobs are running now
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode != 0
+    assert "stopped by signal SIGTERM" in stderr and "Traceback" not in stderr
+    assert json.loads((out / "summary.json").read_text())["state"] == "idle"
+    assert not list((out / ".snakemake" / "locks").glob("*"))
+    assert not (out / "reconstruct").exists()  # it really stopped mid-run
+
+    again = run_process(str(raw), "--out", str(out), *base)
+    assert again.returncode == 0, again.stderr
+    assert _digests(out) == _digests(reference)
+    assert len(_digests(out)) > 20
