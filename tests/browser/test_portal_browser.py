@@ -62,7 +62,9 @@ def test_book_a_slot_and_see_the_rule_error(served, page):
 def test_run_page_updates_live_and_downloads_the_map(served, page, tmp_path):
     base, world, _ = served
     login(page, base, "alice", world.password)
-    page.goto(f"{base}/sessions/{world.session_id}/run")
+    page.click("nav >> text=Runs")
+    page.click(f"a:text-is('#{world.session_id}')")
+    page.wait_for_url(f"**/sessions/{world.session_id}/run")
     processed = page.locator("[data-display=movies_processed]")
     before = processed.inner_text()
     for img in page.locator("img[data-plot]").all():

@@ -147,8 +147,12 @@ def make_run(
             {
                 "classes": pd.DataFrame(
                     {
-                        "rlnClassNumber": [1, 2, 3, 4, 5, 6],
-                        "rlnClassParticleCount": [5, 60, 7, 30, 1, 9],
+                        "rlnClassNumber": list(range(1, len(classes) + 1)),
+                        "rlnClassParticleCount": (
+                            [int(c) for c in rng.integers(50, 4000, len(classes))]
+                            if realistic
+                            else [5, 60, 7, 30, 1, 9]
+                        ),
                     }
                 )
             },
@@ -233,7 +237,8 @@ def _png_bytes(kind: str = "tiny") -> bytes:
         y, x = np.mgrid[:n, :n] - n / 2
         if kind == "ps":
             k2 = (x**2 + 0.9 * y**2) / n**2
-            image = np.sin(2500 * k2) ** 2 * np.exp(-8 * np.sqrt(k2)) + 0.05 * rng.random((n, n))
+            image = np.sin(40 * np.pi * k2) ** 2 * np.exp(-5 * np.sqrt(k2))
+            image += 0.15 * rng.random((n, n)) * np.exp(-3 * np.sqrt(k2))
         else:
             image = rng.normal(size=(n, n))
             for _ in range(60):
