@@ -229,7 +229,9 @@ def _parse_fault(spec: str, start: datetime, config):
 
 
 @env_group.command("simulate")
-@click.option("--to", "target", type=click.Choice(["db", "mqtt"]), default="db", show_default=True)
+@click.option(
+    "--to", "target", type=click.Choice(["db", "mqtt", "http"]), default="db", show_default=True
+)
 @click.option("--start", help="ISO 8601 start (default: --hours before now).")
 @click.option("--hours", type=float, default=2.0, show_default=True, help="Length simulated.")
 @click.option("--room", "rooms", multiple=True, help="Only these rooms (repeatable).")
@@ -242,8 +244,12 @@ def _parse_fault(spec: str, start: datetime, config):
     default=None,
     help="Publish at this many times wall-clock speed (e.g. 1 or 60) instead of at once.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=1883, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
+@click.option("--port", default=1883, show_default=True, help="MQTT broker port.")
+@click.option(
+    "--url", default="http://127.0.0.1:5000", show_default=True, help="Portal base URL (--to http)."
+)
+@click.option("--token", envvar="CRYOFAC_API_TOKEN", help="Bearer token (env CRYOFAC_API_TOKEN).")
 @pass_ctx
 def simulate(
     obj: _Ctx,
@@ -257,8 +263,14 @@ def simulate(
     realtime: float | None,
     host: str,
     port: int,
+    url: str,
+    token: str | None,
 ) -> None:
-    """Simulated readings for every configured sensor, with injected faults."""
+    """Simulated readings for every configured sensor, with injected faults.
+
+    Writes them to the database (--to db), publishes them on MQTT (--to mqtt) or POSTs
+    them to the portal's /api/v1/env/readings (--to http, needs a technician's token).
+    """
     from instrument_env.sim import EnvSimulator
 
     config = obj.config()
@@ -283,6 +295,12 @@ def simulate(
                 if delay > 0:
                     time.sleep(delay)
 
+    if target == "http":
+        if not token:
+            raise click.UsageError("--to http needs --token (or CRYOFAC_API_TOKEN)")
+        count = _post_readings(batches, url, token, pace)
+        click.echo(f"posted {count} readings ({begin.isoformat()} .. {end.isoformat()})")
+        return
     if target == "mqtt":
         from instrument_env.mqtt import publish_readings
 
@@ -306,6 +324,43 @@ def simulate(
             total += ingest_readings(session, chunk, source="sim", config=config).accepted
             session.commit()
     click.echo(f"stored {total} readings ({begin.isoformat()} .. {end.isoformat()})")
+
+
+def _post_readings(batches, base_url: str, token: str, pace) -> int:
+    import urllib.error
+    import urllib.request
+
+    endpoint = base_url.rstrip("/") + "/api/v1/env/readings"
+    count = 0
+    chunk: list[dict] = []
+
+    def send(items: list[dict]) -> int:
+        request = urllib.request.Request(
+            endpoint,
+            data=json.dumps(items).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:200]
+            raise click.ClickException(f"{endpoint}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise click.ClickException(f"{endpoint}: {exc}") from None
+        return int(body.get("accepted", 0))
+
+    for batch in batches:
+        if pace is not None:
+            pace(batch)
+        chunk.extend(batch)
+        if len(chunk) >= 5000 or (pace is not None and chunk):
+            count += send(chunk)
+            chunk = []
+    if chunk:
+        count += send(chunk)
+    return count
 
 
 @env_group.command("gate")
@@ -420,17 +475,13 @@ def provenance(obj: _Ctx, target: str, start: str, end: str, out: str | None) ->
 
 
 @env_group.command("maintain")
-@click.option("--raw-days", type=float, default=400.0, show_default=True)
-@click.option("--minute-days", type=float, default=800.0, show_default=True)
 @pass_ctx
-def maintain(obj: _Ctx, raw_days: float, minute_days: float) -> None:
-    """Refresh rollups and apply the retention policy (hourly rollups are kept)."""
-    from instrument_env.storage import RetentionPolicy, apply_retention
+def maintain(obj: _Ctx) -> None:
+    """Refresh rollups and apply the retention policy of limits.yaml (``retention:``)."""
+    from instrument_env.storage import apply_retention, retention_policy
 
     with obj.sessions()() as session:
-        deleted = apply_retention(
-            session, datetime.now(UTC), RetentionPolicy(raw_days=raw_days, minute_days=minute_days)
-        )
+        deleted = apply_retention(session, datetime.now(UTC), retention_policy(obj.config()))
         session.commit()
     click.echo(
         f"deleted {deleted['raw']} raw readings, {deleted['60']} 1-min and "

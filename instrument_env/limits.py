@@ -100,6 +100,9 @@ class EnvConfig:
     escalate_to: dict[str, str] = field(default_factory=dict)
     mains_frequency_Hz: float = 50.0
     default_escalate_after_s: float = 900.0
+    retention_days: dict[str, float | None] = field(
+        default_factory=lambda: {"raw_days": 400.0, "minute_days": 800.0, "hour_days": None}
+    )
 
     def rules_for_room(self, room: str) -> list[Rule]:
         return [r for r in self.rules if r.room == room]
@@ -217,6 +220,12 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
         escalate_to=escalate_to,
         mains_frequency_Hz=float(facility["facility"].get("mains_frequency_Hz", 50)),
         default_escalate_after_s=float(defaults.get("escalate_after_s", 900)),
+        retention_days={
+            "raw_days": 400.0,
+            "minute_days": 800.0,
+            "hour_days": None,
+            **limits.get("retention", {}),
+        },
     )
 
 

@@ -196,6 +196,11 @@ class RetentionPolicy:
     hour_days: float | None = None
 
 
+def retention_policy(config) -> RetentionPolicy:
+    """The policy of ``limits.yaml`` (``retention:``) for an :class:`EnvConfig`."""
+    return RetentionPolicy(**config.retention_days)
+
+
 def apply_retention(
     session: Session, now: datetime, policy: RetentionPolicy = RetentionPolicy()
 ) -> dict[str, int]:
