@@ -51,7 +51,10 @@ BOOKING_FIELDS = ("instrument_id", "project_id", "user_id", "start_at", "end_at"
 
 def _longest_booking_h(db: Session) -> float:
     """The longest booking any instrument allows, in hours (bounds overlap queries)."""
-    return float(db.scalar(sa.select(sa.func.max(Instrument.max_duration_h))) or 0.0)
+    if "cryofac.longest_booking_h" not in db.info:  # once per session (one request)
+        longest = db.scalar(sa.select(sa.func.max(Instrument.max_duration_h)))
+        db.info["cryofac.longest_booking_h"] = float(longest or 0.0)
+    return db.info["cryofac.longest_booking_h"]
 
 
 def overlapping(db: Session, start: datetime, end: datetime) -> sa.ColumnElement[bool]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +18,30 @@ def render_error(status: int, message: str):
     return render_template("error.html", status=status, message=message), status
 
 
+def password_fingerprint(user: User) -> str:
+    """A keyed digest of the password hash, kept in the session cookie.
+
+    Changing the password invalidates every cookie issued before; the cookie (signed,
+    not encrypted) reveals nothing of the hash itself.
+    """
+    from flask import current_app
+
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def load_user() -> None:
     """Set ``g.user`` from the session cookie (None when logged out)."""
     g.user = None
     user_id = session.get("user_id")
     if user_id is not None:
         user = get_db().get(User, user_id)
-        if user is not None and user.active and session.get("pw") == user.password_hash[-16:]:
+        fingerprint = session.get("pw", "")
+        if (
+            user is not None
+            and user.active
+            and hmac.compare_digest(str(fingerprint), password_fingerprint(user))
+        ):
             g.user = user
         else:
             session.clear()
@@ -40,7 +59,10 @@ def login_required(view: Callable) -> Callable:
 
 def register_views(app: Flask) -> None:
     from portal.views import admin, auth, calendar, projects, staff
+    from portal.views.calendar import load_facility_tz
 
+    # read once at start-up, not by the first burst of concurrent requests
+    app.extensions["cryofac.tz"] = load_facility_tz(app.config.get("FACILITY_CONFIG_DIR"))
     app.before_request(load_user)
     for module in (auth, calendar, projects, staff, admin):
         app.register_blueprint(module.bp)

@@ -19,6 +19,7 @@ from flask import (
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import PortalError
+from portal.views import password_fingerprint
 
 bp = Blueprint("auth", __name__)
 
@@ -57,7 +58,7 @@ def login():
             db.commit()
             session.clear()
             session["user_id"] = user.id
-            session["pw"] = user.password_hash[-16:]
+            session["pw"] = password_fingerprint(user)
             flash(f"Welcome, {user.full_name}.")
             return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", error=error), status

@@ -32,18 +32,24 @@ def facility_tz() -> ZoneInfo:
     """The facility's time zone (calendars only; everything is stored in UTC)."""
     tz = current_app.extensions.get("cryofac.tz")
     if tz is None:
-        from pathlib import Path
-
-        from cryofac.config import load_facility
-
-        directory = current_app.config.get("FACILITY_CONFIG_DIR")
-        path = Path(directory) / "facility.yaml" if directory else None
-        try:
-            name = load_facility(path)["facility"].get("timezone", "UTC")
-        except Exception:
-            name = "UTC"
-        tz = current_app.extensions["cryofac.tz"] = ZoneInfo(name)
+        tz = current_app.extensions["cryofac.tz"] = load_facility_tz(
+            current_app.config.get("FACILITY_CONFIG_DIR")
+        )
     return tz
+
+
+def load_facility_tz(config_dir: str | None) -> ZoneInfo:
+    """``facility.timezone`` from facility.yaml in ``config_dir`` (embedded config if None)."""
+    from pathlib import Path
+
+    from cryofac.config import load_facility
+    from cryofac.errors import CryofacError
+
+    path = Path(config_dir) / "facility.yaml" if config_dir else None
+    try:
+        return ZoneInfo(load_facility(path)["facility"].get("timezone", "UTC"))
+    except (CryofacError, OSError, KeyError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _instruments():

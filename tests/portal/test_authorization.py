@@ -30,10 +30,10 @@ def _book(client, headers, instrument, project_id, start, end):
 
 def _login_cookie(client, user_id: int, app) -> None:
     from portal.models import User
+    from portal.views import password_fingerprint
 
-    with app.extensions["cryofac.sessionmaker"]() as db:
-        user = db.get(User, user_id)
-        pw = user.password_hash[-16:]
+    with app.extensions["cryofac.sessionmaker"]() as db, app.app_context():
+        pw = password_fingerprint(db.get(User, user_id))
     with client.session_transaction() as session:
         session["user_id"] = user_id
         session["pw"] = pw

@@ -25,6 +25,12 @@ def test_login_calendar_book_and_cancel(world, client, slot):
     assert client.get("/calendar/glacios1").status_code == 302  # logged out → login page
     response = _login(client, world, "alice")
     assert response.status_code == 302
+    with world.db() as db, client.session_transaction() as cookie:
+        from portal.models import User
+
+        stored_hash = db.get(User, world.users["alice"]).password_hash
+        assert all(str(v) not in stored_hash for v in cookie.values() if len(str(v)) >= 8)
+        assert cookie["pw"] and cookie["pw"] not in stored_hash
     week = client.get("/calendar/glacios1")
     assert week.status_code == 200 and "Glacios" in week.get_data(as_text=True)
     assert client.get("/static/style.css").status_code == 200
