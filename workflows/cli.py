@@ -163,6 +163,11 @@ def explain_failure(output: str, out: Path) -> str:
                 wildcards = f" ({m.group(1)})"
             if (m := _LOG.match(following)) and not log:
                 log = m.group(1)
+            if following.strip().startswith("output:") and not wildcards:
+                if m := re.search(r"batches/(b\d{5})/", following):
+                    wildcards = f" (batch={m.group(1)})"
+                elif m := re.search(r"reconstruct/p0*(\d+)/", following):
+                    wildcards = f" ({m.group(1)} particles)"
         failed = sum(1 for x in lines if _ERROR_RULE.match(x))
         more = f" and {failed - 1} more job(s)" if failed > 1 else ""
         log_text = ""
@@ -250,6 +255,38 @@ class Run:
             if bar is not None:
                 bar.close()
         return child.returncode
+
+
+ACQUISITION_KEYS = (
+    "pixel_size_A",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+    "dose_per_frame_e_A2",
+)
+
+
+def acquisition_metadata(raw_dir: Path) -> dict[str, float]:
+    """Pixel size (Å), dose per frame (e/Å²), kV, Cs (mm), amplitude contrast from
+    ``RAW_DIR/acquisition.json`` when the microscope software wrote one.
+
+    They override the facility defaults; a ``--config`` file overrides them.
+    """
+    import json
+
+    path = raw_dir / "acquisition.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise WorkflowFailed(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        return {}
+    values = {k: data[k] for k in ACQUISITION_KEYS if isinstance(data.get(k), int | float)}
+    if "voltage_kV" in values:
+        values["voltage_kV"] = int(values["voltage_kV"])
+    return values
 
 
 def hold_run_lock(out: Path):
@@ -370,6 +407,10 @@ def process(
         user = read_yaml(config_file) or {}
     if "cryofac" not in user:
         overrides["cryofac"] = cryofac_executable()
+    measured = acquisition_metadata(raw_dir)
+    given = user.get("acquisition") or {}
+    if measured and any(k not in given for k in measured):
+        overrides["acquisition"] = {k: v for k, v in measured.items() if k not in given}
     config = load_config(config_file, overrides)
     profile_path = profile_dir(profile)
     until_ts = _parse_until(until)

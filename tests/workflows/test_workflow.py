@@ -251,3 +251,43 @@ def test_sigterm_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_conf
     assert again.returncode == 0, again.stderr
     assert _digests(out) == _digests(reference)
     assert len(_digests(out)) > 20
+
+
+@pytest.mark.slow
+def test_watch_processes_movies_as_they_land_until_the_stop_file(tmp_path, small_config):
+    import time
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, MOVIES[:4])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
+        + ["--config", str(small_config), "--cores", "2", "--watch", "--interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+    def wait_for(path: Path, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while not path.exists():
+            assert child.poll() is None, child.communicate()[1]
+            assert time.time() < deadline, f"{path} never appeared"
+            time.sleep(0.3)
+
+    try:
+        wait_for(out / "batches" / "b00000" / "movies.tsv")
+        write_movies(raw, MOVIES[4:10])  # one more full batch and 2 movies waiting
+        wait_for(out / "batches" / "b00001" / "movies.tsv")
+        assert not (out / "batches" / "b00002").exists()  # incomplete batch waits
+        (out / "STOP").touch()
+        _, stderr = child.communicate(timeout=180)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, stderr
+    assert (out / "batches" / "b00002" / "movies.txt").read_text().split() == MOVIES[8:10]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "complete"
+    assert summary["movies_processed"] == 10
+    assert summary["outputs"]["map"] is not None

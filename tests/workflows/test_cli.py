@@ -1,0 +1,74 @@
+"""Pieces of ``cryofac process`` that need no Snakemake run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cryofac.errors import ConfigError
+from workflows import cli
+
+
+def test_acquisition_json_supplies_pixel_size_and_dose(tmp_path):
+    (tmp_path / "acquisition.json").write_text(
+        json.dumps({"pixel_size_A": 1.06, "dose_per_frame_e_A2": 1.2, "voltage_kV": 300.0})
+    )
+    assert cli.acquisition_metadata(tmp_path) == {
+        "pixel_size_A": 1.06,
+        "dose_per_frame_e_A2": 1.2,
+        "voltage_kV": 300,
+    }
+    assert cli.acquisition_metadata(tmp_path / "missing") == {}
+    (tmp_path / "acquisition.json").write_text("{not json")
+    with pytest.raises(cli.WorkflowFailed, match="acquisition.json: not readable JSON"):
+        cli.acquisition_metadata(tmp_path)
+
+
+def test_config_precedence_and_errors(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(
+        "batch_size: 7\nmovies: {quiet_period_s: 5}\npicking: {particle_diameter_A: 90}\n"
+    )
+    config = cli.load_config(user, {"batch_size": 3})
+    assert config["batch_size"] == 3  # command line beats the file
+    assert config["movies"]["quiet_period_s"] == 5
+    assert config["movies"]["patterns"]  # defaults kept for keys not given
+    assert config["picking"] == {"particle_diameter_A": 90}
+    user.write_text("batchsize: 7\n")
+    with pytest.raises(ConfigError, match="user.yaml"):
+        cli.load_config(user)
+    user.write_text("extraction: {box_px: 8}\n")
+    with pytest.raises(ConfigError, match="box_px"):
+        cli.load_config(user)
+
+
+def test_failure_message_names_rule_batch_and_log(tmp_path):
+    log = tmp_path / "logs" / "b00003" / "ctf.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("$ cryofac ctf ...\nError: 4 of 4 inputs failed: a.mrc, b.mrc\n")
+    output = "\n".join(
+        [
+            "Error in rule ctf:",
+            "    message: None",
+            "    jobid: 12",
+            "    output: batches/b00003/ctf/status.tsv",
+            "    log: logs/b00003/ctf.log (check log file(s) for error details)",
+            "Error in rule pick:",
+        ]
+    )
+    message = cli.explain_failure(output, tmp_path)
+    assert message.startswith("workflow failed in rule ctf (batch=b00003) and 1 more job(s)")
+    assert str(log) in message and "4 of 4 inputs failed" in message
+    assert "\n" not in message
+    locked = cli.explain_failure("LockException:\nError: Directory cannot be locked.", tmp_path)
+    assert "--unlock" in locked
+
+
+def test_profiles_shipped_and_unknown_profile_is_a_usage_error(tmp_path):
+    assert (cli.profile_dir("local") / "config.yaml").is_file()
+    assert (cli.profile_dir("slurm") / "config.yaml").is_file()
+    import click
+
+    with pytest.raises(click.BadParameter, match="local, slurm"):
+        cli.profile_dir(str(tmp_path / "nowhere"))
