@@ -121,11 +121,14 @@ def estimate_ctf(
     tile: int = 512,
     phase_shift: bool = False,
     max_astigmatism_A: float = 3000.0,
+    min_figure_of_merit: float = 0.05,
 ) -> CTFEstimate:
     """Estimate defocus U/V (Å), astigmatism angle (°) and optionally phase shift (°).
 
     ``image``: micrograph (rows, cols) on host or device; ``max_resolution_A`` defaults to
-    max(4 Å, 2.5 pixels). Raises :class:`CTFEstimateError` for unusable input.
+    max(4 Å, 2.5 pixels). Raises :class:`CTFEstimateError` for unusable input, including
+    spectra without Thon rings (figure of merit below ``min_figure_of_merit`` or no
+    resolution shell with correlation ≥ 0.3).
     """
     img = np.asarray(image) if not hasattr(image, "get") else image
     if img.ndim != 2:
@@ -327,6 +330,13 @@ def estimate_ctf(
         shell_cc.append(float(np.dot(a, b) / denom) if denom > 0 else 0.0)
     shell_k_arr, shell_cc_arr = np.array(shell_k), np.array(shell_cc)
     resolution = _fit_resolution(shell_k_arr, shell_cc_arr, k_full, shell, 0.3)
+    if not math.isfinite(resolution) or fom < min_figure_of_merit:
+        raise CTFEstimateError(
+            f"no Thon rings found (figure of merit {fom:.3f}, no resolution shell with "
+            "correlation ≥ 0.3): not a micrograph, or empty/garbage data"
+            if not math.isfinite(resolution)
+            else f"no Thon rings found (figure of merit {fom:.3f} < {min_figure_of_merit})"
+        )
 
     spectrum = np.zeros_like(pn)
     filled = np.zeros(mask.sum())

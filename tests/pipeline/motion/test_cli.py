@@ -1,0 +1,115 @@
+import mrcfile
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli.motioncorr import motioncorr, parse_patches
+from pipeline.io.mrc import write_mrc
+from pipeline.io.star import read_shifts, read_table
+
+from .synth import synthetic_movie
+
+
+def test_parse_patches():
+    assert parse_patches("5x5") == (5, 5)
+    assert parse_patches("3X4") == (3, 4)
+    assert parse_patches("1x1") is None
+    with pytest.raises(Exception, match="COLUMNSxROWS"):
+        parse_patches("five")
+
+
+@pytest.fixture(scope="module")
+def movies(tmp_path_factory):
+    d = tmp_path_factory.mktemp("movies")
+    frames, drift, _ = synthetic_movie(
+        shape=(256, 256),
+        n_frames=8,
+        dose_per_frame_e_A2=5.0,
+        drift_total_A=8.0,
+        local_amplitude_A=0.0,
+        seed=11,
+    )
+    gain = np.random.default_rng(2).uniform(0.8, 1.2, (256, 256)).astype(np.float32)
+    raw = (frames / gain).astype(np.float32)  # the detector's raw counts
+    write_mrc(d / "good.mrcs", raw, 1.0, stack=True)
+    write_mrc(d / "gain.mrc", gain, 1.0)
+    write_mrc(d / "small.mrcs", raw[:, :192, :192], 1.0, stack=True)
+    write_mrc(d / "one.mrc", raw[0], 1.0)
+    data = (d / "good.mrcs").read_bytes()
+    (d / "cut.mrcs").write_bytes(data[: len(data) // 2])
+    return d, drift
+
+
+def test_motioncorr_outputs_and_bad_inputs(movies, tmp_path):
+    d, drift = movies
+    out = tmp_path / "out"
+    args = [str(d / n) for n in ("good.mrcs", "cut.mrcs", "small.mrcs", "one.mrc")]
+    result = CliRunner().invoke(
+        motioncorr,
+        [
+            *args,
+            "--out",
+            str(out),
+            "--pixel-size",
+            "1.0",
+            "--dose-per-frame",
+            "5.0",
+            "--gain",
+            str(d / "gain.mrc"),
+            "--patches",
+            "1x1",
+            "--plots",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    err = result.output
+    assert "cut.mrcs: " in err and "truncated" in err
+    assert "small.mrcs: " in err and "gain reference" in err
+    assert "one.mrc: " in err and "1 frame" in err
+    assert "3 of 4 inputs failed" in err
+    assert "Traceback" not in err
+    # the good movie was processed completely
+    for name in ("good.mrc", "good_noDW.mrc", "good_shifts.star", "good_drift.png"):
+        assert (out / name).exists(), name
+    with mrcfile.open(out / "good.mrc") as m:
+        assert m.data.shape == (256, 256) and m.data.dtype == np.float32
+        assert m.voxel_size.x == pytest.approx(1.0)
+    recovered = read_shifts(out / "good_shifts.star")
+    assert np.sqrt(np.mean(np.sum((recovered - (drift - drift[0])) ** 2, 1))) < 0.5
+    shifts = read_table(out / "good_shifts.star", "global_shift")
+    np.testing.assert_allclose(shifts["rlnMicrographShiftX"], -recovered[:, 0])
+    table = read_table(
+        out / "corrected_micrographs.star",
+        "micrographs",
+        ["rlnMicrographName", "rlnAccumMotionTotal", "rlnAccumMotionEarly", "rlnAccumMotionLate"],
+    )
+    assert len(table) == 1 and table["rlnMicrographName"].iloc[0].endswith("good.mrc")
+    row = table.iloc[0]
+    assert row["rlnAccumMotionTotal"] == pytest.approx(8.0, rel=0.25)
+    assert row["rlnAccumMotionTotal"] == pytest.approx(
+        row["rlnAccumMotionEarly"] + row["rlnAccumMotionLate"]
+    )
+
+
+def test_gpu_device_without_gpu_is_one_line_error(movies, tmp_path):
+    from pipeline.backend import gpu_available
+
+    if gpu_available()[0]:
+        pytest.skip("a GPU is present")
+    d, _ = movies
+    result = CliRunner().invoke(
+        motioncorr,
+        [
+            str(d / "good.mrcs"),
+            "--out",
+            str(tmp_path),
+            "--pixel-size",
+            "1",
+            "--dose-per-frame",
+            "1",
+            "--device",
+            "gpu",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "--device gpu" in result.output and "Traceback" not in result.output
