@@ -10,7 +10,6 @@ For a rule on channel (sensor, quantity[, band]):
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,28 +59,32 @@ def _worst_per_time(ts: np.ndarray, values: np.ndarray, *, low: bool):
 
 
 def trailing_peak_to_peak(ts_us: np.ndarray, values: np.ndarray, window_us: int) -> np.ndarray:
-    """max - min of the values with ts in ``(t - window, t]`` for each t (monotonic deques)."""
-    out = np.empty(len(values))
-    max_q: deque[int] = deque()
-    min_q: deque[int] = deque()
-    start = 0
-    for i in range(len(values)):
-        v = values[i]
-        while max_q and values[max_q[-1]] <= v:
-            max_q.pop()
-        max_q.append(i)
-        while min_q and values[min_q[-1]] >= v:
-            min_q.pop()
-        min_q.append(i)
-        limit = ts_us[i] - window_us
-        while ts_us[start] < limit:
-            start += 1
-        while max_q[0] < start:
-            max_q.popleft()
-        while min_q[0] < start:
-            min_q.popleft()
-        out[i] = values[max_q[0]] - values[min_q[0]]
-    return out
+    """max - min of the values with ts in ``[t - window, t]`` for each t (sorted ``ts_us``).
+
+    Vectorised range-extreme queries on a sparse table: O(n log n) numpy work.
+    """
+    n = len(values)
+    if n == 0:
+        return np.empty(0)
+    values = np.asarray(values, dtype=float)
+    first = np.searchsorted(ts_us, ts_us - window_us, side="left")
+    length = np.arange(n) - first + 1
+    level = np.floor(np.log2(length)).astype(int)
+    highs, lows = [values], [values]
+    span = 1
+    while 2 * span <= n:
+        highs.append(np.maximum(highs[-1][:-span], highs[-1][span:]))
+        lows.append(np.minimum(lows[-1][:-span], lows[-1][span:]))
+        span *= 2
+    out_hi = np.empty(n)
+    out_lo = np.empty(n)
+    for k in np.unique(level):
+        rows = np.flatnonzero(level == k)
+        right = rows - (1 << k) + 1
+        left = first[rows]
+        out_hi[rows] = np.maximum(highs[k][left], highs[k][right])
+        out_lo[rows] = np.minimum(lows[k][left], lows[k][right])
+    return out_hi - out_lo
 
 
 def breaches(rule: Rule, values: np.ndarray, level: float) -> np.ndarray:

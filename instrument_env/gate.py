@@ -192,30 +192,34 @@ class _ChannelStats:
 
 
 def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
-    out = {}
+    """Per channel extremes and newest reading, in one round trip (UNION ALL)."""
     lookback: dict[tuple, int] = {}
     for rule in rules:
         window = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
         key = _channel_key(rule)
         lookback[key] = max(lookback.get(key, 0), window)
-    for (sensor, quantity, band), window_us in lookback.items():
-        in_window = Reading.ts_us >= start_us
+    keys = list(lookback)
+    selects = []
+    in_window = Reading.ts_us >= start_us
+    for index, (sensor, quantity, band) in enumerate(keys):
         query = sa.select(
-            sa.func.min(sa.case((in_window, Reading.value))),
-            sa.func.max(sa.case((in_window, Reading.value))),
-            sa.func.min(Reading.value),
-            sa.func.max(Reading.value),
-            sa.func.max(Reading.ts_us),
+            sa.literal(index).label("k"),
+            sa.func.min(sa.case((in_window, Reading.value))).label("lo"),
+            sa.func.max(sa.case((in_window, Reading.value))).label("hi"),
+            sa.func.min(Reading.value).label("lo_ext"),
+            sa.func.max(Reading.value).label("hi_ext"),
+            sa.func.max(Reading.ts_us).label("newest"),
         ).where(
             Reading.sensor == sensor,
             Reading.quantity == quantity,
-            Reading.ts_us >= start_us - window_us,
+            Reading.ts_us >= start_us - lookback[(sensor, quantity, band)],
             Reading.ts_us <= at_us,
         )
         if band is not None:
             query = query.where(Reading.band == band)
-        out[(sensor, quantity, band)] = _ChannelStats(start_us, *session.execute(query).one())
-    return out
+        selects.append(query)
+    rows = session.connection().execute(sa.union_all(*selects)).all()
+    return {keys[row[0]]: _ChannelStats(start_us, *row[1:]) for row in rows}
 
 
 def record_override(

@@ -61,7 +61,7 @@ def channel_series_us(
     )
     if band is not None:
         query = query.where(Reading.band == band)
-    rows = session.execute(query).all()
+    rows = session.connection().execute(query).all()  # Core: no ORM row overhead
     if not rows:
         return Series(np.empty(0, np.int64), np.empty(0), np.empty(0, object), "")
     ts, values, bands, units = zip(*rows, strict=True)

@@ -75,3 +75,15 @@ def test_bad_input():
         band_velocity_rms_um_s(np.zeros((10, 2)), 1000)
     with pytest.raises(ValueError):
         mains_rms_nT(np.zeros(100), 80.0, 50.0)
+
+
+def test_trailing_peak_to_peak_matches_brute_force():
+    from instrument_env.conditions import trailing_peak_to_peak
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 17, 700):
+        ts = np.cumsum(rng.integers(1, 20, n)) * 10**6  # irregular sampling, µs
+        v = rng.normal(size=n)
+        for window_us in (0, 37 * 10**6, 10**12):
+            expected = [np.ptp(v[(ts >= t - window_us) & (ts <= t)]) for t in ts]
+            np.testing.assert_allclose(trailing_peak_to_peak(ts, v, window_us), expected)
