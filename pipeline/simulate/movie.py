@@ -331,6 +331,7 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
             data,
             photometric="minisblack",
             compression="zlib" if integer else None,
+            compressionargs={"level": 1} if integer else None,
             resolution=(per_cm, per_cm),
             resolutionunit="CENTIMETER",
             description=f"cryofac simulated movie; pixel_size_A={pixel_size_A}",
