@@ -64,12 +64,15 @@ def add_session(db, project_id: int, user_id: int, run_dir: Path | None, instrum
     return session
 
 
-def build_world(tmp_path: Path, realistic: bool = False, **config) -> LiveWorld:
-    """A migrated SQLite portal under ``tmp_path`` with seeded users and two run folders."""
+def build_world(
+    tmp_path: Path, realistic: bool = False, url: str | None = None, **config
+) -> LiveWorld:
+    """A migrated portal (SQLite under ``tmp_path`` unless ``url``) with seeded users and
+    two run folders."""
     from portal import db as portal_db
     from tests.portal.conftest import make_app, seed_world
 
-    url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    url = url or f"sqlite:///{tmp_path / 'portal.sqlite3'}"
     portal_db.upgrade(url)
     settings = {
         "WTF_CSRF_ENABLED": False,
@@ -113,6 +116,14 @@ def build_world(tmp_path: Path, realistic: bool = False, **config) -> LiveWorld:
 @pytest.fixture
 def live(tmp_path) -> LiveWorld:
     world = build_world(tmp_path)
+    yield world
+    world.app.extensions["cryofac.engine"].dispose()
+
+
+@pytest.fixture
+def live_any_db(tmp_path, database_url) -> LiveWorld:
+    """Like ``live``, once on SQLite and once on PostgreSQL."""
+    world = build_world(tmp_path, url=database_url)
     yield world
     world.app.extensions["cryofac.engine"].dispose()
 

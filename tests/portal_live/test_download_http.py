@@ -59,24 +59,55 @@ def test_two_gib_map_resumes_with_curl_in_constant_memory(tmp_path):
             timeout=120,
         )
         assert out.stat().st_size == 256 * MiB
-        # ... and `curl -C -` continues from the end of the partial file to the last byte.
-        subprocess.run(["curl", "-sSf", "-C", "-", "-o", str(out), url], check=True, timeout=300)
+        # ... and the resumed transfer (what `curl -C -` sends: Range from the partial
+        # file's size) streams the remaining 1.75 GiB; checked on the fly, not stored.
+        resumed = subprocess.Popen(
+            ["curl", "-sSf", "-C", str(out.stat().st_size), "-o", "-", url],
+            stdout=subprocess.PIPE,
+        )
+        offset, found = 256 * MiB, {}
+        while chunk := resumed.stdout.read(MiB):
+            for at, marker in markers.items():
+                lo, hi = max(at, offset), min(at + len(marker), offset + len(chunk))
+                if lo < hi:
+                    found[at] = found.get(at, b"") + chunk[lo - offset : hi - offset]
+            offset += len(chunk)
+        assert resumed.wait(timeout=300) == 0
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss_growth_mib = (
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib
         ) / 1024
+        first: dict[int, bytes] = {}
+        with open(out, "rb") as handle:
+            for at, marker in markers.items():
+                if at < 256 * MiB:  # a marker may straddle the interruption point
+                    handle.seek(at)
+                    first[at] = handle.read(min(len(marker), 256 * MiB - at))
+        out.unlink()
+
+        # `curl -C -` itself, end to end, on a small output of the same run.
+        small = world.run_dir / "refine" / "half1.mrc"
+        half = (
+            client.post(
+                f"/api/v1/sessions/{world.session_id}/files/half1.mrc/link", headers=headers
+            )
+            .get_json()["url"]
+            .split("://", 1)[1]
+            .split("/", 1)[1]
+        )
+        small_url = f"http://127.0.0.1:{server.server_port}/{half}"
+        piece = tmp_path / "half1.mrc"
+        subprocess.run(["curl", "-sSf", "-r", "0-999", "-o", str(piece), small_url], check=True)
+        subprocess.run(["curl", "-sSf", "-C", "-", "-o", str(piece), small_url], check=True)
+        assert piece.read_bytes() == small.read_bytes()
     finally:
         server.shutdown()
         thread.join(timeout=5)
         world.app.extensions["cryofac.engine"].dispose()
 
-    assert out.stat().st_size == 2 * GiB
-    with open(out, "rb") as handle:
-        for offset, marker in markers.items():
-            handle.seek(offset)
-            assert handle.read(len(marker)) == marker, offset
-    out.unlink()
+    assert offset == 2 * GiB
+    assert {at: first.get(at, b"") + found.get(at, b"") for at in markers} == markers
     assert peak < 16 * MiB, f"server-side Python heap peaked at {peak / MiB:.1f} MiB"
     assert rss_growth_mib < 256, f"process RSS grew by {rss_growth_mib:.0f} MiB"
     print(
