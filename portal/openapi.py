@@ -43,7 +43,16 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["code", "message"],
                 "additionalProperties": False,
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "rule": {"type": "string", "description": "the booking rule broken (422)"},
+                    "reasons": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "why the environment gate is closed (409)",
+                    },
+                },
             }
         },
     },
@@ -138,6 +147,57 @@ SCHEMAS: dict[str, Any] = {
             "processing": {"type": "object"},
             "allowed_transitions": {"type": "array", "items": {"type": "string"}},
         },
+    },
+    "Decision": {
+        "type": "object",
+        "required": ["approve"],
+        "properties": {"approve": {"type": "boolean"}, "reason": {"type": "string"}},
+    },
+    "WaitlistRequest": {
+        "type": "object",
+        "required": ["instrument_id", "project_id", "start", "end"],
+        "properties": {
+            "instrument_id": {"type": "string"},
+            "project_id": {"type": "integer"},
+            "start": ISO_TIME,
+            "end": ISO_TIME,
+        },
+    },
+    "WaitlistEntry": {
+        "type": "object",
+        "required": ["id", "state"],
+        "properties": {
+            "id": {"type": "integer"},
+            "state": {"enum": ["waiting", "offered", "accepted", "withdrawn"]},
+        },
+    },
+    "TransitionRequest": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "state": {"type": "string"},
+            "reason": {"type": "string"},
+            "override_gate": {"type": "boolean"},
+        },
+    },
+    "SessionAfterTransition": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Session"},
+            {
+                "type": "object",
+                "properties": {
+                    "gate": {
+                        "type": "object",
+                        "required": ["allowed", "reasons"],
+                        "properties": {
+                            "allowed": {"type": "boolean"},
+                            "reasons": {"type": "array", "items": {"type": "string"}},
+                            "checked_at": NULLABLE_TIME,
+                        },
+                    }
+                },
+            },
+        ]
     },
     "File": {
         "type": "object",
@@ -343,6 +403,58 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/bookings/{id}/decision": {
+            "post": {
+                **auth,
+                "summary": "Staff approve or reject a pending booking",
+                "parameters": [ID_PARAM],
+                "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("Decision")}}},
+                "responses": {
+                    "200": _json(_ref("Booking"), "decided"),
+                    "400": _error("malformed request"),
+                    "403": _error("staff only"),
+                    "404": _error("not found"),
+                    "409": _error("the booking is not pending"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/waitlist": {
+            "post": {
+                **auth,
+                "summary": "Ask to be offered a taken slot if it is freed",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("WaitlistRequest")}},
+                },
+                "responses": {
+                    "201": _json(_ref("WaitlistEntry"), "on the waiting list"),
+                    "400": _error("malformed request"),
+                    "403": _error("not a member of the project"),
+                    "404": _error("no such instrument or project"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/sessions/{id}/transition": {
+            "post": {
+                **auth,
+                "summary": "Operators move a session along its lifecycle (gate checked)",
+                "parameters": [ID_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("TransitionRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("SessionAfterTransition"), "moved"),
+                    "400": _error("malformed request"),
+                    "403": _error("operators only"),
+                    "404": _error("not found"),
+                    "409": _error("not allowed from this state, or the environment gate is closed"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
         "/sessions/{id}": {
             "get": {
                 **auth,
@@ -471,6 +583,19 @@ def document() -> dict[str, Any]:
             },
         }
     )
+
+
+def flask_rule_to_template(rule: str) -> str:
+    """``/api/v1/sessions/<int:session_id>/files/<path:name>`` -> ``/sessions/{id}/files/{name}``."""
+    import re
+
+    path = rule.removeprefix("/api/v1")
+
+    def name(match: re.Match) -> str:
+        variable = match.group(1).split(":")[-1]
+        return "{name}" if variable == "name" else "{id}"
+
+    return re.sub(r"<([^>]+)>", name, path)
 
 
 def _pointer(*parts: str) -> str:

@@ -17,6 +17,12 @@ def _slot(hours_from_now: float, duration_h: float) -> tuple[str, str]:
     return start.isoformat(), (start + timedelta(hours=duration_h)).isoformat()
 
 
+def client_token(client, username: str, password: str) -> str:
+    response = client.post("/api/v1/tokens", json={"username": username, "password": password})
+    assert response.status_code == 201
+    return response.get_json()["token"]
+
+
 class Checker:
     def __init__(self, client, doc):
         self.client, self.doc, self.seen = client, doc, set()
@@ -40,6 +46,21 @@ def test_document_is_served_and_well_formed(client):
     assert doc["openapi"].startswith("3.1")
     for schema in doc["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
+
+
+def test_every_api_route_is_documented(live):
+    from portal.openapi import flask_rule_to_template
+
+    doc = document()
+    routes = {
+        (flask_rule_to_template(rule.rule), method.lower())
+        for rule in live.app.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    assert routes - documented == set(), "routes missing from the OpenAPI document"
+    assert documented - routes == set(), "documented paths the API does not have"
 
 
 def test_validation_catches_a_drifted_response():
@@ -89,10 +110,82 @@ def test_real_responses_match_the_document(live, client):
     check("GET", f"/api/v1/bookings/{booking['id']}", "/bookings/{id}", 200, headers=auth)
     check("GET", "/api/v1/bookings/999999", "/bookings/{id}", 404, headers=auth)
     check("DELETE", f"/api/v1/bookings/{booking['id']}", "/bookings/{id}", 204, headers=auth)
+    wait = dict(body, instrument_id="glacios1")
+    check("POST", "/api/v1/waitlist", "/waitlist", 201, json=wait, headers=auth)
+    check("POST", "/api/v1/waitlist", "/waitlist", 403, json=other, headers=auth)
+
+    staff = {"Authorization": "Bearer " + client_token(check.client, "staff", live.password)}
+    start_k, end_k = _slot(24 * 12, 24)
+    krios = {
+        "instrument_id": "krios1",
+        "project_id": live.project_id,
+        "start": start_k,
+        "end": end_k,
+    }
+    pending = check("POST", "/api/v1/bookings", "/bookings", 201, json=krios, headers=auth)
+    decision = "/bookings/{id}/decision"
+    bid = pending.get_json()["id"]
+    check(
+        "POST",
+        f"/api/v1/bookings/{bid}/decision",
+        decision,
+        403,
+        json={"approve": True},
+        headers=auth,
+    )
+    check(
+        "POST",
+        f"/api/v1/bookings/{bid}/decision",
+        decision,
+        400,
+        json={"approve": "yes"},
+        headers=staff,
+    )
+    check(
+        "POST",
+        f"/api/v1/bookings/{bid}/decision",
+        decision,
+        200,
+        json={"approve": True},
+        headers=staff,
+    )
+    check(
+        "POST",
+        f"/api/v1/bookings/{bid}/decision",
+        decision,
+        409,
+        json={"approve": True},
+        headers=staff,
+    )
 
     sid, other_sid = live.session_id, live.other_session_id
     check("GET", f"/api/v1/sessions/{sid}", "/sessions/{id}", 200, headers=auth)
     check("GET", f"/api/v1/sessions/{other_sid}", "/sessions/{id}", 404, headers=auth)
+    move = "/sessions/{id}/transition"
+    check(
+        "POST",
+        f"/api/v1/sessions/{sid}/transition",
+        move,
+        403,
+        json={"state": "complete"},
+        headers=auth,
+    )
+    check(
+        "POST",
+        f"/api/v1/sessions/{sid}/transition",
+        move,
+        409,
+        json={"state": "ready"},
+        headers=staff,
+    )
+    check(
+        "POST",
+        f"/api/v1/sessions/{sid}/transition",
+        move,
+        200,
+        json={"state": "complete"},
+        headers=staff,
+    )
     check("GET", f"/api/v1/sessions/{sid}/files", "/sessions/{id}/files", 200, headers=auth)
     check("GET", f"/api/v1/sessions/{other_sid}/files", "/sessions/{id}/files", 404, headers=auth)
     files = "/sessions/{id}/files/{name}"
