@@ -139,3 +139,30 @@ def test_staff_approval_sends_booking_approved(live, client):
     approved = [m for m in outbox.messages() if m.kind == "booking_approved"]
     assert len(approved) == 1 and approved[0].to == ["alice@lab.test"]
     assert "Krios" in approved[0].subject
+
+
+def test_freed_slot_offers_the_waiting_list(live, client):
+    from portal.notify import Outbox
+
+    booking = _book(client, live.token(client, "alice"), live.project_id)
+    mallory = live.token(client, "mallory")
+    wait = client.post(
+        "/api/v1/waitlist",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": live.other_project_id,
+            "start": booking["start"],
+            "end": booking["end"],
+        },
+        headers=mallory,
+    )
+    assert wait.status_code == 201
+    outbox = Outbox(live.app.config["NOTIFY_OUTBOX"])
+    assert not [m for m in outbox.messages() if m.kind == "waitlist_offer"]
+    cancelled = client.delete(
+        f"/api/v1/bookings/{booking['id']}", headers=live.token(client, "alice")
+    )
+    assert cancelled.status_code == 204
+    offers = [m for m in outbox.messages() if m.kind == "waitlist_offer"]
+    assert len(offers) == 1 and offers[0].to == ["mallory@lab.test"]
+    assert "Glacios" in offers[0].subject
