@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -59,7 +60,13 @@ def _portal_error(exc: PortalError):
 
         return render_error(exc.status, exc.message)
     headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else None
-    return json_error(exc.status, exc.code, exc.message, headers)
+    response = json_error(exc.status, exc.code, exc.message, headers)
+    extra = {key: getattr(exc, key) for key in ("rule", "reasons") if getattr(exc, key, None)}
+    if extra:  # e.g. the booking rule broken, the gate's reasons
+        body = response.get_json()
+        body["error"].update(extra)
+        response.set_data(json.dumps(body))
+    return response
 
 
 def _http_error(exc: HTTPException):

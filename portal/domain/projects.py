@@ -6,6 +6,7 @@ approve (or send back to draft), activate and close. Bookings need an *active* p
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -64,8 +65,11 @@ def set_allocation(
 ) -> None:
     """Staff set a project's hours on one kind of instrument (``microscope``, ...)."""
     permissions.require_staff(staff)
-    if hours < 0:
-        raise InvalidInput("an allocation cannot be negative")
+    if not math.isfinite(hours) or hours < 0:
+        raise InvalidInput("an allocation is a number of hours, 0 or more")
+    kind_exists = sa.select(Instrument.id).where(Instrument.kind == instrument_kind).limit(1)
+    if db.scalar(kind_exists) is None:
+        raise InvalidInput(f"no instrument of kind {instrument_kind!r}")
     row = next((a for a in project.allocations if a.instrument_kind == instrument_kind), None)
     before = {"hours": row.hours} if row else None
     if row is None:

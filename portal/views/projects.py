@@ -10,7 +10,7 @@ from portal.domain import bookings as booking_rules
 from portal.domain import permissions
 from portal.domain import projects as project_rules
 from portal.domain.errors import PortalError
-from portal.models import Booking, Project, User
+from portal.models import Booking, Instrument, Project, User
 from portal.views import login_required
 from portal.views.calendar import facility_tz
 
@@ -48,6 +48,7 @@ def show(project_id: int):
         usage=usage,
         bookings=bookings,
         transitions=project_rules.PROJECT_TRANSITIONS[project.state],
+        instrument_kinds=sorted(set(db.scalars(sa.select(Instrument.kind)))),
         tz=facility_tz(),
     )
 
@@ -110,6 +111,30 @@ def add_member(project_id: int):
         if member is None:
             raise PortalError("no such user")
         project_rules.add_member(db, g.user, project, member)
+        db.commit()
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    return redirect(url_for("projects.show", project_id=project_id))
+
+
+@bp.post("/<int:project_id>/allocation")
+@login_required
+def set_allocation(project_id: int):
+    db = get_db()
+    try:
+        project = permissions.visible_project(db, g.user, project_id)
+    except PortalError:
+        abort(404)
+    try:
+        hours = float(request.form.get("hours", ""))
+    except ValueError:
+        flash("hours must be a number", "error")
+        return redirect(url_for("projects.show", project_id=project_id))
+    try:
+        project_rules.set_allocation(
+            db, g.user, project, request.form.get("instrument_kind", ""), hours
+        )
         db.commit()
     except PortalError as exc:
         db.rollback()

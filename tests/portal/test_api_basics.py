@@ -60,3 +60,35 @@ def test_book_read_cancel(world, client, slot):
         "cancelled"
     )
     assert world.password not in created.get_data(as_text=True)
+
+
+def test_unexpected_errors_are_json_500_without_a_traceback(world, client):
+    def boom():
+        raise RuntimeError("secret internals /srv/db password=hunter2")
+
+    world.app.add_url_rule("/api/v1/boom", "boom", boom)
+    world.app.add_url_rule("/boom", "boom_page", boom)
+    response = client.get("/api/v1/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    page = client.get("/boom")
+    assert page.status_code == 500
+    assert "hunter2" not in page.get_data(as_text=True)
+    assert "Traceback" not in page.get_data(as_text=True)
+
+
+def test_rule_and_gate_reasons_are_named_in_the_error(world, client, slot):
+    headers = world.token(client, "alice")
+    start, end = slot(2, 4)
+    response = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": world.project_id,
+            "start": start,
+            "end": end,
+        },
+        headers=headers,
+    )
+    assert response.status_code == 422
+    assert response.get_json()["error"]["rule"] == "lead_time"

@@ -117,6 +117,18 @@ def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
         data={"csrf_token": token, "approve": "1", "reason": "fits the schedule"},
     )
     assert decided.status_code == 302
+    allocated = client.post(
+        f"/projects/{world.project_id}/allocation",
+        data={"csrf_token": token, "instrument_kind": "microscope", "hours": "36"},
+    )
+    assert allocated.status_code == 302
+    for bad in ("nan", "-1", "lots"):
+        client.post(
+            f"/projects/{world.project_id}/allocation",
+            data={"csrf_token": token, "instrument_kind": "microscope", "hours": bad},
+        )
+    project_page = client.get(f"/projects/{world.project_id}").get_data(as_text=True)
+    assert "<td>microscope</td><td>36</td><td>24.0</td>" in project_page
     client.post("/logout", data={"csrf_token": token})
     _login(client, world, "admin")
     audit = client.get("/admin/audit?entity=booking").get_data(as_text=True)
