@@ -275,18 +275,18 @@ def _specimen(
     # contaminants: dense spheres of ice, 100–350 Å radius, anywhere on the canvas
     c_xy = np.column_stack([rng.uniform(0, nx, n_contaminants), rng.uniform(0, ny, n_contaminants)])
     c_r = rng.uniform(100.0, 350.0, n_contaminants) / pixel_size_A
-    yy, xx = np.mgrid[:ny, :nx]
+    yy, xx = np.ogrid[:ny, :nx]
     for (cx, cy), r in zip(c_xy, c_r, strict=True):
         x0, x1 = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, nx)
         y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, ny)
         if x0 >= x1 or y0 >= y1:
             continue
-        d2 = (xx[y0:y1, x0:x1] - cx) ** 2 + (yy[y0:y1, x0:x1] - cy) ** 2
+        d2 = (xx[:, x0:x1] - cx) ** 2 + (yy[y0:y1, :] - cy) ** 2
         chord_A = 2 * np.sqrt(np.clip(r * r - d2, 0, None)) * pixel_size_A
         phase[y0:y1, x0:x1] += sigma_e * ICE_POTENTIAL_V * chord_A
         absorb[y0:y1, x0:x1] += chord_A / 800.0
 
-    # carbon: the edge of the hole, an arc of a 0.6 µm circle cutting one side of the field
+    # carbon: the edge of a 1.2 µm hole (radius 0.6 µm), cutting into one side of the field
     carbon = np.zeros(canvas_shape, dtype=bool)
     if carbon_edge:
         hole_r = 6000.0 / pixel_size_A
