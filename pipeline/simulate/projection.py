@@ -167,7 +167,8 @@ class FourierProjector:
         padded[lo : lo + n, lo : lo + n, lo : lo + n] = xp.asarray(corrected)
         self.box = n
         self.size = big
-        self.spectrum = fft.fftn(fft.ifftshift(padded).astype(xp.complex64))
+        # half spectrum (x ≥ 0); F(−k) = conj F(k) gives the rest
+        self.spectrum = fft.rfftn(fft.ifftshift(padded)).astype(xp.complex64)
 
     def project(self, rotations: np.ndarray, shifts_px: np.ndarray, pixel_size_A: float):
         """(m, box, box) float32 projections on the active device; ``shifts_px`` (m, 2) move
@@ -186,7 +187,10 @@ class FourierProjector:
         fx = rot[:, 0, 0, None] * kxi + rot[:, 1, 0, None] * kyi
         fy = rot[:, 0, 1, None] * kxi + rot[:, 1, 1, None] * kyi
         fz = rot[:, 0, 2, None] * kxi + rot[:, 1, 2, None] * kyi
-        values = _trilinear_wrap(self.spectrum, fz, fy, fx, big)
+        flip = fx < 0
+        sign = xp.where(flip, -1.0, 1.0).astype(xp.float32)
+        values = _trilinear_half(self.spectrum, fz * sign, fy * sign, fx * sign, big)
+        values = xp.where(flip, xp.conj(values), values)
         phase = -2 * np.pi * (shifts[:, 0, None] * kxi + shifts[:, 1, None] * kyi) / big
         values = values * (xp.cos(phase) + 1j * xp.sin(phase)).astype(xp.complex64)
         half = xp.zeros((m, big, big // 2 + 1), dtype=xp.complex64)
@@ -197,19 +201,22 @@ class FourierProjector:
         return (images[:, lo : lo + n, lo : lo + n] * pixel_size_A).astype(xp.float32)
 
 
-def _trilinear_wrap(grid, z, y, x, size: int):
-    """Trilinear interpolation of a periodic (size³) array at fractional indices (z, y, x)."""
+def _trilinear_half(grid, z, y, x, size: int):
+    """Trilinear interpolation of a half spectrum (size, size, size//2 + 1), x ≥ 0, periodic
+    in z and y, at fractional frequency indices (z, y, x)."""
     xp = backend.xp()
     z0, y0, x0 = xp.floor(z), xp.floor(y), xp.floor(x)
     dz, dy, dx = z - z0, y - y0, x - x0
     z0 = z0.astype(xp.int64) % size
     y0 = y0.astype(xp.int64) % size
-    x0 = x0.astype(xp.int64) % size
-    z1, y1, x1 = (z0 + 1) % size, (y0 + 1) % size, (x0 + 1) % size
+    x0 = x0.astype(xp.int64)
+    half = size // 2 + 1
+    z1, y1 = (z0 + 1) % size, (y0 + 1) % size
+    x1 = xp.minimum(x0 + 1, half - 1)  # x = size/2 only at the Nyquist edge (weight 0 beyond)
     flat = grid.reshape(-1)
     out = 0
     for zi, wz in ((z0, 1 - dz), (z1, dz)):
         for yi, wy in ((y0, 1 - dy), (y1, dy)):
-            base = (zi * size + yi) * size
+            base = (zi * size + yi) * half
             out = out + flat[base + x0] * (wz * wy * (1 - dx)) + flat[base + x1] * (wz * wy * dx)
     return out
