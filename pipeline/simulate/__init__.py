@@ -1,7 +1,26 @@
 """Acquisition simulator: ground-truth map, particle stacks, micrographs, movies, sessions.
 
-Everything is deterministic given a seed (``rng`` accepts a Generator or an int) and uses
-RELION conventions (pipeline.geometry, pipeline.ctf_model). See each module for the model.
+Specimen: human apoferritin, wwPDB 6Z6U (24-mer, ~500 kDa, shipped in ``pipeline/data``).
+
+- :func:`reference_volume` — Coulomb potential (V), (z, y, x) float32, centre of mass on
+  voxel box//2, cached on disk (:mod:`.volume`).
+- :func:`project` — line integrals (V·Å) at RELION poses; ``shifts_A`` are
+  rlnOriginX/YAngst (particle centre at box//2 − shift/pixel) (:mod:`.projection`).
+- :func:`simulate_particle_stack` / :func:`write_particle_stack` — CTF-modulated projections
+  (pipeline.ctf_model sign: protein dark), white noise at SNR = mean signal variance / noise
+  variance in the box; RELION 3.1 particles.star (+ particles_truth.star) (:mod:`.particles`).
+- :func:`simulate_micrograph` — whole field in electron counts: particles in amorphous ice,
+  contaminants, optional carbon edge, full-wave CTF with envelopes, Poisson at the dose
+  (:mod:`.micrograph`).
+- :func:`simulate_movie` / :func:`write_movie` / :func:`write_gain` — frames with drift
+  (content at (x, y) in frame 1 is at (x, y) + drift[f] in frame f; RELION's
+  rlnMicrographShiftX/Y = −drift), smooth local deformation, per-frame Poisson, raw = counts
+  / gain (:mod:`.movie`).
+- :func:`simulate_acquisition` — an EPU-like session folder with movies, gain.mrc,
+  acquisition.json and truth/ (:mod:`.acquisition`); ``cryofac simulate acquisition``.
+
+Units: Å, pixels where named ``_px``, degrees, e/Å², kV, mm. Everything is deterministic
+given a seed (``rng`` takes a Generator or an int).
 """
 
 from pipeline.simulate.acquisition import simulate_acquisition

@@ -175,3 +175,17 @@ def test_carbon_edge_and_determinism(volume64):
 def test_bad_parameters_raise(volume64, kwargs):
     with pytest.raises(SimulationError):
         simulate_micrograph(volume64, **(dict(shape=(64, 64), pixel_size_A=PX) | kwargs))
+
+
+def test_contaminants_are_dark_blobs_where_the_truth_puts_them(pair):
+    _, clean, _, truth = pair
+    median = np.median(clean)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    seen = 0
+    for (cx, cy), r in zip(truth.contaminant_coords_px, truth.contaminant_radii_px, strict=True):
+        inside = np.hypot(xx - cx, yy - cy) < 0.5 * r
+        if inside.sum() < 50:
+            continue  # (mostly) outside the field
+        seen += 1
+        assert clean[inside].mean() < 0.8 * median
+    assert seen >= 1
