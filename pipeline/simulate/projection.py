@@ -180,8 +180,9 @@ class FourierProjector:
         m = rot.shape[0]
         kx = xp.arange(big // 2 + 1, dtype=xp.float32)[None, :]
         ky = xp.fft.fftfreq(big, d=1.0 / big).astype(xp.float32)[:, None]
-        kx, ky = xp.broadcast_arrays(kx, ky)
-        inside = kx * kx + ky * ky <= (big / 2) ** 2
+        kx = xp.broadcast_to(kx, (big, big // 2 + 1)).ravel()
+        ky = xp.broadcast_to(ky, (big, big // 2 + 1)).ravel()
+        inside = xp.nonzero(kx * kx + ky * ky <= (big / 2) ** 2)[0]  # flat indices
         kxi, kyi = kx[inside], ky[inside]
         # 3D frequency (x, y, z) = Aᵀ (kx, ky, 0): rows of A give the map axes
         fx = rot[:, 0, 0, None] * kxi + rot[:, 1, 0, None] * kyi
@@ -194,7 +195,7 @@ class FourierProjector:
         phase = -2 * np.pi * (shifts[:, 0, None] * kxi + shifts[:, 1, None] * kyi) / big
         values = values * (xp.cos(phase) + 1j * xp.sin(phase)).astype(xp.complex64)
         half = xp.zeros((m, big, big // 2 + 1), dtype=xp.complex64)
-        half[:, inside] = values
+        half.reshape(m, -1)[:, inside] = values
         images = fft.irfft2(half, s=(big, big), axes=(-2, -1))
         images = fft.fftshift(images, axes=(-2, -1))
         lo = big // 2 - n // 2
