@@ -16,6 +16,12 @@ def env_live(live):
 
 def test_tech_view_shows_rooms_alarms_gates_and_acknowledges(env_live):
     live, alarm_id = env_live
+    researcher = live.app.test_client()
+    live.login(researcher, "alice")  # the technician view is for operators only
+    assert researcher.get("/tech/").status_code == 403
+    assert researcher.post(f"/tech/alarms/{alarm_id}/ack", data={"comment": "x"}).status_code == 403
+    assert researcher.get("/tech/charts/krios-temp-high.svg").status_code == 403
+
     client = live.app.test_client()
     live.login(client, "tech")
     page = client.get("/tech/")
@@ -51,16 +57,7 @@ def test_tech_view_shows_rooms_alarms_gates_and_acknowledges(env_live):
         assert alarm.state == "acknowledged" and alarm.acknowledged_by == "tech"
 
 
-def test_tech_view_is_for_operators_only(env_live):
-    live, alarm_id = env_live
-    client = live.app.test_client()
-    live.login(client, "alice")
-    assert client.get("/tech/").status_code == 403
-    assert client.post(f"/tech/alarms/{alarm_id}/ack", data={"comment": "x"}).status_code == 403
-    assert client.get("/tech/charts/krios-temp-high.svg").status_code == 403
-
-
-def test_downloads_include_environmental_provenance(env_live):
+def test_provenance_download_and_alarm_escalation_relay(env_live):
     import json
 
     live, alarm_id = env_live
@@ -79,12 +76,10 @@ def test_downloads_include_environmental_provenance(env_live):
     )
     assert "environment.json" in [f["name"] for f in manifest["files"]]
 
-
-def test_alarm_escalations_are_relayed_to_the_outbox_once(env_live):
+    # Escalations of unacknowledged alarms are relayed to the outbox, once.
     from instrument_env.models import Notification
     from portal.notify import Outbox
 
-    live, _ = env_live
     with live.db() as db:
         unsent = db.query(Notification).filter(Notification.sent_at.is_(None)).count()
     assert unsent > 0, "unacknowledged alarms older than 15 min escalate"
