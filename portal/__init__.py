@@ -4,7 +4,9 @@ Configuration keys (all optional): ``DATABASE_URL`` (default: SQLite under the
 instance folder), ``SECRET_KEY`` (default: ``CRYOFAC_SECRET_KEY`` or a random key kept
 in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``config/``),
 ``TOKEN_TTL_H``, ``PASSWORD_TIME_COST``, ``PASSWORD_MEMORY_KIB``,
-``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``.
+``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``. ``CRYOFAC_DATABASE_URL``,
+``CRYOFAC_SECRET_KEY``, ``CRYOFAC_PASSWORD_TIME_COST`` and ``CRYOFAC_PASSWORD_MEMORY_KIB``
+in the environment give defaults that ``config`` overrides.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = os.environ.get("CRYOFAC_DATABASE_URL")
+    for key in ("PASSWORD_TIME_COST", "PASSWORD_MEMORY_KIB"):  # e.g. cheaper on a test box
+        if os.environ.get(f"CRYOFAC_{key}"):
+            app.config[key] = int(os.environ[f"CRYOFAC_{key}"])
     app.config.update(config or {})
     instance = Path(app.instance_path)
     if not app.config.get("DATABASE_URL") or not app.config.get("SECRET_KEY"):

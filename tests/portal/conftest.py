@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -99,10 +101,31 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture
-def world(migrated_url: str):
-    app = make_app(migrated_url)
+@pytest.fixture(scope="session")
+def sqlite_world_template(tmp_path_factory) -> tuple[Path, Facility]:
+    """A migrated, seeded SQLite file, built once and copied for each test (speed)."""
+    path = tmp_path_factory.mktemp("portal-template") / "world.sqlite3"
+    url = f"sqlite:///{path}"
+    portal_db.upgrade(url)
+    app = make_app(url)
     facility = seed_world(app)
+    app.extensions["cryofac.engine"].dispose()
+    return path, facility
+
+
+@pytest.fixture
+def world(database_url: str, request):
+    if database_url.startswith("sqlite:///"):
+        template, seeded = request.getfixturevalue("sqlite_world_template")
+        shutil.copyfile(template, database_url.removeprefix("sqlite:///"))
+        app = make_app(database_url)
+        facility = Facility(
+            app, seeded.password, dict(seeded.users), seeded.project_id, seeded.other_project_id
+        )
+    else:
+        portal_db.upgrade(database_url)
+        app = make_app(database_url)
+        facility = seed_world(app)
     yield facility
     app.extensions["cryofac.engine"].dispose()
 

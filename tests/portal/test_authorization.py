@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-import pytest
 import sqlalchemy as sa
 
 from portal.models import AcqSession
@@ -126,10 +125,16 @@ def test_every_state_changing_form_needs_a_csrf_token(world, client):
     assert ok.status_code == 302
 
 
-@pytest.mark.parametrize("payload", SQL_PAYLOADS)
-def test_sql_metacharacters_are_harmless(world, client, slot, payload):
+def test_sql_metacharacters_are_harmless(world, client, slot):
     alice = world.token(client, "alice")
-    start, end = slot(48, 4)
+    admin_client = world.app.test_client()
+    _login_cookie(admin_client, world.users["admin"], world.app)
+    for n, payload in enumerate(SQL_PAYLOADS):
+        _probe(world, client, admin_client, alice, slot, payload, n)
+
+
+def _probe(world, client, admin_client, alice, slot, payload, n):
+    start, end = slot(48 + 8 * n, 4)
     q = quote(payload)
     probes = [
         client.get(f"/api/v1/bookings?instrument_id={q}", headers=alice),
@@ -160,7 +165,6 @@ def test_sql_metacharacters_are_harmless(world, client, slot, payload):
         headers=alice,
     )
     assert noted.status_code == 201
-    _login_cookie(client, world.users["admin"], world.app)
     for url in (
         f"/calendar/{q}",
         f"/calendar/glacios1?week={q}",
@@ -168,9 +172,11 @@ def test_sql_metacharacters_are_harmless(world, client, slot, payload):
         f"/admin/audit?page={q}",
         f"/projects/{q}",
     ):
-        assert client.get(url).status_code in (200, 404), url
+        assert admin_client.get(url).status_code in (200, 404), url
     with world.db() as db:
         from portal.models import Booking, User
 
         assert db.scalar(sa.select(sa.func.count(User.id))) == len(world.users)
-        assert db.scalar(sa.select(Booking.note)) == payload
+        assert db.scalar(sa.select(Booking.note).where(Booking.id == noted.get_json()["id"])) == (
+            payload
+        )

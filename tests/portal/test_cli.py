@@ -9,6 +9,8 @@ from cryofac.cli import main
 
 def test_init_db_create_user_seed_demo(database_url, capsys, monkeypatch):
     monkeypatch.setenv("CRYOFAC_SECRET_KEY", "test")
+    monkeypatch.setenv("CRYOFAC_PASSWORD_TIME_COST", "1")
+    monkeypatch.setenv("CRYOFAC_PASSWORD_MEMORY_KIB", "256")
     assert main(["portal", "init-db", "--database-url", database_url]) == 0
     assert "4 instruments loaded" in capsys.readouterr().out
     assert main(["portal", "init-db", "--database-url", database_url]) == 0  # idempotent
