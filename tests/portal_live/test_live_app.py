@@ -193,3 +193,21 @@ def test_outsider_gets_404_on_every_run_and_download_url(live, outsider):
     member = live.app.test_client()
     live.login(member, "alice")
     assert member.get(f"/sessions/{sid}/run").status_code == 200
+
+
+def test_pages_of_a_session_without_a_run_yet(live, client):
+    from tests.portal_live.conftest import add_session
+
+    with live.db() as db:
+        waiting = add_session(db, live.project_id, live.users["alice"], None).id
+        db.commit()
+    live.login(client, "alice")
+    page = client.get(f"/sessions/{waiting}/run")
+    assert page.status_code == 200
+    assert "Processing has not started" in page.get_data(as_text=True)
+    status = client.get(f"/sessions/{waiting}/run/status.json").get_json()
+    assert status["has_run"] is False
+    assert client.get(f"/sessions/{waiting}/run/plots/time_drift").status_code == 404
+    headers = live.token(client, "alice")
+    files = client.get(f"/api/v1/sessions/{waiting}/files", headers=headers).get_json()
+    assert files == {"session_id": waiting, "files": []}
