@@ -61,7 +61,7 @@ from pipeline.cli import device_options, run_each, select_device
     "--threshold",
     type=float,
     default=None,
-    help="Peak threshold in robust SDs of the response map [blob 1.0, template 2.5].",
+    help="Peak threshold in robust SDs of the response map [blob 3.0, template 2.5].",
 )
 @click.option("--max-picks", type=click.IntRange(min=1), default=None, help="Keep the best N.")
 @device_options
@@ -135,7 +135,7 @@ def pick(
                 min_diameter_A=min_diameter,
                 max_diameter_A=max_diameter,
                 ctf=ctf,
-                threshold_sigma=1.0 if threshold is None else threshold,
+                threshold_sigma=3.0 if threshold is None else threshold,
                 max_picks=max_picks,
             )
         else:

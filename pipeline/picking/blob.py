@@ -1,21 +1,26 @@
-"""Blob picker: scale-normalised Laplacian-of-Gaussian between a minimum and maximum diameter.
+"""Blob picker: difference-of-discs (DoG of top-hats) or LoG between a min and max diameter.
 
-Works on raw, noisy micrographs (RELION LoG-style):
+Works on raw, noisy micrographs (RELION LoG-style, with these steps):
 
 1. Fourier-crop to ~1/20 of the particle diameter per pixel, CTF phase flip (or contrast
-   inversion without a CTF) so that particles are bright, Gaussian low-pass.
-2. Local normalisation: the local mean (Gaussian window of two diameters) is subtracted
+   inversion without a CTF) so that particles are bright, Gaussian low-pass at d/8.
+2. Contamination (ice balls, ethane, other objects much larger than a particle) is found
+   first, independently of the picks: dense regions above ``contamination_sigma`` robust SDs
+   that survive a morphological opening with a disc bigger than a particle. They are painted
+   over with the background level and no pick may lie on them.
+3. Local normalisation: the local mean (Gaussian window of two diameters) is subtracted
    against ice gradients, and responses are divided by the background noise SD, estimated
-   with peaks masked out (sigma clipping) so that thresholds mean the same at any density.
-3. Scale-normalised −σ²∇²G responses for diameters between ``min_diameter_A`` and
-   ``max_diameter_A`` (σ = r/√2 matches a disc of radius r); the maximum over scales.
-4. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
-   ``threshold_sigma`` background noise SDs of the response map.
-5. Screens: ice/ethane contamination (an upper threshold on the low-passed, particle-bright
-   image at ``contamination_ratio`` × the typical pick, dilated by 0.3 diameter) and carbon edges / empty areas (a local-variance test
-   of each pick against the population of picks). Rejected picks are kept by reason.
+   with peaks masked out (sigma clipping) so that a threshold means the same at any density.
+4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
+   scales): ``kernel="disc"`` (default) — mean inside the particle disc minus the mean of the
+   surrounding annulus, Gaussian-softened, which also centres hollow particles; or
+   ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
+5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
+   ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
+   the population of picks rejects carbon edges (far above the median) and empty areas (far
+   below). Rejected picks are kept by reason in ``Picks.rejected``.
 
-The figure of merit is the response height in background noise SDs.
+The figure of merit is the filter response in background noise SDs.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from pipeline.picking.common import (
     bin_and_flip,
     gaussian_blur,
     local_maxima,
-    ndimage,
     robust_stats,
     subpixel_offsets,
     values_at,
@@ -57,37 +61,106 @@ def log_response(image, diameters_px: list[float]):
     return best
 
 
+def _disc_spectrum(k, radius_px: float):
+    """Fourier transform of a unit-mean disc of ``radius_px``: 2·J1(2πkR)/(2πkR)."""
+    xp = backend.xp()
+    if backend.device() == "gpu":
+        from cupyx.scipy.special import j1
+    else:
+        from scipy.special import j1
+    x = 2.0 * math.pi * k * radius_px
+    safe = xp.where(x > 1e-6, x, 1.0)
+    return xp.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0)
+
+
+def disc_response(
+    image,
+    diameters_px: list[float],
+    inner: float = 0.9,
+    outer: float = 1.3,
+    edge: float = 0.075,
+):
+    """Max over scales of a difference-of-discs filter (a DoG of top-hats).
+
+    For diameter d: mean over a disc of radius ``inner``·d/2 minus the mean over the
+    surrounding annulus out to ``outer``·d/2, both softened by a Gaussian of ``edge``·d.
+    Unlike the LoG it weighs the whole particle evenly, so hollow particles (rings in
+    projection, e.g. apoferritin) peak at their centre rather than on their rim.
+    """
+    xp, fft = backend.xp(), backend.fft()
+    my, mx = image.shape
+    ky = xp.fft.fftfreq(my)[:, None]
+    kx = xp.fft.rfftfreq(mx)[None, :]
+    k = xp.sqrt(kx * kx + ky * ky)
+    spectrum = fft.rfft2(image)
+    best = None
+    for d in diameters_px:
+        r_in, r_out = 0.5 * inner * d, 0.5 * outer * d
+        disc_in = _disc_spectrum(k, r_in)
+        annulus = (r_out**2 * _disc_spectrum(k, r_out) - r_in**2 * disc_in) / (r_out**2 - r_in**2)
+        soft = xp.exp(-2.0 * math.pi**2 * (edge * d) ** 2 * k * k)
+        kernel = ((disc_in - annulus) * soft).astype(xp.float32)
+        response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+        best = response if best is None else xp.maximum(best, response)
+    return best
+
+
 def _disc(radius_px: float):
     radius = max(1, int(round(radius_px)))
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return backend.asarray((yy * yy + xx * xx) <= radius * radius)
 
 
+def _disc_count(mask, radius_px: float):
+    """Number of ``mask`` pixels within ``radius_px`` of every pixel (FFT convolution)."""
+    xp, fft = backend.xp(), backend.fft()
+    ny, nx = mask.shape
+    yy = xp.fft.fftfreq(ny, d=1.0 / ny)[:, None]
+    xx = xp.fft.fftfreq(nx, d=1.0 / nx)[None, :]
+    disc = ((yy * yy + xx * xx) <= radius_px * radius_px).astype(xp.float32)
+    counts = fft.irfft2(fft.rfft2(mask.astype(xp.float32)) * fft.rfft2(disc), s=(ny, nx))
+    return counts, float(disc.sum())
+
+
+def dilate(mask, radius_px: float):
+    """Binary dilation by a disc (FFT-based: fast for large discs, same code on GPU)."""
+    counts, _ = _disc_count(mask, radius_px)
+    return counts > 0.5
+
+
+def erode(mask, radius_px: float):
+    """Binary erosion by a disc (FFT-based); the outside of the image counts as empty."""
+    counts, area = _disc_count(mask, radius_px)
+    return counts > area - 0.5
+
+
 def contamination_mask(
     bright,
     diameter_px: float,
-    candidates: tuple[np.ndarray, np.ndarray],
-    ratio: float = 5.0,
-    dilate_fraction: float = 0.3,
+    sigma_threshold: float = 3.0,
+    open_fraction: float = 0.6,
+    dilate_fraction: float = 0.1,
 ):
-    """Pixels of ice/ethane contamination: regions far denser than the picked particles.
+    """Pixels of ice/ethane contamination and other large dense objects.
 
-    ``bright`` is the particle-bright binned image, low-passed at a quarter diameter. Ice
-    balls and ethane drops are many times denser than protein, so pixels brighter than
-    ``ratio`` × the median value at the candidate picks (and at least 3 robust SDs of the
-    field) are contamination; the mask is dilated by ``dilate_fraction`` × diameter (rims).
+    ``bright`` is the particle-bright binned image, low-passed at a quarter diameter and
+    expressed in robust SDs of the field. Pixels above ``sigma_threshold`` form blobs; a
+    morphological opening with a disc of radius ``open_fraction`` × diameter removes
+    everything particle-sized (even touching pairs) and keeps objects much larger than a
+    particle (ice balls, ethane drops), to which a rim of ``dilate_fraction`` × diameter is
+    added. Particles touching a contaminant stay outside the mask.
     """
-    ndi = ndimage()
     smooth = gaussian_blur(bright, max(1.0, diameter_px / 4.0))
     step = max(1, smooth.shape[0] // 256)
     field_med, field_sd = robust_stats(smooth[::step, ::step])
-    z = (smooth - field_med) / field_sd
-    rows, cols = candidates
-    typical = float(np.median(values_at(z, rows, cols))) if len(rows) else 0.0
-    mask = z > max(3.0, ratio * typical)
-    if bool(mask.any()):
-        mask = ndi.binary_dilation(mask, structure=_disc(dilate_fraction * diameter_px))
-    return mask
+    dense = (smooth - field_med) / field_sd > sigma_threshold
+    if not bool(dense.any()):
+        return dense
+    radius = open_fraction * diameter_px
+    opened = dilate(erode(dense, radius), radius)
+    if not bool(opened.any()):
+        return opened
+    return dilate(opened, dilate_fraction * diameter_px)
 
 
 def local_std(image, diameter_px: float):
@@ -106,9 +179,11 @@ def pick_blobs(
     min_diameter_A: float | None = None,
     max_diameter_A: float | None = None,
     ctf: CTFParams | None = None,
+    kernel: str = "disc",
+    n_scales: int = 3,
     threshold_sigma: float = 3.0,
     nms_fraction: float = 0.8,
-    contamination_ratio: float = 5.0,
+    contamination_sigma: float = 3.0,
     variance_ratio: float = 3.0,
     max_picks: int | None = None,
 ) -> Picks:
@@ -121,8 +196,10 @@ def pick_blobs(
     micrograph = backend.asarray(micrograph)
     if micrograph.ndim != 2:
         raise ValueError(f"a micrograph must be a 2D image (got shape {tuple(micrograph.shape)})")
-    dmin = min_diameter_A or 0.8 * diameter_A
-    dmax = max_diameter_A or 1.2 * diameter_A
+    dmin = min_diameter_A or diameter_A
+    dmax = max_diameter_A or diameter_A
+    if dmin > dmax:
+        raise ValueError(f"min diameter {dmin} Å is larger than max diameter {dmax} Å")
     if min(micrograph.shape) * pixel_size_A < 3 * dmax:
         raise ValueError(
             f"micrograph ({micrograph.shape[1]}x{micrograph.shape[0]} px) is too small "
@@ -133,14 +210,35 @@ def pick_blobs(
     )
     p = binned.pixel_size_A
     d_px = diameter_A / p
+    # contamination first (independent of the picks); it is painted over with the
+    # background level so that its edges do not ring through the filters
+    xp = backend.xp()
+    mask = contamination_mask(binned.image, d_px, contamination_sigma)
+    image = binned.image
+    if bool(mask.any()) and bool((~mask).any()):
+        image = xp.where(mask, xp.median(image[~mask]), image)
     # flatten the background (ice gradients) by subtracting a local mean over 2 diameters
-    flattened = binned.image - gaussian_blur(binned.image, 2.0 * d_px)
-    scales = list(np.linspace(dmin / p, dmax / p, 3))
-    response = log_response(flattened, scales)
+    flattened = image - gaussian_blur(image, 2.0 * d_px)
+    scales = list(np.linspace(dmin / p, dmax / p, n_scales)) if dmax > dmin else [d_px]
+    if kernel == "log":
+        response = log_response(flattened, scales)
+    elif kernel == "disc":
+        response = disc_response(flattened, scales)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r} (use disc or log)")
     border = int(math.ceil(d_px / 2.0))
-    rows, cols, heights = local_maxima(response, nms_fraction * d_px, 0.0, border)
-    # the LoG kernel has zero mean, so the background response is centred on 0
-    noise = background_sigma(response, rows, cols, heights, 0.6 * d_px, border)
+    rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
+    in_mask = values_at(mask, rows, cols).astype(bool)
+    # both kernels have zero mean, so the background response is centred on 0
+    noise = background_sigma(
+        response,
+        rows[~in_mask],
+        cols[~in_mask],
+        heights[~in_mask],
+        0.6 * d_px,
+        border,
+        exclude=mask,
+    )
     z = response / noise
     heights = heights / noise
     rejected: dict[str, np.ndarray] = {}
@@ -156,15 +254,11 @@ def pick_blobs(
         rejected[reason] = to_xy(rows[bad], cols[bad])
         rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
 
-    strong = heights >= threshold_sigma
-    mask = contamination_mask(binned.image, d_px, (rows[strong], cols[strong]), contamination_ratio)
-    if rows.size:
-        reject("contamination", values_at(mask, rows, cols).astype(bool))
+    reject("contamination", in_mask)
     reject("below_threshold", heights < threshold_sigma)
     if rows.size > 8:
         # contamination is already handled: blank it so that its edges do not count here
-        # contamination is already handled: blank it so that its edges do not count here
-        spread = local_std(backend.xp().where(mask, 0.0, binned.image), d_px)
+        spread = local_std(flattened, d_px)
         values = values_at(spread, rows, cols)
         vmed = float(np.median(values))
         high = values > variance_ratio * vmed  # carbon edges and other strong steps

@@ -214,6 +214,7 @@ def background_sigma(
     border_px: int,
     clip_sigma: float = 2.0,
     iterations: int = 5,
+    exclude=None,
 ) -> float:
     """Noise SD of a detection map, excluding discs around strong peaks (sigma clipping).
 
@@ -226,6 +227,8 @@ def background_sigma(
     ny, nx = response.shape
     inner = xp.zeros((ny, nx), dtype=bool)
     inner[border_px : ny - border_px, border_px : nx - border_px] = True
+    if exclude is not None:
+        inner &= ~exclude
     sd = float(response[inner].std())
     radius = max(1, int(round(radius_px)))
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]

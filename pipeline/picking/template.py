@@ -155,7 +155,7 @@ def pick_templates(
     threshold_sigma: float = 2.5,
     nms_fraction: float = 0.8,
     mask_fraction: float = 1.1,
-    contamination_ratio: float = 5.0,
+    contamination_sigma: float = 3.0,
     variance_ratio: float = 3.0,
     max_picks: int | None = None,
 ) -> TemplatePicks:
@@ -195,7 +195,7 @@ def pick_templates(
         rejected[reason] = to_xy(rows[bad], cols[bad])
         rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
 
-    cmask = contamination_mask(binned.image, d_px, (rows, cols), contamination_ratio)
+    cmask = contamination_mask(binned.image, d_px, contamination_sigma)
     if rows.size:
         reject("contamination", values_at(cmask, rows, cols).astype(bool))
     if rows.size > 8:
