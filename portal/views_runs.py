@@ -141,12 +141,13 @@ def run_page(session_id: int):
     project = db.get(Project, session.project_id)
     instrument = db.get(Instrument, session.instrument_id)
     status = run_status(session, run)
-    classes = []
-    if run is not None and run.output_path("classes2d") is not None:
+    classes_path = run.output_path("classes2d") if run is not None else None
+    class_count = None
+    if classes_path is not None and classes_path.suffix.lower() != ".png":
         try:
-            classes = read_classes2d(run.output_path("classes2d"))
+            class_count = len(read_classes2d(classes_path))
         except Exception:  # a half-written stack: show no classes rather than fail
-            classes = []
+            classes_path = None
     mic, ps = run.latest_thumbnails() if run else (None, None)
     files = service.downloadables(session)
     return render_template(
@@ -157,7 +158,8 @@ def run_page(session_id: int):
         run=run,
         status=status,
         plot_groups=PLOT_GROUPS,
-        classes=classes,
+        has_classes=classes_path is not None,
+        class_count=class_count,
         has_mic=mic is not None,
         has_ps=ps is not None,
         files=files,

@@ -160,6 +160,9 @@ def map_slices(run: RunFolder, fmt: str = "png") -> bytes:
     import numpy as np
 
     path = run.output_path("map")
+    prerendered = run.output_path("slices_png")
+    if path is None and prerendered is not None and fmt == "png":
+        return prerendered.read_bytes()
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -200,6 +203,8 @@ def class_gallery(run: RunFolder, fmt: str = "png", max_classes: int = 48) -> by
     from matplotlib.figure import Figure
 
     path = run.output_path("classes2d")
+    if path is not None and path.suffix.lower() == ".png":
+        return path.read_bytes()  # the workflow rendered the gallery itself
     classes = read_classes2d(path)[:max_classes] if path is not None else []
     cols = 8
     rows = max(1, math.ceil(len(classes) / cols))
@@ -234,7 +239,7 @@ def _renderer(name: str) -> tuple[Callable[[RunFolder], bytes], str, tuple[str, 
     if name == "fsc":
         return fsc_plot, "image/svg+xml", ("fsc_star",)
     if name == "slices":
-        return map_slices, "image/png", ("map",)
+        return map_slices, "image/png", ("map", "slices_png")
     if name == "classes2d":
         return class_gallery, "image/png", ("classes2d",)
     raise KeyError(name)

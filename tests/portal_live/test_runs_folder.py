@@ -174,3 +174,35 @@ def test_processing_summary_for_the_session_api(tmp_path):
     assert summary["median_defocus_A"] == 10300.0
     assert summary["median_particles_per_micrograph"] == 103.0
     assert summary["resolution_A"] == 4.0 and summary["keeping_up"] is True
+
+
+def test_prerendered_class_gallery_and_slices_are_served_as_is(tmp_path):
+    root = make_run(tmp_path / "run", with_outputs=False)
+    data = json.loads((root / "summary.json").read_text())
+    png = (root / "thumbnails").glob("*_mic.png").__next__().read_bytes()
+    (root / "classes2d.png").write_bytes(png)
+    (root / "slices.png").write_bytes(png)
+    data["outputs"].update(classes2d="classes2d.png", slices_png="slices.png")
+    (root / "summary.json").write_text(json.dumps(data))
+    run = read_run(root)
+    cache = PlotCache()
+    assert cache.get(run, "classes2d") == (png, "image/png")
+    assert cache.get(run, "slices") == (png, "image/png")
+
+
+def test_reader_agrees_with_the_workflow_writer(tmp_path):
+    """The run-folder contract seen from both sides: workflows writes, portal reads."""
+    summary_writer = pytest.importorskip("workflows.summary")
+    from portal.runs.folder import MOVIE_COLUMNS, OUTPUT_KEYS
+
+    assert tuple(summary_writer.MOVIE_COLUMNS) == MOVIE_COLUMNS
+    assert tuple(summary_writer.OUTPUT_FILES) == OUTPUT_KEYS
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    summary_writer.write_summary(out, raw, "running")
+    run = read_run(out)
+    assert run.summary.state == "running"
+    assert run.summary.movies_processed == 0 and run.movies == []
+    assert run.summary.updated_at is not None and run.summary.updated_at.tzinfo is not None
