@@ -484,16 +484,22 @@ def run_once(
     final: bool,
 ) -> None:
     """One Snakemake invocation; raises :class:`WorkflowFailed` with one line on error."""
-    from workflows import summary
+    from workflows import batching, summary
 
     command = snakemake_command(raw_dir, out, config_files, profile, cores, dry_run)
     log_path = out / STATE_DIR / "snakemake.out"
     log_path.write_text("")
     run = Run(command, log_path, show_progress=sys.stderr.isatty() and not dry_run)
 
+    def scan():
+        movies = config["movies"]
+        return batching.scan_movies(
+            raw_dir, movies["patterns"], movies["exclude"], movies["quiet_period_s"]
+        )
+
     def refresh() -> None:
         with contextlib.suppress(OSError, ValueError):  # retried at the next refresh
-            summary.write_summary(out, raw_dir, "running")
+            summary.write_summary(out, raw_dir, "running", scan())
 
     code = run(refresh=None if dry_run else refresh)
     output = "\n".join(run.output)
@@ -503,14 +509,14 @@ def run_once(
         click.echo(_job_table(output))
         return
     if run.terminated_by is not None:
-        summary.write_summary(out, raw_dir, "idle")
+        summary.write_summary(out, raw_dir, "idle", scan())
         raise WorkflowFailed(
             f"stopped by signal {signal.Signals(run.terminated_by).name}; "
             "run the same command again to continue"
         )
     if code != 0:
         with contextlib.suppress(OSError, ValueError):
-            summary.write_summary(out, raw_dir, "failed")
+            summary.write_summary(out, raw_dir, "failed", scan())
         raise WorkflowFailed(explain_failure(output, out))
 
 

@@ -22,7 +22,9 @@ rule motioncorr:
     input:
         inputs="batches/{batch}/movies.txt",
         movies=batch_movies,
-        gain=GAIN or [],
+        # ancient: acquisition software may rewrite the same gain reference when it
+        # resumes; that must not redo every batch (a new gain needs a new run folder)
+        gain=ancient(GAIN) if GAIN else [],
     output:
         status="batches/{batch}/motioncorr/status.tsv",
         ok="batches/{batch}/motioncorr/ok.txt",
