@@ -22,7 +22,7 @@ from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
 from portal.domain.errors import BookingRuleViolation, PortalError
-from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project
+from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
 from portal.views import login_required
 
 bp = Blueprint("calendar", __name__)
@@ -125,7 +125,35 @@ def mine():
     rows = db.scalars(
         sa.select(Booking).where(Booking.user_id == g.user.id).order_by(Booking.start_at.desc())
     ).all()
-    return render_template("my_bookings.html", bookings=rows, tz=facility_tz())
+    waiting = db.scalars(
+        sa.select(WaitlistEntry)
+        .where(WaitlistEntry.user_id == g.user.id, WaitlistEntry.state.in_(("waiting", "offered")))
+        .order_by(WaitlistEntry.start_at)
+    ).all()
+    return render_template("my_bookings.html", bookings=rows, waiting=waiting, tz=facility_tz())
+
+
+@bp.post("/waitlist")
+@login_required
+def join_waitlist():
+    db = get_db()
+    form = request.form
+    tz = facility_tz()
+    try:
+        booking_rules.join_waitlist(
+            db,
+            g.user,
+            form.get("instrument_id", ""),
+            _int(form.get("project_id"), "project"),
+            _local_time(form.get("start", ""), tz, "start"),
+            _local_time(form.get("end", ""), tz, "end"),
+        )
+        db.commit()
+        flash("You are on the waitlist; you will be offered the slot if it is freed.")
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    return redirect(url_for("calendar.mine"))
 
 
 def _bookable_projects():
@@ -179,6 +207,7 @@ def new():
         form=form,
         error=error,
         rule=rule,
+        conflict=status == 409,
     ), status
 
 

@@ -133,3 +133,36 @@ def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
     _login(client, world, "admin")
     audit = client.get("/admin/audit?entity=booking").get_data(as_text=True)
     assert "approve" in audit and "fits the schedule" in audit and "staff" in audit
+
+
+def test_waitlist_through_the_pages(world, client, slot):
+    alice = world.token(client, "alice")
+    start, end = slot(60, 6)
+    held = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": "glacios1",
+            "project_id": world.project_id,
+            "start": start,
+            "end": end,
+        },
+        headers=alice,
+    ).get_json()
+    _login(client, world, "mallory")
+    token = _csrf(client, "/bookings/new")
+    form = {
+        "csrf_token": token,
+        "instrument_id": "glacios1",
+        "project_id": str(world.other_project_id),
+        "start": start,
+        "end": end,
+    }
+    taken = client.post("/bookings/new", data=form)
+    assert taken.status_code == 409 and "Join the waitlist" in taken.get_data(as_text=True)
+    assert client.post("/waitlist", data=form).status_code == 302
+    assert "waiting" in client.get("/bookings/mine").get_data(as_text=True)
+    assert client.delete(f"/api/v1/bookings/{held['id']}", headers=alice).status_code == 204
+    mine = client.get("/bookings/mine").get_data(as_text=True)
+    assert "slot freed" in mine and "Book it" in mine
+    assert client.post("/bookings/new", data=form).status_code == 302
+    assert "slot freed" not in client.get("/bookings/mine").get_data(as_text=True)
