@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
 from pipeline.reconstruction.refine import Workspace, backproject_particles, lowpass
+from pipeline.reconstruction.symmetry import asymmetric_grid
 
 
 def centre_of_mass_px(volume) -> np.ndarray:
@@ -63,6 +64,7 @@ def abinitio(
     max_shift_A: float | None = None,
     forget: float = 0.6,
     progress: Callable[[str], None] | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """An initial model (N, N, N) numpy float32 from particles ``subset`` with no reference."""
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
@@ -86,7 +88,7 @@ def abinitio(
         radius = ws.radius_px(res)
         step = min(20.0, max(7.5, math.degrees(1.3 / radius)))
         data = ws.search_data(res)
-        grid = search.so3_grid(step)
+        grid = asymmetric_grid(search.so3_grid(step), ws.symmetry)
         refs = fourier.project(fourier.pad_fourier(volume), grid, ws.plane, data.count)
         shift_step = max(1.0, min(res / (3 * pix), 4.0))
         shifts = search.shift_grid(max_shift_A / pix, shift_step)
@@ -106,6 +108,8 @@ def abinitio(
             1.0, (it + 1) / max(1, n_iterations - 1)
         )
         volume = lowpass(volume, next_res, pix)
+        if callback:
+            callback(it, volume)
         if progress:
             progress(f"ab-initio iteration {it}: {res:.1f} Å, step {step:.1f}°")
     return backend.to_numpy(volume)

@@ -4,7 +4,8 @@ Each image's half-plane Fourier values X, CTF c and noise power σ²(k) are inse
 into a ×2 padded 3D grid by trilinear spreading: data += c·X/σ², weight += c²/σ².
 The map is data / (weight + 1/τ²(k)) where the per-shell regulariser comes from the
 spectral SNR (from the half-map FSC, ``SSNR = FSC/(1−FSC)``), followed by the
-inverse FFT, cropping and gridding correction.
+inverse FFT, cropping and gridding correction; with a point-group symmetry the
+map is then averaged over the group.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier
-from pipeline.reconstruction.symmetry import symmetrise_poses
+from pipeline.reconstruction.symmetry import symmetrise_volume
 
 
 def radius_grid(size: int):
@@ -65,13 +66,11 @@ class Backprojector:
         inv = xp.ones(count, dtype=xp.float32) if noise_inv is None else noise_inv[:count]
         for start in range(0, n, batch):
             stop = min(n, start + batch)
-            sym_rot = symmetrise_poses(rot[start:stop], self.symmetry)
-            nsym = sym_rot.shape[0] // (stop - start)
             c = backend.asarray(ctf[start:stop], dtype=xp.float32)
             x = backend.asarray(values[start:stop], dtype=xp.complex64)
-            vals = xp.repeat(c * x * inv, nsym, axis=0)
-            wts = xp.repeat(c * c * inv, nsym, axis=0)
-            coords = fourier.plane_coords(sym_rot, plane, count)
+            vals = c * x * inv
+            wts = c * c * inv
+            coords = fourier.plane_coords(rot[start:stop], plane, count)
             d, w = fourier.scatter(self.data.shape, coords, vals, wts)
             self.data += d
             self.weight += w
@@ -115,7 +114,7 @@ class Backprojector:
         denom = weight + reg
         out = xp.where(denom > 0, data / xp.maximum(denom, 1e-30), 0).astype(xp.complex64)
         out[rad > max_radius_px] = 0
-        return fourier.unpad_fourier(out, self.box)
+        return symmetrise_volume(fourier.unpad_fourier(out, self.box), self.symmetry)
 
 
 def reconstruct(

@@ -31,6 +31,7 @@ class ParticleImages:
     ctf_params: list[CTFParams]
     pixel_size_A: float
     table: object  # pipeline.io.particles.ParticleTable
+    star_path: Path
 
     @property
     def box(self) -> int:
@@ -118,8 +119,9 @@ def load_particles(star_path: str | Path) -> ParticleImages:
             float(cs),
             float(ac),
             float(ps),
+            float(b),
         )
-        for u, v, a, kv, cs, ac, ps in zip(
+        for u, v, a, kv, cs, ac, ps, b in zip(
             p["rlnDefocusU"],
             p["rlnDefocusV"],
             p["rlnDefocusAngle"],
@@ -127,10 +129,11 @@ def load_particles(star_path: str | Path) -> ParticleImages:
             optics["rlnSphericalAberration"],
             optics["rlnAmplitudeContrast"],
             p["rlnPhaseShift"] if "rlnPhaseShift" in p.columns else np.zeros(len(p)),
+            p["rlnCtfBfactor"] if "rlnCtfBfactor" in p.columns else np.zeros(len(p)),
             strict=True,
         )
     ]
-    return ParticleImages(normalise(images), params, pixel, table)
+    return ParticleImages(normalise(images), params, pixel, table, star_path)
 
 
 def half_plane_ctfs(params: list[CTFParams], plane: fourier.HalfPlane, pixel_size_A: float):
@@ -139,8 +142,12 @@ def half_plane_ctfs(params: list[CTFParams], plane: fourier.HalfPlane, pixel_siz
     kx = backend.asarray(plane.kx / (plane.box * pixel_size_A), dtype=xp.float64)
     ky = backend.asarray(plane.ky / (plane.box * pixel_size_A), dtype=xp.float64)
     out = xp.empty((len(params), kx.size), dtype=xp.float32)
+    k2 = kx * kx + ky * ky
     for i, p in enumerate(params):
-        out[i] = ctf_from_chi(chi(kx, ky, p), p.amplitude_contrast)
+        values = ctf_from_chi(chi(kx, ky, p), p.amplitude_contrast)
+        if p.bfactor_A2:
+            values = values * xp.exp(-p.bfactor_A2 * k2 / 4.0)
+        out[i] = values
     return out
 
 

@@ -24,6 +24,7 @@ from pipeline.reconstruction import fourier, search
 from pipeline.reconstruction.backproject import Backprojector
 from pipeline.reconstruction.fsc import fsc as fsc_curve
 from pipeline.reconstruction.fsc import resolution_at
+from pipeline.reconstruction.symmetry import asymmetric_grid
 
 
 @dataclass
@@ -151,8 +152,10 @@ def refine(
     global_step_deg: float = 7.5,
     max_shift_A: float | None = None,
     max_iterations: int = 8,
+    global_iterations: int = 3,
     mask_radius_frac: float = 0.45,
     progress: Callable[[str], None] | None = None,
+    callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
     """Gold-standard refinement of particles ``subset`` (default: all) from ``initial_volume``."""
     xp = backend.xp()
@@ -179,26 +182,33 @@ def refine(
         search_res = res if it == 0 else ws.resolution_A(min(ws.radius_px(res) + 3, box // 2 - 1))
         data = ws.search_data(search_res)
         radius = ws.radius_px(search_res)
+        local_only = it >= global_iterations
+        step = angular_step_deg(radius, box / 2)
         for h, idx in enumerate(groups):
             fgrid = fourier.pad_fourier(maps[h])
-            if it == 0:
-                grid = search.so3_grid(global_step_deg)
+            if not local_only:
+                gstep = max(global_step_deg, min(2 * global_step_deg, step))
+                grid = asymmetric_grid(search.so3_grid(gstep), ws.symmetry)
                 refs = fourier.project(fgrid, grid, ws.plane, data.count)
-                shift_step = max(1.0, min(search_res / (4 * pix), 3.0))
-                shifts = search.shift_grid(max_shift_A / pix, shift_step)
-                best, sh, _ = search.global_search(refs, data, idx, shifts)
+                if it == 0:
+                    shift_step = max(1.0, min(search_res / (4 * pix), 3.0))
+                    shifts = search.shift_grid(max_shift_A / pix, shift_step)
+                    best, org, _ = search.global_search(refs, data, idx, shifts)
+                else:
+                    shift_step = 1.0
+                    shifts = search.shift_grid(1.0, 1.0)
+                    best, org, _ = search.global_search(refs, data, idx, shifts, origins[idx])
                 rotations[idx] = grid[best]
-                origins[idx] = sh
+                origins[idx] = org
                 del refs
-                steps = [global_step_deg / 2, global_step_deg / 4]
-                shift_steps = [shift_step / 2, shift_step / 4]
+                steps = [gstep / 2, gstep / 4, gstep / 4]
+                shift_steps = [shift_step / 2, shift_step / 4, shift_step / 4]
             else:
-                step = angular_step_deg(radius, box / 2)
-                steps = [2 * step, step, step / 2]
-                shift_steps = [1.0, 0.5, 0.25]
-            for step, sstep in zip(steps, shift_steps, strict=True):
+                steps = [2 * step, step, step, step / 2]
+                shift_steps = [1.0, 0.5, 0.5, 0.25]
+            for step_deg, sstep in zip(steps, shift_steps, strict=True):
                 r, o, _ = search.local_search(
-                    fgrid, data, idx, rotations[idx], origins[idx], step, sstep
+                    fgrid, data, idx, rotations[idx], origins[idx], step_deg, sstep
                 )
                 rotations[idx], origins[idx] = r, o
             # keep origins inside the search range
@@ -211,6 +221,8 @@ def refine(
         curve = fsc_curve(new_maps[0] * mask, new_maps[1] * mask)
         res = resolution_at(curve, box, pix, 0.143)
         maps = new_maps
+        if callback:
+            callback(it, maps, rotations, origins)
         elapsed = time.perf_counter() - t0
         history.append(
             {
@@ -227,7 +239,7 @@ def refine(
             stall = 0
         else:
             stall += 1
-            if stall >= 2 and it >= 3:
+            if stall >= 2 and it >= global_iterations + 1:
                 break
     del xp
     return RefineResult(

@@ -82,39 +82,50 @@ class SearchData:
     count: int  # pixels used: the prefix of the radius-sorted half plane
 
 
-def _y_terms(values, ctf, noise_inv, phases):
-    """Y[b, s, :] = [Re, −Im] of c·w·conj(X·φ_s) as (B, S, 2K) float32."""
+def _phases(origins_px, data: SearchData, count: int):
+    """Re-centring phases (b, S, K) for per-particle candidate origins (b, S, 2) pixels."""
     xp = backend.xp()
-    xw = xp.conj(values) * (ctf * noise_inv)[:, :]
-    y = xw[:, None, :] * xp.conj(phases)[None, :, :]
-    return xp.concatenate([y.real, -y.imag], axis=-1).astype(xp.float32)
+    org = backend.asarray(origins_px, dtype=xp.float32)
+    kx = backend.asarray(data.plane.kx[:count], dtype=xp.float32)
+    ky = backend.asarray(data.plane.ky[:count], dtype=xp.float32)
+    arg = (2.0 * np.pi / data.plane.box) * (org[..., 0, None] * kx + org[..., 1, None] * ky)
+    return (xp.cos(arg) + 1j * xp.sin(arg)).astype(xp.complex64)
 
 
 def global_search(
-    refs, data: SearchData, idx: np.ndarray, shifts_px: np.ndarray, max_elems: int = 40_000_000
+    refs,
+    data: SearchData,
+    idx: np.ndarray,
+    shifts_px: np.ndarray,
+    centres_px: np.ndarray | None = None,
+    max_elems: int = 40_000_000,
 ):
-    """Best reference, shift and score of each particle ``idx`` over every reference (R, K) and shift.
+    """Best reference, origin and score of each particle ``idx`` over every reference (R, K)
+    and every candidate origin ``centres_px[i] + shifts_px`` (pixels; centres default 0).
 
-    Returns numpy (best_ref (n,), best_shift (n, 2) pixels, score (n,)).
+    Returns numpy (best_ref (n,), best_origin (n, 2) pixels, score (n,)).
     """
     xp = backend.xp()
     count = data.count
     n_ref = refs.shape[0]
-    phases = fourier.shift_phases(shifts_px, data.plane, count)
-    n_shift = phases.shape[0]
+    shifts_px = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2)
+    n_shift = shifts_px.shape[0]
+    centres = np.zeros((len(idx), 2)) if centres_px is None else np.asarray(centres_px)
     p_cat = xp.concatenate([refs.real, refs.imag], axis=-1).astype(xp.float32)  # (R, 2K)
     p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
     inv = data.noise_inv[:count]
     batch = max(1, int(max_elems // max(1, n_ref * n_shift)))
     best_r = np.empty(len(idx), dtype=np.int64)
-    best_s = np.empty(len(idx), dtype=np.int64)
+    best_o = np.empty((len(idx), 2))
     best = np.empty(len(idx))
     for start in range(0, len(idx), batch):
         sel = backend.asarray(idx[start : start + batch])
         x = data.values[sel, :count]
         c = data.ctf[sel, :count]
         b = x.shape[0]
-        y = _y_terms(x, c, inv, phases).reshape(b * n_shift, 2 * count)
+        cand = centres[start : start + b, None, :] + shifts_px[None]  # (b, S, 2)
+        y = xp.conj(x[:, None, :] * _phases(cand, data, count)) * (c * inv)[:, None, :]
+        y = xp.concatenate([y.real, -y.imag], axis=-1).reshape(b * n_shift, 2 * count)
         cross = p_cat @ y.T  # (R, B·S)
         norm = p_pow @ ((c * c) * inv).T  # (R, B)
         score = cross.reshape(n_ref, b, n_shift) / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]
@@ -123,9 +134,9 @@ def global_search(
         top = xp.take_along_axis(score, arg[:, None], axis=1)[:, 0]
         arg = backend.to_numpy(arg)
         best_r[start : start + b] = arg // n_shift
-        best_s[start : start + b] = arg % n_shift
+        best_o[start : start + b] = cand[np.arange(b), arg % n_shift]
         best[start : start + b] = backend.to_numpy(top)
-    return best_r, np.asarray(shifts_px)[best_s], best
+    return best_r, best_o, best
 
 
 def _neighbourhood(step_deg: float) -> np.ndarray:
@@ -159,8 +170,6 @@ def local_search(
     new_rot = np.array(rotations, dtype=np.float64, copy=True)
     new_org = np.array(origins_px, dtype=np.float64, copy=True)
     scores = np.empty(len(idx))
-    kx = backend.asarray(data.plane.kx[:count], dtype=xp.float32)
-    ky = backend.asarray(data.plane.ky[:count], dtype=xp.float32)
     for start in range(0, len(idx), batch):
         stop = min(len(idx), start + batch)
         b = stop - start
@@ -170,14 +179,8 @@ def local_search(
         sel = backend.asarray(idx[start:stop])
         x = data.values[sel, :count]
         c = data.ctf[sel, :count]
-        # per-particle shifts: origin + offsets
-        org = backend.asarray(new_org[start:stop], dtype=xp.float32)[:, None, :] + backend.asarray(
-            offsets, dtype=xp.float32
-        )
-        arg = (2.0 * np.pi / data.plane.box) * (
-            org[..., 0, None] * kx + org[..., 1, None] * ky
-        )  # (b, S, K)
-        ph = (xp.cos(arg) + 1j * xp.sin(arg)).astype(xp.complex64)
+        cand_org = new_org[start:stop, None, :] + offsets[None]  # (b, S, 2)
+        ph = _phases(cand_org, data, count)
         y = xp.conj(x[:, None, :] * ph) * (c * inv)[:, None, :]  # (b, S, K)
         y_cat = xp.concatenate([y.real, -y.imag], axis=-1)  # (b, S, 2K)
         p_cat = xp.concatenate([refs.real, refs.imag], axis=-1)  # (b, J, 2K)

@@ -1,0 +1,247 @@
+"""The ``cryofac reconstruct`` workflow: 2D classification → ab-initio → gold-standard
+refinement → post-processing, in a resumable output folder.
+
+Each stage writes its result atomically and is skipped when the folder already
+holds it (``class2d.npz``, ``abinitio.mrc``, ``refine.npz`` + half-maps); the final
+``result.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cryofac.errors import CryofacError
+
+
+class ReconstructionError(CryofacError):
+    """The reconstruction cannot run with these inputs or options."""
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_fsc_star(path: Path, curve: np.ndarray, box: int, pixel_size_A: float) -> None:
+    """``fsc.star``: rlnSpectralIndex, rlnResolution (1/Å), rlnAngstromResolution, rlnFourierShellCorrelation."""
+    import pandas as pd
+    import starfile
+
+    from pipeline.reconstruction.fsc import shell_frequencies
+
+    freq = shell_frequencies(box, pixel_size_A)
+    with np.errstate(divide="ignore"):
+        angstrom = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 999.0)
+    frame = pd.DataFrame(
+        {
+            "rlnSpectralIndex": np.arange(len(curve)),
+            "rlnResolution": freq,
+            "rlnAngstromResolution": angstrom,
+            "rlnFourierShellCorrelation": np.asarray(curve, dtype=float),
+        }
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    starfile.write({"fsc": frame}, tmp, overwrite=True, float_format="%.6f")
+    os.replace(tmp, path)
+
+
+def run_reconstruction(
+    particles_star: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    symmetry: str = "C1",
+    n_classes: int = 4,
+    class_iterations: int = 6,
+    abinitio_iterations: int = 20,
+    refine_iterations: int = 8,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run (or resume) the whole reconstruction; returns the ``result.json`` content."""
+    from pipeline.io.mrc import read_mrc, write_mrc
+    from pipeline.reconstruction import abinitio, class2d, postprocess, refine
+    from pipeline.reconstruction.fsc import fsc, resolution_at
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.symmetry import symmetry_matrices
+
+    say = progress or (lambda message: None)
+    symmetry_matrices(symmetry)  # validate early
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    particles = load_particles(particles_star)
+    if n_classes < 1:
+        raise ReconstructionError(f"--classes must be at least 1 (got {n_classes})")
+    if len(particles) < n_classes:
+        raise ReconstructionError(
+            f"{particles_star}: {len(particles)} particles are fewer than the {n_classes} 2D classes"
+        )
+    if len(particles) < 20:
+        raise ReconstructionError(
+            f"{particles_star}: {len(particles)} particles are too few for a gold-standard reconstruction"
+        )
+    pix, box = particles.pixel_size_A, particles.box
+    ws = refine.build_workspace(particles.images, particles.ctf_params, pix, symmetry)
+    timings["load_s"] = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+
+    # 2D classification
+    t = time.perf_counter()
+    path_2d = out / "class2d.npz"
+    if path_2d.exists():
+        saved = np.load(path_2d)
+        assignment, selected = saved["assignment"], saved["selected"]
+        counts, scores = saved["counts"], saved["scores"]
+        timings["class2d_s"] = float(saved["seconds"])
+        say("2D classification: reused")
+    else:
+        c2d = class2d.classify_2d(ws, n_classes, rng, n_iterations=class_iterations, progress=say)
+        assignment, selected, counts, scores = c2d.assignment, c2d.selected, c2d.counts, c2d.scores
+        write_mrc(out / "class_averages.mrcs", c2d.averages, pix, stack=True)
+        timings["class2d_s"] = time.perf_counter() - t
+        _save_npz(
+            path_2d,
+            assignment=assignment,
+            selected=selected,
+            counts=counts,
+            scores=scores,
+            seconds=timings["class2d_s"],
+        )
+    keep = np.flatnonzero(selected[assignment])
+
+    # ab-initio
+    t = time.perf_counter()
+    path_ab = out / "abinitio.mrc"
+    if path_ab.exists():
+        initial, _ = read_mrc(path_ab)
+        say("ab-initio: reused")
+        timings["abinitio_s"] = float(json.loads((out / "abinitio.json").read_text())["seconds"])
+    else:
+        initial = abinitio.abinitio(
+            ws, rng, subset=keep, n_iterations=abinitio_iterations, progress=say
+        )
+        write_mrc(path_ab, initial, pix)
+        timings["abinitio_s"] = time.perf_counter() - t
+        _write_text(out / "abinitio.json", json.dumps({"seconds": timings["abinitio_s"]}))
+
+    # gold-standard refinement
+    t = time.perf_counter()
+    path_ref = out / "refine.npz"
+    if path_ref.exists() and (out / "half1.mrc").exists() and (out / "half2.mrc").exists():
+        saved = np.load(path_ref)
+        rotations, origins, halves = saved["rotations"], saved["origins_px"], saved["halves"]
+        keep = saved["subset"]
+        half1, _ = read_mrc(out / "half1.mrc")
+        half2, _ = read_mrc(out / "half2.mrc")
+        history = json.loads(str(saved["history"]))
+        timings["refine_s"] = float(saved["seconds"])
+        say("refinement: reused")
+    else:
+        result = refine.refine(
+            ws, initial, rng, subset=keep, max_iterations=refine_iterations, progress=say
+        )
+        rotations, origins, halves = result.rotations, result.origins_px, result.halves
+        half1, half2 = result.half_maps
+        history = result.history
+        write_mrc(out / "half1.mrc", half1, pix)
+        write_mrc(out / "half2.mrc", half2, pix)
+        timings["refine_s"] = time.perf_counter() - t
+        _save_npz(
+            path_ref,
+            rotations=rotations,
+            origins_px=origins,
+            halves=halves,
+            subset=keep,
+            history=json.dumps(history),
+            seconds=timings["refine_s"],
+        )
+
+    # post-processing
+    t = time.perf_counter()
+    combined = 0.5 * (half1 + half2)
+    mask = postprocess.soft_mask(combined, pix)
+    curve = fsc(half1 * mask, half2 * mask)
+    resolution = resolution_at(curve, box, pix, 0.143)
+    b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
+    from pipeline import backend
+
+    final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, curve))
+    write_mrc(out / "mask.mrc", mask, pix)
+    write_mrc(out / "map.mrc", final, pix)
+    write_fsc_star(out / "fsc.star", curve, box, pix)
+    _write_particles(out, particles, keep, rotations, origins, halves, assignment)
+    from pipeline.plots.reconstruction import plot_fsc, plot_slices
+    from pipeline.reconstruction.fsc import shell_frequencies
+
+    plot_fsc(
+        out / "fsc.png", shell_frequencies(box, pix), {"half-maps (masked)": curve}, resolution
+    )
+    plot_slices(out / "slices.png", final, f"{resolution:.2f} Å")
+    timings["postprocess_s"] = time.perf_counter() - t
+    timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
+    result_json = {
+        "resolution_A": resolution,
+        "b_factor_A2": -b_fit,
+        "guinier_b_A2": b_fit,
+        "n_particles": int(len(keep)),
+        "n_particles_input": int(len(particles)),
+        "classes_kept": [int(c) + 1 for c in np.flatnonzero(selected)],
+        "class_counts": [int(c) for c in counts],
+        "class_scores": [float(s) for s in scores],
+        "symmetry": symmetry,
+        "pixel_size_A": pix,
+        "box_px": box,
+        "refine_history": history,
+        "timings": timings,
+    }
+    _write_text(out / "result.json", json.dumps(result_json, indent=2))
+    return result_json
+
+
+def _write_particles(out, particles, keep, rotations, origins, halves, assignment) -> None:
+    """``particles.star`` and ``particles.cs`` of the refined particles with their poses."""
+    from pipeline.geometry import matrix_to_euler
+    from pipeline.io.cs import write_cs
+    from pipeline.io.particles import ParticleTable, write_particles_star
+
+    table = particles.table
+    rows = table.particles.iloc[keep].copy()
+    # image paths relative to the output folder
+    source = Path(particles.star_path).resolve().parent
+    names = []
+    for name in rows["rlnImageName"].astype(str):
+        idx, _, stack = name.partition("@")
+        path = Path(stack) if Path(stack).is_absolute() else source / stack
+        names.append(f"{idx}@{os.path.relpath(path, Path(out).resolve())}")
+    rows["rlnImageName"] = names
+    rot, tilt, psi = matrix_to_euler(rotations[keep])
+    rows["rlnAngleRot"], rows["rlnAngleTilt"], rows["rlnAnglePsi"] = rot, tilt, psi
+    rows["rlnOriginXAngst"] = origins[keep, 0] * particles.pixel_size_A
+    rows["rlnOriginYAngst"] = origins[keep, 1] * particles.pixel_size_A
+    rows["rlnRandomSubset"] = halves[keep] + 1
+    rows["rlnClassNumber"] = assignment[keep] + 1
+    posed = ParticleTable(optics=table.optics.copy(), particles=rows.reset_index(drop=True))
+    write_particles_star(out / "particles.star", posed)
+    write_cs(out / "particles.cs", posed, base_dir=out)

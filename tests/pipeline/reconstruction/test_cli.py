@@ -1,0 +1,116 @@
+import json
+
+import mrcfile
+import pandas as pd
+import pytest
+import starfile
+
+from cryofac.cli import main
+
+simulate = pytest.importorskip("pipeline.simulate.particles")
+volume_mod = pytest.importorskip("pipeline.simulate.volume")
+
+
+@pytest.fixture(scope="module")
+def small_stack(tmp_path_factory):
+    """120 apoferritin particles, box 32 at 6 Å/pixel (fast, not a resolution test)."""
+    d = tmp_path_factory.mktemp("stack")
+    vol = volume_mod.reference_volume(32, 6.0, cache=d / "cache")
+    images, truth = simulate.simulate_particle_stack(vol, 120, 6.0, snr=0.5, rng=3)
+    star = simulate.write_particle_stack(d, images, truth)
+    return star
+
+
+FAST = [
+    "--classes", "2", "--class-iterations", "2", "--abinitio-iterations", "3",
+    "--refine-iterations", "2", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(small_stack), "--out", str(out), *FAST]) == 0
+    for name in [
+        "map.mrc", "half1.mrc", "half2.mrc", "mask.mrc", "fsc.star", "particles.star",
+        "particles.cs", "fsc.png", "slices.png", "result.json",
+    ]:  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    with mrcfile.open(out / "map.mrc") as m:
+        assert m.data.shape == (32, 32, 32)
+        assert float(m.voxel_size.x) == pytest.approx(6.0)
+    fsc = starfile.read(out / "fsc.star")
+    assert {"rlnResolution", "rlnAngstromResolution", "rlnFourierShellCorrelation"} <= set(
+        fsc.columns
+    )
+    posed = starfile.read(out / "particles.star")["particles"]
+    for col in ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst"]:
+        assert col in posed.columns
+    assert posed["rlnAngleTilt"].between(0, 180).all()
+    # image paths still resolve from the output folder
+    stack = posed["rlnImageName"].iloc[0].split("@")[1]
+    assert (out / stack).exists()
+    result = json.loads((out / "result.json").read_text())
+    assert result["n_particles"] == len(posed)
+    assert 12.0 <= result["resolution_A"] <= 200.0
+    assert set(result["timings"]) >= {"class2d_s", "abinitio_s", "refine_s", "total_s"}
+    # rerun: every stage is reused
+    capsys.readouterr()
+    mtime = (out / "half1.mrc").stat().st_mtime_ns
+    assert main(["reconstruct", str(small_stack), "--out", str(out), *FAST]) == 0
+    assert (out / "half1.mrc").stat().st_mtime_ns == mtime
+    again = json.loads((out / "result.json").read_text())
+    assert again["resolution_A"] == pytest.approx(result["resolution_A"])
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error:"), err
+    return err[0]
+
+
+def test_missing_stack_is_one_clear_error(small_stack, tmp_path, capsys):
+    data = starfile.read(small_stack)
+    data["particles"]["rlnImageName"] = "1@missing_stack.mrcs"
+    bad = tmp_path / "bad.star"
+    starfile.write(data, bad)
+    assert main(["reconstruct", str(bad), "--out", str(tmp_path / "o")]) != 0
+    assert "missing_stack.mrcs not found" in _error(capsys)
+
+
+def test_inconsistent_pixel_sizes_is_one_clear_error(small_stack, tmp_path, capsys):
+    data = starfile.read(small_stack)
+    optics = data["optics"]
+    second = optics.copy()
+    second["rlnOpticsGroup"] = 2
+    second["rlnImagePixelSize"] = 4.0
+    data["optics"] = pd.concat([optics, second], ignore_index=True)
+    data["particles"].loc[data["particles"].index[::2], "rlnOpticsGroup"] = 2
+    bad = small_stack.parent / "mixed.star"
+    starfile.write(data, bad)
+    assert main(["reconstruct", str(bad), "--out", str(tmp_path / "o")]) != 0
+    assert "inconsistent pixel sizes" in _error(capsys)
+
+
+def test_fewer_particles_than_classes_is_one_clear_error(small_stack, tmp_path, capsys):
+    assert (
+        main(["reconstruct", str(small_stack), "--out", str(tmp_path / "o"), "--classes", "500"])
+        != 0
+    )
+    assert "fewer than the 500 2D classes" in _error(capsys)
+
+
+def test_unknown_symmetry_and_missing_gpu(small_stack, tmp_path, capsys):
+    assert (
+        main(["reconstruct", str(small_stack), "--out", str(tmp_path / "o"), "--symmetry", "X7"])
+        != 0
+    )
+    assert "not supported" in _error(capsys)
+    from pipeline import backend
+
+    if not backend.gpu_available()[0]:
+        assert (
+            main(["reconstruct", str(small_stack), "--out", str(tmp_path / "o"), "--device", "gpu"])
+            != 0
+        )
+        assert "gpu" in _error(capsys).lower()
