@@ -51,6 +51,8 @@ class InvalidAlarmRequest(CryofacError):
 
 
 STALE_PREFIX = "stale:"
+#: How far back the start of an excursion is searched for (µs).
+MAX_LOOKBACK_US = 7 * 86_400 * 1_000_000
 
 
 def evaluate(session: Session, now: datetime, config: EnvConfig | None = None) -> list[Alarm]:
@@ -113,12 +115,19 @@ def _evaluate_rule(
     lookback_us = int(max(2 * rule.delay_s, 600.0) * 1e6)
     if alarm is not None and alarm.state == "pending":
         lookback_us = max(lookback_us, now_us - to_us(alarm.started_at) + 1)
-    judged = cond.judged_series(session, rule, now_us - lookback_us, now_us)
-    if not len(judged):
-        return None
-    ts, values = judged.ts_us, judged.values
     alarm_level = rule.alarm_level
-    breach = cond.breaches(rule, values, alarm_level)
+    while True:
+        judged = cond.judged_series(session, rule, now_us - lookback_us, now_us)
+        if not len(judged):
+            return None
+        ts, values = judged.ts_us, judged.values
+        breach = cond.breaches(rule, values, alarm_level)
+        # A new or pending alarm needs the true start of the excursion (it may lie
+        # before the look-back, e.g. when buffered readings arrive late): look further.
+        needs_start = alarm is None or alarm.state == "pending"
+        if not (needs_start and breach.all()) or lookback_us >= MAX_LOOKBACK_US:
+            break
+        lookback_us *= 4
     if breach[-1]:
         outside = np.flatnonzero(~breach)
         run = outside[-1] + 1 if len(outside) else 0

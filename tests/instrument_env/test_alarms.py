@@ -138,3 +138,35 @@ def test_silent_sensor_alarm(env_session, env_config):
     assert only(env_session, "stale:krios-mag").state == "resolved"
     # sensors of the other rooms never reported: no-data alarms for them too
     assert only(env_session, "stale:screen-t1").state == "firing"
+
+
+def test_late_buffered_readings_are_judged_by_their_timestamps(env_session, env_config):
+    """A logger loses its network, buffers, then delivers late and out of order."""
+    ac = fault_at("ac_failure", T0 + timedelta(minutes=20), 30, room="krios-room", magnitude=6.0)
+    sim = EnvSimulator(env_config, seed=4, rooms=["krios-room"], noise=0.0)
+    readings = sim.readings(T0, T0 + timedelta(minutes=60), [ac])
+    cut = (T0 + timedelta(minutes=15)).isoformat()
+    on_time = [r for r in readings if r["ts"] < cut or r["sensor"] != "krios-t1"]
+    buffered = [r for r in readings if r["ts"] >= cut and r["sensor"] == "krios-t1"]
+    ingest_readings(
+        env_session, on_time, source="sim", config=env_config, now=T0 + timedelta(hours=1)
+    )
+    env_session.commit()
+    alarms.evaluate(env_session, T0 + timedelta(minutes=40), env_config)
+    env_session.commit()
+    assert only(env_session, "stale:krios-t1").state == "firing"
+    assert only(env_session, RULE) is None  # nothing known about the excursion yet
+    # the buffer arrives, newest first
+    ingest_readings(
+        env_session, buffered[::-1], source="sim", config=env_config, now=T0 + timedelta(hours=1)
+    )
+    env_session.commit()
+    alarms.evaluate(env_session, T0 + timedelta(minutes=41), env_config)
+    env_session.commit()
+    assert only(env_session, "stale:krios-t1").state == "resolved"
+    ts, temp = temperature(readings)
+    cross = int(ts[np.argmax(temp > 21.0)])
+    alarm = only(env_session, RULE)
+    assert alarm.state == "firing"
+    assert alarm.started_at == from_us(cross)
+    assert alarm.fired_at == from_us(cross + 120_000_000)

@@ -52,7 +52,8 @@ def test_parse_message_reasons(env_config):
             parse_message(topic, payload, env_config)
 
 
-def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env_config):
+def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env_config, caplog):
+    caplog.set_level("WARNING", logger="instrument_env.mqtt")
     sessions = session_factory(env_engine)
     subscriber = Subscriber(
         sessions, host=HOST, port=PORT, config=env_config, batch_size=500, flush_interval_s=0.2
@@ -96,4 +97,8 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
     assert subscriber.stats.malformed >= 2
     assert subscriber.stats.rejected >= 1  # the reading in kelvin
     assert subscriber.stats.errors == []
+    logged = [r.getMessage() for r in caplog.records if r.name == "instrument_env.mqtt"]
+    assert any("skipped malformed message" in m and "not JSON" in m for m in logged)
+    assert any("unknown sensor 'ghost-sensor'" in m for m in logged)
+    assert any("rejected reading from krios-t1: unit 'K'" in m for m in logged)
     assert not thread.is_alive()
