@@ -136,20 +136,26 @@ def _potential_on_grid(n: int, pixel_size_A: float, oversample: int = 2) -> np.n
     blur = max(8 * math.pi**2 / 1.1 * spacing**2 - b_min, 0.0)
     calc.blur = blur
     calc.put_model_density_on_grid(structure[0])
-    fine = np.array(calc.grid, copy=False).astype(np.float64)  # indexed [x, y, z]
-    fine = np.transpose(fine, (2, 1, 0))  # → (z, y, x)
-    spectrum = np.fft.fftshift(np.fft.fftn(fine))
-    lo = n_fine // 2 - n // 2
-    cropped = spectrum[lo : lo + n, lo : lo + n, lo : lo + n]
-    k = np.fft.fftshift(np.fft.fftfreq(n, d=pixel_size_A))
-    k2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2
-    cropped = cropped * np.exp(blur * k2 / 4.0)
+    from scipy import fft
+
+    fine = np.array(calc.grid, copy=False)  # float32, indexed [x, y, z]
+    # half spectrum along x, kept in float32/complex64: the fine grid is the big array here
+    spectrum = fft.rfftn(fine, axes=(2, 1, 0), workers=-1)  # [kx ≥ 0, ky, kz]
+    keep = np.r_[0 : (n + 1) // 2, n_fine - n // 2 : n_fine]  # fftfreq(n) order
+    cropped = spectrum[: n // 2 + 1][:, keep][:, :, keep]
+    del spectrum, fine
+    kx = np.fft.rfftfreq(n, d=pixel_size_A)[:, None, None]
+    ky = np.fft.fftfreq(n, d=pixel_size_A)[None, :, None]
+    kz = np.fft.fftfreq(n, d=pixel_size_A)[None, None, :]
+    k2 = kx**2 + ky**2 + kz**2
+    factor = np.exp(blur * k2 / 4.0)
     # raised-cosine roll-off from 0.8 to 1.0 × Nyquist: no Gibbs ringing from the hard crop
     nyquist = 0.5 / pixel_size_A
     edge = np.clip((np.sqrt(k2) / nyquist - 0.8) / 0.2, 0.0, 1.0)
-    cropped = cropped * (0.5 * (1.0 + np.cos(np.pi * edge)))
+    factor *= 0.5 * (1.0 + np.cos(np.pi * edge))
     # the fine grid's samples of a band-limited function: Fourier-crop preserves values
-    volume = np.fft.ifftn(np.fft.ifftshift(cropped)).real / oversample**3
+    volume = fft.irfftn(cropped * factor, s=(n, n, n), axes=(2, 1, 0)) / oversample**3
+    volume = np.transpose(volume, (2, 1, 0))  # [x, y, z] → (z, y, x)
     return volume * POTENTIAL_V_A2
 
 
