@@ -6,8 +6,8 @@ portal's SQLite file ``instance/portal.sqlite3``). Configuration: ``CRYOFAC_CONF
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import itertools
 import json
 import logging
 import time
@@ -89,68 +89,62 @@ def init_db(obj: _Ctx) -> None:
 @env_group.command("ingest-csv")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--source", default="csv", show_default=True, help="Source label stored.")
+@click.option(
+    "--timezone",
+    default=None,
+    help="IANA time zone for times without an offset (e.g. Asia/Shanghai); else rejected.",
+)
 @click.option("--batch-size", default=5000, show_default=True)
 @pass_ctx
-def ingest_csv(obj: _Ctx, files: tuple[str, ...], source: str, batch_size: int) -> None:
-    """Import a logger's CSV export (columns sensor,quantity,ts,value,unit[,band]).
+def ingest_csv(
+    obj: _Ctx, files: tuple[str, ...], source: str, timezone: str | None, batch_size: int
+) -> None:
+    """Import a logger's CSV export (long or wide layout, see instrument_env.csvimport).
 
-    Good rows are stored even when some are bad; every bad row is reported with its
-    line number, and the exit status is 1 when any row or file was rejected.
+    Long: columns sensor,quantity,ts,value,unit[,band]. Wide: a ts column and one
+    SENSOR/QUANTITY[/BAND] column per channel. Good rows are stored even when some are
+    bad; every bad reading is reported with its line (and column), and the exit status
+    is 1 when any reading or file was rejected.
     """
+    from instrument_env.csvimport import MalformedCSV, read_csv_readings
     from instrument_env.ingest import ingest_readings
 
     config = obj.config()
     failed = 0
     for name in files:
-        path = Path(name)
         try:
-            handle = path.open(newline="", encoding="utf-8-sig")
+            handle = Path(name).open(newline="", encoding="utf-8-sig")  # noqa: SIM115 (with below)
         except OSError as exc:
             click.echo(f"{name}: cannot open ({exc.strerror})", err=True)
             failed += 1
             continue
+        accepted, bad = 0, []
         with handle:
-            reader = csv.DictReader(handle)
-            missing = {"sensor", "quantity", "ts", "value", "unit"} - set(reader.fieldnames or [])
-            if missing:
-                click.echo(f"{name}: missing column(s) {', '.join(sorted(missing))}", err=True)
+            try:
+                items = read_csv_readings(handle, config, timezone=timezone)
+                while True:
+                    chunk = list(itertools.islice(items, batch_size))
+                    if not chunk:
+                        break
+                    with obj.sessions()() as session:
+                        result = ingest_readings(
+                            session, [r for _, r in chunk], source=source, config=config
+                        )
+                        session.commit()
+                    accepted += result.accepted
+                    bad.extend((chunk[r["index"]][0], r["reason"]) for r in result.rejected)
+            except (MalformedCSV, UnicodeDecodeError, csv.Error) as exc:
+                click.echo(f"{name}: {exc}", err=True)
                 failed += 1
                 continue
-            accepted, bad = 0, []
-            batch: list[dict] = []
-            lines: list[int] = []
-            rows = enumerate(reader, start=2)
-            while True:
-                for line, row in rows:
-                    batch.append(_csv_reading(row))
-                    lines.append(line)
-                    if len(batch) >= batch_size:
-                        break
-                if not batch:
-                    break
-                with obj.sessions()() as session:
-                    result = ingest_readings(session, batch, source=source, config=config)
-                    session.commit()
-                accepted += result.accepted
-                bad.extend((lines[r["index"]], r["reason"]) for r in result.rejected)
-                batch, lines = [], []
         click.echo(f"{name}: {accepted} readings accepted, {len(bad)} rejected")
-        for line, reason in bad[:50]:
-            click.echo(f"{name}:{line}: {reason}", err=True)
+        for where, reason in bad[:50]:
+            click.echo(f"{name}: {where}: {reason}", err=True)
         if len(bad) > 50:
-            click.echo(f"{name}: ... and {len(bad) - 50} more rejected rows", err=True)
+            click.echo(f"{name}: ... and {len(bad) - 50} more rejected readings", err=True)
         failed += bool(bad)
     if failed:
-        raise click.ClickException(f"{failed} file(s) had rejected rows or could not be read")
-
-
-def _csv_reading(row: dict) -> dict:
-    out = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
-    with contextlib.suppress(TypeError, ValueError):  # else rejected with a reason by ingest
-        out["value"] = float(out["value"])
-    if not out.get("band"):
-        out.pop("band", None)
-    return out
+        raise click.ClickException(f"{failed} file(s) had rejected readings or could not be read")
 
 
 @env_group.command("mqtt")

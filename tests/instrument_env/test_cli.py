@@ -38,10 +38,10 @@ def test_cli_end_to_end(database_url, tmp_path, capsys):
     code, out, err = run(capsys, *db, "ingest-csv", str(csv_file), str(tmp_path / "missing.csv"))
     assert code == 1
     assert "logger.csv: 2 readings accepted, 2 rejected" in out
-    assert "logger.csv:3: value 'warm' is not a finite number" in err
-    assert "logger.csv:5: unit '%' for humidity (expected '%RH')" in err
+    assert "logger.csv: line 3: value 'warm' is not a finite number" in err
+    assert "logger.csv: line 5: unit '%' for humidity (expected '%RH')" in err
     assert "missing.csv: cannot open" in err
-    assert err.strip().endswith("2 file(s) had rejected rows or could not be read")
+    assert err.strip().endswith("2 file(s) had rejected readings or could not be read")
     assert "Traceback" not in err
     assert count(database_url) == 3  # + the derived vibration "max" band row
 
