@@ -32,7 +32,7 @@ from portal.runs.files import (
     media_type,
     run_files,
 )
-from portal.runs.folder import RunFolder, RunFolderError, read_run
+from portal.runs.folder import RunFolder, RunFolderError, run_cache
 
 LINK_TTL_S = 24 * 3600
 
@@ -79,7 +79,7 @@ def load_run(session) -> RunFolder | None:
     if not session.run_dir:
         return None
     try:
-        return read_run(session.run_dir)
+        return run_cache.get(session.run_dir)
     except RunFolderError as exc:
         current_app.logger.warning("session %s: %s", session.id, exc)
         return None

@@ -347,6 +347,57 @@ def read_run(path: str | Path) -> RunFolder:
     return RunFolder(path=root.resolve(), summary=summary, movies=movies)
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+class RunCache:
+    """Run folders read once per version of their files (keyed by mtime and size).
+
+    A 50,000-movie ``movies.tsv`` takes about a second to parse; a live page polled
+    every few seconds by several viewers must not parse it each time.
+    """
+
+    def __init__(self, max_entries: int = 64):
+        import threading
+        from collections import OrderedDict
+
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[tuple, RunFolder]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def get(self, path: str | Path) -> RunFolder:
+        """The run folder at ``path`` (read again only when summary.json or its table changed)."""
+        root = Path(path).resolve()
+        summary_stamp = _stamp(root / "summary.json")
+        with self._lock:
+            cached = self._entries.get(str(root))
+        if cached is not None and summary_stamp is not None:
+            key, run = cached
+            if key == (summary_stamp, _stamp(root / run.summary.per_movie)):
+                with self._lock:
+                    self._entries.move_to_end(str(root))
+                return run
+        run = read_run(root)
+        key = (summary_stamp, _stamp(root / run.summary.per_movie))
+        with self._lock:
+            self.reads += 1
+            self._entries[str(root)] = (key, run)
+            self._entries.move_to_end(str(root))
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return run
+
+
+#: Process-wide cache used by the web views.
+run_cache = RunCache()
+
+
 def read_fsc(path: str | Path) -> list[tuple[float, float]]:
     """(resolution in 1/Å, FSC) pairs from a RELION ``fsc.star`` (``rlnResolution``,
     ``rlnFourierShellCorrelation``), sorted by spatial frequency."""

@@ -206,3 +206,19 @@ def test_reader_agrees_with_the_workflow_writer(tmp_path):
     assert run.summary.state == "running"
     assert run.summary.movies_processed == 0 and run.movies == []
     assert run.summary.updated_at is not None and run.summary.updated_at.tzinfo is not None
+
+
+def test_run_cache_rereads_only_when_files_change(tmp_path):
+    import os
+
+    from portal.runs.folder import RunCache
+
+    root = make_run(tmp_path / "run", with_outputs=False)
+    cache = RunCache()
+    first = cache.get(root)
+    assert cache.get(root) is first and cache.reads == 1
+    table = root / "movies.tsv"
+    table.write_text(table.read_text() + table.read_text().splitlines()[-1] + "\n")
+    os.utime(table, ns=(1, 1))  # a new version, whatever the clock resolution
+    second = cache.get(root)
+    assert cache.reads == 2 and len(second.movies) == len(first.movies) + 1
