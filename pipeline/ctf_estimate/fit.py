@@ -108,7 +108,52 @@ def _alias_limit(defocus_A: float, lam: float, cs_A: float, dk: float, k_max: fl
     return float(ks[max(np.argmin(ok) - 1, 0)])
 
 
+TILE_SIZES = (512, 768, 1024, 1536, 2048)
+
+
 def estimate_ctf(
+    image: np.ndarray,
+    pixel_size_A: float,
+    *,
+    tile: int | None = None,
+    **options,
+) -> CTFEstimate:
+    """Estimate defocus U/V (Å), astigmatism angle (°) and optionally phase shift (°).
+
+    ``tile=None`` (default) chooses the power-spectrum tile: a first fit with 512² tiles;
+    if its Thon rings are too dense for 512 samples to reach the high-resolution limit
+    (high defocus), the fit is repeated with the smallest larger tile (768–2048, at most
+    the micrograph's size) that resolves them. Other options: see :func:`fit_ctf`.
+    """
+    if tile is not None:
+        return fit_ctf(image, pixel_size_A, tile=tile, **options)
+    first = fit_ctf(image, pixel_size_A, tile=512, **options)
+    img_min = min(np.shape(image)[-2:])
+    k_hi = 1.0 / first.fit_range_A[1]
+    k_want = _k_high(pixel_size_A, options.get("max_resolution_A"))
+    if k_hi >= 0.98 * k_want:
+        return first
+    p = first.params
+    lam = electron_wavelength_A(p.voltage_kV)
+    cs_A = p.cs_mm * 1e7
+    for size in TILE_SIZES[1:]:
+        if size > img_min:
+            break
+        limit = _alias_limit(p.defocus_u_A + 200.0, lam, cs_A, 1.0 / (size * pixel_size_A), k_want)
+        if limit >= 0.98 * k_want or size == max(t for t in TILE_SIZES if t <= img_min):
+            try:
+                return fit_ctf(image, pixel_size_A, tile=size, **options)
+            except CTFEstimateError:
+                return first
+    return first
+
+
+def _k_high(pixel_size_A: float, max_resolution_A: float | None) -> float:
+    k_hi = 1.0 / (max_resolution_A if max_resolution_A else max(4.0, 2.5 * pixel_size_A))
+    return min(k_hi, 0.95 * 0.5 / pixel_size_A)
+
+
+def fit_ctf(
     image: np.ndarray,
     pixel_size_A: float,
     *,
@@ -123,7 +168,7 @@ def estimate_ctf(
     max_astigmatism_A: float = 3000.0,
     min_figure_of_merit: float = 0.05,
 ) -> CTFEstimate:
-    """Estimate defocus U/V (Å), astigmatism angle (°) and optionally phase shift (°).
+    """Fit the CTF with a fixed power-spectrum ``tile`` (pixels).
 
     ``image``: micrograph (rows, cols) on host or device; ``max_resolution_A`` defaults to
     max(4 Å, 2.5 pixels). Raises :class:`CTFEstimateError` for unusable input, including
@@ -147,8 +192,7 @@ def estimate_ctf(
     lam = electron_wavelength_A(voltage_kV)
     cs_A = cs_mm * 1e7
     nyquist = 0.5 / pixel_size_A
-    k_hi = 1.0 / (max_resolution_A if max_resolution_A else max(4.0, 2.5 * pixel_size_A))
-    k_hi = min(k_hi, 0.95 * nyquist)
+    k_hi = _k_high(pixel_size_A, max_resolution_A)
     k_lo = 1.0 / min_resolution_A
     if k_lo >= k_hi:
         raise CTFEstimateError(
@@ -233,8 +277,8 @@ def estimate_ctf(
                 dz = m + a1 * c2m + a2 * s2m
                 model = _ctf2(_chi(k2m, dz, lam, cs_A, ph), amplitude_contrast)
                 model -= model.mean()
-                norm = math.sqrt(float(np.dot(model, model))) * s_norm + 1e-30
-                return float(np.dot(model, s_c) / norm)
+                norm = math.sqrt(float((model * model).sum())) * s_norm + 1e-30
+                return float((model * s_c).sum() / norm)  # not np.dot: threaded BLAS spins
 
             return cc_2d
 
@@ -325,9 +369,9 @@ def estimate_ctf(
             continue
         a = pn_full[sel] - pn_full[sel].mean()
         b = model_all[sel] - model_all[sel].mean()
-        denom = math.sqrt(float(np.dot(a, a) * np.dot(b, b)))
+        denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
         shell_k.append(float(np.median(k_full[sel])))
-        shell_cc.append(float(np.dot(a, b) / denom) if denom > 0 else 0.0)
+        shell_cc.append(float((a * b).sum() / denom) if denom > 0 else 0.0)
     shell_k_arr, shell_cc_arr = np.array(shell_k), np.array(shell_cc)
     resolution = _fit_resolution(shell_k_arr, shell_cc_arr, k_full, shell, 0.3)
     if not math.isfinite(resolution) or fom < min_figure_of_merit:

@@ -164,10 +164,15 @@ def correct_movie(
             max_shift_px=max(4.0, 20.0 / align_pixel),
         )
         del aligned
-        model = fit_local_model(centres, pdrift, cshape)
+        model = fit_local_model(centres, pdrift, cshape, degree=max(1, min(3, min(patches) - 1)))
         coeffs = model.coefficients * scale[:, None]
         local = LocalMotionModel(
-            coeffs, shape, n, centres * scale[None, :], pdrift * scale[None, None, :]
+            coeffs,
+            shape,
+            n,
+            centres * scale[None, :],
+            pdrift * scale[None, None, :],
+            model.spatial_degree,
         )
     else:
         del crops

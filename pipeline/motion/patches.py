@@ -1,19 +1,22 @@
 """Local (patch) motion: track patches of globally aligned frames, fit a smooth model.
 
-After global alignment each of ``nx × ny`` overlapping patches is aligned on its own
-(:func:`pipeline.motion.align.align_spectra`, weaker B-factor). The residual patch
-trajectories are fitted by least squares with RELION's model: cubic in time × quadratic
-in space,
+After global alignment each of ``nx × ny`` patches (tiling the frame) is aligned on its
+own (:func:`pipeline.motion.align.align_spectra`, weaker B-factor). The residual patch
+trajectories are fitted by least squares with a polynomial model, cubic in time × cubic in
+space (RELION uses quadratic in space; on simulated deformations with wavelengths of the
+order of the field, cubic halves the error at the field's edges),
 
-    Δ(x, y, t) = Σ_{k=1..3} Σ_{(i,j): i+j≤2} c_kij · t^k · x^i · y^j  (+ one offset per patch)
+    Δ(x, y, t) = Σ_{k=1..3} Σ_{(i,j): i+j≤d} c_kij · t^k · x^i · y^j  (+ one offset per patch)
 
-with x, y in [−½, ½] across the image and t = frame / (n_frames − 1). Terms vanish at
+with x, y in [−½, ½] across the image, t = frame / (n_frames − 1) and the spatial degree
+d = min(3, patches per side − 1). Terms vanish at
 t = 0, so frame 1 stays the reference; the per-patch offsets absorb where each patch's
 own reference frame sits. One pass of outlier rejection (4 × MAD) follows the first fit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,39 +24,46 @@ import numpy as np
 from pipeline import backend
 from pipeline.motion.align import align_spectra
 
-SPATIAL_TERMS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
 TIME_POWERS = (1, 2, 3)
+#: patch size relative to the grid spacing (1.0: patches tile the frame without overlap)
+PATCH_OVERLAP = 1.0
+
+
+def spatial_terms(degree: int) -> tuple[tuple[int, int], ...]:
+    """Exponents (i, j) of x^i·y^j with i + j ≤ ``degree``."""
+    return tuple((i, d - i) for d in range(degree + 1) for i in range(d, -1, -1))
 
 
 @dataclass
 class LocalMotionModel:
     """Smooth residual motion (pixels of the full-size frame) on top of global drift."""
 
-    coefficients: np.ndarray  # (2, len(TIME_POWERS) * len(SPATIAL_TERMS)) for [x, y]
+    coefficients: np.ndarray  # (2, len(TIME_POWERS) * len(spatial_terms)) for [x, y]
     image_shape: tuple[int, int]  # (ny, nx) full-size frame
     n_frames: int
     patch_centers_px: np.ndarray  # (p, 2) [x, y] full-size pixels
     patch_drift_px: np.ndarray  # (p, n_frames, 2) measured residuals, full-size pixels
+    spatial_degree: int = 3
 
     def shift(self, x_px: np.ndarray, y_px: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """Residual drift [x, y] in pixels at positions/frames (broadcast), shape (..., 2)."""
-        design = _design(x_px, y_px, frame, self.image_shape, self.n_frames)
+        design = _design(x_px, y_px, frame, self.image_shape, self.n_frames, self.spatial_degree)
         return np.stack([design @ self.coefficients[0], design @ self.coefficients[1]], -1)
 
 
-def _design(x_px, y_px, frame, image_shape, n_frames) -> np.ndarray:
+def _design(x_px, y_px, frame, image_shape, n_frames, degree: int) -> np.ndarray:
     x, y, f = np.broadcast_arrays(
         np.asarray(x_px, float), np.asarray(y_px, float), np.asarray(frame, float)
     )
     xn = x / image_shape[1] - 0.5
     yn = y / image_shape[0] - 0.5
     t = f / max(n_frames - 1, 1)
-    cols = [t**k * xn**i * yn**j for k in TIME_POWERS for (i, j) in SPATIAL_TERMS]
+    cols = [t**k * xn**i * yn**j for k in TIME_POWERS for (i, j) in spatial_terms(degree)]
     return np.stack(cols, axis=-1)
 
 
 def patch_grid(
-    shape: tuple[int, int], n_patches: tuple[int, int]
+    shape: tuple[int, int], n_patches: tuple[int, int], overlap: float = 2.0
 ) -> tuple[list[tuple[int, int]], int, int]:
     """Top-left corners of overlapping patches and the patch size (ny_p, nx_p), even.
 
@@ -61,8 +71,8 @@ def patch_grid(
     """
     ny, nx = shape
     py, px = n_patches
-    size_y = min(ny, max(32, 2 * ((2 * ny // py) // 2)))
-    size_x = min(nx, max(32, 2 * ((2 * nx // px) // 2)))
+    size_y = min(ny, max(32, 2 * (int(overlap * ny / py) // 2)))
+    size_x = min(nx, max(32, 2 * (int(overlap * nx / px) // 2)))
     corners = []
     for j in range(py):
         cy = (j + 0.5) * ny / py
@@ -90,7 +100,7 @@ def track_patches(
     xp = backend.xp()
     fft = backend.fft()
     n, ny, nx = aligned_frames.shape
-    corners, sy, sx = patch_grid((ny, nx), n_patches)
+    corners, sy, sx = patch_grid((ny, nx), n_patches, PATCH_OVERLAP)
     centres = []
     drifts = []
     for y0, x0 in corners:
@@ -115,14 +125,20 @@ def fit_local_model(
     centres_px: np.ndarray,
     patch_drift_px: np.ndarray,
     image_shape: tuple[int, int],
+    degree: int | None = None,
 ) -> LocalMotionModel:
-    """Least-squares fit of the smooth model to patch residuals (same pixel units)."""
+    """Least-squares fit of the smooth model to patch residuals (same pixel units).
+
+    ``degree``: spatial polynomial degree [default: min(3, √patches − 1)].
+    """
     p, n, _ = patch_drift_px.shape
-    n_terms = len(TIME_POWERS) * len(SPATIAL_TERMS)
+    if degree is None:
+        degree = max(1, min(3, int(math.sqrt(p)) - 1))
+    n_terms = len(TIME_POWERS) * len(spatial_terms(degree))
     frames = np.arange(n)
     rows = []
     for i, (cx, cy) in enumerate(centres_px):
-        design = _design(cx, cy, frames, image_shape, n)
+        design = _design(cx, cy, frames, image_shape, n, degree)
         offsets = np.zeros((n, p))
         offsets[:, i] = 1.0
         rows.append(np.hstack([design, offsets]))
@@ -138,5 +154,5 @@ def fit_local_model(
             keep = np.abs(resid) < 4.0 * 1.4826 * mad
         coefficients[axis] = sol[:n_terms]
     return LocalMotionModel(
-        coefficients, tuple(image_shape), n, np.asarray(centres_px), patch_drift_px
+        coefficients, tuple(image_shape), n, np.asarray(centres_px), patch_drift_px, degree
     )

@@ -1,4 +1,5 @@
-"""Issue 3's CTF bar on synthetic micrographs with known CTF (tests/.../synth.py)."""
+"""Issue 3's CTF bar on the simulator's micrographs (pipeline.simulate.micrograph:
+apoferritin in amorphous ice, full-wave CTF with envelopes, Poisson counts at 40 e/Å²)."""
 
 import math
 
@@ -38,10 +39,16 @@ def test_internal_ctf_matches_ctf_model():
 
 @pytest.fixture(scope="module")
 def estimates():
+    from pipeline.simulate import reference_volume
+    from pipeline.simulate.micrograph import simulate_micrograph
+
+    volume = reference_volume(128, 1.0)
     out = []
     for i, (mean, astig, angle) in enumerate(CASES):
-        truth = CTFParams(mean + astig / 2, mean - astig / 2, angle, bfactor_A2=60.0)
-        image = synthetic_micrograph(truth, shape=(1024, 1024), seed=100 + i)
+        truth = CTFParams(mean + astig / 2, mean - astig / 2, angle)
+        image, _ = simulate_micrograph(
+            volume, (1024, 1024), 1.0, n_particles=40, ctf=truth, dose_e_A2=40.0, rng=100 + i
+        )
         out.append((truth, estimate_ctf(image, 1.0)))
     return out
 
