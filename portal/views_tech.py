@@ -47,7 +47,6 @@ class ChannelState:
     limit: float
     status: str  # ok | warning | critical | stale | no data
     age_s: float | None
-    chart_key: str
 
 
 @dataclass
@@ -72,10 +71,6 @@ def _judge(rule, value: float) -> str:
     if rule.warning is not None and beyond(rule.warning):
         return "warning"
     return "ok"
-
-
-def _chart_key(rule) -> str:
-    return rule.id
 
 
 def room_states(db, config, now: datetime) -> list[RoomState]:
@@ -105,7 +100,7 @@ def room_states(db, config, now: datetime) -> list[RoomState]:
                 status = "stale"
             else:
                 status = _judge(rule, value)
-            unit = rule.unit + ("/window" if rule.kind == "drift" else "")
+            unit = rule.unit  # drift rules: the change over the window named in the label
             room.channels.append(
                 ChannelState(
                     rule.id,
@@ -117,7 +112,6 @@ def room_states(db, config, now: datetime) -> list[RoomState]:
                     rule.limit,
                     status,
                     age_s,
-                    _chart_key(rule),
                 )
             )
         seen = set()
