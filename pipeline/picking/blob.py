@@ -35,6 +35,8 @@ from pipeline.picking.common import (
     Picks,
     background_sigma,
     bin_and_flip,
+    dilate,
+    erode,
     gaussian_blur,
     local_maxima,
     robust_stats,
@@ -103,35 +105,6 @@ def disc_response(
         response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
         best = response if best is None else xp.maximum(best, response)
     return best
-
-
-def _disc(radius_px: float):
-    radius = max(1, int(round(radius_px)))
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return backend.asarray((yy * yy + xx * xx) <= radius * radius)
-
-
-def _disc_count(mask, radius_px: float):
-    """Number of ``mask`` pixels within ``radius_px`` of every pixel (FFT convolution)."""
-    xp, fft = backend.xp(), backend.fft()
-    ny, nx = mask.shape
-    yy = xp.fft.fftfreq(ny, d=1.0 / ny)[:, None]
-    xx = xp.fft.fftfreq(nx, d=1.0 / nx)[None, :]
-    disc = ((yy * yy + xx * xx) <= radius_px * radius_px).astype(xp.float32)
-    counts = fft.irfft2(fft.rfft2(mask.astype(xp.float32)) * fft.rfft2(disc), s=(ny, nx))
-    return counts, float(disc.sum())
-
-
-def dilate(mask, radius_px: float):
-    """Binary dilation by a disc (FFT-based: fast for large discs, same code on GPU)."""
-    counts, _ = _disc_count(mask, radius_px)
-    return counts > 0.5
-
-
-def erode(mask, radius_px: float):
-    """Binary erosion by a disc (FFT-based); the outside of the image counts as empty."""
-    counts, area = _disc_count(mask, radius_px)
-    return counts > area - 0.5
 
 
 def contamination_mask(
