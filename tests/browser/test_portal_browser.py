@@ -63,6 +63,7 @@ def test_run_page_updates_live_and_downloads_the_map(served, page, tmp_path):
     base, world, _ = served
     login(page, base, "alice", world.password)
     page.click("nav >> text=Runs")
+    screenshot(page, "runs_overview")
     page.click(f"a:text-is('#{world.session_id}')")
     page.wait_for_url(f"**/sessions/{world.session_id}/run")
     processed = page.locator("[data-display=movies_processed]")
