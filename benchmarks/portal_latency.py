@@ -128,10 +128,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(url: str, port: int, threads: int) -> subprocess.Popen:
+def start_server(url: str, port: int, threads: int, workers: int = 1) -> subprocess.Popen:
     env = dict(os.environ, CRYOFAC_SECRET_KEY="benchmark-secret")
     cmd = [sys.executable, "-m", "cryofac.cli", "portal", "serve", "--database-url", url]
-    cmd += ["--port", str(port), "--threads", str(threads)]
+    cmd += ["--port", str(port), "--threads", str(threads), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -164,8 +164,13 @@ class Client:
         headers = dict(headers or {})
         if self.cookie:
             headers["Cookie"] = self.cookie
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            self.conn.close()  # the server closed an idle keep-alive connection: reconnect
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
         data = response.read().decode()
         cookie = response.getheader("Set-Cookie")
         if cookie:
@@ -176,7 +181,7 @@ class Client:
 def run(args: argparse.Namespace) -> dict:
     name, url, world = build_database(args.postgres_url, args.bookings, args.clients)
     port = free_port()
-    server = start_server(url, port, args.server_threads)
+    server = start_server(url, port, args.server_threads, args.server_workers)
     try:
         span = world["span"]
         weeks = int((span["last"] - span["first"]).days // 7) - 1
@@ -254,6 +259,7 @@ def run(args: argparse.Namespace) -> dict:
         "bookings": args.bookings,
         "clients": args.clients,
         "server_threads": args.server_threads,
+        "server_workers": args.server_workers,
         "think_ms": args.think_ms,
         "seconds": round(wall - args.warmup_s, 1),
         "label": args.label,
@@ -280,7 +286,10 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--bookings", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--server-threads", type=int, default=16)
+    parser.add_argument("--server-threads", type=int, default=16, help="per worker process")
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="processes (more than 1: gunicorn)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
         "--think-ms",

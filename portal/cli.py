@@ -151,18 +151,60 @@ def seed_demo(database_url: str | None, config_dir: Path | None, password: str) 
 @CONFIG_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int, help="Per worker process.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes; more than 1 needs gunicorn (pip install 'cryofac[server]').",
+)
 def serve(
-    database_url: str | None, config_dir: Path | None, host: str, port: int, threads: int
+    database_url: str | None,
+    config_dir: Path | None,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
 ) -> None:
-    """Serve the portal with waitress."""
-    from waitress import serve as waitress_serve
-
+    """Serve the portal: waitress (one process) or gunicorn (--workers N)."""
     app = _app(database_url, config_dir)
+    url = app.config["DATABASE_URL"]
     click.echo(
-        f"cryofac portal on http://{host}:{port}/ (database {_safe(app.config['DATABASE_URL'])})"
+        f"cryofac portal on http://{host}:{port}/ (database {_safe(url)}, {workers} worker(s))"
     )
-    waitress_serve(app, host=host, port=port, threads=threads, ident="cryofac")
+    if workers == 1:
+        from waitress import serve as waitress_serve
+
+        waitress_serve(app, host=host, port=port, threads=threads, ident="cryofac")
+        return
+    app.extensions["cryofac.engine"].dispose()
+    _gunicorn(database_url or url, config_dir, host, port, threads, workers)
+
+
+def _gunicorn(
+    url: str, config_dir: Path | None, host: str, port: int, threads: int, workers: int
+) -> None:
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise click.ClickException(
+            "--workers > 1 needs gunicorn: pip install 'cryofac[server]'"
+        ) from None
+
+    class PortalServer(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", None)
+            self.cfg.set("keepalive", 30)  # seconds an idle keep-alive connection stays open
+
+        def load(self):  # in each worker, after the fork: its own engine and pool
+            return _app(url, config_dir)
+
+    PortalServer().run()
 
 
 def _safe(url: str) -> str:
