@@ -231,7 +231,9 @@ def _parse_fault(spec: str, start: datetime, config):
 @click.option("--room", "rooms", multiple=True, help="Only these rooms (repeatable).")
 @click.option("--fault", "faults", multiple=True, help=FAULT_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--raw", is_flag=True, help="Reduce simulated 1 kHz raw samples (slower).")
+@click.option(
+    "--raw", is_flag=True, help="Send raw 1 kHz magnetometer/geophone samples (reduced at ingest)."
+)
 @click.option(
     "--realtime",
     type=float,

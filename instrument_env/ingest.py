@@ -1,7 +1,10 @@
 """Batch ingest of readings: validate each, keep the good ones, say why the others failed.
 
 One reading is ``{"sensor", "quantity", "ts", "value", "unit"}`` (+ optional ``"band"``),
-as in CONTRACT.md. ``ts`` is ISO 8601 with a UTC offset (or an aware datetime, or
+as in CONTRACT.md. A reading may instead carry raw samples of a high-rate sensor
+(``"raw": {"sample_rate_Hz", "samples"}`` with quantity ``vibration`` or
+``magnetic_field``); it is reduced by :func:`instrument_env.reduce.expand_raw_reading`
+to band velocities or mains-frequency RMS and DC field before validation. ``ts`` is ISO 8601 with a UTC offset (or an aware datetime, or
 seconds since the Unix epoch). Writes are idempotent on (sensor, quantity, ts, band):
 a repeated reading is accepted and stored once (the first value wins), so loggers can
 resend buffered data freely; late and out-of-order readings are stored like any other
@@ -135,28 +138,58 @@ def ingest_readings(
     latest_us = to_us((now or now_utc()) + timedelta(seconds=MAX_FUTURE_S))
     rows: dict[tuple, dict] = {}
     rejected: list[dict] = []
-    accepted = 0
+    bad_indices: set[int] = set()
+    good_indices: set[int] = set()
     source = source[:32]
-    for index, item in enumerate(readings):
+    for index, item in _expanded(readings, config, rejected):
         try:
             row = validate_reading(item, config, latest_us)
-        except _Bad as exc:
-            rejected.append({"index": index, "reason": str(exc)})
+        except (_Bad, TypeError, ValueError, OverflowError) as exc:
+            if index not in bad_indices:  # one reason per input reading
+                bad_indices.add(index)
+                reason = str(exc) if isinstance(exc, _Bad) else f"invalid reading: {exc}"
+                rejected.append({"index": index, "reason": reason})
             continue
-        except (TypeError, ValueError, OverflowError) as exc:
-            rejected.append({"index": index, "reason": f"invalid reading: {exc}"})
-            continue
-        accepted += 1
+        good_indices.add(index)
         row["source"] = source
         rows.setdefault((row["sensor"], row["quantity"], row["ts_us"], row["band"]), row)
     if rows:
         _insert_ignore(session, list(rows.values()))
         _upsert_band_max(session, rows.values())
         _mark_dirty(session, rows.values())
-    return IngestResult(accepted=accepted, rejected=rejected)
+    rejected.sort(key=lambda r: r["index"])
+    bad_indices.update(r["index"] for r in rejected)  # includes raw readings that failed
+    return IngestResult(accepted=len(good_indices - bad_indices), rejected=rejected)
 
 
 _COLUMNS = ("sensor", "quantity", "ts_us", "band", "value", "unit", "source")
+
+
+def _expanded(readings: list, config: EnvConfig, rejected: list[dict]):
+    """(index, reading) pairs, raw-sample readings reduced to stored readings first."""
+    for index, item in enumerate(readings):
+        if type(item) is dict and "raw" in item:
+            from instrument_env.reduce import expand_raw_reading
+
+            sensor = (
+                config.sensors.get(item.get("sensor"))
+                if isinstance(item.get("sensor"), str)
+                else None
+            )
+            if sensor is None:
+                rejected.append(
+                    {"index": index, "reason": f"unknown sensor {item.get('sensor')!r}"}
+                )
+                continue
+            try:
+                reduced = expand_raw_reading(item, sensor.quantities, config.mains_frequency_Hz)
+            except ValueError as exc:
+                rejected.append({"index": index, "reason": str(exc)})
+                continue
+            for reading in reduced:
+                yield index, reading
+        else:
+            yield index, item
 
 
 def _insert_ignore(session: Session, rows: list[dict]) -> None:

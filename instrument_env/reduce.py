@@ -141,3 +141,72 @@ def field_magnitude_uT(samples_nT: np.ndarray) -> float:
     """Magnitude of the mean (DC) field vector, in µT, from (n, 3) samples in nT."""
     mean = np.asarray(samples_nT, dtype=float).reshape(len(samples_nT), -1).mean(axis=0)
     return float(np.linalg.norm(mean) / 1000.0)
+
+
+#: Units accepted for raw samples and what they mean.
+RAW_VIBRATION_UNITS = {"m/s²": "acceleration", "m/s^2": "acceleration", "m/s": "velocity"}
+RAW_FIELD_UNITS = {"nT": 1.0, "µT": 1000.0}
+MAX_RAW_SAMPLES = 200_000
+
+
+def expand_raw_reading(reading: dict, quantities: tuple[str, ...], mains_Hz: float) -> list[dict]:
+    """Reduce one raw-sample reading to stored readings (CONTRACT dicts).
+
+    ``reading``: ``{"sensor", "quantity", "ts", "unit", "raw": {"sample_rate_Hz",
+    "samples"}}`` with quantity ``vibration`` (samples in m/s² or m/s, 1-D) or
+    ``magnetic_field`` (samples in nT or µT, one row per sample, one column per axis).
+    Vibration gives one ``vibration`` reading per one-third-octave band 1–80 Hz (µm/s
+    RMS); a magnetic field gives ``magnetic_field_ac`` (nT RMS at ``mains_Hz``, worst
+    axis) and ``magnetic_field_dc`` (µT, field magnitude), as far as the sensor reports
+    them (``quantities``). Raises ValueError with the reason for a malformed reading.
+    """
+    raw = reading.get("raw")
+    if not isinstance(raw, dict):
+        raise ValueError("'raw' must be an object with sample_rate_Hz and samples")
+    rate = raw.get("sample_rate_Hz")
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+        raise ValueError(f"raw.sample_rate_Hz {rate!r} is not a positive number")
+    samples = raw.get("samples")
+    if not isinstance(samples, list) or not samples:
+        raise ValueError("raw.samples must be a non-empty list")
+    if len(samples) > MAX_RAW_SAMPLES:
+        raise ValueError(f"raw.samples has {len(samples)} samples (max {MAX_RAW_SAMPLES})")
+    try:
+        array = np.asarray(samples, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "raw.samples must hold numbers (a list, or a list of per-axis lists)"
+        ) from None
+    if not np.isfinite(array).all():
+        raise ValueError("raw.samples holds non-finite values")
+    base = {"sensor": reading.get("sensor"), "ts": reading.get("ts")}
+    quantity, unit = reading.get("quantity"), reading.get("unit")
+    if quantity == "vibration":
+        kind = RAW_VIBRATION_UNITS.get(unit)
+        if kind is None:
+            raise ValueError(f"raw vibration unit {unit!r} (expected m/s² or m/s)")
+        if array.ndim != 1:
+            raise ValueError("raw vibration samples must be one axis (a flat list)")
+        if array.size / rate < 2.0:
+            raise ValueError("raw vibration needs at least 2 s of samples for the 1 Hz band")
+        bands = band_velocity_rms_um_s(array, float(rate), kind=kind)
+        return [
+            {**base, "quantity": "vibration", "band": band, "value": value, "unit": "µm/s"}
+            for band, value in bands.items()
+        ]
+    if quantity == "magnetic_field":
+        scale = RAW_FIELD_UNITS.get(unit)
+        if scale is None:
+            raise ValueError(f"raw magnetic field unit {unit!r} (expected nT or µT)")
+        if array.ndim not in (1, 2):
+            raise ValueError("raw magnetic samples must be a list or a list of per-axis lists")
+        nT = array * scale
+        out = []
+        if "magnetic_field_ac" in quantities:
+            ac = float(np.max(mains_rms_nT(nT, float(rate), mains_Hz)))
+            out.append({**base, "quantity": "magnetic_field_ac", "value": ac, "unit": "nT"})
+        if "magnetic_field_dc" in quantities:
+            dc = field_magnitude_uT(nT.reshape(len(nT), -1))
+            out.append({**base, "quantity": "magnetic_field_dc", "value": dc, "unit": "µT"})
+        return out
+    raise ValueError(f"raw samples are not supported for quantity {quantity!r}")

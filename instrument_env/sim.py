@@ -11,9 +11,10 @@ be injected over a time interval:
   +150 nT at mains frequency.
 - ``vibration``: floor vibration multiplied by ``magnitude`` (default 10).
 
-``raw=True`` produces magnetometer and vibration readings by generating 1 kHz raw
-samples and reducing them with :mod:`instrument_env.reduce`, so the whole raw path is
-exercised; otherwise the reduced values are computed directly (much faster).
+``raw=True`` emits magnetometer and vibration readings as raw 1 kHz samples
+(``"raw": {"sample_rate_Hz", "samples"}``: 3-axis field in nT for 0.5 s, geophone
+velocity in m/s for 4 s), which ingest reduces with :mod:`instrument_env.reduce`, so the
+whole raw path is exercised; otherwise the reduced values are computed directly.
 """
 
 from __future__ import annotations
@@ -135,8 +136,17 @@ class EnvSimulator:
         hours = ts_us / 3.6e9
         diurnal = math.sin(2 * math.pi * (hours % 24 - 9) / 24)  # max mid-afternoon
         out = []
+        if self.raw and "magnetic_field_ac" in sensor.quantities:
+            out.append(self._raw_mag_reading(sensor, ts_us, ts, faults))
         for quantity in sensor.quantities:
             unit = self.config.units.get(quantity, "")
+            if self.raw and quantity in ("magnetic_field_ac", "magnetic_field_dc"):
+                continue
+            if self.raw and quantity == "vibration":
+                levels = self._vib_levels(sensor, ts_us, faults)
+                samples = self._raw_velocity(levels)
+                out.append(_raw(sensor, "vibration", ts, "m/s", samples))
+                continue
             if quantity == "vibration":
                 for band, value in self._vibration(sensor, ts_us, faults).items():
                     out.append(_r(sensor, quantity, ts, value, unit, band))
@@ -189,28 +199,30 @@ class EnvSimulator:
             if f.kind in per_kind and f.applies(sensor) and _inside(f, ts_us)
         )
 
-    def _mag_ac(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
-        level = 25.0 + self._extra(
+    def _ac_level(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
+        return 25.0 + self._extra(
             sensor, ts_us, faults, {"door_open": 40.0, "magnetic_disturbance": 150.0}
         )
-        if self.raw:
-            return float(
-                reduce.mains_rms_nT(
-                    self._raw_mag(level, 0.0), 1000.0, self.config.mains_frequency_Hz
-                ).max()
-            )
-        return float(level * (1 + self._noise(0.04)))
 
-    def _mag_dc(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
+    def _dc_level(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
         step = sum(
             (f.magnitude or 0.3)
             for f in faults
             if f.kind == "magnetic_disturbance" and f.applies(sensor) and _inside(f, ts_us)
         )
-        value = 48.0 + step + self._noise(0.003)
-        if self.raw:
-            return reduce.field_magnitude_uT(self._raw_mag(25.0, value))
-        return float(value)
+        return 48.0 + step
+
+    def _mag_ac(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
+        return float(self._ac_level(sensor, ts_us, faults) * (1 + self._noise(0.04)))
+
+    def _mag_dc(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> float:
+        return float(self._dc_level(sensor, ts_us, faults) + self._noise(0.003))
+
+    def _raw_mag_reading(self, sensor: Sensor, ts_us: int, ts: str, faults) -> dict:
+        samples = self._raw_mag(
+            self._ac_level(sensor, ts_us, faults), self._dc_level(sensor, ts_us, faults)
+        )
+        return _raw(sensor, "magnetic_field", ts, "nT", samples)
 
     def _raw_mag(self, ac_rms_nT: float, dc_uT: float, seconds: float = 0.5) -> np.ndarray:
         fs = 1000.0
@@ -223,6 +235,11 @@ class EnvSimulator:
         return ac + dc_uT * 1000.0 * direction + self._noise(1.0, ac.shape)
 
     def _vibration(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> dict[str, float]:
+        levels = self._vib_levels(sensor, ts_us, faults)
+        noisy = levels * np.exp(self._noise(0.1, levels.shape))
+        return {band: float(v) for band, v in zip(VIB_BANDS, noisy, strict=True)}
+
+    def _vib_levels(self, sensor: Sensor, ts_us: int, faults: list[Fault]) -> np.ndarray:
         factor = 1.0
         for f in faults:
             if f.applies(sensor) and _inside(f, ts_us):
@@ -230,13 +247,7 @@ class EnvSimulator:
                     factor *= 5.0
                 elif f.kind == "vibration":
                     factor *= f.magnitude or 10.0
-        levels = self._vib_shape[sensor.id] * factor  # µm/s RMS per band
-        if self.raw:
-            return reduce.band_velocity_rms_um_s(
-                self._raw_velocity(levels), 1000.0, kind="velocity"
-            )
-        noisy = levels * np.exp(self._noise(0.1, levels.shape))
-        return {band: float(v) for band, v in zip(VIB_BANDS, noisy, strict=True)}
+        return self._vib_shape[sensor.id] * factor  # µm/s RMS per band
 
     def _raw_velocity(self, levels_um_s: np.ndarray, seconds: float = 4.0) -> np.ndarray:
         fs = 1000.0
@@ -253,6 +264,16 @@ def _r(sensor: Sensor, quantity: str, ts: str, value: float, unit: str, band=Non
     if band is not None:
         out["band"] = band
     return out
+
+
+def _raw(sensor: Sensor, quantity: str, ts: str, unit: str, samples: np.ndarray) -> dict:
+    return {
+        "sensor": sensor.id,
+        "quantity": quantity,
+        "ts": ts,
+        "unit": unit,
+        "raw": {"sample_rate_Hz": 1000.0, "samples": np.round(samples, 12).tolist()},
+    }
 
 
 def _inside(fault: Fault, ts_us: int) -> bool:

@@ -170,3 +170,87 @@ def test_retention_keeps_rollups(env_session):
         ).scalar()
         == 2
     )
+
+
+def test_raw_samples_are_reduced_at_ingest(env_session, env_config):
+    import numpy as np
+
+    fs = 1000.0
+    t = np.arange(4000) / fs
+    velocity = 5e-6 * np.sqrt(2) * np.sin(2 * np.pi * 12.5 * t)  # 5 µm/s RMS in the 12.5 Hz band
+    field = np.stack(
+        [
+            20_000 + 60 * np.sqrt(2) * np.sin(2 * np.pi * 50 * t),  # 60 nT RMS at 50 Hz
+            10_000 + 20 * np.sqrt(2) * np.sin(2 * np.pi * 50 * t + 1),
+            40_000 + 0 * t,
+        ],
+        axis=1,
+    )[:500]
+    ts = T0.isoformat()
+    batch = [
+        {
+            "sensor": "krios-vib",
+            "quantity": "vibration",
+            "ts": ts,
+            "unit": "m/s",
+            "raw": {"sample_rate_Hz": fs, "samples": velocity.tolist()},
+        },
+        {
+            "sensor": "krios-mag",
+            "quantity": "magnetic_field",
+            "ts": ts,
+            "unit": "nT",
+            "raw": {"sample_rate_Hz": fs, "samples": field.tolist()},
+        },
+        {
+            "sensor": "krios-vib",
+            "quantity": "vibration",
+            "ts": ts,
+            "unit": "g",
+            "raw": {"sample_rate_Hz": fs, "samples": velocity.tolist()},
+        },
+        {
+            "sensor": "krios-vib",
+            "quantity": "vibration",
+            "ts": ts,
+            "unit": "m/s",
+            "raw": {"sample_rate_Hz": fs, "samples": velocity[:100].tolist()},
+        },
+    ]
+    result = ingest_readings(env_session, batch, source="raw", now=T0)
+    env_session.commit()
+    assert result.accepted == 2
+    assert [(r["index"], r["reason"][:30]) for r in result.rejected] == [
+        (2, "raw vibration unit 'g' (expect"),
+        (3, "raw vibration needs at least 2"),
+    ]
+    bands = channel_series(env_session, "krios-vib", "vibration", T0, T0)
+    by_band = dict(zip(bands.bands.tolist(), bands.values.tolist(), strict=True))
+    assert by_band["12.5"] == pytest.approx(5.0, rel=0.01)
+    assert by_band["max"] == pytest.approx(5.0, rel=0.01) and by_band["8"] < 0.05
+    ac = channel_series(env_session, "krios-mag", "magnetic_field_ac", T0, T0)
+    dc = channel_series(env_session, "krios-mag", "magnetic_field_dc", T0, T0)
+    assert ac.values[0] == pytest.approx(60.0, rel=0.01)  # worst axis
+    assert dc.values[0] == pytest.approx(np.sqrt(20**2 + 10**2 + 40**2), rel=1e-3)
+
+
+def test_simulator_raw_mode_matches_direct_values(env_session, env_config):
+    from instrument_env.sim import EnvSimulator
+
+    start, end = T0, T0 + timedelta(seconds=30)
+    raw = EnvSimulator(env_config, seed=1, rooms=["krios-room"], raw=True, noise=0.0)
+    readings = raw.readings(start, end)
+    assert any("raw" in r for r in readings)
+    result = ingest_readings(env_session, readings, source="sim", config=env_config, now=end)
+    env_session.commit()
+    assert result.rejected == []
+    direct = EnvSimulator(env_config, seed=1, rooms=["krios-room"], noise=0.0).readings(start, end)
+    expected = {
+        (r["quantity"], r.get("band", "")): r["value"]
+        for r in direct
+        if r["sensor"] in ("krios-mag", "krios-vib") and r["ts"] == start.isoformat()
+    }
+    for (quantity, band), value in expected.items():
+        sensor = "krios-vib" if quantity == "vibration" else "krios-mag"
+        got = channel_series(env_session, sensor, quantity, start, start, band=band)
+        assert got.values[0] == pytest.approx(value, rel=0.03, abs=0.02), (quantity, band)

@@ -102,3 +102,36 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
     assert any("unknown sensor 'ghost-sensor'" in m for m in logged)
     assert any("rejected reading from krios-t1: unit 'K'" in m for m in logged)
     assert not thread.is_alive()
+
+
+def test_raw_samples_over_mqtt_are_reduced(broker, env_engine, env_config):
+    sessions = session_factory(env_engine)
+    subscriber = Subscriber(sessions, host=HOST, port=PORT, config=env_config, flush_interval_s=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
+    thread.start()
+    assert subscriber.subscribed.wait(10)
+    start = T + timedelta(hours=1)
+    sim = EnvSimulator(env_config, seed=2, rooms=["krios-room"], raw=True)
+    publish_readings(
+        sim.batches(start, start + timedelta(seconds=30)), host=HOST, port=PORT, config=env_config
+    )
+
+    def count(sensor, quantity):
+        with sessions() as session:
+            return session.execute(
+                sa.select(sa.func.count())
+                .select_from(Reading)
+                .where(Reading.sensor == sensor, Reading.quantity == quantity)
+                .where(Reading.ts_us >= to_us(start), Reading.ts_us < to_us(start) + 30_000_000)
+            ).scalar()
+
+    deadline = time.monotonic() + 30
+    while count("krios-vib", "vibration") < 3 * 21 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert count("krios-vib", "vibration") == 3 * 21  # 20 bands + max, 3 times
+    assert count("krios-mag", "magnetic_field_ac") == 3
+    assert count("krios-mag", "magnetic_field_dc") == 3
+    assert subscriber.stats.errors == []
