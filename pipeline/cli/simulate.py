@@ -215,7 +215,13 @@ def micrographs_command(
 
 
 @simulate_group.command("acquisition")
-@click.argument("raw_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("raw_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Session folder to write (the same as giving RAW_DIR).",
+)
 @click.option("--movies", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--frames", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--size", type=click.IntRange(min=64), default=1024, show_default=True, help="Px.")
@@ -260,7 +266,8 @@ def micrographs_command(
 @_seed_option
 @device_options
 def acquisition_command(
-    raw_dir: Path,
+    raw_dir: Path | None,
+    out_dir: Path | None,
     movies: int,
     frames: int,
     size: int,
@@ -277,6 +284,11 @@ def acquisition_command(
     threads: int | None,
 ) -> None:
     """Write an EPU-like session folder: movies, gain.mrc, acquisition.json and truth/."""
+    if raw_dir is not None and out_dir is not None and raw_dir != out_dir:
+        raise click.UsageError("give the session folder once: RAW_DIR or --out, not both")
+    raw_dir = raw_dir or out_dir
+    if raw_dir is None:
+        raise click.UsageError("missing the session folder: give RAW_DIR or --out DIR")
     select_device(device, threads)
     from pipeline.simulate.acquisition import simulate_acquisition
 

@@ -203,3 +203,24 @@ def test_default_four_movie_acquisition_opens(tmp_path, capsys):
     expected = meta["dose_per_frame_e_A2"] * meta["pixel_size_A"] ** 2
     assert (frames * gain).mean() == pytest.approx(expected, rel=0.02)
     assert len(starfile.read(tmp_path / "truth" / "micrographs_ctf.star")) == 4
+
+
+def test_acquisition_out_option_and_missing_folder(tmp_path, capsys):
+    code, _, err = _cli(
+        capsys,
+        "acquisition",
+        "--out",
+        tmp_path / "s",
+        "--movies",
+        1,
+        "--size",
+        128,
+        "--frames",
+        2,
+        "--seed",
+        1,
+    )
+    assert code == 0, err
+    assert len(list((tmp_path / "s").glob("*_fractions.tiff"))) == 1
+    code, _, err = _cli(capsys, "acquisition", "--movies", 1)
+    assert code != 0 and "RAW_DIR or --out" in err and "Traceback" not in err
