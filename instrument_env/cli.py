@@ -40,9 +40,22 @@ class _Ctx:
 
     def sessions(self):
         if self._sessions is None:
-            from instrument_env.db import session_factory
+            import sqlalchemy as sa
 
-            self._sessions = session_factory(self.url)
+            from instrument_env.db import current_revision, make_engine, session_factory
+
+            engine = make_engine(self.url)
+            try:
+                revision = current_revision(engine)
+            except sa.exc.SQLAlchemyError as exc:
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                raise click.ClickException(f"cannot open the database: {detail}") from None
+            if revision is None:
+                raise click.ClickException(
+                    "the database has no instrument_env tables; run 'cryofac env init-db' "
+                    "(or 'cryofac portal init-db')"
+                )
+            self._sessions = session_factory(engine)
         return self._sessions
 
     def config(self):

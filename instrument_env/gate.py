@@ -76,9 +76,13 @@ def evaluate_gate(
         reasons = _reasons(session, instrument.room, to_us(at), config)
     except UnknownInstrument:
         raise
-    except Exception as exc:  # fail closed, but say why
-        log.exception("gate evaluation failed for %s", instrument_id)
-        reasons = [f"gate could not be evaluated ({exc.__class__.__name__}: {exc})"]
+    except Exception as exc:  # fail closed, but say why (one line, no SQL)
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+        log.warning(
+            "gate evaluation failed for %s: %s: %s", instrument_id, type(exc).__name__, detail
+        )
+        log.debug("gate evaluation failure", exc_info=True)
+        reasons = [f"gate could not be evaluated ({exc.__class__.__name__}: {detail})"]
     return GateDecision(not reasons, reasons, at)
 
 

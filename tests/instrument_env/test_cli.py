@@ -25,6 +25,8 @@ def count(url):
 
 def test_cli_end_to_end(database_url, tmp_path, capsys):
     db = ["--db", database_url]
+    code, _, err = run(capsys, *db, "alarms")
+    assert code == 1 and "run 'cryofac env init-db'" in err and "Traceback" not in err
     assert run(capsys, *db, "init-db")[0] == 0
     csv_file = tmp_path / "logger.csv"
     csv_file.write_text(

@@ -112,3 +112,15 @@ def test_critical_alarm_refuses_and_override_is_recorded(env_session, env_config
         evaluate_gate(env_session, "titan9", config=env_config)
     payload = decision.to_dict()
     assert payload["allowed"] is False and payload["checked_at"].endswith("+00:00")
+
+
+def test_fails_closed_without_tables(database_url, env_config):
+    from instrument_env.db import session_factory
+
+    with session_factory(database_url)() as session:
+        decision = evaluate_gate(session, "krios1", T0, config=env_config)
+    assert not decision.allowed
+    assert len(decision.reasons) == 1 and decision.reasons[0].startswith(
+        "gate could not be evaluated"
+    )
+    assert "\n" not in decision.reasons[0] and "SELECT" not in decision.reasons[0]
