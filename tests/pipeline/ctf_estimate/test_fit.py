@@ -77,8 +77,8 @@ def test_ctf_bar_defocus_astigmatism_angle(estimates):
 def test_fit_resolution_and_figure_of_merit(estimates):
     for _truth, est in estimates:
         assert 2.0 < est.max_resolution_A < 10.0
-        assert est.figure_of_merit > 0.3
-        assert est.spectrum.shape == (512, 257)
+        assert est.figure_of_merit > 0.15
+        assert est.spectrum.shape == (est.tile, est.tile // 2 + 1)
 
 
 @pytest.mark.slow
