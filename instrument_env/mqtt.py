@@ -70,6 +70,7 @@ class SubscriberStats:
     accepted: int = 0
     rejected: int = 0
     flushes: int = 0
+    dropped: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -79,7 +80,8 @@ class Subscriber:
     Messages are parsed on paho's network thread and queued; the thread that calls
     :meth:`run` writes a batch whenever ``batch_size`` readings are waiting or
     ``flush_interval_s`` has passed, and evaluates alarms every ``evaluate_every_s``
-    (when given).
+    (when given). A failed write (database down) keeps its readings and is retried with
+    exponential back-off; at most ``max_buffer`` readings are kept meanwhile.
     """
 
     def __init__(
@@ -94,7 +96,9 @@ class Subscriber:
         evaluate_every_s: float | None = None,
         client_id: str | None = None,
         now: Callable[[], datetime] | None = None,
+        max_buffer: int = 1_000_000,
     ):
+        self.max_buffer = max_buffer
         self.sessions = sessions
         self.host, self.port = host, port
         self.config = config or load_env_config()
@@ -183,16 +187,21 @@ class Subscriber:
         client.loop_start()
         stop = stop or threading.Event()
         started = last_flush = last_eval = time.monotonic()
+        retry_at, backoff = 0.0, 0.5
         pending: list[dict] = []
         try:
             while not stop.is_set():
                 pending.extend(self._drain())
                 now = time.monotonic()
-                if len(pending) >= self.batch_size or (
-                    pending and now - last_flush >= self.flush_interval_s
+                if now >= retry_at and (
+                    len(pending) >= self.batch_size
+                    or (pending and now - last_flush >= self.flush_interval_s)
                 ):
-                    self._safe_flush(pending)
-                    pending, last_flush = [], now
+                    if self._safe_flush(pending):
+                        pending, last_flush, backoff = [], now, 0.5
+                    else:  # keep the readings and retry: the broker will not resend them
+                        retry_at, backoff = now + backoff, min(backoff * 2, 30.0)
+                        pending = self._cap(pending)
                 if self.evaluate_every_s and now - last_eval >= self.evaluate_every_s:
                     self._safe(self.evaluate_alarms)
                     last_eval = now
@@ -208,15 +217,31 @@ class Subscriber:
             self._safe_flush(pending)
         return self.stats
 
-    def _safe_flush(self, batch: list[dict]) -> None:
-        self._safe(lambda: self.flush(batch))
+    def _safe_flush(self, batch: list[dict]) -> bool:
+        return self._safe(lambda: self.flush(batch))
 
-    def _safe(self, action: Callable[[], None]) -> None:
+    def _cap(self, pending: list[dict]) -> list[dict]:
+        """Bound the retry buffer; the oldest readings go first (and are counted)."""
+        excess = len(pending) - self.max_buffer
+        if excess > 0:
+            self.stats.dropped += excess
+            log.error("retry buffer full: dropped the %d oldest readings", excess)
+            return pending[excess:]
+        return pending
+
+    def _safe(self, action: Callable[[], None]) -> bool:
         try:
             action()
-        except Exception as exc:  # keep the subscriber alive; the broker keeps nothing
-            log.exception("database write failed")
+        except Exception as exc:  # keep the subscriber alive
+            log.error(
+                "database write failed: %s: %s",
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            log.debug("database write failure", exc_info=True)
             self.stats.errors.append(f"{exc.__class__.__name__}: {exc}")
+            return False
+        return True
 
 
 def publish_readings(

@@ -135,3 +135,44 @@ def test_raw_samples_over_mqtt_are_reduced(broker, env_engine, env_config):
     assert count("krios-mag", "magnetic_field_ac") == 3
     assert count("krios-mag", "magnetic_field_dc") == 3
     assert subscriber.stats.errors == []
+
+
+def test_database_outage_is_retried_without_losing_readings(broker, env_engine, env_config):
+    real = session_factory(env_engine)
+    failures = {"left": 2}
+
+    def flaky_sessions():
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sa.exc.OperationalError("connect", {}, Exception("database is down"))
+        return real()
+
+    subscriber = Subscriber(
+        flaky_sessions, host=HOST, port=PORT, config=env_config, flush_interval_s=0.1
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
+    thread.start()
+    assert subscriber.subscribed.wait(10)
+    start = T + timedelta(hours=2)
+    sim = EnvSimulator(env_config, seed=3, rooms=["screening-room"])
+    batches = list(sim.batches(start, start + timedelta(minutes=2)))
+    expected = sum(len(b) for b in batches)
+    publish_readings(batches, host=HOST, port=PORT, config=env_config)
+
+    def stored():
+        with real() as session:
+            return session.execute(
+                sa.select(sa.func.count())
+                .select_from(Reading)
+                .where(Reading.sensor.like("screen-%"), Reading.band != "max")
+                .where(Reading.ts_us >= to_us(start), Reading.ts_us < to_us(start) + 120_000_000)
+            ).scalar()
+
+    deadline = time.monotonic() + 30
+    while stored() < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert stored() == expected
+    assert len(subscriber.stats.errors) == 2 and subscriber.stats.dropped == 0
