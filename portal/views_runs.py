@@ -58,12 +58,19 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
     if run is None:
         return {"session_id": session.id, "has_run": False, "state": "no run yet", "stamp": 0}
     s = run.summary
+    stalled = s.stalled(datetime.now(UTC), current_app.config.get("RUN_STALL_AFTER_S", 900.0))
+    pace = {True: "keeping up", False: "falling behind", None: "—"}[s.keeping_up]
+    if stalled:
+        minutes = (datetime.now(UTC) - s.updated_at).total_seconds() / 60
+        pace = f"no update for {minutes:,.0f} min"
     ok = [m for m in run.movies if m.ok]
     latest = max(ok, key=lambda m: m.processed_at or datetime.min.replace(tzinfo=UTC), default=None)
     return {
         "session_id": session.id,
         "has_run": True,
         **summarize_run(run),
+        "stalled": stalled,
+        "keeping_up": False if stalled else s.keeping_up,
         "latest_movie": latest.movie if latest else None,
         "stamp": int(run.mtime() * 1000),
         "display": {
@@ -76,7 +83,7 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
             "resolution_A": _fmt(s.resolution_A, 2, "Å"),
             "backlog": _fmt(s.backlog),
             "batches": f"{s.batches_done} / {s.batches_total}",
-            "keeping_up": {True: "keeping up", False: "falling behind", None: "—"}[s.keeping_up],
+            "keeping_up": pace,
         },
     }
 

@@ -166,6 +166,13 @@ class RunSummary:
             return None
         return proc >= 0.9 * acq
 
+    def stalled(self, now: datetime, after_s: float = 900.0) -> bool:
+        """True when a *running* run has not updated its summary for ``after_s`` seconds
+        (the workflow died or hangs): the summary is rewritten after every batch."""
+        if self.state != "running" or self.updated_at is None:
+            return False
+        return (now - self.updated_at).total_seconds() > after_s
+
     @property
     def backlog(self) -> int:
         return max(0, self.movies_seen - self.movies_processed - self.movies_failed)

@@ -163,7 +163,7 @@ def make_run(
     processed = n_movies - len(failed)
     summary = {
         "schema": SUMMARY_SCHEMA,
-        "updated_at": (T0 + timedelta(minutes=5)).isoformat(),
+        "updated_at": datetime.now(UTC).isoformat(),
         "state": state,
         "raw_dir": "/data/raw/session",
         "movies_seen": n_movies,

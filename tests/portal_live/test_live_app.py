@@ -211,3 +211,17 @@ def test_pages_of_a_session_without_a_run_yet(live, client):
     headers = live.token(client, "alice")
     files = client.get(f"/api/v1/sessions/{waiting}/files", headers=headers).get_json()
     assert files == {"session_id": waiting, "files": []}
+
+
+def test_a_running_run_without_updates_is_flagged_stalled(live, client):
+    summary = live.run_dir / "summary.json"
+    data = json.loads(summary.read_text())
+    data["updated_at"] = "2026-03-02T08:05:00Z"  # long ago, and still "running"
+    summary.write_text(json.dumps(data))
+    live.login(client, "alice")
+    status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
+    assert status["stalled"] is True and status["keeping_up"] is False
+    assert status["display"]["keeping_up"].startswith("no update for")
+    live.app.config["RUN_STALL_AFTER_S"] = 10 * 365 * 86400.0
+    status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
+    assert status["stalled"] is False and status["keeping_up"] is True
