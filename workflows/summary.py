@@ -52,7 +52,7 @@ OUTPUT_FILES = {
     "slices_png": "slices.png",
     "particles_star": "particles.star",
     "particles_cs": "particles.cs",
-    "classes2d": "classes2d.png",
+    "classes2d": "class_averages.mrcs",
 }
 
 

@@ -1,5 +1,6 @@
 # Configuration, movie discovery, batching and input functions.
 import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -49,8 +50,9 @@ def batch_movies(wildcards):
 
 
 def step_command(step, *options):
-    """`cryofac STEP OPTIONS...` as a list of strings; a change of it reruns the step."""
-    return [CRYOFAC, step, *(str(o) for o in options)]
+    """`cryofac STEP OPTIONS... EXTRA...` as a list of strings; a change of it reruns the step."""
+    extra = shlex.split(config.get("extra", {}).get(step, ""))
+    return [CRYOFAC, step, *(str(o) for o in options), *extra]
 
 
 def step_resources(step):

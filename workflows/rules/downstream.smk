@@ -42,9 +42,10 @@ rule reconstruct:
     output:
         result="reconstruct/p{n}/result.json",
     params:
-        cryofac=CRYOFAC,
+        command=step_command(
+            "reconstruct", "--symmetry", PIPELINE["reconstruct"]["symmetry"]
+        ),
         out=subpath(output.result, parent=True),
-        symmetry=PIPELINE["reconstruct"]["symmetry"],
         device=lambda wildcards, resources: "gpu" if resources.gpu > 0 else "cpu",
     threads: step_resources("reconstruct")["threads"]
     resources:
@@ -58,5 +59,5 @@ rule reconstruct:
     benchmark:
         "benchmarks/reconstruct/p{n}.tsv"
     shell:
-        "{params.cryofac} reconstruct {input} --out {params.out} --symmetry {params.symmetry}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.command:q} {input:q} --out {params.out:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
