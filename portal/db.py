@@ -89,15 +89,17 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def lock_instrument(db: Session, instrument_id: str) -> None:
-    """Serialise booking writes on one instrument for the rest of the transaction.
+def lock_instrument(db: Session, instrument_id: str, shared: bool = False) -> None:
+    """Serialise booking writes on one key for the rest of the transaction.
 
-    PostgreSQL: a transaction-scoped advisory lock keyed on the instrument id.
+    PostgreSQL: a transaction-scoped advisory lock keyed on ``instrument_id`` (any key
+    string); ``shared`` holders run concurrently and exclude only exclusive holders.
     SQLite: nothing to do, ``BEGIN IMMEDIATE`` already holds the database write lock.
     """
     if db.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         db.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            sa.text(f"SELECT {function}(hashtext(:key))"),
             {"key": f"cryofac.booking.{instrument_id}"},
         )
 

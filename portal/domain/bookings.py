@@ -10,9 +10,11 @@ microscope booking ends before that session starts, on the same project), and
 Overlap with another pending or confirmed booking, or with a maintenance block, raises
 :class:`BookingConflict` (409); so does cancelling after the cancellation deadline.
 
-Writers on one instrument (and one project, for the allocation) are serialised:
-``BEGIN IMMEDIATE`` on SQLite, advisory locks on PostgreSQL — where an exclusion
-constraint also makes an overlap impossible whatever the code does.
+Concurrency: on SQLite every write transaction is serialised (``BEGIN IMMEDIATE``). On
+PostgreSQL an exclusion constraint makes two overlapping held bookings on one instrument
+impossible whatever the code does (the loser of a race gets 409 like everyone else);
+advisory locks serialise bookings of one project (allocation) and keep maintenance
+blocks and bookings of one instrument apart.
 """
 
 from __future__ import annotations
@@ -217,9 +219,19 @@ def check_free(
 
 
 def _lock(db: Session, instrument_id: str, project_id: int | None) -> None:
+    """Take the locks of a booking (project exclusive, instrument shared) or of a
+    maintenance block (instrument exclusive, ``project_id`` None).
+
+    Bookings on one instrument need not exclude each other on PostgreSQL — the exclusion
+    constraint refuses the second of two overlapping inserts — but they must exclude a
+    concurrent maintenance block, which no constraint covers. The project lock keeps
+    two bookings of one project from both fitting the same remaining allocation.
+    """
     if project_id is not None:
         lock_instrument(db, f"project:{project_id}")
-    lock_instrument(db, instrument_id)
+        lock_instrument(db, instrument_id, shared=True)
+    else:
+        lock_instrument(db, instrument_id)
 
 
 def create_booking(
