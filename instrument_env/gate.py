@@ -97,9 +97,14 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
     # One index range aggregate per channel answers staleness and, usually, every rule
     # of the channel; only a channel that might be out of limits is read in full.
     stats = _channel_stats(session, rules, start_us, at_us)
-    for (sensor_id, quantity), newest in dict.fromkeys(
-        ((r.sensor, r.quantity), stats[_channel_key(r)].newest) for r in rules
-    ):
+    newest_of: dict[tuple[str, str], int | None] = {}
+    for rule in rules:
+        newest = stats[_channel_key(rule)].newest
+        known = newest_of.get((rule.sensor, rule.quantity))
+        newest_of[(rule.sensor, rule.quantity)] = max(
+            (t for t in (known, newest) if t is not None), default=None
+        )
+    for (sensor_id, quantity), newest in newest_of.items():
         sensor = config.sensors[sensor_id]
         if newest is not None and at_us - newest <= sensor.stale_after_s * 1e6:
             continue

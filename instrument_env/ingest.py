@@ -214,30 +214,45 @@ def _insert_ignore(session: Session, rows: list[dict]) -> None:
 
 
 def _copy_insert_ignore(session: Session, rows: list[dict]) -> bool:
-    """PostgreSQL: COPY into a temporary table, then INSERT ... ON CONFLICT DO NOTHING.
+    """PostgreSQL: COPY, the fastest way in; duplicates handled without losing the batch.
 
-    Several times faster than row-by-row inserts. Returns False when the driver is not
-    psycopg 3 (the caller then falls back to plain inserts).
+    First COPY straight into ``env_readings`` inside a savepoint (new readings, the usual
+    case). If any reading is already stored (unique violation), roll the savepoint back
+    and COPY into a temporary table followed by INSERT ... ON CONFLICT DO NOTHING.
+    Returns False when the driver is not psycopg 3 (the caller then inserts row by row).
     """
-    connection = session.connection()
-    driver = connection.connection.driver_connection
+    driver = session.connection().connection.driver_connection
     if not hasattr(driver, "cursor") or not hasattr(driver.cursor(), "copy"):
         return False
+    import psycopg
+
     columns = ", ".join(_COLUMNS)
+    tuples = [tuple(row[c] for c in _COLUMNS) for row in rows]
     with driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT env_ingest_copy")
+        try:
+            with cursor.copy(f"COPY env_readings ({columns}) FROM STDIN") as copy:
+                for row in tuples:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT env_ingest_copy")
+        else:
+            cursor.execute("RELEASE SAVEPOINT env_ingest_copy")
+            return True
+        cursor.execute("RELEASE SAVEPOINT env_ingest_copy")
         cursor.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS env_ingest_batch "
             "(LIKE env_readings) ON COMMIT DELETE ROWS"
         )
-        cursor.execute("TRUNCATE env_ingest_batch")
+        cursor.execute("DELETE FROM env_ingest_batch")
         with cursor.copy(f"COPY env_ingest_batch ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(tuple(row[c] for c in _COLUMNS))
+            for row in tuples:
+                copy.write_row(row)
         cursor.execute(
             f"INSERT INTO env_readings ({columns}) SELECT {columns} FROM env_ingest_batch "
             "ON CONFLICT DO NOTHING"
         )
-        cursor.execute("TRUNCATE env_ingest_batch")
+        cursor.execute("DELETE FROM env_ingest_batch")
     return True
 
 
