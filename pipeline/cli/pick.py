@@ -53,7 +53,15 @@ from pipeline.cli import device_options, run_each, select_device
     "--templates",
     type=click.Path(path_type=Path),
     default=None,
-    help="Template image or stack (.mrc/.mrcs, protein bright) for --method template.",
+    help="Templates for --method template: 2D image or .mrcs stack (protein bright), or a "
+    "3D map (.mrc, cubic) whose projections are used.",
+)
+@click.option(
+    "--template-views",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Projections of a 3D template map (spread over a hemisphere).",
 )
 @click.option("--template-pixel-size", type=float, default=None, help="Å [default: header].")
 @click.option("--angle-step", type=float, default=10.0, show_default=True, help="Degrees.")
@@ -79,6 +87,7 @@ def pick(
     method: str,
     templates: Path | None,
     template_pixel_size: float | None,
+    template_views: int,
     angle_step: float,
     threshold: float | None,
     max_picks: int | None,

@@ -66,6 +66,26 @@ def resample(image, pixel_size_A: float, target_pixel_A: float, box: int):
     return result
 
 
+def templates_from_map(volume, pixel_size_A: float, n_views: int = 8) -> np.ndarray:
+    """Projections (n_views, box, box) of a 3D map (protein positive) as templates.
+
+    Views are spread evenly over a hemisphere (Fibonacci lattice of tilt/rot angles; the
+    in-plane angle is searched by the picker). Uses the Fourier projector of
+    :mod:`pipeline.simulate.projection`.
+    """
+    from pipeline.geometry import euler_to_matrix
+    from pipeline.simulate.projection import project
+
+    volume = np.asarray(backend.to_numpy(volume), dtype=np.float32)
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise ValueError(f"a template map must be a cubic 3D array (got shape {volume.shape})")
+    i = np.arange(n_views) + 0.5
+    tilt = np.degrees(np.arccos(1.0 - i / n_views))  # 0..90°: one hemisphere
+    rot = np.degrees(np.pi * (1.0 + 5**0.5) * i) % 360.0
+    rotations = euler_to_matrix(rot, tilt, np.zeros(n_views))
+    return project(volume, rotations, pixel_size_A, method="fourier")
+
+
 def _soft_disc(box: int, radius_px: float, edge_px: float = 2.0):
     xp = backend.xp()
     yy, xx = xp.mgrid[:box, :box].astype(xp.float32) - box // 2

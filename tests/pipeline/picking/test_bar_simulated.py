@@ -45,3 +45,49 @@ def test_blob_picker_meets_the_bar(apoferritin, seed, defocus_A):
     assert score.recall >= 0.9, score
     d = np.linalg.norm(picks.coords_px[:, None] - truth.contaminant_coords_px[None], axis=2)
     assert (d > truth.contaminant_radii_px[None]).all(), "a pick lies on a contaminant"
+
+
+@pytest.mark.slow
+def test_template_picker_with_map_projections(apoferritin, tmp_path):
+    """Second-pass picking: templates are projections of the map; also via the CLI."""
+    from click.testing import CliRunner
+
+    from cryofac.cli import cli
+    from pipeline.io.mrc import write_mrc
+    from pipeline.picking.coords import read_coordinates
+    from pipeline.picking.template import pick_templates, templates_from_map
+
+    ctf = CTFParams(18000.0, 17500.0, 10.0)
+    image, truth = simulate.simulate_micrograph(
+        apoferritin, (1024, 1024), 1.0, n_particles=25, ctf=ctf, n_contaminants=1, rng=41
+    )
+    diameter = truth.particle_diameter_A
+    templates = templates_from_map(apoferritin, 1.0, 4)
+    picks = pick_templates(image, 1.0, diameter, templates, 1.0, ctf=truth.ctf)
+    score = match_picks(picks.coords_px, truth.coords_px, 0.3 * diameter)
+    assert score.precision >= 0.9 and score.recall >= 0.9, score
+
+    mic = write_mrc(tmp_path / "mic.mrc", image, 1.0)
+    ref = write_mrc(tmp_path / "map.mrc", apoferritin, 1.0)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "pick",
+            str(mic),
+            "--out",
+            str(tmp_path / "p"),
+            "--diameter",
+            f"{diameter:.1f}",
+            "--method",
+            "template",
+            "--templates",
+            str(ref),
+            "--template-views",
+            "4",
+            "--angle-step",
+            "30",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    coords, _ = read_coordinates(tmp_path / "p" / "mic_autopick.star")
+    assert match_picks(coords, truth.coords_px, 0.3 * diameter).f1 >= 0.85
