@@ -93,3 +93,57 @@ def test_cli_end_to_end(database_url, tmp_path, capsys):
     assert code == 0 and json.loads(out) == []
     code, out, _ = run(capsys, *db, "maintain")
     assert code == 0 and out.startswith("deleted 0 raw readings")
+
+
+def test_simulate_to_http_posts_batches(tmp_path, capsys, monkeypatch):
+    """`simulate --to http` POSTs CONTRACT readings with the bearer token."""
+    monkeypatch.delenv("CRYOFAC_API_TOKEN", raising=False)
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server API)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, self.headers["Authorization"], body))
+            payload = json.dumps({"accepted": len(body), "rejected": []}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        code, out, err = run(
+            capsys,
+            "simulate",
+            "--to",
+            "http",
+            "--url",
+            url,
+            "--token",
+            "t0k",
+            "--room",
+            "prep-lab",
+            "--start",
+            "2026-03-02T00:00:00+00:00",
+            "--hours",
+            "1",
+        )
+        assert code == 0, err
+        assert out.startswith("posted 240 readings")  # prep-t1: 2 quantities every 30 s
+        path, auth, body = received[0]
+        assert path == "/api/v1/env/readings" and auth == "Bearer t0k"
+        assert set(body[0]) == {"sensor", "quantity", "ts", "value", "unit"}
+        code, _, err = run(capsys, "simulate", "--to", "http", "--url", url, "--hours", "0.1")
+        assert code == 2 and "--token" in err
+    finally:
+        server.shutdown()
