@@ -7,14 +7,16 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 
-def blob_volume(box: int, rng: np.random.Generator, n_blobs: int = 14) -> np.ndarray:
-    """An asymmetric volume (box³) of Gaussian blobs, sigma 1.5–3.5 pixels."""
+def blob_volume(
+    box: int, rng: np.random.Generator, n_blobs: int = 14, sigma_px: tuple = (1.5, 3.5)
+) -> np.ndarray:
+    """An asymmetric volume (box³) of Gaussian blobs, sigma in ``sigma_px`` (pixels)."""
     g = np.arange(box) - box // 2
     z, y, x = np.meshgrid(g, g, g, indexing="ij")
     vol = np.zeros((box,) * 3)
     for _ in range(n_blobs):
         c = rng.uniform(-box / 5, box / 5, 3)
-        s = rng.uniform(1.5, 3.5)
+        s = rng.uniform(*sigma_px)
         vol += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / (2 * s * s))
     return vol.astype(np.float32)
 
