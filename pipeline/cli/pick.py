@@ -31,9 +31,11 @@ from pipeline.cli import device_options, run_each, select_device
     help="Particle diameter in Å.",
 )
 @click.option(
-    "--min-diameter", type=float, default=None, help="Smallest blob diameter in Å [0.8×]."
+    "--min-diameter", type=float, default=None, help="Smallest blob diameter in Å [--diameter]."
 )
-@click.option("--max-diameter", type=float, default=None, help="Largest blob diameter in Å [1.2×].")
+@click.option(
+    "--max-diameter", type=float, default=None, help="Largest blob diameter in Å [--diameter]."
+)
 @click.option(
     "--ctf",
     "ctf_star",
@@ -69,7 +71,8 @@ from pipeline.cli import device_options, run_each, select_device
     "--threshold",
     type=float,
     default=None,
-    help="Peak threshold in robust SDs of the response map [blob 3.0, template 2.5].",
+    help="Peak threshold: blob, background-noise SDs of the filter response [3.0]; "
+    "template, robust SDs of the NCC map [2.5].",
 )
 @click.option("--max-picks", type=click.IntRange(min=1), default=None, help="Keep the best N.")
 @device_options

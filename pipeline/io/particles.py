@@ -172,6 +172,11 @@ def write_particles_star(path: str | os.PathLike, table: ParticleTable) -> Path:
             overwrite=True,
             float_format="%.6f",
         )
+        # RELION 3.1 writes "# version 30001" above each block; do the same
+        text = Path(tmp).read_text()
+        for block in ("data_optics", "data_particles"):
+            text = text.replace(f"\n{block}\n", f"\n# version 30001\n\n{block}\n", 1)
+        Path(tmp).write_text(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

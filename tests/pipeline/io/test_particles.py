@@ -48,6 +48,7 @@ def test_round_trip_keeps_every_value(tmp_path):
     assert stacks[1] == "Extract/mic_1.mrcs"
     text = path.read_text()
     assert "data_optics" in text and "data_particles" in text
+    assert text.count("# version 30001") == 2
 
 
 def test_missing_column_is_named(tmp_path):
