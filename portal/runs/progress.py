@@ -9,7 +9,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-from portal.runs.folder import RunFolder, RunFolderError, read_run
+from portal.runs.folder import RunFolder, RunFolderError, run_cache
 
 
 def _median(values: list[float]) -> float | None:
@@ -25,7 +25,7 @@ def processing_summary(run_dir: str | None) -> dict[str, Any]:
     if not run_dir:
         return {}
     try:
-        run = read_run(run_dir)
+        run = run_cache.get(run_dir)
     except RunFolderError as exc:
         return {"state": "unreadable", "error": str(exc)}
     return summarize_run(run)

@@ -225,3 +225,11 @@ def test_a_running_run_without_updates_is_flagged_stalled(live, client):
     live.app.config["RUN_STALL_AFTER_S"] = 10 * 365 * 86400.0
     status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
     assert status["stalled"] is False and status["keeping_up"] is True
+
+
+def test_session_api_reports_processing_progress(live, client):
+    headers = live.token(client, "alice")
+    body = client.get(f"/api/v1/sessions/{live.session_id}", headers=headers).get_json()
+    processing = body["processing"]
+    assert processing["movies_processed"] == 11 and processing["movies_failed"] == 1
+    assert processing["resolution_A"] == 4.0 and processing["state"] == "running"
