@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from portal.domain import audit, permissions
 from portal.domain.errors import Forbidden, GateClosed, InvalidInput, InvalidTransition
 from portal.models import AcqSession, Instrument, User, utcnow
+from portal.runs.progress import processing_summary
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "scheduled": ("ready", "aborted"),
@@ -168,6 +169,6 @@ def as_dict(session: AcqSession) -> dict:
         "operator": session.operator.public() if session.operator else None,
         "raw_dir": session.raw_dir,
         "run_dir": session.run_dir,
-        "processing": {},
+        "processing": processing_summary(session.run_dir),
         "allowed_transitions": list(TRANSITIONS[session.state]),
     }
