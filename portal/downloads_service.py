@@ -46,14 +46,20 @@ class Downloadable:
     label: str
     kind: str
 
+    @property
+    def size(self) -> int | None:
+        """Bytes, or None for a manifest that is built on request."""
+        return self.path.stat().st_size if self.path.exists() else None
+
     def as_dict(self, session_id: int) -> dict[str, Any]:
-        stat = self.path.stat()
+        exists = self.path.exists()
+        stat = self.path.stat() if exists else None
         return {
             "name": self.name,
             "kind": self.kind,
             "label": self.label,
-            "size": stat.st_size,
-            "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
+            "size": stat.st_size if stat else None,
+            "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat() if stat else None,
             "url": url_for("api_files.get_file", session_id=session_id, name=self.name),
         }
 
@@ -122,45 +128,78 @@ def environment_provenance(session) -> dict[str, Any] | None:
         savepoint.rollback()
 
 
-def downloadables(session) -> list[Downloadable]:
-    """Every file of ``session`` offered for download, manifest last."""
+#: While a session is still acquiring, its provenance is recomputed at most this often (s).
+PROVENANCE_REFRESH_S = 300.0
+
+
+def _environment_file(session, folder: Path) -> Path | None:
+    """``environment.json`` of the session, recomputed only when it may have changed.
+
+    Once the session has ended the file is written once; while it runs, at most every
+    :data:`PROVENANCE_REFRESH_S` seconds (a 72 h window is many readings to summarise).
+    """
+    path = folder / ENVIRONMENT_NAME
+    checked = folder / ".environment.checked"  # when it was last recomputed
+    if path.exists() and checked.exists():
+        at = datetime.fromtimestamp(checked.stat().st_mtime, UTC)
+        if session.ended_at is not None and at > session.ended_at:
+            return path
+        age_s = (datetime.now(UTC) - at).total_seconds()
+        if session.ended_at is None and age_s < PROVENANCE_REFRESH_S:
+            return path
+    provenance = environment_provenance(session)
+    if provenance is None:
+        return path if path.exists() else None
+    data = json.dumps(provenance, indent=2, sort_keys=True, default=str).encode()
+    _write_if_changed(path, data)  # unchanged content keeps its ETag (resumable)
+    checked.touch()
+    return path
+
+
+def downloadables(session, build_manifest_now: bool = False) -> list[Downloadable]:
+    """Every file of ``session`` offered for download, manifest last.
+
+    Listing hashes nothing: the manifest (SHA-256 of every file, incrementally, cached per
+    file version) is built when it is requested (``build_manifest_now``), so a page with
+    multi-GB maps renders at once. Until then the manifest entries point at files that
+    may not exist yet (size unknown).
+    """
     run = load_run(session)
     items = [Downloadable(f.name, f.path, f.label, f.key) for f in (run_files(run) if run else [])]
     folder = cache_dir() / f"session_{session.id}"
     folder.mkdir(parents=True, exist_ok=True)
-    provenance = environment_provenance(session)
-    if provenance is not None:
-        data = json.dumps(provenance, indent=2, sort_keys=True, default=str).encode()
-        path = _write_if_changed(folder / ENVIRONMENT_NAME, data)
+    environment = _environment_file(session, folder)
+    if environment is not None:
         items.append(
-            Downloadable(ENVIRONMENT_NAME, path, "Environmental provenance", "environment")
+            Downloadable(ENVIRONMENT_NAME, environment, "Environmental provenance", "environment")
         )
     if not items:
         return []
-    entries = build_manifest([(i.name, i.path, i.kind) for i in items], checksum_cache())
-    manifest = {
-        "schema": "cryofac-manifest/1",
-        "session_id": session.id,
-        "project_id": session.project_id,
-        "instrument_id": session.instrument_id,
-        "files": [e.as_dict() for e in entries],
-    }
-    manifest_path = _write_if_changed(
-        folder / MANIFEST_NAME, json.dumps(manifest, indent=2).encode()
-    )
-    sums_path = _write_if_changed(folder / SHA256SUM_NAME, manifest_sha256sum(entries).encode())
+    manifest_path, sums_path = folder / MANIFEST_NAME, folder / SHA256SUM_NAME
+    if build_manifest_now:
+        entries = build_manifest([(i.name, i.path, i.kind) for i in items], checksum_cache())
+        manifest = {
+            "schema": "cryofac-manifest/1",
+            "session_id": session.id,
+            "project_id": session.project_id,
+            "instrument_id": session.instrument_id,
+            "files": [e.as_dict() for e in entries],
+        }
+        _write_if_changed(manifest_path, json.dumps(manifest, indent=2).encode())
+        _write_if_changed(sums_path, manifest_sha256sum(entries).encode())
     items.append(Downloadable(MANIFEST_NAME, manifest_path, "Manifest with checksums", "manifest"))
     items.append(Downloadable(SHA256SUM_NAME, sums_path, "Checksums (sha256sum -c)", "manifest"))
     return items
 
 
 def find_downloadable(session, name: str) -> Downloadable | None:
-    """The downloadable called ``name``, without hashing anything unless needed."""
+    """The downloadable called ``name``; a manifest is (re)built only when it is asked for."""
     if name not in (ENVIRONMENT_NAME, MANIFEST_NAME, SHA256SUM_NAME):
         run = load_run(session)
         found = find_file(run, name) if run else None
         return Downloadable(found.name, found.path, found.label, found.key) if found else None
-    for item in downloadables(session):
+    build = name in (MANIFEST_NAME, SHA256SUM_NAME)
+    for item in downloadables(session, build_manifest_now=build):
         if item.name == name:
             return item
     return None

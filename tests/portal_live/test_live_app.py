@@ -233,3 +233,23 @@ def test_session_api_reports_processing_progress(live, client):
     processing = body["processing"]
     assert processing["movies_processed"] == 11 and processing["movies_failed"] == 1
     assert processing["resolution_A"] == 4.0 and processing["state"] == "running"
+
+
+def test_listing_hashes_nothing_manifest_hashes_once(live, client):
+    headers = live.token(client, "alice")
+    sid = live.session_id
+    listing = client.get(f"/api/v1/sessions/{sid}/files", headers=headers).get_json()["files"]
+    manifest = next(f for f in listing if f["name"] == "manifest.json")
+    assert manifest["size"] is None  # built on request, not while listing
+    live.login(client, "alice")
+    assert client.get(f"/sessions/{sid}/run").status_code == 200
+    assert "cryofac.checksums" not in live.app.extensions  # nothing hashed yet
+    assert (
+        client.get(f"/api/v1/sessions/{sid}/files/MANIFEST.sha256", headers=headers).status_code
+        == 200
+    )
+    cache = live.app.extensions["cryofac.checksums"]
+    hashed = cache.computed
+    assert hashed == len([f for f in listing if f["kind"] != "manifest"])
+    client.get(f"/api/v1/sessions/{sid}/files/manifest.json", headers=headers)
+    assert cache.computed == hashed  # every file version is hashed once
