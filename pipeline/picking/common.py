@@ -51,7 +51,15 @@ class Binned:
 
 
 def _even(n: float) -> int:
-    return max(2, 2 * int(round(n / 2.0)))
+    """An even FFT-friendly size (factors 2, 3, 5) at or just above ``n``."""
+    import scipy.fft
+
+    size = max(2, 2 * int(round(n / 2.0)))
+    while True:
+        size = scipy.fft.next_fast_len(size, real=True)
+        if size % 2 == 0:
+            return size
+        size += 1
 
 
 def bin_and_flip(
