@@ -63,6 +63,21 @@ def shift_ramp(shape: tuple[int, int], shift_xy: Any) -> Any:
     return ramp[0] if single else ramp
 
 
+def apply_shift(spectrum: Any, shift_xy: Any) -> Any:
+    """Multiply an rfft2 spectrum (ny, nx//2+1) in place by the ramp of :func:`shift_ramp`.
+
+    Two broadcast multiplications instead of building the full complex ramp.
+    """
+    xp = backend.xp()
+    ny = spectrum.shape[-2]
+    nx = 2 * (spectrum.shape[-1] - 1)
+    kx, ky = frequencies_cycles_per_px((ny, nx))
+    sx, sy = float(shift_xy[0]), float(shift_xy[1])
+    spectrum *= xp.exp((2j * math.pi * sx) * kx).astype(xp.complex64)
+    spectrum *= xp.exp((2j * math.pi * sy) * ky).astype(xp.complex64)
+    return spectrum
+
+
 def bfactor_weight(shape: tuple[int, int], pixel_size_A: float, bfactor_A2: float) -> Any:
     """exp(−B·k²/4) on the rfft2 grid, k in 1/Å, with the DC term set to 0 (float32)."""
     xp = backend.xp()

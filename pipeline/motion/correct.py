@@ -28,7 +28,7 @@ import numpy as np
 
 from cryofac.errors import CryofacError
 from pipeline import backend
-from pipeline.motion.align import align_spectra, fourier_crop, shift_ramp
+from pipeline.motion.align import align_spectra, apply_shift, fourier_crop, shift_ramp
 from pipeline.motion.dose import DoseWeighter, accumulated_dose
 from pipeline.motion.patches import LocalMotionModel, fit_local_model, track_patches
 
@@ -217,7 +217,7 @@ def _sum_global(source, first, drift, pixel_size_A, doses, voltage_kV):
     for f in range(len(drift)):
         frame = first if f == 0 else _frame(source, f)
         spec = fft.rfft2(backend.asarray(frame, dtype=xp.float32))
-        spec *= shift_ramp(shape, drift[f])
+        apply_shift(spec, drift[f])
         acc += spec
         spec *= weighter.weight(f)
         acc_dw += spec

@@ -76,16 +76,36 @@ class DoseWeighter:
 
     Same values as ``frame_weights(...)[f]`` without holding every frame's weights at once
     (a 4096² rfft grid is 33 MB per frame in float32). ``k_per_A`` lives on the device.
+    Computed in float32; with evenly spaced doses the normalisation is the closed-form
+    geometric sum and consecutive frames are obtained by one multiplication each.
     """
 
     def __init__(self, k_per_A: Any, doses_e_A2: Any, voltage_kV: float = 300.0):
+        import numpy as np
+
         xp = backend.xp()
-        self._ne = critical_exposure(k_per_A, voltage_kV)
-        self._doses = [float(d) for d in backend.to_numpy(doses_e_A2).ravel()]
-        norm = xp.zeros_like(self._ne)
-        for d in self._doses:
-            norm += xp.exp(-d / self._ne)
-        self._inv_norm = 1.0 / xp.sqrt(norm)
+        ne = critical_exposure(k_per_A, voltage_kV).astype(xp.float32)
+        self._half = (-0.5 / ne).astype(xp.float32)  # exponent per e/Å², 0 at k = 0
+        self._doses = [float(d) for d in np.asarray(backend.to_numpy(doses_e_A2)).ravel()]
+        d = np.asarray(self._doses)
+        steps = np.diff(d)
+        self._even = len(d) > 1 and bool(np.allclose(steps, steps[0], rtol=1e-9, atol=1e-12))
+        if self._even:
+            step = float(steps[0])
+            half64 = -0.5 / critical_exposure(k_per_A, voltage_kV)  # float64 for the sum
+            r = xp.exp(2.0 * step * half64)  # exp(−step/Ne)
+            n = len(d)
+            # Σ_f exp(−d_f/Ne) = exp(−d_0/Ne) · (1 − rⁿ) / (1 − r); r → 1 at k → 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                geometric = xp.where(r < 1.0 - 1e-6, (1.0 - r**n) / (1.0 - r), float(n))
+            norm = xp.exp(2.0 * d[0] * half64) * geometric
+            self._step = xp.exp(step * self._half)
+        else:
+            norm = xp.zeros_like(ne)
+            for dose in self._doses:
+                norm += xp.exp(2.0 * dose * self._half)
+        self._inv_norm = (1.0 / xp.sqrt(norm)).astype(xp.float32)
+        self._last: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
         return len(self._doses)
@@ -93,5 +113,10 @@ class DoseWeighter:
     def weight(self, frame_index: int) -> Any:
         """float32 weights of frame ``frame_index`` (0-based)."""
         xp = backend.xp()
-        d = self._doses[frame_index]
-        return (xp.exp(-d / (2.0 * self._ne)) * self._inv_norm).astype(xp.float32)
+        if self._even and self._last is not None and self._last[0] == frame_index - 1:
+            w = self._last[1] * self._step
+        else:
+            w = xp.exp(self._doses[frame_index] * self._half) * self._inv_norm
+        w = w.astype(xp.float32, copy=False)
+        self._last = (frame_index, w)
+        return w

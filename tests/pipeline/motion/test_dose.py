@@ -55,3 +55,17 @@ def test_dose_weighter_equals_frame_weights():
     assert len(weighter) == 7
     for f in range(7):
         np.testing.assert_allclose(weighter.weight(f), full[f], rtol=1e-5)
+
+
+def test_dose_weighter_uneven_doses_and_random_access():
+    k = np.array([0.0, 1e-4, 0.01, 0.2])
+    doses = np.array([1.0, 1.5, 3.0, 3.2, 6.0])
+    full = frame_weights(k, doses)
+    weighter = DoseWeighter(k, doses)
+    for f in (4, 0, 2, 3):
+        np.testing.assert_allclose(weighter.weight(f), full[f], rtol=1e-5)
+    even = accumulated_dose(40, 1.0)
+    full = frame_weights(k, even)
+    weighter = DoseWeighter(k, even)
+    for f in range(40):  # sequential: recurrence path
+        np.testing.assert_allclose(weighter.weight(f), full[f], rtol=2e-5)
