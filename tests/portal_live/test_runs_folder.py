@@ -222,3 +222,17 @@ def test_run_cache_rereads_only_when_files_change(tmp_path):
     os.utime(table, ns=(1, 1))  # a new version, whatever the clock resolution
     second = cache.get(root)
     assert cache.reads == 2 and len(second.movies) == len(first.movies) + 1
+
+
+def test_binned_median_is_exact_on_known_data():
+    import numpy as np
+
+    from portal.runs.plots import binned_median
+
+    x = np.arange(1, 101)
+    y = np.repeat([1.0, 5.0, 2.0, 8.0], 25)
+    y[::7] = 100.0  # outliers do not move a median
+    centres, medians = binned_median(x, y, max_bins=4)
+    assert np.allclose(centres, [13, 38, 63, 88])
+    assert np.allclose(medians, [1.0, 5.0, 2.0, 8.0])
+    assert binned_median(x[:6], y[:6])[0].size == 0  # too few points for a trend line
