@@ -92,7 +92,7 @@ def metric_values(movies: list[MovieStats], metric: str) -> list[tuple[int, floa
     return values
 
 
-def binned_median(x, y, max_bins: int = 120, min_per_bin: int = 5):
+def binned_median(x, y, max_bins: int = 60, min_per_bin: int = 10):
     """Median of ``y`` in consecutive bins of about equal count: (bin centres, medians).
 
     O(n log n) in memory and time whatever the run length (a sliding-window median over
