@@ -75,7 +75,7 @@ def page(browser):
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB"
     )
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # CI machines can be busy
     yield context.new_page()
     context.close()
 
@@ -95,7 +95,7 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def wait_images(page, selector: str, timeout_s: float = 20.0) -> None:
+def wait_images(page, selector: str, timeout_s: float = 60.0) -> None:
     """Wait until every image matching ``selector`` has loaded (CSP-safe: no eval)."""
     import time
 
