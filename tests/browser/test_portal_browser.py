@@ -84,7 +84,7 @@ def test_run_page_updates_live_and_downloads_the_map(served, page, tmp_path):
     tmp.write_text(json.dumps(summary))
     tmp.replace(summary_path)
     expected = f"{summary['movies_processed']:,}"
-    expect(processed).to_have_text(expected, timeout=10_000)
+    expect(processed).to_have_text(expected, timeout=30_000)
     expect(page.locator("[data-display=particles]")).to_have_text(f"{summary['particles']:,}")
     assert processed.inner_text() != before
 
