@@ -76,7 +76,7 @@ def movie_stem(path: Path) -> str:
 @click.option(
     "--bfactor",
     type=float,
-    default=500.0,
+    default=150.0,
     show_default=True,
     help="B-factor (Å²) on the global cross-correlation.",
 )

@@ -103,7 +103,7 @@ def correct_movie(
     patches: tuple[int, int] | None = (5, 5),
     align_pixel_A: float = 2.0,
     max_align_size: int = 1024,
-    bfactor_global_A2: float = 500.0,
+    bfactor_global_A2: float = 150.0,
     bfactor_local_A2: float = 150.0,
     max_shift_A: float = 150.0,
     tolerance_px: float = 0.01,
@@ -132,6 +132,7 @@ def correct_movie(
     align_pixel = pixel_size_A * float(scale.mean())
 
     # pass 1: cropped spectra
+    taper = _edge_taper(shape)
     crops = xp.empty((n, cshape[0], cshape[1] // 2 + 1), dtype=xp.complex64)
     for f in range(n):
         frame = first if f == 0 else _frame(source, f)
@@ -140,6 +141,11 @@ def correct_movie(
         dev = backend.asarray(frame, dtype=xp.float32)
         if not bool(xp.isfinite(dev).all()):
             raise MotionError(f"frame {f + 1} holds NaN or infinite values")
+        # mean-subtracted and edge-tapered for alignment only: the frame border does not
+        # move with the specimen, and its periodic-wrap discontinuity would pin the
+        # cross-correlation peak at zero shift
+        dev -= dev.mean()
+        dev *= taper
         crops[f] = fourier_crop(fft.rfft2(dev), cshape)
 
     result = align_spectra(
@@ -198,6 +204,21 @@ def correct_movie(
         accum_motion_late_A=late,
         iterations=result.iterations,
     )
+
+
+def _edge_taper(shape: tuple[int, int], fraction: float = 0.1) -> Any:
+    """Separable cosine taper: 1 inside, 0 at the border, over ``fraction`` of each side."""
+    xp = backend.xp()
+
+    def ramp(n: int):
+        m = max(1, int(round(n * fraction)))
+        w = np.ones(n, np.float32)
+        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
+        w[:m] = edge
+        w[-m:] = edge[::-1]
+        return w
+
+    return backend.asarray(np.outer(ramp(shape[0]), ramp(shape[1])), dtype=xp.float32)
 
 
 def _k_grid_A(shape: tuple[int, int], pixel_size_A: float) -> Any:

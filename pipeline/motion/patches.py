@@ -101,11 +101,15 @@ def track_patches(
     fft = backend.fft()
     n, ny, nx = aligned_frames.shape
     corners, sy, sx = patch_grid((ny, nx), n_patches, PATCH_OVERLAP)
+    from pipeline.motion.correct import _edge_taper
+
+    taper = _edge_taper((sy, sx), 0.15)
     centres = []
     drifts = []
     for y0, x0 in corners:
         patch = aligned_frames[:, y0 : y0 + sy, x0 : x0 + sx]
-        patch = patch - patch.mean(axis=(1, 2), keepdims=True)
+        # mean-subtracted and edge-tapered: the patch border is static (see correct.py)
+        patch = (patch - patch.mean(axis=(1, 2), keepdims=True)) * taper[None]
         spectra = fft.rfft2(patch.astype(xp.float32), axes=(-2, -1)).astype(xp.complex64)
         result = align_spectra(
             spectra,
