@@ -11,10 +11,9 @@ Overlap with another pending or confirmed booking, or with a maintenance block, 
 :class:`BookingConflict` (409); so does cancelling after the cancellation deadline.
 
 Concurrency: on SQLite every write transaction is serialised (``BEGIN IMMEDIATE``). On
-PostgreSQL an exclusion constraint makes two overlapping held bookings on one instrument
-impossible whatever the code does (the loser of a race gets 409 like everyone else);
-advisory locks serialise bookings of one project (allocation) and keep maintenance
-blocks and bookings of one instrument apart.
+PostgreSQL advisory locks serialise the bookings of one instrument and of one project,
+and an exclusion constraint makes two overlapping held bookings on one instrument
+impossible whatever the code does.
 """
 
 from __future__ import annotations
@@ -219,19 +218,19 @@ def check_free(
 
 
 def _lock(db: Session, instrument_id: str, project_id: int | None) -> None:
-    """Take the locks of a booking (project exclusive, instrument shared) or of a
-    maintenance block (instrument exclusive, ``project_id`` None).
+    """Serialise the writes of a booking (project, then instrument) or of a maintenance
+    block (instrument only). Always in this order, so two writers cannot deadlock.
 
-    Bookings on one instrument need not exclude each other on PostgreSQL — the exclusion
-    constraint refuses the second of two overlapping inserts — but they must exclude a
-    concurrent maintenance block, which no constraint covers. The project lock keeps
-    two bookings of one project from both fitting the same remaining allocation.
+    The instrument lock queues bookings of one instrument so that the loser of a race
+    sees the winner in :func:`check_free` (409 with a message) instead of meeting the
+    exclusion constraint mid-insert, where PostgreSQL may pick it as a deadlock victim;
+    it also keeps maintenance blocks, which no constraint covers, apart from bookings.
+    The project lock keeps two bookings of one project from both fitting the same
+    remaining allocation.
     """
     if project_id is not None:
         lock_instrument(db, f"project:{project_id}")
-        lock_instrument(db, instrument_id, shared=True)
-    else:
-        lock_instrument(db, instrument_id)
+    lock_instrument(db, instrument_id)
 
 
 def create_booking(
