@@ -196,6 +196,9 @@ class Run:
         self.show_progress = show_progress
         self.output: list[str] = []
         self.terminated_by: int | None = None
+        self.terminated_at: float | None = None
+        #: seconds Snakemake gets to stop its jobs after SIGTERM before SIGKILL
+        self.grace_s = 30.0
 
     def _pump(self, stream, bar) -> None:
         with open(self.log_path, "a") as log:
@@ -228,11 +231,20 @@ class Run:
             start_new_session=True,
         )
 
-        def forward(signum, _frame):
-            self.terminated_by = signum
+        def kill_group(sig: int) -> None:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
+                    os.killpg(child.pid, sig)
+
+        def forward(signum, _frame):
+            # a second signal, or Snakemake not gone after the grace period: SIGKILL.
+            # Its lock is then removed by the next run, and --rerun-incomplete redoes
+            # the jobs that were running.
+            again = self.terminated_at is not None
+            self.terminated_by = signum
+            if not again:
+                self.terminated_at = time.monotonic()
+            kill_group(signal.SIGKILL if again else signal.SIGTERM)
 
         handled = [signal.SIGTERM, signal.SIGINT]
         previous = {}
@@ -242,11 +254,14 @@ class Run:
         pump.start()
         try:
             while True:
+                stopping = self.terminated_at is not None
                 try:
-                    child.wait(timeout=refresh_s)
+                    child.wait(timeout=1.0 if stopping else refresh_s)
                     break
                 except subprocess.TimeoutExpired:
-                    if refresh is not None:
+                    if stopping and time.monotonic() - self.terminated_at > self.grace_s:
+                        kill_group(signal.SIGKILL)
+                    elif refresh is not None and not stopping:
                         refresh()
         finally:
             pump.join(timeout=30)

@@ -72,3 +72,31 @@ def test_profiles_shipped_and_unknown_profile_is_a_usage_error(tmp_path):
 
     with pytest.raises(click.BadParameter, match="local, slurm"):
         cli.profile_dir(str(tmp_path / "nowhere"))
+
+
+def test_sigterm_reaches_the_whole_group_and_escalates_to_sigkill(tmp_path):
+    """A child group that ignores SIGTERM (as a hung Snakemake would) is killed after the grace."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run = cli.Run([sys.executable, "-c", stubborn], tmp_path / "out.log", show_progress=False)
+    run.grace_s = 1.0
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    start = time.monotonic()
+    code = run(refresh=None, refresh_s=0.5)
+    timer.join()
+    assert run.terminated_by == signal.SIGTERM
+    assert code == -signal.SIGKILL
+    assert time.monotonic() - start < 15
+    assert "ready" in (tmp_path / "out.log").read_text()
