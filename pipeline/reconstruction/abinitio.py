@@ -19,7 +19,12 @@ import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
-from pipeline.reconstruction.refine import Workspace, backproject_particles, lowpass
+from pipeline.reconstruction.refine import (
+    Workspace,
+    backproject_particles,
+    backproject_weighted,
+    lowpass,
+)
 from pipeline.reconstruction.symmetry import asymmetric_grid
 
 
@@ -63,6 +68,7 @@ def abinitio(
     end_resolution_A: float = 15.0,
     max_shift_A: float | None = None,
     forget: float = 0.6,
+    top_k: int = 10,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
@@ -93,12 +99,26 @@ def abinitio(
         shift_step = max(1.0, min(res / (3 * pix), 4.0))
         shifts = search.shift_grid(max_shift_A / pix, shift_step)
         sel = np.sort(rng.choice(idx_all, batch_size, replace=False))
-        best, sh, _ = search.global_search(refs, data, sel, shifts)
+        best, sh, score = search.global_search(refs, data, sel, shifts, top_k=top_k)
         del refs
-        rots[sel] = grid[best]
-        origins[sel] = sh
+        if top_k == 1:
+            best, sh, score = best[:, None], sh[:, None], score[:, None]
+        rots[sel] = grid[best[:, 0]]
+        origins[sel] = sh[:, 0]
+        # soft assignment over the k best poses: posterior ∝ exp(ΔlogL), logL = scale·score²/2
+        ll = 0.5 * ws.noise_scale * np.maximum(score, 0.0) ** 2
+        weights = np.exp(ll - ll[:, :1])
+        weights /= weights.sum(axis=1, keepdims=True)
         acc.scale(forget)
-        acc.add(backproject_particles(ws, sel, rots, origins))
+        acc.add(
+            backproject_weighted(
+                ws,
+                np.repeat(sel, best.shape[1]),
+                grid[best.ravel()],
+                sh.reshape(-1, 2),
+                weights.ravel(),
+            )
+        )
         volume = acc.reconstruct(box // 2 - 1, ssnr_default=1.0)
         com = centre_of_mass_px(lowpass(volume, res, pix))
         if np.linalg.norm(com) > 0.5:

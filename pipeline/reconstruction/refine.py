@@ -37,6 +37,8 @@ class Workspace:
     plane: fourier.HalfPlane
     pixel_size_A: float
     symmetry: str = "C1"
+    #: mean of the raw 1/σ²(k): log-likelihood at the best scale = noise_scale·score²/2
+    noise_scale: float = 1.0
 
     @property
     def box(self) -> int:
@@ -70,8 +72,9 @@ def build_workspace(images, ctf_params, pixel_size_A: float, symmetry: str = "C1
     xp = backend.xp()
     noise_inv = (1.0 / xp.maximum(sigma2, 1e-12 * float(sigma2.max()))).astype(xp.float32)
     # normalise so that the weights average to one (keeps score magnitudes readable)
-    noise_inv = noise_inv / xp.mean(noise_inv)
-    return Workspace(values, ctf, noise_inv, plane, pixel_size_A, symmetry)
+    scale = float(xp.mean(noise_inv))
+    noise_inv = noise_inv / scale
+    return Workspace(values, ctf, noise_inv, plane, pixel_size_A, symmetry, scale)
 
 
 def recentre(values, origins_px: np.ndarray, plane: fourier.HalfPlane):
@@ -93,12 +96,32 @@ def backproject_particles(
     batch: int = 256,
 ) -> Backprojector:
     """Accumulate particles ``idx`` at their poses (all Fourier pixels)."""
+    return backproject_weighted(ws, idx, rotations[idx], origins_px[idx], None, batch)
+
+
+def backproject_weighted(
+    ws: Workspace,
+    idx: np.ndarray,
+    rotations: np.ndarray,
+    origins_px: np.ndarray,
+    weights: np.ndarray | None,
+    batch: int = 256,
+) -> Backprojector:
+    """Accumulate particle copies ``idx`` (repeats allowed) at poses/origins given per copy,
+    each scaled by ``weights`` (soft assignment; default 1)."""
+    xp = backend.xp()
     bp = Backprojector(ws.box, ws.symmetry)
     for start in range(0, len(idx), batch):
-        sel = idx[start : start + batch]
-        dev = backend.asarray(sel)
-        vals = recentre(ws.values[dev], origins_px[sel], ws.plane)
-        bp.insert(vals, ws.ctf[dev], rotations[sel], ws.plane, ws.noise_inv)
+        stop = min(len(idx), start + batch)
+        dev = backend.asarray(idx[start:stop])
+        vals = recentre(ws.values[dev], origins_px[start:stop], ws.plane)
+        ctf = ws.ctf[dev]
+        if weights is not None:
+            # data += w·c·X and weight += w·c²: scale both X and c by √w
+            root = xp.sqrt(backend.asarray(weights[start:stop], dtype=xp.float32))[:, None]
+            vals = vals * root
+            ctf = ctf * root
+        bp.insert(vals, ctf, rotations[start:stop], ws.plane, ws.noise_inv)
     return bp
 
 

@@ -238,8 +238,10 @@ def _write_particles(out, particles, keep, rotations, origins, halves, assignmen
     rows["rlnImageName"] = names
     rot, tilt, psi = matrix_to_euler(rotations[keep])
     rows["rlnAngleRot"], rows["rlnAngleTilt"], rows["rlnAnglePsi"] = rot, tilt, psi
-    rows["rlnOriginXAngst"] = origins[keep, 0] * particles.pixel_size_A
-    rows["rlnOriginYAngst"] = origins[keep, 1] * particles.pixel_size_A
+    # internally the particle sits at centre + origin; RELION's rlnOriginX/YAngst is the
+    # shift that re-centres it (RELION 3.1, as the simulator writes it): the negative
+    rows["rlnOriginXAngst"] = -origins[keep, 0] * particles.pixel_size_A
+    rows["rlnOriginYAngst"] = -origins[keep, 1] * particles.pixel_size_A
     rows["rlnRandomSubset"] = halves[keep] + 1
     rows["rlnClassNumber"] = assignment[keep] + 1
     posed = ParticleTable(optics=table.optics.copy(), particles=rows.reset_index(drop=True))

@@ -99,11 +99,13 @@ def global_search(
     shifts_px: np.ndarray,
     centres_px: np.ndarray | None = None,
     max_elems: int = 40_000_000,
+    top_k: int = 1,
 ):
     """Best reference, origin and score of each particle ``idx`` over every reference (R, K)
     and every candidate origin ``centres_px[i] + shifts_px`` (pixels; centres default 0).
 
-    Returns numpy (best_ref (n,), best_origin (n, 2) pixels, score (n,)).
+    Returns numpy (best_ref (n,), best_origin (n, 2) pixels, score (n,)); with ``top_k`` > 1
+    the ``top_k`` best of each particle, best first: (n, k), (n, k, 2), (n, k).
     """
     xp = backend.xp()
     count = data.count
@@ -115,9 +117,10 @@ def global_search(
     p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
     inv = data.noise_inv[:count]
     batch = max(1, int(max_elems // max(1, n_ref * n_shift)))
-    best_r = np.empty(len(idx), dtype=np.int64)
-    best_o = np.empty((len(idx), 2))
-    best = np.empty(len(idx))
+    k = max(1, int(top_k))
+    best_r = np.empty((len(idx), k), dtype=np.int64)
+    best_o = np.empty((len(idx), k, 2))
+    best = np.empty((len(idx), k))
     for start in range(0, len(idx), batch):
         sel = backend.asarray(idx[start : start + batch])
         x = data.values[sel, :count]
@@ -130,12 +133,19 @@ def global_search(
         norm = p_pow @ ((c * c) * inv).T  # (R, B)
         score = cross.reshape(n_ref, b, n_shift) / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]
         score = xp.transpose(score, (1, 0, 2)).reshape(b, n_ref * n_shift)
-        arg = xp.argmax(score, axis=1)
-        top = xp.take_along_axis(score, arg[:, None], axis=1)[:, 0]
+        if k == 1:
+            arg = xp.argmax(score, axis=1)[:, None]
+        else:
+            arg = xp.argpartition(-score, k - 1, axis=1)[:, :k]
+            order = xp.argsort(-xp.take_along_axis(score, arg, axis=1), axis=1)
+            arg = xp.take_along_axis(arg, order, axis=1)
+        top = backend.to_numpy(xp.take_along_axis(score, arg, axis=1))
         arg = backend.to_numpy(arg)
         best_r[start : start + b] = arg // n_shift
-        best_o[start : start + b] = cand[np.arange(b), arg % n_shift]
-        best[start : start + b] = backend.to_numpy(top)
+        best_o[start : start + b] = cand[np.arange(b)[:, None], arg % n_shift]
+        best[start : start + b] = top
+    if k == 1:
+        return best_r[:, 0], best_o[:, 0], best[:, 0]
     return best_r, best_o, best
 
 

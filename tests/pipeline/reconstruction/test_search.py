@@ -87,3 +87,23 @@ def test_scores_prefer_the_true_pose_over_a_wrong_one(posed_stack):
         best, _, _ = search.global_search(refs, data, np.array([i]), np.zeros((1, 2)), origins[[i]])
         wins += int(best[0] == 0)
     assert wins >= 0.95 * len(idx)
+
+
+def test_origin_convention_matches_relion_simulator():
+    """rlnOriginX/YAngst (as the simulator writes them) re-centre the particle: our internal
+    origin (particle at centre + origin) is its negative."""
+    simulate = pytest.importorskip("pipeline.simulate.particles")
+    vol = blob_volume(32, np.random.default_rng(0), 20, (1.0, 2.0))
+    images, truth = simulate.simulate_particle_stack(
+        vol, 12, 4.0, snr=np.inf, rng=1, max_shift_A=8.0
+    )
+    ws = refine.build_workspace(normalise(images), truth.ctf, 4.0)
+    data = ws.search_data(8.0)
+    fgrid = fourier.pad_fourier(vol)
+    idx = np.arange(12)
+    origins = -truth.shifts_A / 4.0
+    _, found, right = search.local_search(fgrid, data, idx, truth.rotations, origins, 0.01, 0.25)
+    _, _, wrong = search.local_search(fgrid, data, idx, truth.rotations, -origins, 0.01, 0.25)
+    assert np.all(right > wrong)
+    assert right.mean() > 3 * max(wrong.mean(), 1e-6)
+    assert np.abs(found - origins).max() <= 0.25 + 1e-9
