@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, jsonify, request
 
-from portal.api import bp, json_body
+from portal.api import bp, json_body, token_required
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import InvalidInput, PortalError
@@ -36,3 +36,14 @@ def create_token():
     token = accounts.issue_token(db, user, float(current_app.config["TOKEN_TTL_H"]))
     db.commit()
     return jsonify({"token": token, "user": user.public(), "role": user.role}), 201
+
+
+@bp.delete("/tokens")
+@token_required()
+def revoke_token():
+    """Revoke the bearer token of this request."""
+    token = request.headers["Authorization"].partition(" ")[2].strip()
+    db = get_db()
+    accounts.revoke_token(db, token)
+    db.commit()
+    return "", 204

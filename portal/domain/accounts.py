@@ -165,3 +165,8 @@ def user_for_token(db: Session, token: str) -> User:
     if not user.active:
         raise Unauthorized("account disabled")
     return user
+
+
+def revoke_token(db: Session, token: str) -> None:
+    """Forget a bearer token (log out of the API); unknown tokens are ignored."""
+    db.execute(sa.delete(ApiToken).where(ApiToken.token_sha256 == _sha256(token)))

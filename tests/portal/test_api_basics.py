@@ -92,3 +92,32 @@ def test_rule_and_gate_reasons_are_named_in_the_error(world, client, slot):
     )
     assert response.status_code == 422
     assert response.get_json()["error"]["rule"] == "lead_time"
+
+
+def test_token_revocation(world, client):
+    headers = world.token(client, "alice")
+    assert client.get("/api/v1/instruments", headers=headers).status_code == 200
+    assert client.delete("/api/v1/tokens", headers=headers).status_code == 204
+    assert client.get("/api/v1/instruments", headers=headers).status_code == 401
+
+
+def test_facility_reload_updates_and_retires_instruments(world):
+    from cryofac.config import load_facility
+    from portal.domain.facility import load_facility_into_db
+    from portal.models import AuditEntry, Instrument
+
+    facility = load_facility()
+    facility["instruments"] = [i for i in facility["instruments"] if i["id"] != "glowdischarge1"]
+    facility["instruments"][0]["booking"]["max_duration_h"] = 96
+    with world.db() as db:
+        rooms, instruments = load_facility_into_db(db, facility)
+        db.commit()
+        assert (rooms, instruments) == (3, 3)
+        assert db.get(Instrument, "glowdischarge1").active is False
+        assert db.get(Instrument, "krios1").max_duration_h == 96
+        change = (
+            db.query(AuditEntry)
+            .filter_by(entity="instrument", entity_id="krios1", action="update")
+            .one()
+        )
+        assert change.before["max_duration_h"] == 72 and change.after["max_duration_h"] == 96
