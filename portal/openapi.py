@@ -353,7 +353,12 @@ def _paths() -> dict[str, Any]:
                     "401": _error("wrong username or password"),
                     "429": _error("too many failed attempts"),
                 },
-            }
+            },
+            "delete": {
+                "security": [{"bearer": []}],
+                "summary": "Revoke the bearer token of this request",
+                "responses": {"204": {"description": "revoked"}, **COMMON_ERRORS},
+            },
         },
         "/instruments": {
             "get": {

@@ -209,6 +209,9 @@ def test_real_responses_match_the_document(live, client):
     check("POST", f"/api/v1/sessions/{sid}/files/map.mrc/link", link, 201, headers=auth)
     check("POST", f"/api/v1/sessions/{other_sid}/files/map.mrc/link", link, 404, headers=auth)
     check("GET", "/api/v1/openapi.json", "/openapi.json", 200)
+    check("DELETE", "/api/v1/tokens", "/tokens", 204, headers=auth)
+    check("GET", "/api/v1/instruments", "/instruments", 401, headers=auth)  # revoked
+    check("DELETE", "/api/v1/tokens", "/tokens", 401)
 
     if importlib.util.find_spec("portal.api.env") is not None:
         _check_env(live, check)
