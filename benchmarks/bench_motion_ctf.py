@@ -251,9 +251,21 @@ def main() -> None:
             bench_ctf_speed(args.size, rows)
         if "ctf-accuracy" not in args.skip:
             bench_ctf_accuracy(tmp, rows, not args.no_peer)
+    notes = [
+        "",
+        "Notes: wall seconds depend on how busy the machine is; CPU-s is the process CPU time",
+        "(all threads), so with 2 threads an otherwise idle 2-core machine needs at least",
+        "CPU-s / 2 of wall time. The motion movie has integer-pixel drift (periodic shifts of a",
+        "CTF-filtered random image), so its error measures the aligner alone; the bar test in",
+        "tests/pipeline/motion/test_correct.py measures it on the simulator's movie. ASPIRE was",
+        "called as `aspire.ctf.estimate_ctf(folder, pixel_size=1.0, cs=2.7,",
+        "amplitude_contrast=0.07, voltage=300, psd_size=512, g_min=30, g_max=4)` on the same",
+        "MRC files; its U/V are used as returned and its angle (radians) as ±θ, whichever is",
+        "closer to the truth.",
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(header + rows) + "\n")
+    out.write_text("\n".join(header + rows + notes) + "\n")
     print(f"wrote {out}")
 
 
