@@ -148,9 +148,11 @@ def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
             str(tmp_path / "gain.mrc"),
             "--patches",
             "3x3",
+            "--plots",
         ],
     )
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "sim_drift.png").stat().st_size > 1000  # with the local panel
     yy, xx = np.mgrid[0:512:16, 0:512:16]
     field_mean = np.array([truth.shift_px(f, xx, yy).reshape(-1, 2).mean(0) for f in range(12)])
     recovered = read_shifts(tmp_path / "out" / "sim_shifts.star")
