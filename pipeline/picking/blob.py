@@ -158,6 +158,7 @@ def pick_blobs(
     nms_fraction: float = 0.8,
     contamination_sigma: float = 3.0,
     variance_ratio: float = 3.0,
+    empty_ratio: float = 0.85,
     max_picks: int | None = None,
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
@@ -235,7 +236,8 @@ def pick_blobs(
         values = values_at(spread, rows, cols)
         vmed = float(np.median(values))
         high = values > variance_ratio * vmed  # carbon edges and other strong steps
-        low = values < vmed / variance_ratio  # empty areas (vacuum, ice without particles)
+        # empty areas: a particle adds its own variance to the noise, bare ice does not
+        low = values < empty_ratio * vmed
         reject("high_variance", high)
         low = low[~high]
         reject("empty", low)

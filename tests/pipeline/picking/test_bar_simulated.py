@@ -91,3 +91,16 @@ def test_template_picker_with_map_projections(apoferritin, tmp_path):
     assert result.exit_code == 0, result.output
     coords, _ = read_coordinates(tmp_path / "p" / "mic_autopick.star")
     assert match_picks(coords, truth.coords_px, 0.3 * diameter).f1 >= 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [71, 72])
+def test_sparse_field_has_no_picks_in_empty_ice(apoferritin, seed):
+    """Few particles in bare ice: the local-variance test removes peaks of the ice noise."""
+    ctf = CTFParams(20300.0, 19700.0, 20.0)
+    image, truth = simulate.simulate_micrograph(
+        apoferritin, (1024, 1024), 1.0, n_particles=8, ctf=ctf, n_contaminants=0, rng=seed
+    )
+    picks = pick_blobs(image, 1.0, truth.particle_diameter_A, ctf=truth.ctf)
+    score = match_picks(picks.coords_px, truth.coords_px, 0.3 * truth.particle_diameter_A)
+    assert score.precision >= 0.9 and score.recall >= 0.9, score
