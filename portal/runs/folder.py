@@ -93,7 +93,7 @@ class MovieStats:
     """One row of ``movies.tsv``: per-movie processing statistics (Å, degrees)."""
 
     movie: str
-    batch: int | None
+    batch: str | None  # the workflow's batch label, e.g. "b00012"
     status: str
     total_motion_A: float | None
     early_motion_A: float | None
@@ -321,7 +321,7 @@ def read_movies(path: str | Path) -> list[MovieStats]:
                     movies.append(
                         MovieStats(
                             movie=row["movie"],
-                            batch=_int(row.get("batch")),
+                            batch=(row.get("batch") or "").strip() or None,
                             status=(row.get("status") or "").strip() or "ok",
                             total_motion_A=_float(row.get("total_motion_A")),
                             early_motion_A=_float(row.get("early_motion_A")),

@@ -26,7 +26,7 @@ def realistic_rows(n: int, seed: int = 0, failed_every: int = 37) -> list[dict]:
         rows.append(
             {
                 "movie": f"raw/FoilHole_{1000 + i}_Data.tiff",
-                "batch": i // 8,
+                "batch": f"b{i // 8:05d}",
                 "status": "ok" if ok else "failed",
                 "total_motion_A": f"{total:.2f}" if ok else "",
                 "early_motion_A": f"{0.6 * total:.2f}" if ok else "",
@@ -52,7 +52,7 @@ def movie_rows(n: int, failed: tuple[int, ...] = ()) -> list[dict]:
         rows.append(
             {
                 "movie": f"raw/movie_{i:04d}.tiff",
-                "batch": i // 4,
+                "batch": f"b{i // 4:05d}",
                 "status": "ok" if ok else "failed",
                 "total_motion_A": f"{1.0 + i % 10:.2f}" if ok else "",
                 "early_motion_A": f"{0.5 + 0.1 * i:.2f}" if ok else "",
