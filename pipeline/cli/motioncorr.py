@@ -132,7 +132,6 @@ def motioncorr(
                 "rlnImageSizeY": ny,
                 "rlnImageSizeZ": n,
                 "rlnMicrographMovieName": str(path),
-                "rlnMicrographGainName": str(gain) if gain else "",
                 "rlnMicrographBinning": 1.0,
                 "rlnMicrographOriginalPixelSize": pixel_size,
                 "rlnMicrographDoseRate": dose_per_frame,
@@ -140,6 +139,7 @@ def motioncorr(
                 "rlnVoltage": voltage,
                 "rlnMicrographStartFrame": 1,
                 "rlnMotionModelVersion": 0,
+                **({"rlnMicrographGainName": str(gain)} if gain else {}),
             },
         )
         if plots:
