@@ -12,8 +12,9 @@ rotated template t (zero mean, unit variance under the mask M)
 with all three sums computed by FFT over the whole micrograph (one rFFT + one inverse per
 rotation). The best NCC over rotations and templates is the figure of merit; peaks go
 through the same non-maximum suppression and contamination/variance screens as the blob
-picker. The per-pick template index and angle are returned in ``Picks.rejected`` order-free
-form via :class:`TemplatePicks`.
+picker. Templates are rotated in real space (bilinear); the correlations are computed in
+Fourier space. The best template index and in-plane angle of each pick are returned in
+:class:`TemplatePicks`.
 """
 
 from __future__ import annotations
