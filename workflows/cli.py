@@ -533,6 +533,11 @@ def run_once(
         with contextlib.suppress(OSError, ValueError):
             summary.write_summary(out, raw_dir, "failed", scan())
         raise WorkflowFailed(explain_failure(output, out))
+    # the final word on the state (a refresh may have raced Snakemake's own hook)
+    latest = scan()
+    summary.write_summary(
+        out, raw_dir, "complete" if final and not latest.recent else "idle", latest
+    )
 
 
 def _job_table(output: str) -> str:

@@ -146,6 +146,14 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     assert summary["particles"] == sum(int(r["n_particles"]) for r in rows) >= 20
     assert summary["outputs"]["map"].startswith("reconstruct/p")
     assert summary["resolution_A"] > 0
+    # the portal's reader accepts what we wrote (the run-folder contract)
+    folder = pytest.importorskip("portal.runs.folder")
+    read = folder.read_summary(out)
+    assert (read.state, read.movies_failed, read.particles) == ("idle", 1, summary["particles"])
+    stats = folder.read_movies(out / "movies.tsv")
+    assert [m.batch for m in stats] == ["b00000"] * 4 + ["b00001"] * 4 + ["b00002"] * 4
+    assert stats[0].defocus_u_A > 0 and stats[0].processed_at is not None
+
     first_calls = _calls(calls)
     assert sum(c.startswith("motioncorr") for c in first_calls) == 3
     assert sum(c.startswith("reconstruct") for c in first_calls) == 1
