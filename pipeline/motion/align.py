@@ -64,17 +64,24 @@ def shift_ramp(shape: tuple[int, int], shift_xy: Any) -> Any:
 
 
 def apply_shift(spectrum: Any, shift_xy: Any) -> Any:
-    """Multiply an rfft2 spectrum (ny, nx//2+1) in place by the ramp of :func:`shift_ramp`.
+    """Multiply rfft2 spectra in place by the ramps of :func:`shift_ramp`.
 
+    ``spectrum`` is (ny, nx//2+1) with ``shift_xy`` (2,), or (m, ny, nx//2+1) with (m, 2).
     Two broadcast multiplications instead of building the full complex ramp.
     """
     xp = backend.xp()
     ny = spectrum.shape[-2]
     nx = 2 * (spectrum.shape[-1] - 1)
     kx, ky = frequencies_cycles_per_px((ny, nx))
-    sx, sy = float(shift_xy[0]), float(shift_xy[1])
-    spectrum *= xp.exp((2j * math.pi * sx) * kx).astype(xp.complex64)
-    spectrum *= xp.exp((2j * math.pi * sy) * ky).astype(xp.complex64)
+    s = np.asarray(backend.to_numpy(shift_xy), dtype=np.float64)
+    if s.ndim == 1:
+        spectrum *= xp.exp((2j * math.pi * float(s[0])) * kx).astype(xp.complex64)
+        spectrum *= xp.exp((2j * math.pi * float(s[1])) * ky).astype(xp.complex64)
+        return spectrum
+    sx = backend.asarray(s[:, 0], dtype=xp.float32)[:, None, None]
+    sy = backend.asarray(s[:, 1], dtype=xp.float32)[:, None, None]
+    spectrum *= xp.exp((2j * math.pi) * (kx[None] * sx)).astype(xp.complex64)
+    spectrum *= xp.exp((2j * math.pi) * (ky[None] * sy)).astype(xp.complex64)
     return spectrum
 
 

@@ -305,7 +305,7 @@ def _sum_tiled(
             xs = pad + x0 - lo + ishift[t, f, 0]
             stack[t] = padded[ys : ys + ext, xs : xs + ext]
         spec = fft.rfft2(stack, axes=(-2, -1))
-        spec *= shift_ramp((ext, ext), fshift[:, f, :])
+        apply_shift(spec, fshift[:, f, :])
         acc += spec
         spec *= weighter.weight(f)[None]
         acc_dw += spec

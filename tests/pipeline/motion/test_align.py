@@ -56,3 +56,15 @@ def test_align_spectra_recovers_known_drift():
     err = np.sqrt(np.mean(np.sum((result.drift_px - drift) ** 2, axis=1)))
     assert err < 0.1
     assert np.all(result.drift_px[0] == 0)
+
+
+def test_apply_shift_equals_shift_ramp_single_and_stacked():
+    from pipeline.motion.align import apply_shift
+
+    rng = np.random.default_rng(3)
+    spec = (rng.normal(size=(3, 16, 9)) + 1j * rng.normal(size=(3, 16, 9))).astype(np.complex64)
+    shifts = np.array([[0.3, -1.2], [2.5, 0.0], [-0.7, 4.1]])
+    expected = spec * shift_ramp((16, 16), shifts)
+    np.testing.assert_allclose(apply_shift(spec.copy(), shifts), expected, rtol=1e-5, atol=1e-5)
+    one = spec[1].copy()
+    np.testing.assert_allclose(apply_shift(one, shifts[1]), expected[1], rtol=1e-5, atol=1e-5)
