@@ -4,6 +4,11 @@ Reads a RELION 3.1 particles STAR through :mod:`pipeline.io.particles`, loads ev
 referenced stack once, normalises each image to zero mean and unit standard
 deviation of its background (outside a circle of radius 0.4·box), and computes
 half-plane Fourier values and per-particle CTFs (:mod:`pipeline.ctf_model`).
+
+Contrast: particle stacks follow RELION (extraction inverts contrast, so protein is
+white). The image model used here is ``image = CTF ⊗ projection`` with the sign of
+:mod:`pipeline.ctf_model`, in which protein is dark; images are therefore negated on
+load, and the reconstructed map has protein positive.
 """
 
 from __future__ import annotations
@@ -133,6 +138,8 @@ def load_particles(star_path: str | Path) -> ParticleImages:
             strict=True,
         )
     ]
+    # RELION stacks have protein white; the CTF model here has protein dark (module doc)
+    np.negative(images, out=images)
     return ParticleImages(normalise(images), params, pixel, table, star_path)
 
 

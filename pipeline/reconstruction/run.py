@@ -79,6 +79,7 @@ def run_reconstruction(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Run (or resume) the whole reconstruction; returns the ``result.json`` content."""
+    from pipeline import backend
     from pipeline.io.mrc import read_mrc, write_mrc
     from pipeline.reconstruction import abinitio, class2d, postprocess, refine
     from pipeline.reconstruction.fsc import fsc, resolution_at
@@ -182,10 +183,13 @@ def run_reconstruction(
     t = time.perf_counter()
     combined = 0.5 * (half1 + half2)
     mask = postprocess.soft_mask(combined, pix)
-    curve = fsc(half1 * mask, half2 * mask)
+    # FSC with the same loose spherical mask as the refinement: a tight solvent mask
+    # computed from the half-maps themselves inflates the FSC (no phase-randomisation
+    # correction here), so it is used for the Guinier fit only.
+    sphere = backend.to_numpy(refine.soft_sphere(box, 0.45 * box))
+    curve = fsc(half1 * sphere, half2 * sphere)
     resolution = resolution_at(curve, box, pix, 0.143)
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
-    from pipeline import backend
 
     final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, curve))
     write_mrc(out / "mask.mrc", mask, pix)
@@ -196,7 +200,10 @@ def run_reconstruction(
     from pipeline.reconstruction.fsc import shell_frequencies
 
     plot_fsc(
-        out / "fsc.png", shell_frequencies(box, pix), {"half-maps (masked)": curve}, resolution
+        out / "fsc.png",
+        shell_frequencies(box, pix),
+        {"half-maps (spherical mask)": curve},
+        resolution,
     )
     plot_slices(out / "slices.png", final, f"{resolution:.2f} Å")
     timings["postprocess_s"] = time.perf_counter() - t
