@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryofac.errors import CryofacError
+
+log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "cryofac-run-summary/1"
 RUN_STATES = ("running", "idle", "complete", "failed")
@@ -302,7 +305,11 @@ def read_summary(path: str | Path) -> RunSummary:
 
 
 def read_movies(path: str | Path) -> list[MovieStats]:
-    """Read ``movies.tsv``; a missing file is an empty run (no movies processed yet)."""
+    """Read ``movies.tsv``; a missing file is an empty run (no movies processed yet).
+
+    A row with an unparsable value is skipped with a logged warning naming the line; a
+    table without its ``movie``/``status`` columns is an error.
+    """
     path = Path(path)
     if not path.exists():
         return []
@@ -336,8 +343,9 @@ def read_movies(path: str | Path) -> list[MovieStats]:
                             processed_at=parse_iso(row.get("processed_at"), f"{path}:{line_no}"),
                         )
                     )
-                except ValueError as exc:
-                    raise RunFolderError(f"{path}:{line_no}: {exc}") from exc
+                except (ValueError, RunFolderError) as exc:
+                    # One garbled row must not hide the rest of a live run: skip it, say where.
+                    log.warning("%s:%d: row skipped (%s)", path, line_no, exc)
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{path}: unreadable ({exc})") from exc
     return movies

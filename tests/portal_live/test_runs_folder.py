@@ -236,3 +236,20 @@ def test_binned_median_is_exact_on_known_data():
     assert np.allclose(centres, [13, 38, 63, 88])
     assert np.allclose(medians, [1.0, 5.0, 2.0, 8.0])
     assert binned_median(x[:6], y[:6])[0].size == 0  # too few points for a trend line
+
+
+def test_a_garbled_row_is_skipped_not_the_whole_table(tmp_path, caplog):
+    import logging
+
+    root = make_run(tmp_path / "run", n_movies=5, failed=(), with_outputs=False)
+    table = root / "movies.tsv"
+    lines = table.read_text().splitlines()
+    cells = lines[3].split("\t")
+    cells[3] = "lots"  # total_motion_A of the third movie
+    lines[3] = "\t".join(cells)
+    lines.append(lines[1].replace("movie_0000", "movie_0099").replace("2026-03-02T", "Tuesday "))
+    table.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="portal.runs.folder"):
+        movies = read_movies(table)
+    assert [m.stem for m in movies] == ["movie_0000", "movie_0001", "movie_0003", "movie_0004"]
+    assert "movies.tsv:4" in caplog.text and "movies.tsv:7" in caplog.text
