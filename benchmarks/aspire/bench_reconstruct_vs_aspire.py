@@ -40,7 +40,11 @@ def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
     """Resample a cubic map to ``box`` voxels per side by Fourier padding or cropping.
 
     The physical extent is kept (the voxel size scales by old/new); values keep their scale.
+    Frequencies beyond the smaller box's Nyquist radius are zeroed (a sphere, not a cube).
     """
+    volume = np.squeeze(np.asarray(volume))  # ASPIRE writes a (1, n, n, n) stack
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise SystemExit(f"expected a cubic map, got shape {volume.shape}")
     old = volume.shape[0]
     if old == box:
         return np.asarray(volume, dtype=np.float32)
@@ -49,6 +53,9 @@ def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
     n = min(old, box)
     so, sn = old // 2 - n // 2, box // 2 - n // 2
     out[sn : sn + n, sn : sn + n, sn : sn + n] = f[so : so + n, so : so + n, so : so + n]
+    # keep a sphere of radius n/2 (the smaller box's Nyquist), not the cube's corners
+    k = np.arange(box) - box // 2
+    out[(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) > (n // 2) ** 2] = 0
     resized = np.fft.ifftn(np.fft.ifftshift(out)).real * (box / old) ** 3
     return resized.astype(np.float32)
 
@@ -78,6 +85,10 @@ def main() -> None:
     parser.add_argument("--snr", type=float, default=0.05)
     parser.add_argument("--symmetry", default="O", help="point group given to ours")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--classes", type=int, default=4, help="ours: 2D classes")
+    parser.add_argument("--class-iterations", type=int, default=6, help="ours")
+    parser.add_argument("--abinitio-iterations", type=int, default=20, help="ours")
+    parser.add_argument("--refine-iterations", type=int, default=8, help="ours")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--aspire-downsample", type=int, default=48, help="ASPIRE box (px)")
     parser.add_argument("--aspire-classes", type=int, default=300)
@@ -117,6 +128,9 @@ def main() -> None:
     else:
         cmd = [str(cryofac), "reconstruct", str(star), "--out", str(ours_dir)]
         cmd += ["--symmetry", args.symmetry, "--device", "cpu", "--threads", str(args.threads)]
+        cmd += ["--classes", str(args.classes), "--class-iterations", str(args.class_iterations)]
+        cmd += ["--abinitio-iterations", str(args.abinitio_iterations)]
+        cmd += ["--refine-iterations", str(args.refine_iterations)]
         child = run_child(cmd, env=env)
         if child.returncode != 0:
             raise SystemExit(f"cryofac reconstruct failed:\n{child.output[-3000:]}")
@@ -149,7 +163,10 @@ def main() -> None:
         "",
         "Produced by `python benchmarks/aspire/bench_reconstruct_vs_aspire.py "
         f"--particles {args.particles} --box {args.box} --pixel {args.pixel} --snr {args.snr} "
-        f"--symmetry {args.symmetry} --threads {args.threads} --seed {args.seed} "
+        f"--symmetry {args.symmetry} --classes {args.classes} --class-iterations "
+        f"{args.class_iterations} --abinitio-iterations "
+        f"{args.abinitio_iterations} --refine-iterations {args.refine_iterations} "
+        f"--threads {args.threads} --seed {args.seed} "
         f"--aspire-downsample {args.aspire_downsample} --aspire-classes {args.aspire_classes} "
         f"--aspire-nbor {args.aspire_nbor}`; ASPIRE {timings['aspire_version']} in its own "
         "venv (see benchmarks/aspire/README.md).",
