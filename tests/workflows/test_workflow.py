@@ -192,9 +192,22 @@ def before_map(files: dict[str, float]) -> str:
     return next(k for k in files if k.startswith("reconstruct/") and k.endswith("result.json"))
 
 
+#: fields that record when or how long, or are random per run by design (cryoSPARC uids)
+VOLATILE = {"seconds", "timings", "history", "uid"}
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
 def _digest(path: Path) -> str:
-    """sha256 of a file; for MRC, of its data and voxel size, for STAR without comment
-    lines (both carry the time of writing, which is not part of the result)."""
+    """sha256 of a result's content: the file's bytes, except that MRC is compared by data
+    and voxel size and STAR without comments (both carry the time of writing), JSON and
+    .npz without timings, cryoSPARC .cs without its random per-run uids."""
     import hashlib
 
     if path.suffix in {".mrc", ".mrcs"}:
@@ -205,6 +218,24 @@ def _digest(path: Path) -> str:
     elif path.suffix == ".star":
         lines = path.read_bytes().splitlines(keepends=True)
         content = b"".join(line for line in lines if not line.startswith(b"#"))
+    elif path.suffix == ".json":
+        content = json.dumps(_strip(json.loads(path.read_text())), sort_keys=True).encode()
+    elif path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as data:
+            content = b"".join(
+                k.encode() + data[k].tobytes() for k in sorted(data.files) if k not in VOLATILE
+            )
+    elif path.suffix == ".cs":
+        from cryosparc.dataset import Dataset
+
+        data = Dataset.load(path)
+        content = b"".join(
+            f.encode() + ("\n".join(map(str, data[f])).encode())
+            for f in sorted(data.fields())
+            if f != "uid"
+        )
     else:
         content = path.read_bytes()
     return hashlib.sha256(content).hexdigest()
