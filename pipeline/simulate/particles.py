@@ -199,6 +199,10 @@ def write_particle_stack(
     ``particles.star`` has data_optics and data_particles (rlnImageName ``N@stack``, CTF per
     particle, rlnCtfBfactor); poses (rlnAngleRot/Tilt/Psi, rlnOriginX/YAngst) only with
     ``with_poses``. ``particles_truth.star`` (always with poses) is written alongside.
+
+    The stack is written with inverted contrast (protein white), as particle extraction
+    writes it (RELION convention); ``images`` from :func:`simulate_particle_stack` follow
+    :mod:`pipeline.ctf_model`'s sign, in which protein is dark.
     """
     import pandas as pd
 
@@ -214,7 +218,7 @@ def write_particle_stack(
     n, box = images.shape[0], images.shape[-1]
     if n != len(truth):
         raise SimulationError(f"{n} images but {len(truth)} truth rows")
-    write_mrc(out_dir / stack_name, images, truth.pixel_size_A, stack=True)
+    write_mrc(out_dir / stack_name, -images, truth.pixel_size_A, stack=True)
     optics = make_optics(
         truth.pixel_size_A, box, truth.voltage_kV, truth.cs_mm, truth.amplitude_contrast
     )
