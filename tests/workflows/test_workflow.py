@@ -145,6 +145,8 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     assert [r["movie"] for r in failed] == ["movie_006.mrc"]
     assert summary["particles"] == sum(int(r["n_particles"]) for r in rows) >= 20
     assert summary["outputs"]["map"].startswith("reconstruct/p")
+    thumbnails = sorted(p.name for p in (out / "thumbnails").iterdir())
+    assert len(thumbnails) == 2 * 11 and "movie_001_mic.png" in thumbnails
     assert summary["resolution_A"] > 0
     # the portal's reader accepts what we wrote (the run-folder contract)
     folder = pytest.importorskip("portal.runs.folder")

@@ -197,6 +197,8 @@ rule batch_table:
         extract="batches/{batch}/extract/status.tsv",
     output:
         "batches/{batch}/movies.tsv",
+    params:
+        thumbnails="thumbnails",
     log:
         "logs/{batch}/table.log",
     localrule: True
