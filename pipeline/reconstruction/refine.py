@@ -2,12 +2,13 @@
 
 The particles are split into two random halves, each refined against its own map
 (started from the same low-passed initial model, e.g. 30 Å) so that the half-map
-FSC is unbiased. Iteration 0 is a global search over a uniform SO(3) grid and a
-translation grid; later iterations are local pattern searches (3×3×3 rotation
-neighbourhood × 3×3 shifts) with a step that shrinks with the resolution. The
-search uses Fourier pixels up to the current half-map resolution plus a margin;
-reconstructions always use every pixel with Wiener regularisation from the
-previous FSC. Stops when the resolution no longer improves.
+FSC is unbiased. The first ``global_iterations`` iterations search a uniform SO(3)
+grid restricted to the asymmetric unit (all shifts in iteration 0, ±1 pixel around
+the current origin later), each followed by local moves; later iterations are local
+pattern searches (3×3×3 rotation neighbourhood × 3×3 shifts) with a step that
+shrinks with the resolution. The search uses Fourier pixels up to the current
+half-map resolution plus a margin; reconstructions always use every pixel with
+Wiener regularisation from the previous FSC. Stops when the resolution no longer improves.
 """
 
 from __future__ import annotations
