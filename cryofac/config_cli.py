@@ -26,7 +26,13 @@ def config_group() -> None:
     type=click.Path(dir_okay=False),
     help="Pipeline YAML (default: config/pipeline.yaml).",
 )
-def check(facility_path: str | None, pipeline_path: str | None) -> None:
+@click.option(
+    "--limits",
+    "limits_path",
+    type=click.Path(dir_okay=False),
+    help="Room limits YAML (default: config/limits.yaml).",
+)
+def check(facility_path: str | None, pipeline_path: str | None, limits_path: str | None) -> None:
     """Validate configuration files; prints one line per file, exits 1 on the first problem."""
     facility = cfg.load_facility(facility_path)
     click.echo(
@@ -35,6 +41,8 @@ def check(facility_path: str | None, pipeline_path: str | None) -> None:
     )
     cfg.load_pipeline(pipeline_path)
     click.echo("pipeline: OK")
+    limits = cfg.load("limits", limits_path)
+    click.echo(f"limits: OK ({len(limits.get('rooms', limits))} rooms)")
 
 
 @config_group.command("show")

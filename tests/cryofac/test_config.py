@@ -83,3 +83,19 @@ def test_config_check_cli_bad_file_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown key 'surprise'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_check_validates_limits_too(tmp_path):
+    bad = tmp_path / "limits.yaml"
+    bad.write_text("rooms: 3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cryofac.cli", "config", "check", "--limits", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "cryofac.cli", "config", "check"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "limits: OK" in ok.stdout
