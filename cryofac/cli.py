@@ -137,7 +137,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; turns user-facing errors into one line."""
     try:
-        cli.main(args=argv, prog_name="cryofac", standalone_mode=False)
+        # invoke directly (not cli.main) so a command's ctx.exit(code) reaches the
+        # Exit handler below with its code instead of being swallowed
+        args = sys.argv[1:] if argv is None else list(argv)
+        with cli.make_context("cryofac", args) as ctx:
+            cli.invoke(ctx)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130

@@ -43,3 +43,20 @@ def test_help_imports_no_web_or_database_code():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip().endswith("[]"), proc.stdout
+
+
+def test_a_commands_exit_code_is_kept():
+    import click
+
+    from cryofac.cli import cli
+
+    @click.command("exit-three")
+    @click.pass_context
+    def exit_three(ctx):
+        ctx.exit(3)
+
+    cli.add_command(exit_three)
+    try:
+        assert main(["exit-three"]) == 3
+    finally:
+        cli.commands.pop("exit-three")
