@@ -74,6 +74,30 @@ class PortalClient:
         )
         return reply.body["token"]
 
+    def browser_get(self, username: str, password: str, path: str) -> str:
+        """Log in through the HTML form (cookie + CSRF token) and GET ``path`` as a page."""
+        import http.cookiejar
+        import re
+        import urllib.parse
+
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(self.base_url + "/login", timeout=self.timeout_s) as reply:
+            form = reply.read().decode()
+        match = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        if match is None:
+            raise CryofacError("the log-in page has no CSRF token")
+        fields = {"csrf_token": match.group(1), "username": username, "password": password}
+        data = urllib.parse.urlencode(fields).encode()
+        with opener.open(self.base_url + "/login", data=data, timeout=self.timeout_s) as reply:
+            reply.read()
+        try:
+            with opener.open(self.base_url + path, timeout=self.timeout_s) as reply:
+                return reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            raise PortalHTTPError("GET", path, exc.code, body) from None
+
     def download(self, path: str, dest: Path, token: str, chunk_bytes: int = 1 << 20) -> int:
         """Stream ``path`` into ``dest`` (never whole in memory); returns the byte count."""
         request = urllib.request.Request(self.base_url + path)

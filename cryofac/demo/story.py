@@ -47,7 +47,7 @@ class Settings:
 
 
 PRESETS: dict[str, Settings] = {
-    # A few minutes on 2 cores: 16 small movies of apoferritin at 1.5 Å/pixel.
+    # Minutes on 2 cores: 16 small movies of apoferritin (octahedral) at 1.5 Å/pixel.
     "fast": Settings(
         movies=16,
         movie_shape=(1024, 1024),
@@ -60,7 +60,7 @@ PRESETS: dict[str, Settings] = {
         min_particles=300,
         box_px=128,
         extract_bin=2,
-        symmetry="C4",
+        symmetry="O",
         seed=7,
     ),
     # Closer to a real session, still on one machine: 48 movies at 1.06 Å/pixel.
@@ -76,7 +76,7 @@ PRESETS: dict[str, Settings] = {
         min_particles=2000,
         box_px=160,
         extract_bin=2,
-        symmetry="C4",
+        symmetry="O",
         seed=7,
     ),
 }
@@ -526,6 +526,16 @@ class Demo:
     def _download(self, session_id: int) -> None:
         from pipeline.io.mrc import read_mrc
 
+        say("The run as the demo researcher sees it (HTTP)")
+        status = self.client.request(
+            "GET", f"/api/v1/sessions/{session_id}", token=self.researcher_token
+        ).body
+        note(f"session state: {status['state']}")
+        page = self.client.browser_get("researcher", PASSWORD, f"/sessions/{session_id}/run")
+        if "map.mrc" not in page:
+            raise CryofacError("the run page does not offer the map")
+        self.results["run_page_bytes"] = len(page.encode())
+        note(f"run page: {self.url}/sessions/{session_id}/run ({len(page.encode())} bytes)")
         say("Downloading the map as the demo researcher (HTTP)")
         listing = self.client.request(
             "GET", f"/api/v1/sessions/{session_id}/files", token=self.researcher_token
