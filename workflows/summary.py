@@ -22,26 +22,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryofac.run_folder import MOVIE_COLUMNS
+from cryofac.run_folder import RUN_STATES as STATES
+from cryofac.run_folder import SUMMARY_SCHEMA as SCHEMA
 from workflows import batching
 
-SCHEMA = "cryofac-run-summary/1"
-STATES = ("running", "idle", "complete", "failed")
-MOVIE_COLUMNS = (
-    "movie",
-    "batch",
-    "status",
-    "total_motion_A",
-    "early_motion_A",
-    "late_motion_A",
-    "defocus_u_A",
-    "defocus_v_A",
-    "defocus_angle_deg",
-    "astigmatism_A",
-    "ctf_max_resolution_A",
-    "ctf_fom",
-    "n_particles",
-    "processed_at",
-)
+#: Output key (cryofac.run_folder.OUTPUT_KEYS) -> file name in a reconstruction folder.
 OUTPUT_FILES = {
     "map": "map.mrc",
     "half1": "half1.mrc",

@@ -20,40 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryofac.errors import CryofacError
+from cryofac.run_folder import OUTPUT_KEYS, RUN_STATES, SUMMARY_SCHEMA
 
 log = logging.getLogger(__name__)
-
-SUMMARY_SCHEMA = "cryofac-run-summary/1"
-RUN_STATES = ("running", "idle", "complete", "failed")
-#: Output keys of ``summary["outputs"]``, in the order they are offered for download.
-OUTPUT_KEYS = (
-    "map",
-    "half1",
-    "half2",
-    "mask",
-    "fsc_star",
-    "fsc_png",
-    "slices_png",
-    "particles_star",
-    "particles_cs",
-    "classes2d",
-)
-MOVIE_COLUMNS = (
-    "movie",
-    "batch",
-    "status",
-    "total_motion_A",
-    "early_motion_A",
-    "late_motion_A",
-    "defocus_u_A",
-    "defocus_v_A",
-    "defocus_angle_deg",
-    "astigmatism_A",
-    "ctf_max_resolution_A",
-    "ctf_fom",
-    "n_particles",
-    "processed_at",
-)
 
 
 class RunFolderError(CryofacError):

@@ -7,7 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from portal.runs.folder import MOVIE_COLUMNS, SUMMARY_SCHEMA
+from cryofac.run_folder import MOVIE_COLUMNS, SUMMARY_SCHEMA
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

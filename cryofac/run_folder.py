@@ -1,0 +1,41 @@
+"""The run-folder contract between ``workflows/`` (writer) and ``portal/`` (reader).
+
+One definition of the names both sides must agree on: the ``summary.json`` schema
+tag and states, the keys of ``summary["outputs"]``, and the columns of ``movies.tsv``.
+Standard library only, so either part can import it without pulling in the other.
+"""
+
+from __future__ import annotations
+
+SUMMARY_SCHEMA = "cryofac-run-summary/1"
+RUN_STATES = ("running", "idle", "complete", "failed")
+#: Output keys of ``summary["outputs"]``, in the order they are offered for download.
+OUTPUT_KEYS = (
+    "map",
+    "half1",
+    "half2",
+    "mask",
+    "fsc_star",
+    "fsc_png",
+    "slices_png",
+    "particles_star",
+    "particles_cs",
+    "classes2d",
+)
+#: Columns of ``movies.tsv`` (tab-separated, header row), in order.
+MOVIE_COLUMNS = (
+    "movie",
+    "batch",
+    "status",
+    "total_motion_A",
+    "early_motion_A",
+    "late_motion_A",
+    "defocus_u_A",
+    "defocus_v_A",
+    "defocus_angle_deg",
+    "astigmatism_A",
+    "ctf_max_resolution_A",
+    "ctf_fom",
+    "n_particles",
+    "processed_at",
+)
