@@ -20,7 +20,7 @@ What it does, in order (each step prints what it is doing):
 9. the portal keeps serving until Ctrl-C (unless ``--no-serve``).
 
 The booking rules are the facility's real ones (a Krios session must be booked
-48 h ahead), so the demo books the session two days ahead and then, as staff,
+48 h ahead), so the demo books the session three days ahead and then, as staff,
 runs it now instead of waiting: the only liberty it takes, and it says so.
 """
 

@@ -273,7 +273,8 @@ class Demo:
         with self.sessionmaker() as db:
             project = {"id": db.query(Project).filter_by(code="MSB-2026-001").one().id}
         now = datetime.now(UTC).replace(second=0, microsecond=0)
-        day = (now + timedelta(days=2)).replace(hour=0, minute=0)
+        # the first 09:00 UTC at least 48 h ahead (the Krios lead time) whatever the hour now
+        day = (now + timedelta(days=3)).replace(hour=0, minute=0)
         # a Krios session tomorrow breaks the 48 h lead time: the rule is named
         try:
             self.client.request(
@@ -331,7 +332,7 @@ class Demo:
         from portal.models import AcqSession, User
 
         say("Environment gate at the session start")
-        note("(the session is booked two days ahead; the demo runs it now)")
+        note("(the session is booked three days ahead; the demo runs it now)")
         self.raw_dir = self.workdir / "raw" / f"session-{session_id}"
         self.run_dir = self.workdir / "runs" / f"session-{session_id}"
         self.raw_dir.mkdir(parents=True, exist_ok=True)
