@@ -85,6 +85,21 @@ def check_rules(
     ignore_booking_id: int | None = None,
 ) -> None:
     """Raise :class:`BookingRuleViolation` for the first rule the request breaks."""
+    check_request_rules(db, user, instrument, project, start, end, now, for_booking)
+    check_allocation(db, instrument, project, start, end, ignore_booking_id)
+
+
+def check_request_rules(
+    db: Session,
+    user: User,
+    instrument: Instrument,
+    project: Project,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    for_booking: Booking | None = None,
+) -> None:
+    """Every rule but the allocation: they depend on no other booking, so need no lock."""
     if end <= start:
         raise BookingRuleViolation("time_order", "the end must be after the start")
     if project.state != "active":
@@ -122,7 +137,25 @@ def check_rules(
         )
     if for_booking is not None:
         _check_sample_prep(instrument, project, end, for_booking)
-    allocated_h = project.allocation_h(instrument.kind)
+
+
+def check_allocation(
+    db: Session,
+    instrument: Instrument,
+    project: Project,
+    start: datetime,
+    end: datetime,
+    ignore_booking_id: int | None = None,
+    allocated_h: float | None = None,
+) -> None:
+    """:class:`BookingRuleViolation` ``allocation`` when ``[start, end)`` exceeds what is left.
+
+    Sums the project's held bookings, so a writer holds the project lock (:func:`_lock`)
+    first. ``allocated_h``: the project's allocation on this kind, when already read.
+    """
+    duration_h = (end - start).total_seconds() / 3600.0
+    if allocated_h is None:
+        allocated_h = project.allocation_h(instrument.kind)
     used_h = used_hours(db, project.id, instrument.kind, ignore_booking_id)
     if used_h + duration_h > allocated_h + 1e-9:
         raise BookingRuleViolation(
@@ -217,9 +250,11 @@ def check_free(
         )
 
 
-def _lock(db: Session, instrument_id: str, project_id: int | None) -> None:
+def _lock(db: Session, instrument_id: str | None, project_id: int | None) -> None:
     """Serialise the writes of a booking (project, then instrument) or of a maintenance
-    block (instrument only). Always in this order, so two writers cannot deadlock.
+    block (instrument only). Always in this order, so two writers cannot deadlock; a
+    booking takes the project lock, checks its allocation, then takes the instrument
+    lock (``_lock(db, None, project)`` then ``_lock(db, instrument, None)``).
 
     The instrument lock queues bookings of one instrument so that the loser of a race
     sees the winner in :func:`check_free` (409 with a message) instead of meeting the
@@ -227,10 +262,15 @@ def _lock(db: Session, instrument_id: str, project_id: int | None) -> None:
     it also keeps maintenance blocks, which no constraint covers, apart from bookings.
     The project lock keeps two bookings of one project from both fitting the same
     remaining allocation.
+
+    Both are held to the end of the transaction, and every booking of an instrument
+    waits for the one holding its lock (on a server, with a thread each), so only what
+    needs the lock runs under it: see :func:`create_booking`.
     """
     if project_id is not None:
         lock_instrument(db, f"project:{project_id}")
-    lock_instrument(db, instrument_id)
+    if instrument_id is not None:
+        lock_instrument(db, instrument_id)
 
 
 def create_booking(
@@ -250,6 +290,11 @@ def create_booking(
     staff decide); staff bookings and other instruments are *confirmed*. A confirmed
     microscope booking gets its acquisition session (state ``scheduled``).
     The caller commits.
+
+    Locks are taken as late as possible: the rules that depend on no other booking (and
+    the reads of the allocation and of the booker's waitlist entries) come first; the
+    project lock covers the allocation sum; the instrument lock covers only the overlap
+    check and the inserts, flushed together, until the commit.
     """
     now = now or utcnow()
     instrument = db.get(Instrument, instrument_id)
@@ -266,8 +311,12 @@ def create_booking(
             raise BookingRuleViolation(
                 "sample_prep", f"microscope booking {for_booking_id} not found in this project"
             )
-    _lock(db, instrument.id, project.id)
-    check_rules(db, user, instrument, project, start, end, now, for_booking)
+    check_request_rules(db, user, instrument, project, start, end, now, for_booking)
+    allocated_h = project.allocation_h(instrument.kind)
+    offers = _offers_for(db, user, instrument.id, start, end)
+    _lock(db, None, project.id)
+    check_allocation(db, instrument, project, start, end, allocated_h=allocated_h)
+    _lock(db, instrument.id, None)
     check_free(db, instrument.id, start, end)
     status = (
         "pending"
@@ -286,17 +335,18 @@ def create_booking(
         created_at=now,
     )
     db.add(booking)
+    session = _new_session(db, booking) if status == "confirmed" else None
     try:
-        db.flush()
+        db.flush()  # the booking and its session
     except sa.exc.IntegrityError as exc:  # the PostgreSQL exclusion constraint
         db.rollback()
         if "ex_bookings_no_overlap" in str(exc.orig):
             raise BookingConflict(f"{instrument.id} is already booked at that time") from None
         raise
     audit.record(db, user, "create", "booking", booking.id, after=_snapshot(booking))
-    if status == "confirmed":
-        _open_session(db, user, booking)
-    _accept_offer(db, user, booking)
+    if session is not None:
+        _audit_session(db, user, session)
+    _accept_offers(db, user, offers)
     return booking
 
 
@@ -304,18 +354,30 @@ def _snapshot(booking: Booking) -> dict:
     return audit.snapshot(booking, BOOKING_FIELDS)
 
 
-def _open_session(db: Session, actor: User, booking: Booking) -> AcqSession | None:
-    if booking.instrument.is_sample_prep:
+def _new_session(db: Session, booking: Booking) -> AcqSession | None:
+    """The acquisition session of a confirmed microscope booking (added, not flushed)."""
+    instrument = booking.instrument or db.get(Instrument, booking.instrument_id)
+    if instrument.is_sample_prep:
         return None
     session = AcqSession(
-        booking_id=booking.id,
+        booking=booking,
         instrument_id=booking.instrument_id,
         project_id=booking.project_id,
         state="scheduled",
     )
     db.add(session)
-    db.flush()
+    return session
+
+
+def _audit_session(db: Session, actor: User, session: AcqSession) -> None:
     audit.record(db, actor, "create", "session", session.id, after={"state": "scheduled"})
+
+
+def _open_session(db: Session, actor: User, booking: Booking) -> AcqSession | None:
+    session = _new_session(db, booking)
+    if session is not None:
+        db.flush()
+        _audit_session(db, actor, session)
     return session
 
 
@@ -438,16 +500,25 @@ def offer_freed_slot(
     return entries
 
 
-def _accept_offer(db: Session, user: User, booking: Booking) -> None:
-    entries = db.scalars(
-        sa.select(WaitlistEntry).where(
-            WaitlistEntry.user_id == user.id,
-            WaitlistEntry.instrument_id == booking.instrument_id,
-            WaitlistEntry.state.in_(("waiting", "offered")),
-            WaitlistEntry.start_at < booking.end_at,
-            WaitlistEntry.end_at > booking.start_at,
+def _offers_for(
+    db: Session, user: User, instrument_id: str, start: datetime, end: datetime
+) -> list[WaitlistEntry]:
+    """The booker's waiting or offered waitlist entries that ``[start, end)`` overlaps."""
+    return list(
+        db.scalars(
+            sa.select(WaitlistEntry).where(
+                WaitlistEntry.user_id == user.id,
+                WaitlistEntry.instrument_id == instrument_id,
+                WaitlistEntry.state.in_(("waiting", "offered")),
+                WaitlistEntry.start_at < end,
+                WaitlistEntry.end_at > start,
+            )
         )
-    ).all()
+    )
+
+
+def _accept_offers(db: Session, user: User, entries: list[WaitlistEntry]) -> None:
+    """Booking a slot accepts the booker's waitlist entries for it."""
     for entry in entries:
         before = {"state": entry.state}
         entry.state = "accepted"
