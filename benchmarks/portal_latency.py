@@ -25,9 +25,11 @@ import os
 import platform
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +44,7 @@ DEFAULT_PG = os.environ.get(
 )
 INSTRUMENTS = ("krios1", "glacios1", "vitrobot1", "glowdischarge1")
 PASSWORD = "benchmark-password"
+QUEUE_DEPTH = re.compile(r"Task queue depth is (\d+)")
 
 
 def build_database(server_url: str, n_bookings: int, n_clients: int) -> tuple[str, str, dict]:
@@ -128,11 +131,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(url: str, port: int, threads: int, workers: int = 1) -> subprocess.Popen:
+def start_server(url: str, port: int, threads: int, workers: int, log: Path) -> subprocess.Popen:
+    """Serve the portal in its own process; its stderr goes to the file ``log``.
+
+    Not to a pipe: nobody reads a pipe during the run, and once its 64 KiB buffer is
+    full (waitress logs ``Task queue depth is N`` each time a request waits for a
+    thread) the server's I/O thread blocks in ``write`` and every request stalls until
+    the clients give up.
+    """
     env = dict(os.environ, CRYOFAC_SECRET_KEY="benchmark-secret")
     cmd = [sys.executable, "-m", "cryofac.cli", "portal", "serve", "--database-url", url]
     cmd += ["--port", str(port), "--threads", str(threads), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -140,17 +151,28 @@ def start_server(url: str, port: int, threads: int, workers: int = 1) -> subproc
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode()[-2000:]) from None
+                raise RuntimeError(log.read_text(errors="replace")[-2000:]) from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start in 60 s")
 
 
+def server_log_summary(log: Path) -> dict:
+    """Lines the server wrote to stderr, and the deepest request queue waitress reported."""
+    lines = log.read_text(errors="replace").splitlines()
+    depths = [int(m.group(1)) for m in map(QUEUE_DEPTH.search, lines) if m]
+    other = [line for line in lines if not QUEUE_DEPTH.search(line)]
+    return {"lines": len(lines), "max_queue_depth": max(depths, default=0), "other": other[-10:]}
+
+
 class Client:
     """One keep-alive connection with a session cookie (pages) and a bearer token (API)."""
 
-    def __init__(self, port: int, username: str, token: str, project_id: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    def __init__(
+        self, port: int, username: str, token: str, project_id: int, timeout_s: float = 120.0
+    ):
+        self.username = username
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         self.token, self.project_id, self.cookie = token, project_id, ""
         status, body, headers = self.request("GET", "/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
@@ -179,21 +201,57 @@ class Client:
 
 
 def run(args: argparse.Namespace) -> dict:
+    load_before = os.getloadavg()
     name, url, world = build_database(args.postgres_url, args.bookings, args.clients)
     port = free_port()
-    server = start_server(url, port, args.server_threads, args.server_workers)
+    server_log = Path(tempfile.mkdtemp(prefix="portal_latency_")) / "server.stderr"
+    server = start_server(url, port, args.server_threads, args.server_workers, server_log)
     try:
         span = world["span"]
         weeks = int((span["last"] - span["first"]).days // 7) - 1
         clients = [
-            Client(port, username, token, pid) for username, (token, pid) in world["tokens"].items()
+            Client(port, username, token, pid, args.request_timeout_s)
+            for username, (token, pid) in world["tokens"].items()
         ]
-        results: dict[str, list[float]] = {"calendar": [], "bookings_get": [], "bookings_post": []}
-        statuses: dict[str, dict[int, int]] = {k: {} for k in results}
+        kinds = ("calendar", "bookings_get", "bookings_post")
+        results: dict[str, list[float]] = {kind: [] for kind in kinds}
+        statuses: dict[str, dict[int, int]] = {kind: {} for kind in kinds}
+        # every counted request: (seconds, kind, start in s after the clients began, client)
+        timeline: list[tuple[float, str, float, str]] = []
+        errors: list[dict] = []  # requests that got no answer (timeout, connection lost)
         lock = threading.Lock()
-        count_from = time.perf_counter() + args.warmup_s
+        t_start = time.perf_counter()
+        count_from = t_start + args.warmup_s
         stop_at = count_from + args.seconds
         barrier = threading.Barrier(len(clients))
+
+        def send(client: Client, kind: str, instrument: str, week0: datetime, slot: datetime):
+            """One request of ``kind``: (status, seconds, when it started)."""
+            if kind == "calendar":
+                method, path, body = "GET", f"/calendar/{instrument}?week={week0.date()}", None
+                headers = {}
+            elif kind == "bookings_get":
+                q = f"instrument_id={instrument}&start={week0.isoformat()}"
+                q += f"&end={(week0 + timedelta(days=7)).isoformat()}"
+                method, path, body = "GET", "/api/v1/bookings?" + q.replace("+", "%2B"), None
+                headers = {"Authorization": f"Bearer {client.token}"}
+            else:
+                method, path = "POST", "/api/v1/bookings"
+                body = json.dumps(
+                    {
+                        "instrument_id": "glacios1",
+                        "project_id": client.project_id,
+                        "start": slot.isoformat(),
+                        "end": (slot + timedelta(hours=2)).isoformat(),
+                    }
+                )
+                headers = {
+                    "Authorization": f"Bearer {client.token}",
+                    "Content-Type": "application/json",
+                }
+            t = time.perf_counter()
+            status, _, _ = client.request(method, path, body, headers)
+            return status, time.perf_counter() - t, t
 
         def loop(index: int, client: Client) -> None:
             rng = random.Random(index)
@@ -203,51 +261,40 @@ def run(args: argparse.Namespace) -> dict:
             while time.perf_counter() < stop_at:
                 instrument = rng.choice(INSTRUMENTS[:2])
                 week0 = span["first"] + timedelta(weeks=rng.randrange(1, weeks))
-                for kind in ("calendar", "bookings_get", "bookings_post"):
-                    if kind == "calendar":
-                        path = f"/calendar/{instrument}?week={week0.date().isoformat()}"
-                        t = time.perf_counter()
-                        status, _, _ = client.request("GET", path)
-                    elif kind == "bookings_get":
-                        q = f"instrument_id={instrument}&start={week0.isoformat()}"
-                        q += f"&end={(week0 + timedelta(days=7)).isoformat()}"
-                        q = q.replace("+", "%2B")
-                        auth = {"Authorization": f"Bearer {client.token}"}
-                        t = time.perf_counter()
-                        status, _, _ = client.request("GET", f"/api/v1/bookings?{q}", None, auth)
-                    else:
-                        start = future + timedelta(hours=3 * k)
-                        body = json.dumps(
-                            {
-                                "instrument_id": "glacios1",
-                                "project_id": client.project_id,
-                                "start": start.isoformat(),
-                                "end": (start + timedelta(hours=2)).isoformat(),
-                            }
-                        )
-                        headers = {
-                            "Authorization": f"Bearer {client.token}",
-                            "Content-Type": "application/json",
-                        }
-                        t = time.perf_counter()
-                        status, _, _ = client.request("POST", "/api/v1/bookings", body, headers)
-                        k += 1
-                    elapsed = time.perf_counter() - t
+                for kind in kinds:
+                    slot = future + timedelta(hours=3 * k)
+                    t = time.perf_counter()
+                    try:
+                        status, elapsed, t = send(client, kind, instrument, week0, slot)
+                    except (OSError, http.client.HTTPException) as exc:  # e.g. no answer in time
+                        with lock:
+                            errors.append(
+                                {
+                                    "kind": kind,
+                                    "client": client.username,
+                                    "started_s": round(t - t_start, 2),
+                                    "failed_after_s": round(time.perf_counter() - t, 2),
+                                    "error": f"{exc.__class__.__name__}: {exc}",
+                                }
+                            )
+                        return  # this client's connection is in an unknown state: stop it
+                    k += kind == "bookings_post"
+                    if t >= count_from:
+                        with lock:
+                            results[kind].append(elapsed)
+                            statuses[kind][status] = statuses[kind].get(status, 0) + 1
+                            timeline.append((elapsed, kind, t - t_start, client.username))
                     if args.think_ms:
                         time.sleep(rng.uniform(0.5, 1.5) * args.think_ms / 1000)
-                    if t < count_from:
-                        continue
-                    with lock:
-                        results[kind].append(elapsed)
-                        statuses[kind][status] = statuses[kind].get(status, 0) + 1
 
         threads = [threading.Thread(target=loop, args=(i, c)) for i, c in enumerate(clients)]
-        t_start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t_start
+        # the counted window: from the end of the warm-up to the last counted answer
+        window = max((t + e for e, _, t, _ in timeline), default=args.warmup_s) - args.warmup_s
     finally:
         server.terminate()
         server.wait(10)
@@ -262,21 +309,31 @@ def run(args: argparse.Namespace) -> dict:
         "server_workers": args.server_workers,
         "think_ms": args.think_ms,
         "seconds": round(wall - args.warmup_s, 1),
+        "window_s": round(window, 1),
         "label": args.label,
+        "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}",
         "results": {},
+        "slowest": [
+            {"kind": kind, "ms": round(e * 1000, 1), "started_s": round(t, 2), "client": who}
+            for e, kind, t, who in sorted(timeline, reverse=True)[: args.show_slowest]
+        ],
+        "errors": errors,
+        "server_stderr": server_log_summary(server_log),
     }
+    shutil.rmtree(server_log.parent, ignore_errors=True)
     for kind, values in results.items():
-        ms = np.array(values) * 1000
+        ms = np.array(values or [np.nan]) * 1000
         summary["results"][kind] = {
-            "requests": int(ms.size),
+            "requests": len(values),
             "statuses": statuses[kind],
             "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "throughput_per_s": round(ms.size / (wall - args.warmup_s), 1),
+            "max_ms": round(float(np.max(ms)), 1),
+            "throughput_per_s": round(len(values) / max(window, 1e-9), 1),
         }
     return summary
 
@@ -300,18 +357,34 @@ def main() -> None:
     parser.add_argument(
         "--warmup-s", type=float, default=3.0, help="seconds of load not counted (start-up)"
     )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=120.0,
+        help="a request with no answer by then is recorded as an error and its client stops",
+    )
+    parser.add_argument("--show-slowest", type=int, default=10, help="slowest requests kept")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--label", default="", help="a note stored with the results")
     args = parser.parse_args()
     summary = run(args)
     print(json.dumps(summary, indent=2))
-    print("\n| request | n | p50 (ms) | p95 (ms) | p99 (ms) | req/s | statuses |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| request | n | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | req/s | statuses |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind, r in summary["results"].items():
         print(
             f"| {kind} | {r['requests']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
-            f"| {r['throughput_per_s']} | {r['statuses']} |"
+            f"| {r['max_ms']} | {r['throughput_per_s']} | {r['statuses']} |"
         )
+    print(f"\nwall {summary['seconds']} s after the warm-up (window {summary['window_s']} s)")
+    for row in summary["slowest"][:5]:
+        print(
+            f"slow: {row['kind']} {row['ms']} ms, started at {row['started_s']} s by {row['client']}"
+        )
+    log = summary["server_stderr"]
+    print(f"server stderr: {log['lines']} lines, deepest queue {log['max_queue_depth']}")
+    for row in summary["errors"]:
+        print(f"error: {row}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2))
