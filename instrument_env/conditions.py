@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from instrument_env.limits import ANY_BAND, MAX_BAND, Rule, rule_band_filter
-from instrument_env.storage import channel_series_us
+from instrument_env.storage import channel_values_us
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,38 @@ class Judged:
         return len(self.ts_us)
 
 
-def judged_series(session: Session, rule: Rule, start_us: int, end_us: int) -> Judged:
+def lookback_us(rule: Rule) -> int:
+    """How much history before the judged range a rule reads (its drift window)."""
+    return int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
+
+
+def judged_series(
+    session: Session,
+    rule: Rule,
+    start_us: int,
+    end_us: int,
+    *,
+    readings: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Judged:
     """The rule's judged values at readings in ``[start_us, end_us]``.
 
     Drift rules read ``window_s`` more history so that every returned value sees a
-    full window.
+    full window. ``readings``: the channel's (times, values) as
+    :func:`~instrument_env.storage.channel_values_us` returns them for the rule's band
+    filter, covering at least ``[start_us - lookback_us(rule), end_us]`` (several rules
+    of one channel share one read); the rows in range are used, the same as a query.
     """
-    window_us = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
+    window_us = lookback_us(rule)
     band = rule_band_filter(rule)
-    series = channel_series_us(
-        session, rule.sensor, rule.quantity, start_us - window_us, end_us, band=band
-    )
-    ts, values = series.ts_us, series.values
+    if readings is None:
+        ts, values = channel_values_us(
+            session, rule.sensor, rule.quantity, start_us - window_us, end_us, band=band
+        )
+    else:
+        ts, values = readings
+        lo = np.searchsorted(ts, start_us - window_us, side="left")
+        hi = np.searchsorted(ts, end_us, side="right")
+        ts, values = ts[lo:hi], values[lo:hi]
     if rule.band == ANY_BAND and band != MAX_BAND and len(ts):
         ts, values = _worst_per_time(ts, values, low=rule.kind == "low")
     if rule.kind == "drift":

@@ -27,8 +27,12 @@ from sqlalchemy.orm import Session
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
 from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
-from instrument_env.models import Alarm, GateOverride, Reading, from_us, now_utc, to_us
-from instrument_env.storage import last_reading_of_channel_us
+from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
+from instrument_env.storage import (
+    channel_values_us,
+    driver_fetchall,
+    last_reading_of_channel_us,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +123,21 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
                 f"({silent_s:.0f} s without a reading; stale after {sensor.stale_after_s:g} s)"
             )
             stale_channels.add((sensor_id, quantity))
-    for rule in rules:
-        if stats[_channel_key(rule)].certainly_within(rule):
-            continue
-        judged = cond.judged_series(session, rule, start_us, at_us)
+    exact = [rule for rule in rules if not stats[_channel_key(rule)].certainly_within(rule)]
+    # Rules of one channel (e.g. a high and a drift rule on a temperature) share one
+    # read covering the longest look-back among them.
+    reach: dict[tuple[str, str, str | None], int] = {}
+    for rule in exact:
+        key = _channel_key(rule)
+        reach[key] = max(reach.get(key, 0), cond.lookback_us(rule))
+    readings = {
+        key: channel_values_us(session, key[0], key[1], start_us - back, at_us, band=key[2])
+        for key, back in reach.items()
+    }
+    for rule in exact:
+        judged = cond.judged_series(
+            session, rule, start_us, at_us, readings=readings[_channel_key(rule)]
+        )
         if not len(judged):
             if (rule.sensor, rule.quantity) not in stale_channels:
                 reasons.append(
@@ -204,31 +219,38 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
     """Per channel extremes and newest reading, in one round trip (UNION ALL)."""
     lookback: dict[tuple, int] = {}
     for rule in rules:
-        window = int((rule.window_s or 0) * 1e6) if rule.kind == "drift" else 0
         key = _channel_key(rule)
-        lookback[key] = max(lookback.get(key, 0), window)
+        lookback[key] = max(lookback.get(key, 0), cond.lookback_us(rule))
     keys = list(lookback)
-    selects = []
-    in_window = Reading.ts_us >= start_us
-    for index, (sensor, quantity, band) in enumerate(keys):
-        query = sa.select(
-            sa.literal(index).label("k"),
-            sa.func.min(sa.case((in_window, Reading.value))).label("lo"),
-            sa.func.max(sa.case((in_window, Reading.value))).label("hi"),
-            sa.func.min(Reading.value).label("lo_ext"),
-            sa.func.max(Reading.value).label("hi_ext"),
-            sa.func.max(Reading.ts_us).label("newest"),
-        ).where(
-            Reading.sensor == sensor,
-            Reading.quantity == quantity,
-            Reading.ts_us >= start_us - lookback[(sensor, quantity, band)],
-            Reading.ts_us <= at_us,
-        )
-        if band is not None:
-            query = query.where(Reading.band == band)
-        selects.append(query)
-    rows = session.connection().execute(sa.union_all(*selects)).all()
+    sql, names = _STATS_SQL.get(tuple(keys), (None, None))
+    if sql is None:
+        selects, names = [], {}
+        for index, (sensor, quantity, band) in enumerate(keys):
+            names.update({f"s{index}": sensor, f"q{index}": quantity})
+            where = (
+                f"sensor = :s{index} AND quantity = :q{index} "
+                f"AND ts_us >= :from{index} AND ts_us <= :at"
+            )
+            if band is not None:
+                names[f"b{index}"] = band
+                where += f" AND band = :b{index}"
+            selects.append(
+                f"SELECT {index} AS k, "
+                "min(CASE WHEN ts_us >= :start THEN value END) AS lo, "
+                "max(CASE WHEN ts_us >= :start THEN value END) AS hi, "
+                "min(value) AS lo_ext, max(value) AS hi_ext, max(ts_us) AS newest "
+                f"FROM env_readings WHERE {where}"
+            )
+        sql = " UNION ALL ".join(selects)
+        _STATS_SQL[tuple(keys)] = (sql, names)
+    params = {**names, "start": start_us, "at": at_us}
+    params.update({f"from{i}": start_us - lookback[key] for i, key in enumerate(keys)})
+    rows = driver_fetchall(session, sql, params)
     return {keys[row[0]]: _ChannelStats(start_us, *row[1:]) for row in rows}
+
+
+#: The statistics query (one SELECT per channel) and its channel names, per channel list.
+_STATS_SQL: dict[tuple, tuple[str, dict]] = {}
 
 
 def record_override(

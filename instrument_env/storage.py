@@ -8,6 +8,7 @@ their rollups are up to date; hourly rollups are kept for the long view.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,6 +67,71 @@ def channel_series_us(
         return Series(np.empty(0, np.int64), np.empty(0), np.empty(0, object), "")
     ts, values, bands, units = zip(*rows, strict=True)
     return Series(np.asarray(ts, np.int64), np.asarray(values, float), np.asarray(bands), units[0])
+
+
+#: Textual queries compiled per (dialect name, SQL): the driver's SQL string and the
+#: order of its positional parameters (None: the driver takes named parameters).
+_DRIVER_SQL: dict[tuple[str, str], tuple[str, list[str] | None]] = {}
+
+
+def driver_fetchall(session: Session, sql: str, params: dict) -> list[tuple]:
+    """All rows of ``sql`` (textual, ``:name`` parameters) as the DB-API driver returns
+    them: a plain cursor on the session's connection, in its transaction, without
+    SQLAlchemy's statement building, caching and result rows (the gate's hot path).
+
+    Driver errors are raised as SQLAlchemy's (``sqlalchemy.exc.DBAPIError`` subclasses,
+    as ``session.execute`` raises them), and a lost connection is invalidated.
+    """
+    conn = session.connection()
+    dialect = conn.dialect
+    compiled = _DRIVER_SQL.get((dialect.name, sql))
+    if compiled is None:
+        statement = sa.text(sql).compile(dialect=dialect)
+        order = list(statement.positiontup) if statement.positional else None
+        compiled = _DRIVER_SQL[(dialect.name, sql)] = (statement.string, order)
+    driver_sql, order = compiled
+    args = [params[name] for name in order] if order is not None else params
+    dbapi_error = dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(driver_sql, args)
+        return cursor.fetchall()
+    except dbapi_error as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            driver_sql, args, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+        ) from exc
+    finally:
+        with contextlib.suppress(dbapi_error):  # a cursor of a lost connection
+            cursor.close()
+
+
+_VALUES_SQL = (
+    "SELECT ts_us, value FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
+    "AND ts_us >= :start AND ts_us <= :end{band} ORDER BY ts_us"
+)
+
+
+def channel_values_us(
+    session: Session, sensor: str, quantity: str, start_us: int, end_us: int, *, band=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Times and values of (sensor, quantity) with ``start_us <= ts_us <= end_us``, by time.
+
+    The same rows and order as :func:`channel_series_us`, without bands and units: the
+    two columns only, fetched by :func:`driver_fetchall` and converted to numpy in one
+    step (the gate's exact evaluation reads thousands of rows per rule).
+    """
+    params = {"sensor": sensor, "quantity": quantity, "start": start_us, "end": end_us}
+    if band is not None:
+        params["band"] = band
+    sql = _VALUES_SQL.format(band=" AND band = :band" if band is not None else "")
+    rows = driver_fetchall(session, sql, params)
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0)
+    table = np.array(rows, dtype=[("ts_us", np.int64), ("value", np.float64)])
+    return np.ascontiguousarray(table["ts_us"]), np.ascontiguousarray(table["value"])
 
 
 def last_reading_us(session: Session, sensor: str, at_us: int) -> int | None:
