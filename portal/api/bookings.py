@@ -44,7 +44,13 @@ def list_bookings():
     end = parse_time(args["end"], "end") if args.get("end") else None
     limit = min(parse_int(args.get("limit", 1000), "limit"), 5000)
     rows = booking_rules.visible_bookings(
-        get_db(), g.user, args.get("instrument_id") or None, start, end, max(limit, 1)
+        get_db(),
+        g.user,
+        args.get("instrument_id") or None,
+        start,
+        end,
+        max(limit, 1),
+        with_project=False,  # as_dict() does not show the project
     )
     return jsonify([b.as_dict() for b in rows])
 

@@ -44,6 +44,7 @@ from portal.models import (
     TrainingRecord,
     User,
     WaitlistEntry,
+    project_members,
     utcnow,
 )
 
@@ -58,14 +59,27 @@ def _longest_booking_h(db: Session) -> float:
     return db.info["cryofac.longest_booking_h"]
 
 
+_HOUR = sa.literal_column("INTERVAL '1 hour'", sa.Interval())
+
+
 def overlapping(db: Session, start: datetime, end: datetime) -> sa.ColumnElement[bool]:
     """Bookings overlapping ``[start, end)``, written so the (instrument, start) index is used.
 
     No booking is longer than the longest an instrument allows (every booking passes
     :func:`check_rules`), so ``start_at`` is bounded from below as well as above. Used
     for reading (calendars, lists); the write-path check :func:`check_free` is unbounded.
+
+    On PostgreSQL the longest duration is read by the statement itself (an InitPlan,
+    evaluated once; the index range scan still uses the bound), which saves a round
+    trip per request; elsewhere it is read once per session.
     """
-    lower = start - timedelta(hours=_longest_booking_h(db) + 1)
+    if db.get_bind().dialect.name == "postgresql":
+        longest = sa.select(
+            sa.func.coalesce(sa.func.max(Instrument.max_duration_h), 0.0)
+        ).scalar_subquery()
+        lower = sa.literal(start, Booking.start_at.type) - _HOUR * (longest + 1)
+    else:
+        lower = start - timedelta(hours=_longest_booking_h(db) + 1)
     return sa.and_(Booking.start_at < end, Booking.start_at > lower, Booking.end_at > start)
 
 
@@ -220,7 +234,12 @@ def check_free(
     ignore_booking_id: int | None = None,
 ) -> None:
     """:class:`BookingConflict` when ``[start, end)`` overlaps a held booking or maintenance."""
-    query = sa.select(Booking.id, Booking.start_at, Booking.end_at).where(
+    query = sa.select(
+        sa.literal(0).label("kind"),
+        Booking.start_at,
+        Booking.end_at,
+        sa.literal("").label("reason"),
+    ).where(
         Booking.instrument_id == instrument_id,
         Booking.status.in_(HOLDING_BOOKING_STATES),
         Booking.start_at < end,  # exact, not bounded: this check guards writes
@@ -228,21 +247,32 @@ def check_free(
     )
     if ignore_booking_id is not None:
         query = query.where(Booking.id != ignore_booking_id)
-    clash = db.execute(query.limit(1)).first()
+    blocks = sa.select(
+        sa.literal(1).label("kind"),
+        MaintenanceBlock.start_at,
+        MaintenanceBlock.end_at,
+        MaintenanceBlock.reason,
+    ).where(
+        MaintenanceBlock.instrument_id == instrument_id,
+        MaintenanceBlock.start_at < end,
+        MaintenanceBlock.end_at > start,
+    )
+    # one statement, one round trip: at most one clashing booking and one block
+    found = {
+        row.kind: row
+        for row in db.execute(
+            sa.union_all(
+                sa.select(query.limit(1).subquery()), sa.select(blocks.limit(1).subquery())
+            )
+        )
+    }
+    clash = found.get(0)
     if clash is not None:
         raise BookingConflict(
             f"{instrument_id} is already booked from {clash.start_at.isoformat()} "
             f"to {clash.end_at.isoformat()}"
         )
-    block = db.execute(
-        sa.select(MaintenanceBlock.start_at, MaintenanceBlock.end_at, MaintenanceBlock.reason)
-        .where(
-            MaintenanceBlock.instrument_id == instrument_id,
-            MaintenanceBlock.start_at < end,
-            MaintenanceBlock.end_at > start,
-        )
-        .limit(1)
-    ).first()
+    block = found.get(1)
     if block is not None:
         raise BookingConflict(
             f"{instrument_id} is down for maintenance from {block.start_at.isoformat()} "
@@ -297,13 +327,12 @@ def create_booking(
     check and the inserts, flushed together, until the commit.
     """
     now = now or utcnow()
-    instrument = db.get(Instrument, instrument_id)
+    instrument, project, member = _booking_subjects(db, user, instrument_id, project_id)
     if instrument is None or not instrument.active:
         raise NotFound(f"instrument {instrument_id!r} not found")
-    project = db.get(Project, project_id)
     if project is None:
         raise NotFound(f"project {project_id} not found")
-    permissions.require_can_book_for(db, user, project)
+    permissions.require_can_book_for(db, user, project, member=member)
     for_booking = None
     if for_booking_id is not None:
         for_booking = db.get(Booking, for_booking_id)
@@ -348,6 +377,29 @@ def create_booking(
         _audit_session(db, user, session)
     _accept_offers(db, user, offers)
     return booking
+
+
+def _booking_subjects(
+    db: Session, user: User, instrument_id: str, project_id: int
+) -> tuple[Instrument | None, Project | None, bool]:
+    """The instrument, the project (allocations loaded) and whether ``user`` is on the
+    project's member list, read in one statement (None for a missing instrument or
+    project)."""
+    member = (
+        sa.exists()
+        .where(project_members.c.project_id == Project.id, project_members.c.user_id == user.id)
+        .label("member")
+    )
+    query = (
+        sa.select(Instrument, Project, member)
+        .outerjoin(Project, Project.id == project_id)
+        .options(joinedload(Project.allocations))
+        .where(Instrument.id == instrument_id)
+    )
+    row = db.execute(query).unique().first()
+    if row is None:
+        return None, None, False
+    return row[0], row[1], bool(row[2])
 
 
 def _snapshot(booking: Booking) -> dict:
@@ -532,14 +584,17 @@ def visible_bookings(
     start: datetime | None = None,
     end: datetime | None = None,
     limit: int = 1000,
+    with_project: bool = True,
 ) -> list[Booking]:
-    """Bookings ``user`` may read (staff and technicians: all; others: their projects')."""
-    query = (
-        sa.select(Booking)
-        .options(joinedload(Booking.user), joinedload(Booking.project))
-        .order_by(Booking.start_at, Booking.id)
-        .limit(limit)
-    )
+    """Bookings ``user`` may read (staff and technicians: all; others: their projects').
+
+    Each comes with its user loaded, and its project unless ``with_project`` is false
+    (then ``booking.project`` is loaded on first use).
+    """
+    options = [joinedload(Booking.user)]
+    if with_project:
+        options.append(joinedload(Booking.project))
+    query = sa.select(Booking).options(*options).order_by(Booking.start_at, Booking.id).limit(limit)
     if instrument_id is not None:
         query = query.where(Booking.instrument_id == instrument_id)
     if start is not None and end is not None:
@@ -548,9 +603,8 @@ def visible_bookings(
         query = query.where(Booking.end_at > start)
     elif end is not None:
         query = query.where(Booking.start_at < end)
-    if not permissions.is_operator(user):
-        projects = permissions.project_ids_of(db, user)
-        query = query.where(Booking.project_id.in_(projects or {-1}))
+    if not permissions.is_operator(user):  # the user's projects, in the same statement
+        query = query.where(Booking.project_id.in_(permissions.project_ids_select(user)))
     return list(db.scalars(query))
 
 
@@ -562,27 +616,19 @@ def busy_intervals(
     What a calendar shows to people outside the holding project: (start, end, kind)
     with kind ``booked`` or ``maintenance``.
     """
-    rows = [
-        (s, e, "booked")
-        for s, e in db.execute(
-            sa.select(Booking.start_at, Booking.end_at).where(
-                Booking.instrument_id == instrument_id,
-                Booking.status.in_(HOLDING_BOOKING_STATES),
-                overlapping(db, start, end),
-            )
-        )
-    ]
-    rows += [
-        (s, e, "maintenance")
-        for s, e in db.execute(
-            sa.select(MaintenanceBlock.start_at, MaintenanceBlock.end_at).where(
-                MaintenanceBlock.instrument_id == instrument_id,
-                MaintenanceBlock.start_at < end,
-                MaintenanceBlock.end_at > start,
-            )
-        )
-    ]
-    return sorted(rows)
+    booked = sa.select(Booking.start_at, Booking.end_at, sa.literal("booked")).where(
+        Booking.instrument_id == instrument_id,
+        Booking.status.in_(HOLDING_BOOKING_STATES),
+        overlapping(db, start, end),
+    )
+    blocked = sa.select(
+        MaintenanceBlock.start_at, MaintenanceBlock.end_at, sa.literal("maintenance")
+    ).where(
+        MaintenanceBlock.instrument_id == instrument_id,
+        MaintenanceBlock.start_at < end,
+        MaintenanceBlock.end_at > start,
+    )
+    return sorted((s, e, kind) for s, e, kind in db.execute(sa.union_all(booked, blocked)))
 
 
 def add_maintenance(

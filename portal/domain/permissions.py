@@ -31,11 +31,16 @@ def is_admin(user: User) -> bool:
     return user.role == "admin"
 
 
-def project_ids_of(db: Session, user: User) -> set[int]:
-    """Projects ``user`` belongs to (as PI or member)."""
+def project_ids_select(user: User) -> sa.CompoundSelect:
+    """The ids of the projects ``user`` belongs to (as PI or member), as a subquery to embed."""
     member = sa.select(project_members.c.project_id).where(project_members.c.user_id == user.id)
     led = sa.select(Project.id).where(Project.pi_id == user.id)
-    return set(db.scalars(sa.union(member, led)).all())
+    return sa.union(member, led)
+
+
+def project_ids_of(db: Session, user: User) -> set[int]:
+    """Projects ``user`` belongs to (as PI or member)."""
+    return set(db.scalars(project_ids_select(user)).all())
 
 
 def is_project_member(db: Session, user: User, project: Project) -> bool:
@@ -86,11 +91,21 @@ def visible_session(db: Session, user: User, session_id: int) -> AcqSession:
     return session
 
 
-def require_can_book_for(db: Session, user: User, project: Project) -> None:
-    """Members book for their project; staff may book for any project."""
+def require_can_book_for(
+    db: Session, user: User, project: Project, member: bool | None = None
+) -> None:
+    """Members book for their project; staff may book for any project.
+
+    ``member``: whether ``user`` is on the project's member list, when the caller has
+    already read it (the PI is a member either way); None: read it here.
+    """
     if is_staff(user):
         return
-    if not is_project_member(db, user, project):
+    if member is None:
+        allowed = is_project_member(db, user, project)
+    else:
+        allowed = project.pi_id == user.id or member
+    if not allowed:
         raise Forbidden(f"you are not a member of project {project.code}")
 
 

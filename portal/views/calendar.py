@@ -73,7 +73,13 @@ def index():
 @login_required
 def week(instrument_id: str):
     db = get_db()
-    instrument = db.get(Instrument, instrument_id)
+    # the instrument shown (active or not) and the active ones for the tabs, in one query
+    listed = db.scalars(
+        sa.select(Instrument)
+        .where(sa.or_(Instrument.active.is_(True), Instrument.id == instrument_id))
+        .order_by(Instrument.id)
+    ).all()
+    instrument = next((i for i in listed if i.id == instrument_id), None)
     if instrument is None:
         abort(404)
     tz = facility_tz()
@@ -110,7 +116,7 @@ def week(instrument_id: str):
     return render_template(
         "calendar.html",
         instrument=instrument,
-        instruments=_instruments(),
+        instruments=[i for i in listed if i.active],
         days=days,
         prev_week=(monday - timedelta(days=7)).isoformat(),
         next_week=(monday + timedelta(days=7)).isoformat(),
