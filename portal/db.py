@@ -89,6 +89,15 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
+_ADVISORY_LOCK = {
+    shared: sa.text(f"SELECT {function}(hashtext(:key))")
+    for shared, function in (
+        (False, "pg_advisory_xact_lock"),
+        (True, "pg_advisory_xact_lock_shared"),
+    )
+}
+
+
 def lock_instrument(db: Session, instrument_id: str, shared: bool = False) -> None:
     """Serialise booking writes on one key for the rest of the transaction.
 
@@ -97,11 +106,7 @@ def lock_instrument(db: Session, instrument_id: str, shared: bool = False) -> No
     SQLite: nothing to do, ``BEGIN IMMEDIATE`` already holds the database write lock.
     """
     if db.get_bind().dialect.name == "postgresql":
-        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        db.execute(
-            sa.text(f"SELECT {function}(hashtext(:key))"),
-            {"key": f"cryofac.booking.{instrument_id}"},
-        )
+        db.execute(_ADVISORY_LOCK[shared], {"key": f"cryofac.booking.{instrument_id}"})
 
 
 def get_db() -> Session:

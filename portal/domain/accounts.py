@@ -150,13 +150,16 @@ def issue_token(db: Session, user: User, ttl_h: float = 24.0) -> str:
     return token
 
 
+_TOKEN_QUERY = (  # built once: the bearer-token check runs on every API request
+    sa.select(ApiToken, User)
+    .join(User, ApiToken.user_id == User.id)
+    .where(ApiToken.token_sha256 == sa.bindparam("sha256"))
+)
+
+
 def user_for_token(db: Session, token: str) -> User:
     """The active user holding ``token``; :class:`Unauthorized` when unknown or expired."""
-    row = db.execute(
-        sa.select(ApiToken, User)
-        .join(User, ApiToken.user_id == User.id)
-        .where(ApiToken.token_sha256 == _sha256(token))
-    ).first()
+    row = db.execute(_TOKEN_QUERY, {"sha256": _sha256(token)}).first()
     if row is None:
         raise Unauthorized("invalid bearer token")
     api_token, user = row

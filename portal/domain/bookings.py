@@ -18,6 +18,7 @@ impossible whatever the code does.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -59,11 +60,24 @@ def _longest_booking_h(db: Session) -> float:
     return db.info["cryofac.longest_booking_h"]
 
 
+# The statements of the hot paths (calendar, booking list, booking creation) are built
+# once per dialect and shape, with bind parameters, and executed with the values:
+# building a statement and its cache key costs more CPU than running it. They hold SQL
+# only, never data.
+
 _HOUR = sa.literal_column("INTERVAL '1 hour'", sa.Interval())
 
 
-def overlapping(db: Session, start: datetime, end: datetime) -> sa.ColumnElement[bool]:
-    """Bookings overlapping ``[start, end)``, written so the (instrument, start) index is used.
+def _dialect(db: Session) -> str:
+    return db.get_bind().dialect.name
+
+
+def _time_param(name: str) -> sa.BindParameter[datetime]:
+    return sa.bindparam(name, type_=Booking.start_at.type)
+
+
+def _overlap_clause(dialect: str) -> sa.ColumnElement[bool]:
+    """Bookings overlapping ``[:start, :end)``, written so the (instrument, start) index is used.
 
     No booking is longer than the longest an instrument allows (every booking passes
     :func:`check_rules`), so ``start_at`` is bounded from below as well as above. Used
@@ -71,16 +85,25 @@ def overlapping(db: Session, start: datetime, end: datetime) -> sa.ColumnElement
 
     On PostgreSQL the longest duration is read by the statement itself (an InitPlan,
     evaluated once; the index range scan still uses the bound), which saves a round
-    trip per request; elsewhere it is read once per session.
+    trip per request; elsewhere the bound is ``:lower`` (:func:`_overlap_params`).
     """
-    if db.get_bind().dialect.name == "postgresql":
+    start, end = _time_param("start"), _time_param("end")
+    if dialect == "postgresql":
         longest = sa.select(
             sa.func.coalesce(sa.func.max(Instrument.max_duration_h), 0.0)
         ).scalar_subquery()
-        lower = sa.literal(start, Booking.start_at.type) - _HOUR * (longest + 1)
+        lower = start - _HOUR * (longest + 1)
     else:
-        lower = start - timedelta(hours=_longest_booking_h(db) + 1)
+        lower = _time_param("lower")
     return sa.and_(Booking.start_at < end, Booking.start_at > lower, Booking.end_at > start)
+
+
+def _overlap_params(db: Session, dialect: str, start: datetime, end: datetime) -> dict:
+    """The values of :func:`_overlap_clause`'s parameters."""
+    params = {"start": start, "end": end}
+    if dialect != "postgresql":
+        params["lower"] = start - timedelta(hours=_longest_booking_h(db) + 1)
+    return params
 
 
 def _hours(value: float) -> str:
@@ -103,6 +126,12 @@ def check_rules(
     check_allocation(db, instrument, project, start, end, ignore_booking_id)
 
 
+_TRAINING_QUERY = sa.select(TrainingRecord).where(
+    TrainingRecord.user_id == sa.bindparam("user_id"),
+    TrainingRecord.instrument_id == sa.bindparam("instrument_id"),
+)
+
+
 def check_request_rules(
     db: Session,
     user: User,
@@ -122,10 +151,7 @@ def check_request_rules(
         )
     if not permissions.is_staff(user):
         records = db.scalars(
-            sa.select(TrainingRecord).where(
-                TrainingRecord.user_id == user.id,
-                TrainingRecord.instrument_id == instrument.id,
-            )
+            _TRAINING_QUERY, {"user_id": user.id, "instrument_id": instrument.id}
         ).all()
         if not any(r.valid_at(start) for r in records):
             raise BookingRuleViolation(
@@ -204,11 +230,9 @@ def _check_sample_prep(
         )
 
 
-def used_hours(
-    db: Session, project_id: int, instrument_kind: str, ignore_booking_id: int | None = None
-) -> float:
-    """Hours held (pending or confirmed) by a project on instruments of one kind."""
-    if db.get_bind().dialect.name == "postgresql":
+@functools.cache
+def _used_hours_query(dialect: str, ignoring: bool) -> sa.Select:
+    if dialect == "postgresql":
         seconds = sa.func.extract("epoch", Booking.end_at - Booking.start_at)
     else:
         seconds = (sa.func.julianday(Booking.end_at) - sa.func.julianday(Booking.start_at)) * 86400
@@ -216,14 +240,58 @@ def used_hours(
         sa.select(sa.func.coalesce(sa.func.sum(seconds), 0.0))
         .join(Instrument, Booking.instrument_id == Instrument.id)
         .where(
-            Booking.project_id == project_id,
-            Instrument.kind == instrument_kind,
+            Booking.project_id == sa.bindparam("project_id"),
+            Instrument.kind == sa.bindparam("kind"),
             Booking.status.in_(HOLDING_BOOKING_STATES),
         )
     )
-    if ignore_booking_id is not None:
-        query = query.where(Booking.id != ignore_booking_id)
-    return float(db.scalar(query)) / 3600.0
+    if ignoring:
+        query = query.where(Booking.id != sa.bindparam("ignore_id"))
+    return query
+
+
+def used_hours(
+    db: Session, project_id: int, instrument_kind: str, ignore_booking_id: int | None = None
+) -> float:
+    """Hours held (pending or confirmed) by a project on instruments of one kind."""
+    query = _used_hours_query(_dialect(db), ignore_booking_id is not None)
+    params = {"project_id": project_id, "kind": instrument_kind, "ignore_id": ignore_booking_id}
+    if ignore_booking_id is None:
+        del params["ignore_id"]
+    return float(db.scalar(query, params)) / 3600.0
+
+
+@functools.cache
+def _clash_query(ignoring: bool) -> sa.CompoundSelect:
+    """At most one held booking (kind 0) and one maintenance block (kind 1) overlapping
+    ``[:start, :end)`` on ``:instrument_id``: one statement, one round trip."""
+    start, end = _time_param("start"), _time_param("end")
+    booked = sa.select(
+        sa.literal(0).label("kind"),
+        Booking.start_at,
+        Booking.end_at,
+        sa.literal("").label("reason"),
+    ).where(
+        Booking.instrument_id == sa.bindparam("instrument_id"),
+        Booking.status.in_(HOLDING_BOOKING_STATES),
+        Booking.start_at < end,  # exact, not bounded: this check guards writes
+        Booking.end_at > start,
+    )
+    if ignoring:
+        booked = booked.where(Booking.id != sa.bindparam("ignore_id"))
+    blocked = sa.select(
+        sa.literal(1).label("kind"),
+        MaintenanceBlock.start_at,
+        MaintenanceBlock.end_at,
+        MaintenanceBlock.reason,
+    ).where(
+        MaintenanceBlock.instrument_id == sa.bindparam("instrument_id"),
+        MaintenanceBlock.start_at < end,
+        MaintenanceBlock.end_at > start,
+    )
+    return sa.union_all(
+        sa.select(booked.limit(1).subquery()), sa.select(blocked.limit(1).subquery())
+    )
 
 
 def check_free(
@@ -234,37 +302,11 @@ def check_free(
     ignore_booking_id: int | None = None,
 ) -> None:
     """:class:`BookingConflict` when ``[start, end)`` overlaps a held booking or maintenance."""
-    query = sa.select(
-        sa.literal(0).label("kind"),
-        Booking.start_at,
-        Booking.end_at,
-        sa.literal("").label("reason"),
-    ).where(
-        Booking.instrument_id == instrument_id,
-        Booking.status.in_(HOLDING_BOOKING_STATES),
-        Booking.start_at < end,  # exact, not bounded: this check guards writes
-        Booking.end_at > start,
-    )
+    params = {"instrument_id": instrument_id, "start": start, "end": end}
     if ignore_booking_id is not None:
-        query = query.where(Booking.id != ignore_booking_id)
-    blocks = sa.select(
-        sa.literal(1).label("kind"),
-        MaintenanceBlock.start_at,
-        MaintenanceBlock.end_at,
-        MaintenanceBlock.reason,
-    ).where(
-        MaintenanceBlock.instrument_id == instrument_id,
-        MaintenanceBlock.start_at < end,
-        MaintenanceBlock.end_at > start,
-    )
-    # one statement, one round trip: at most one clashing booking and one block
+        params["ignore_id"] = ignore_booking_id
     found = {
-        row.kind: row
-        for row in db.execute(
-            sa.union_all(
-                sa.select(query.limit(1).subquery()), sa.select(blocks.limit(1).subquery())
-            )
-        )
+        row.kind: row for row in db.execute(_clash_query(ignore_booking_id is not None), params)
     }
     clash = found.get(0)
     if clash is not None:
@@ -379,24 +421,31 @@ def create_booking(
     return booking
 
 
+_SUBJECTS_QUERY = (
+    sa.select(
+        Instrument,
+        Project,
+        sa.exists()
+        .where(
+            project_members.c.project_id == Project.id,
+            project_members.c.user_id == sa.bindparam("user_id"),
+        )
+        .label("member"),
+    )
+    .outerjoin(Project, Project.id == sa.bindparam("project_id"))
+    .options(joinedload(Project.allocations))
+    .where(Instrument.id == sa.bindparam("instrument_id"))
+)
+
+
 def _booking_subjects(
     db: Session, user: User, instrument_id: str, project_id: int
 ) -> tuple[Instrument | None, Project | None, bool]:
     """The instrument, the project (allocations loaded) and whether ``user`` is on the
     project's member list, read in one statement (None for a missing instrument or
     project)."""
-    member = (
-        sa.exists()
-        .where(project_members.c.project_id == Project.id, project_members.c.user_id == user.id)
-        .label("member")
-    )
-    query = (
-        sa.select(Instrument, Project, member)
-        .outerjoin(Project, Project.id == project_id)
-        .options(joinedload(Project.allocations))
-        .where(Instrument.id == instrument_id)
-    )
-    row = db.execute(query).unique().first()
+    params = {"user_id": user.id, "instrument_id": instrument_id, "project_id": project_id}
+    row = db.execute(_SUBJECTS_QUERY, params).unique().first()
     if row is None:
         return None, None, False
     return row[0], row[1], bool(row[2])
@@ -552,21 +601,21 @@ def offer_freed_slot(
     return entries
 
 
+_OFFERS_QUERY = sa.select(WaitlistEntry).where(
+    WaitlistEntry.user_id == sa.bindparam("user_id"),
+    WaitlistEntry.instrument_id == sa.bindparam("instrument_id"),
+    WaitlistEntry.state.in_(("waiting", "offered")),
+    WaitlistEntry.start_at < _time_param("end"),
+    WaitlistEntry.end_at > _time_param("start"),
+)
+
+
 def _offers_for(
     db: Session, user: User, instrument_id: str, start: datetime, end: datetime
 ) -> list[WaitlistEntry]:
     """The booker's waiting or offered waitlist entries that ``[start, end)`` overlaps."""
-    return list(
-        db.scalars(
-            sa.select(WaitlistEntry).where(
-                WaitlistEntry.user_id == user.id,
-                WaitlistEntry.instrument_id == instrument_id,
-                WaitlistEntry.state.in_(("waiting", "offered")),
-                WaitlistEntry.start_at < end,
-                WaitlistEntry.end_at > start,
-            )
-        )
-    )
+    params = {"user_id": user.id, "instrument_id": instrument_id, "start": start, "end": end}
+    return list(db.scalars(_OFFERS_QUERY, params))
 
 
 def _accept_offers(db: Session, user: User, entries: list[WaitlistEntry]) -> None:
@@ -591,21 +640,60 @@ def visible_bookings(
     Each comes with its user loaded, and its project unless ``with_project`` is false
     (then ``booking.project`` is loaded on first use).
     """
+    dialect = _dialect(db)
+    restricted = not permissions.is_operator(user)
+    params: dict = {"row_limit": limit}
+    if start is not None and end is not None:
+        params.update(_overlap_params(db, dialect, start, end))
+    elif start is not None:
+        params["start"] = start
+    elif end is not None:
+        params["end"] = end
+    if instrument_id is not None:
+        params["instrument_id"] = instrument_id
+    if restricted:
+        params["user_id"] = user.id
+    query = _visible_query(
+        dialect,
+        instrument_id is not None,
+        start is not None,
+        end is not None,
+        restricted,
+        with_project,
+    )
+    return list(db.scalars(query, params))
+
+
+@functools.cache
+def _visible_query(
+    dialect: str,
+    by_instrument: bool,
+    from_start: bool,
+    to_end: bool,
+    restricted: bool,
+    with_project: bool,
+) -> sa.Select:
     options = [joinedload(Booking.user)]
     if with_project:
         options.append(joinedload(Booking.project))
-    query = sa.select(Booking).options(*options).order_by(Booking.start_at, Booking.id).limit(limit)
-    if instrument_id is not None:
-        query = query.where(Booking.instrument_id == instrument_id)
-    if start is not None and end is not None:
-        query = query.where(overlapping(db, start, end))
-    elif start is not None:
-        query = query.where(Booking.end_at > start)
-    elif end is not None:
-        query = query.where(Booking.start_at < end)
-    if not permissions.is_operator(user):  # the user's projects, in the same statement
-        query = query.where(Booking.project_id.in_(permissions.project_ids_select(user)))
-    return list(db.scalars(query))
+    query = (
+        sa.select(Booking)
+        .options(*options)
+        .order_by(Booking.start_at, Booking.id)
+        .limit(sa.bindparam("row_limit"))
+    )
+    if by_instrument:
+        query = query.where(Booking.instrument_id == sa.bindparam("instrument_id"))
+    if from_start and to_end:
+        query = query.where(_overlap_clause(dialect))
+    elif from_start:
+        query = query.where(Booking.end_at > _time_param("start"))
+    elif to_end:
+        query = query.where(Booking.start_at < _time_param("end"))
+    if restricted:  # the user's projects, in the same statement
+        ids = permissions.project_ids_select(sa.bindparam("user_id"))
+        query = query.where(Booking.project_id.in_(ids))
+    return query
 
 
 def busy_intervals(
@@ -616,19 +704,26 @@ def busy_intervals(
     What a calendar shows to people outside the holding project: (start, end, kind)
     with kind ``booked`` or ``maintenance``.
     """
+    dialect = _dialect(db)
+    params = {"instrument_id": instrument_id, **_overlap_params(db, dialect, start, end)}
+    return sorted((s, e, kind) for s, e, kind in db.execute(_busy_query(dialect), params))
+
+
+@functools.cache
+def _busy_query(dialect: str) -> sa.CompoundSelect:
     booked = sa.select(Booking.start_at, Booking.end_at, sa.literal("booked")).where(
-        Booking.instrument_id == instrument_id,
+        Booking.instrument_id == sa.bindparam("instrument_id"),
         Booking.status.in_(HOLDING_BOOKING_STATES),
-        overlapping(db, start, end),
+        _overlap_clause(dialect),
     )
     blocked = sa.select(
         MaintenanceBlock.start_at, MaintenanceBlock.end_at, sa.literal("maintenance")
     ).where(
-        MaintenanceBlock.instrument_id == instrument_id,
-        MaintenanceBlock.start_at < end,
-        MaintenanceBlock.end_at > start,
+        MaintenanceBlock.instrument_id == sa.bindparam("instrument_id"),
+        MaintenanceBlock.start_at < _time_param("end"),
+        MaintenanceBlock.end_at > _time_param("start"),
     )
-    return sorted((s, e, kind) for s, e, kind in db.execute(sa.union_all(booked, blocked)))
+    return sa.union_all(booked, blocked)
 
 
 def add_maintenance(

@@ -31,16 +31,19 @@ def is_admin(user: User) -> bool:
     return user.role == "admin"
 
 
-def project_ids_select(user: User) -> sa.CompoundSelect:
-    """The ids of the projects ``user`` belongs to (as PI or member), as a subquery to embed."""
-    member = sa.select(project_members.c.project_id).where(project_members.c.user_id == user.id)
-    led = sa.select(Project.id).where(Project.pi_id == user.id)
+def project_ids_select(user_id: int | sa.ColumnElement[int]) -> sa.CompoundSelect:
+    """The ids of the projects a user belongs to (as PI or member), as a subquery to embed.
+
+    ``user_id``: the user's id, or a bind parameter for it.
+    """
+    member = sa.select(project_members.c.project_id).where(project_members.c.user_id == user_id)
+    led = sa.select(Project.id).where(Project.pi_id == user_id)
     return sa.union(member, led)
 
 
 def project_ids_of(db: Session, user: User) -> set[int]:
     """Projects ``user`` belongs to (as PI or member)."""
-    return set(db.scalars(project_ids_select(user)).all())
+    return set(db.scalars(project_ids_select(user.id)).all())
 
 
 def is_project_member(db: Session, user: User, project: Project) -> bool:

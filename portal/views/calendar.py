@@ -69,16 +69,19 @@ def index():
     return redirect(url_for("calendar.week", instrument_id=instruments[0].id))
 
 
+_LISTED_INSTRUMENTS = (
+    sa.select(Instrument)
+    .where(sa.or_(Instrument.active.is_(True), Instrument.id == sa.bindparam("instrument_id")))
+    .order_by(Instrument.id)
+)
+
+
 @bp.get("/calendar/<instrument_id>")
 @login_required
 def week(instrument_id: str):
     db = get_db()
     # the instrument shown (active or not) and the active ones for the tabs, in one query
-    listed = db.scalars(
-        sa.select(Instrument)
-        .where(sa.or_(Instrument.active.is_(True), Instrument.id == instrument_id))
-        .order_by(Instrument.id)
-    ).all()
+    listed = db.scalars(_LISTED_INSTRUMENTS, {"instrument_id": instrument_id}).all()
     instrument = next((i for i in listed if i.id == instrument_id), None)
     if instrument is None:
         abort(404)
