@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--volume", choices=["apoferritin", "blobs"], default="apoferritin")
     parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--abinitio-iterations", type=int, default=20)
+    parser.add_argument("--abinitio-iterations", type=int, default=30)
     parser.add_argument("--refine-iterations", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(

@@ -28,7 +28,7 @@ from pipeline.cli import device_options, select_device
     help="2D classes.",
 )
 @click.option("--class-iterations", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option("--abinitio-iterations", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--abinitio-iterations", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--refine-iterations", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Random seed (half split, starts)."

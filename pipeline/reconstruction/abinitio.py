@@ -1,27 +1,31 @@
-"""Ab-initio 3D model by stochastic projection matching from a random start.
+"""Ab-initio 3D model by stochastic projection matching from random starts.
 
-Start: the particles of a random mini-batch back-projected at random orientations
+Each start: the particles of a random mini-batch back-projected at random orientations
 (a featureless blob at the particles' size). Each iteration takes a new random
-mini-batch, assigns every particle its best orientation and shift over a uniform
-SO(3) grid and a shift grid against the current model (low-pass at a resolution
-that goes from ``start_resolution_A`` to ``end_resolution_A``), and updates a
-running back-projection whose earlier contributions decay by ``forget`` — an
-online (stochastic) expectation-maximisation with hard assignments. The model is
-kept centred on its centre of mass.
+mini-batch, scores every particle against the current model (low-pass at a resolution
+that goes from ``start_resolution_A`` to ``end_resolution_A``) over a uniform SO(3)
+grid and a shift grid, and adds it to a running back-projection at its ``top_k`` best
+poses with posterior weights; earlier contributions decay by ``forget`` — an online
+(stochastic) expectation-maximisation. The posterior is annealed: broad at first (a
+poor model's posterior is over-confident and would lock particles onto it), the
+model's own by two thirds of the way. Several starts run side by side for the first
+iterations; the one whose projections best explain particles none of them has seen
+goes on. The model is kept centred on its centre of mass.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
+from pipeline.reconstruction.backproject import Backprojector
 from pipeline.reconstruction.refine import (
     Workspace,
-    backproject_particles,
     backproject_weighted,
     lowpass,
 )
@@ -57,6 +61,54 @@ def shift_volume(volume, shift_xyz_px: np.ndarray):
     return fft.irfftn(fft.rfftn(vol) * xp.exp(1j * arg), s=vol.shape).astype(xp.float32)
 
 
+@dataclass
+class _Start:
+    """One ab-initio trajectory: its running back-projection and current (low-passed) model."""
+
+    acc: Backprojector
+    volume: object
+
+
+def _resolution(start_A: float, end_A: float, frac: float) -> float:
+    """Geometric schedule from ``start_A`` (frac 0) to ``end_A`` (frac ≥ 1)."""
+    return start_A * (end_A / start_A) ** min(1.0, max(0.0, frac))
+
+
+def anneal_weights(loglik: np.ndarray, n_eff_target: float) -> np.ndarray:
+    """Posterior weights (n, k) over each particle's k best poses, tempered so that the
+    mean effective number of poses ``1 / Σ w²`` is at least ``n_eff_target``.
+
+    ``loglik`` (n, k): log-likelihoods, best first. The temperature T ≥ 1 divides them
+    (T = 1 is the model's own posterior); it is found by bisection on log T. Early in
+    ab-initio the model is poor and its posterior over-confident; a broad posterior
+    keeps particles from locking onto the first wrong model (deterministic annealing).
+    """
+    ll = np.asarray(loglik, dtype=np.float64)
+    ll = ll - ll[:, :1]
+
+    def weights(temperature: float) -> np.ndarray:
+        w = np.exp(ll / temperature)
+        return w / w.sum(axis=1, keepdims=True)
+
+    def n_eff(temperature: float) -> float:
+        w = weights(temperature)
+        return float(np.mean(1.0 / (w * w).sum(axis=1)))
+
+    target = min(float(n_eff_target), ll.shape[1] - 1e-6)
+    if target <= 1.0 or n_eff(1.0) >= target:
+        return weights(1.0)
+    lo, hi = 0.0, 1.0  # log10 T
+    while n_eff(10.0**hi) < target and hi < 12:
+        lo, hi = hi, hi + 2.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if n_eff(10.0**mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return weights(10.0**hi)
+
+
 def abinitio(
     ws: Workspace,
     rng: np.random.Generator,
@@ -69,48 +121,74 @@ def abinitio(
     max_shift_A: float | None = None,
     forget: float = 0.6,
     top_k: int = 10,
+    n_starts: int = 4,
+    explore_iterations: int | None = None,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
-    """An initial model (N, N, N) numpy float32 from particles ``subset`` with no reference."""
+    """An initial model (N, N, N) numpy float32 from particles ``subset`` with no reference.
+
+    ``n_starts`` independent trajectories (random starts and mini-batches) run for
+    ``explore_iterations`` (default a third of ``n_iterations``); each is then scored on
+    particles held out from every mini-batch so far — the mean over them of the best
+    whitened correlation with the model's projections at the current resolution — and
+    only the best continues. The posterior over each particle's ``top_k`` best poses is
+    annealed from broad (``top_k``/2 effective poses) to the model's own over the first
+    two thirds of the iterations. Resolutions in Å, shifts in Å.
+    """
+    from pipeline.geometry import random_rotations
+
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
     box, pix = ws.box, ws.pixel_size_A
     end_resolution_A = max(end_resolution_A, 2.2 * pix)
     start_resolution_A = max(start_resolution_A, end_resolution_A)
     if max_shift_A is None:
         max_shift_A = 0.06 * box * pix
-    batch_size = min(batch_size, len(idx_all))
-    first = rng.choice(idx_all, batch_size, replace=False)
-    rots = np.zeros((ws.n, 3, 3))
-    from pipeline.geometry import random_rotations
+    n_starts = max(1, int(n_starts)) if len(idx_all) >= 4 * min(batch_size, 100) else 1
+    if explore_iterations is None:
+        explore_iterations = max(1, n_iterations // 3)
+    explore_iterations = min(explore_iterations, n_iterations) if n_starts > 1 else 0
+    # particles held out while the starts compete (they judge the starts)
+    held_out = np.array([], dtype=np.int64)
+    pool = idx_all
+    if n_starts > 1:
+        n_val = min(max(100, len(idx_all) // 6), len(idx_all) // 3)
+        held_out = np.sort(rng.choice(idx_all, n_val, replace=False))
+        pool = np.setdiff1d(idx_all, held_out)
+    batch_size = min(batch_size, len(pool))
 
-    rots[first] = random_rotations(batch_size, rng)
-    origins = np.zeros((ws.n, 2))
-    acc = backproject_particles(ws, first, rots, origins)
-    volume = lowpass(acc.reconstruct(box // 2 - 1, ssnr_default=1.0), start_resolution_A, pix)
-    for it in range(n_iterations):
-        frac = it / max(1, n_iterations - 1)
-        res = start_resolution_A * (end_resolution_A / start_resolution_A) ** frac
+    def new_start() -> _Start:
+        first = rng.choice(pool, batch_size, replace=False)
+        rots = random_rotations(batch_size, rng)
+        acc = backproject_weighted(ws, first, rots, np.zeros((batch_size, 2)), None)
+        volume = lowpass(acc.reconstruct(box // 2 - 1, ssnr_default=1.0), start_resolution_A, pix)
+        return _Start(acc, volume)
+
+    def step_search(res: float):
         radius = ws.radius_px(res)
         step = min(20.0, max(7.5, math.degrees(1.3 / radius)))
-        data = ws.search_data(res)
         grid = asymmetric_grid(search.so3_grid(step), ws.symmetry)
-        refs = fourier.project(fourier.pad_fourier(volume), grid, ws.plane, data.count)
         shift_step = max(1.0, min(res / (3 * pix), 4.0))
         shifts = search.shift_grid(max_shift_A / pix, shift_step)
-        sel = np.sort(rng.choice(idx_all, batch_size, replace=False))
+        return step, grid, shifts
+
+    def iterate(st: _Start, it: int, idx_pool: np.ndarray) -> None:
+        frac = it / max(1, n_iterations - 1)
+        res = _resolution(start_resolution_A, end_resolution_A, frac)
+        _, grid, shifts = step_search(res)
+        data = ws.search_data(res)
+        refs = fourier.project(fourier.pad_fourier(st.volume), grid, ws.plane, data.count)
+        sel = np.sort(rng.choice(idx_pool, min(batch_size, len(idx_pool)), replace=False))
         best, sh, score = search.global_search(refs, data, sel, shifts, top_k=top_k)
         del refs
-        if top_k == 1:
+        if best.ndim == 1:
             best, sh, score = best[:, None], sh[:, None], score[:, None]
-        rots[sel] = grid[best[:, 0]]
-        origins[sel] = sh[:, 0]
-        # soft assignment over the k best poses: posterior ∝ exp(ΔlogL), logL = scale·score²/2
+        # log-likelihood at the best intensity scale: noise_scale·score²/2
         ll = 0.5 * ws.noise_scale * np.maximum(score, 0.0) ** 2
-        weights = np.exp(ll - ll[:, :1])
-        weights /= weights.sum(axis=1, keepdims=True)
-        acc.scale(forget)
-        acc.add(
+        anneal = max(0.0, 1.0 - it / max(1.0, (2.0 / 3.0) * n_iterations))
+        weights = anneal_weights(ll, 1.0 + (0.5 * best.shape[1] - 1.0) * anneal)
+        st.acc.scale(forget)
+        st.acc.add(
             backproject_weighted(
                 ws,
                 np.repeat(sel, best.shape[1]),
@@ -119,20 +197,50 @@ def abinitio(
                 weights.ravel(),
             )
         )
-        volume = acc.reconstruct(box // 2 - 1, ssnr_default=1.0)
+        volume = st.acc.reconstruct(box // 2 - 1, ssnr_default=1.0)
         com = centre_of_mass_px(lowpass(volume, res, pix))
         if np.linalg.norm(com) > 0.5:
             volume = shift_volume(volume, -com)
-            acc_shift(acc, -com)
-        next_res = start_resolution_A * (end_resolution_A / start_resolution_A) ** min(
-            1.0, (it + 1) / max(1, n_iterations - 1)
+            acc_shift(st.acc, -com)
+        next_res = _resolution(
+            start_resolution_A, end_resolution_A, (it + 1) / max(1, n_iterations - 1)
         )
-        volume = lowpass(volume, next_res, pix)
-        if callback:
-            callback(it, volume)
+        st.volume = lowpass(volume, next_res, pix)
+
+    def judge(st: _Start, it: int) -> float:
+        """Mean best score of the held-out particles against the model (higher is better)."""
+        res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
+        _, grid, shifts = step_search(res)
+        data = ws.search_data(res)
+        refs = fourier.project(fourier.pad_fourier(st.volume), grid, ws.plane, data.count)
+        _, _, score = search.global_search(refs, data, held_out, shifts)
+        return float(np.mean(score))
+
+    starts = [new_start() for _ in range(n_starts)]
+    for it in range(explore_iterations):
+        for k, st in enumerate(starts):
+            iterate(st, it, pool)
+            if progress:
+                res = _resolution(
+                    start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1)
+                )
+                progress(f"ab-initio start {k + 1}/{n_starts}, iteration {it}: {res:.1f} Å")
+    if n_starts > 1:
+        scores = [judge(st, explore_iterations) for st in starts]
+        winner = int(np.argmax(scores))
         if progress:
-            progress(f"ab-initio iteration {it}: {res:.1f} Å, step {step:.1f}°")
-    return backend.to_numpy(volume)
+            listed = ", ".join(f"{s:.4g}" for s in scores)
+            progress(f"ab-initio: start {winner + 1} kept (held-out scores {listed})")
+        starts = [starts[winner]]
+    st = starts[0]
+    for it in range(explore_iterations, n_iterations):
+        iterate(st, it, idx_all)
+        if callback:
+            callback(it, st.volume)
+        if progress:
+            res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
+            progress(f"ab-initio iteration {it}: {res:.1f} Å")
+    return backend.to_numpy(st.volume)
 
 
 def acc_shift(acc, shift_xyz_px: np.ndarray) -> None:

@@ -73,7 +73,7 @@ def run_reconstruction(
     symmetry: str = "C1",
     n_classes: int = 4,
     class_iterations: int = 6,
-    abinitio_iterations: int = 20,
+    abinitio_iterations: int = 30,
     refine_iterations: int = 8,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,

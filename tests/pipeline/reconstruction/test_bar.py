@@ -34,7 +34,7 @@ def test_reconstruct_reaches_true_pose_resolution(tmp_path):
     star = simulate.write_particle_stack(tmp_path / "stack", images, truth)
     out = tmp_path / "run"
     run_reconstruction(
-        star, out, n_classes=2, class_iterations=3, abinitio_iterations=15, refine_iterations=6
+        star, out, n_classes=2, class_iterations=3, abinitio_iterations=30, refine_iterations=6
     )
     # the same particles at their true poses
     particles = load_particles(star)
