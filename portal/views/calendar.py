@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -69,6 +70,20 @@ def index():
     return redirect(url_for("calendar.week", instrument_id=instruments[0].id))
 
 
+class _Slot(NamedTuple):
+    """One calendar entry (attributes, not dict keys: Jinja looks attributes up first)."""
+
+    start: str
+    end: str
+    kind: str
+    booking: Booking | None
+
+
+class _Day(NamedTuple):
+    date: date
+    entries: list[_Slot]
+
+
 _LISTED_INSTRUMENTS = (
     sa.select(Instrument)
     .where(sa.or_(Instrument.active.is_(True), Instrument.id == sa.bindparam("instrument_id")))
@@ -105,17 +120,17 @@ def week(instrument_id: str):
         d0 = start + timedelta(days=i)
         d1 = d0 + timedelta(days=1)
         entries = [
-            {
-                "start": max(s, d0).astimezone(tz).strftime("%H:%M"),
-                "end": e.astimezone(tz).strftime("%H:%M") if e < d1 else "24:00",
-                "kind": kind,
+            _Slot(
+                max(s, d0).astimezone(tz).strftime("%H:%M"),
+                e.astimezone(tz).strftime("%H:%M") if e < d1 else "24:00",
+                kind,
                 # who holds a slot is shown only to those who may read that booking
-                "booking": visible.get((s, e)) if kind == "booked" else None,
-            }
+                visible.get((s, e)) if kind == "booked" else None,
+            )
             for s, e, kind in busy
             if s < d1 and e > d0
         ]
-        days.append({"date": d0.date(), "entries": entries})
+        days.append(_Day(d0.date(), entries))
     return render_template(
         "calendar.html",
         instrument=instrument,
