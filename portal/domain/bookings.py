@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
@@ -141,8 +142,12 @@ def check_request_rules(
     end: datetime,
     now: datetime,
     for_booking: Booking | None = None,
+    training: list[TrainingRecord] | None = None,
 ) -> None:
-    """Every rule but the allocation: they depend on no other booking, so need no lock."""
+    """Every rule but the allocation: they depend on no other booking, so need no lock.
+
+    ``training``: ``user``'s training records on the instrument, when already read.
+    """
     if end <= start:
         raise BookingRuleViolation("time_order", "the end must be after the start")
     if project.state != "active":
@@ -150,9 +155,10 @@ def check_request_rules(
             "project_state", f"project {project.code} is {project.state}, not active"
         )
     if not permissions.is_staff(user):
-        records = db.scalars(
-            _TRAINING_QUERY, {"user_id": user.id, "instrument_id": instrument.id}
-        ).all()
+        records = training
+        if records is None:
+            params = {"user_id": user.id, "instrument_id": instrument.id}
+            records = db.scalars(_TRAINING_QUERY, params).all()
         if not any(r.valid_at(start) for r in records):
             raise BookingRuleViolation(
                 "training", f"{user.username} is not trained on {instrument.id}"
@@ -369,12 +375,13 @@ def create_booking(
     check and the inserts, flushed together, until the commit.
     """
     now = now or utcnow()
-    instrument, project, member = _booking_subjects(db, user, instrument_id, project_id)
+    subjects = _booking_subjects(db, user, instrument_id, project_id, start, end)
+    instrument, project = subjects.instrument, subjects.project
     if instrument is None or not instrument.active:
         raise NotFound(f"instrument {instrument_id!r} not found")
     if project is None:
         raise NotFound(f"project {project_id} not found")
-    permissions.require_can_book_for(db, user, project, member=member)
+    permissions.require_can_book_for(db, user, project, member=subjects.member)
     for_booking = None
     if for_booking_id is not None:
         for_booking = db.get(Booking, for_booking_id)
@@ -382,9 +389,11 @@ def create_booking(
             raise BookingRuleViolation(
                 "sample_prep", f"microscope booking {for_booking_id} not found in this project"
             )
-    check_request_rules(db, user, instrument, project, start, end, now, for_booking)
+    check_request_rules(
+        db, user, instrument, project, start, end, now, for_booking, subjects.training
+    )
     allocated_h = project.allocation_h(instrument.kind)
-    offers = _offers_for(db, user, instrument.id, start, end)
+    offers = _offers_for(db, user, instrument.id, start, end) if subjects.offers else []
     _lock(db, None, project.id)
     check_allocation(db, instrument, project, start, end, allocated_h=allocated_h)
     _lock(db, instrument.id, None)
@@ -421,6 +430,15 @@ def create_booking(
     return booking
 
 
+_OFFER_CRITERIA = (  # the booker's waitlist entries that a booking of [:start, :end) takes
+    WaitlistEntry.user_id == sa.bindparam("user_id"),
+    WaitlistEntry.instrument_id == sa.bindparam("instrument_id"),
+    WaitlistEntry.state.in_(("waiting", "offered")),
+    WaitlistEntry.start_at < _time_param("end"),
+    WaitlistEntry.end_at > _time_param("start"),
+)
+_OFFERS_QUERY = sa.select(WaitlistEntry).where(*_OFFER_CRITERIA)
+
 _SUBJECTS_QUERY = (
     sa.select(
         Instrument,
@@ -431,24 +449,55 @@ _SUBJECTS_QUERY = (
             project_members.c.user_id == sa.bindparam("user_id"),
         )
         .label("member"),
+        TrainingRecord,
+        sa.exists().where(*_OFFER_CRITERIA).label("offers"),
     )
+    .select_from(Instrument)
     .outerjoin(Project, Project.id == sa.bindparam("project_id"))
+    .outerjoin(
+        TrainingRecord,
+        sa.and_(
+            TrainingRecord.user_id == sa.bindparam("user_id"),
+            TrainingRecord.instrument_id == Instrument.id,
+        ),
+    )
     .options(joinedload(Project.allocations))
     .where(Instrument.id == sa.bindparam("instrument_id"))
 )
 
 
+class _Subjects(NamedTuple):
+    instrument: Instrument | None
+    project: Project | None
+    member: bool  # the booker is on the project's member list
+    training: list[TrainingRecord]  # the booker's records on the instrument
+    offers: bool  # the booker has waitlist entries the booking would take
+
+
 def _booking_subjects(
-    db: Session, user: User, instrument_id: str, project_id: int
-) -> tuple[Instrument | None, Project | None, bool]:
-    """The instrument, the project (allocations loaded) and whether ``user`` is on the
-    project's member list, read in one statement (None for a missing instrument or
-    project)."""
-    params = {"user_id": user.id, "instrument_id": instrument_id, "project_id": project_id}
-    row = db.execute(_SUBJECTS_QUERY, params).unique().first()
-    if row is None:
-        return None, None, False
-    return row[0], row[1], bool(row[2])
+    db: Session,
+    user: User,
+    instrument_id: str,
+    project_id: int,
+    start: datetime,
+    end: datetime,
+) -> _Subjects:
+    """What a booking request needs to know before any lock, read in one statement:
+    the instrument, the project (allocations loaded; None when missing), the booker's
+    membership, training records and whether any waitlist entries are to accept."""
+    params = {
+        "user_id": user.id,
+        "instrument_id": instrument_id,
+        "project_id": project_id,
+        "start": start,
+        "end": end,
+    }
+    rows = db.execute(_SUBJECTS_QUERY, params).unique().all()  # all: every allocation
+    if not rows:
+        return _Subjects(None, None, False, [], False)
+    instrument, project, member, _, offers = rows[0]
+    training = [r[3] for r in rows if r[3] is not None]
+    return _Subjects(instrument, project, bool(member), training, bool(offers))
 
 
 def _snapshot(booking: Booking) -> dict:
@@ -599,15 +648,6 @@ def offer_freed_slot(
             {"state": "offered", "freed_booking": freed.id},
         )
     return entries
-
-
-_OFFERS_QUERY = sa.select(WaitlistEntry).where(
-    WaitlistEntry.user_id == sa.bindparam("user_id"),
-    WaitlistEntry.instrument_id == sa.bindparam("instrument_id"),
-    WaitlistEntry.state.in_(("waiting", "offered")),
-    WaitlistEntry.start_at < _time_param("end"),
-    WaitlistEntry.end_at > _time_param("start"),
-)
 
 
 def _offers_for(

@@ -23,7 +23,7 @@ from portal.views.calendar import facility_tz
 LIMITS = {
     "calendar": {"postgresql": 4, "sqlite": 5},
     "bookings_get": {"postgresql": 2, "sqlite": 3},
-    "bookings_post": {"postgresql": 11, "sqlite": 10},
+    "bookings_post": {"postgresql": 9, "sqlite": 8},
 }
 
 
