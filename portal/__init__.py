@@ -64,6 +64,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     engine = portal_db.make_engine(app.config["DATABASE_URL"])
     app.extensions["cryofac.engine"] = engine
+    if engine.dialect.name == "postgresql":  # for portal_db.READ_ONLY_ENDPOINTS (same pool)
+        app.extensions["cryofac.autocommit_engine"] = engine.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
     app.extensions["cryofac.sessionmaker"] = portal_db.session_factory(engine)
     app.extensions["cryofac.hasher"] = password_hasher(
         int(app.config["PASSWORD_TIME_COST"]), int(app.config["PASSWORD_MEMORY_KIB"])

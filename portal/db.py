@@ -109,12 +109,29 @@ def lock_instrument(db: Session, instrument_id: str, shared: bool = False) -> No
         db.execute(_ADVISORY_LOCK[shared], {"key": f"cryofac.booking.{instrument_id}"})
 
 
+#: Views that only read, and are asked for most. On PostgreSQL their session runs in
+#: autocommit mode, which spares a BEGIN and a ROLLBACK round trip per request: under
+#: READ COMMITTED (the default) every statement takes its own snapshot whether or not
+#: it is in a transaction, so they see exactly what they would see in one. A view that
+#: writes, locks or needs one snapshot for several statements must not be listed.
+READ_ONLY_ENDPOINTS = frozenset({"calendar.week", "api.list_bookings"})
+
+
 def get_db() -> Session:
     """The request's database session (opened on first use, closed at teardown)."""
-    from flask import current_app, g
+    from flask import current_app, g, has_request_context, request
 
     if "cryofac_db" not in g:
-        g.cryofac_db = current_app.extensions["cryofac.sessionmaker"]()
+        maker = current_app.extensions["cryofac.sessionmaker"]
+        autocommit = current_app.extensions.get("cryofac.autocommit_engine")
+        if (
+            autocommit is not None
+            and has_request_context()
+            and request.endpoint in READ_ONLY_ENDPOINTS
+        ):
+            g.cryofac_db = maker(bind=autocommit)
+        else:
+            g.cryofac_db = maker()
     return g.cryofac_db
 
 
