@@ -261,9 +261,9 @@ def used_hours(
 ) -> float:
     """Hours held (pending or confirmed) by a project on instruments of one kind."""
     query = _used_hours_query(_dialect(db), ignore_booking_id is not None)
-    params = {"project_id": project_id, "kind": instrument_kind, "ignore_id": ignore_booking_id}
-    if ignore_booking_id is None:
-        del params["ignore_id"]
+    params = {"project_id": project_id, "kind": instrument_kind}
+    if ignore_booking_id is not None:
+        params["ignore_id"] = ignore_booking_id
     return float(db.scalar(query, params)) / 3600.0
 
 
