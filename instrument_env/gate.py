@@ -26,9 +26,16 @@ from sqlalchemy.orm import Session
 
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
-from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
+from instrument_env.limits import (
+    MAX_BAND,
+    EnvConfig,
+    UnknownInstrument,
+    load_env_config,
+    rule_band_filter,
+)
 from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
 from instrument_env.storage import (
+    band_condition,
     channel_values_us,
     driver_fetchall,
     last_reading_of_channel_us,
@@ -232,8 +239,9 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
                 f"AND ts_us >= :from{index} AND ts_us <= :at"
             )
             if band is not None:
-                names[f"b{index}"] = band
-                where += f" AND band = :b{index}"
+                if band != MAX_BAND:
+                    names[f"b{index}"] = band
+                where += band_condition(band, f"b{index}")
             selects.append(
                 f"SELECT {index} AS k, "
                 "min(CASE WHEN ts_us >= :start THEN value END) AS lo, "

@@ -50,7 +50,22 @@ class Reading(EnvBase):
 
     __tablename__ = "env_readings"
     # SQLite: clustered on the key, so a time-range scan of a channel reads contiguous rows.
-    __table_args__ = {"sqlite_with_rowid": False}
+    # The partial index holds only the derived per-time maximum band (``MAX_BAND``): a
+    # "band: any" rule reads one row per time without walking every band's rows in the
+    # key's (sensor, quantity, ts_us, band) order. Covering (value included); used only by
+    # statements that spell ``band = 'max'`` as a literal (the planners must see it).
+    __table_args__ = (
+        sa.Index(
+            "ix_env_readings_max_band",
+            "sensor",
+            "quantity",
+            "ts_us",
+            "value",
+            sqlite_where=sa.text("band = 'max'"),
+            postgresql_where=sa.text("band = 'max'"),
+        ),
+        {"sqlite_with_rowid": False},
+    )
     sensor: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     quantity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     ts_us: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)

@@ -16,6 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from instrument_env.limits import MAX_BAND
 from instrument_env.models import DirtyRange, Reading, Rollup, to_us
 
 ROLLUP_RESOLUTIONS_S = (60, 3600)
@@ -108,6 +109,16 @@ def driver_fetchall(session: Session, sql: str, params: dict) -> list[tuple]:
             cursor.close()
 
 
+def band_condition(band: str, param: str) -> str:
+    """The SQL condition on ``band`` for a raw statement: `` AND band = :param``, except for
+    the derived :data:`~instrument_env.limits.MAX_BAND`, spelt as a literal so that SQLite's
+    and PostgreSQL's planners can use the partial index ``ix_env_readings_max_band`` (a
+    bound parameter does not prove the index's ``band = 'max'`` condition)."""
+    if band == MAX_BAND:
+        return f" AND band = '{MAX_BAND}'"
+    return f" AND band = :{param}"
+
+
 _VALUES_SQL = (
     "SELECT ts_us, value FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
     "AND ts_us >= :start AND ts_us <= :end{band} ORDER BY ts_us"
@@ -124,9 +135,9 @@ def channel_values_us(
     step (the gate's exact evaluation reads thousands of rows per rule).
     """
     params = {"sensor": sensor, "quantity": quantity, "start": start_us, "end": end_us}
-    if band is not None:
+    if band is not None and band != MAX_BAND:
         params["band"] = band
-    sql = _VALUES_SQL.format(band=" AND band = :band" if band is not None else "")
+    sql = _VALUES_SQL.format(band=band_condition(band, "band") if band is not None else "")
     rows = driver_fetchall(session, sql, params)
     if not rows:
         return np.empty(0, np.int64), np.empty(0)

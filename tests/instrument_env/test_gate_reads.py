@@ -108,3 +108,28 @@ def test_driver_errors_are_sqlalchemy_errors(database_url):
         assert "env_readings" in str(caught.value.orig)
         session.rollback()
         assert driver_fetchall(session, "SELECT :a + 1", {"a": 1}) == [(2,)]
+
+
+def test_max_band_reads_use_the_partial_index(krios_data, env_config):
+    """The statements a ``band: any`` rule runs name ``band = 'max'`` so the planner can
+    use ``ix_env_readings_max_band`` (SQLite's plan is deterministic; PostgreSQL's depends
+    on table statistics, so there only the rows are checked, above)."""
+    from instrument_env import gate as gate_module
+    from instrument_env import storage
+
+    rules = [r for r in _gated(env_config) if rule_band_filter(r) == "max"]
+    assert rules, "the Krios room has a vibration rule over every band"
+    at = to_us(T0 + timedelta(hours=2))
+    gate_module._STATS_SQL.clear()
+    _channel_stats(krios_data, rules, at - 3_600_000_000, at)
+    stats_sql = next(iter(gate_module._STATS_SQL.values()))[0]
+    values_sql = storage._VALUES_SQL.format(band=storage.band_condition("max", "band"))
+    for sql in (stats_sql, values_sql):
+        assert "band = 'max'" in sql and ":b" not in sql
+    if krios_data.get_bind().dialect.name != "sqlite":
+        return
+    params = {"s0": "krios-vib", "q0": "vibration", "from0": 0, "at": at, "start": 0}
+    params |= {"sensor": "krios-vib", "quantity": "vibration", "end": at}
+    for sql in (stats_sql, values_sql):
+        plan = krios_data.execute(sa.text("EXPLAIN QUERY PLAN " + sql), params).all()
+        assert any("ix_env_readings_max_band" in str(row) for row in plan), plan
