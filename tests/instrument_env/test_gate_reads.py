@@ -133,3 +133,14 @@ def test_max_band_reads_use_the_partial_index(krios_data, env_config):
     for sql in (stats_sql, values_sql):
         plan = krios_data.execute(sa.text("EXPLAIN QUERY PLAN " + sql), params).all()
         assert any("ix_env_readings_max_band" in str(row) for row in plan), plan
+
+
+def test_gate_leaves_the_parallel_setting_as_it_was(krios_data, env_config):
+    """The gate turns PostgreSQL's parallel plans off for its own reads only."""
+    if krios_data.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL setting")
+    show = sa.text("SHOW max_parallel_workers_per_gather")
+    before = krios_data.execute(show).scalar()
+    decision = evaluate_gate(krios_data, "krios1", T0 + timedelta(hours=3), config=env_config)
+    assert decision.reasons is not None
+    assert krios_data.execute(show).scalar() == before
