@@ -159,7 +159,9 @@ def main() -> None:
         f"| half-map vs truth estimate, relative difference (bar ≤ 0.20) | {ev['half_map_vs_truth_rel_diff']:.2f} |",
         f"| simulation time (s, not counted) | {t_sim:.0f} |",
         "",
-        "ASPIRE comparison: not run (see the report of issue 5).",
+        "Side by side with ASPIRE on the same particles: "
+        "benchmarks/aspire/bench_reconstruct_vs_aspire.py --ours-dir WORKDIR/run "
+        "--star WORKDIR/stack/particles.star.",
         "",
     ]
     args.out_md.parent.mkdir(parents=True, exist_ok=True)
