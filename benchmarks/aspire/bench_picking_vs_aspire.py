@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -114,7 +115,7 @@ def run_ours(rows: list[dict], threads: int) -> list[dict]:
 def run_aspire(rows, size_px: int, threads: int, python: Path, work: Path):
     out_json = work / "apple.json"
     cmd = [
-        str(python),
+        os.path.abspath(python),
         str(Path(__file__).with_name("run_aspire_apple.py")),
         "--particle-size-px",
         str(int(round(rows[0]["diameter_A"] / PIXEL_A))),
@@ -123,10 +124,10 @@ def run_aspire(rows, size_px: int, threads: int, python: Path, work: Path):
         "--threads",
         str(threads),
         "--out",
-        str(out_json),
-        *[r["path"] for r in rows],
+        str(out_json.resolve()),
+        *[str(Path(r["path"]).resolve()) for r in rows],
     ]
-    child = run_child(cmd, env=thread_env(threads))
+    child = run_child(cmd, env=thread_env(threads), cwd=work)
     if child.returncode != 0:
         raise SystemExit(f"ASPIRE run failed (exit {child.returncode}):\n{child.output[-3000:]}")
     result = json.loads(out_json.read_text())

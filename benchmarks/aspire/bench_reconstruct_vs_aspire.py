@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -161,7 +162,7 @@ def main() -> None:
     from pipeline.simulate import simulate_particle_stack, write_particle_stack
 
     machine_start = machine_line()
-    work = args.workdir
+    work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     truth = truth_volume(args.volume, args.box, args.pixel)
@@ -189,12 +190,12 @@ def main() -> None:
             return times["wall_s"], times["cpu_s"], times["machine_start"], times["machine_end"]
         before = machine_line()
         script = Path(__file__).with_name("run_aspire_reconstruct.py")
-        cmd = [str(args.aspire_python), str(script)]
-        cmd += [str(star), "--downsample", str(args.aspire_downsample)]
+        cmd = [os.path.abspath(args.aspire_python), str(script)]
+        cmd += [str(Path(star).resolve()), "--downsample", str(args.aspire_downsample)]
         cmd += ["--n-classes", str(args.aspire_classes), "--n-nbor", str(args.aspire_nbor)]
         cmd += ["--seed", str(args.seed), "--out", str(work / "aspire_map.mrc")]
         cmd += ["--timings", str(work / "aspire_timings.json")]
-        child = run_child(cmd, env=env)
+        child = run_child(cmd, env=env, cwd=work)
         if child.returncode != 0:
             raise SystemExit(f"ASPIRE run failed:\n{child.output[-3000:]}")
         after = machine_line()

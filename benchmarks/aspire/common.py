@@ -38,11 +38,15 @@ class Timed:
     output: str
 
 
-def run_child(cmd: list[str], env: dict | None = None) -> Timed:
-    """Run ``cmd`` to completion; wall and CPU seconds from getrusage(RUSAGE_CHILDREN)."""
+def run_child(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> Timed:
+    """Run ``cmd`` to completion; wall and CPU seconds from getrusage(RUSAGE_CHILDREN).
+
+    ``cwd``: the child's working directory (ASPIRE writes ``logs/`` and checkpoint files
+    into it; give absolute paths in ``cmd`` when setting it).
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
