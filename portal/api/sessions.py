@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, jsonify
+from flask import current_app, g, jsonify
 
 from portal.api import bp, json_body, token_required
 from portal.db import get_db
@@ -34,6 +34,7 @@ def transition_session(session_id: int):
         to_state,
         reason=str(data.get("reason", "")),
         override_gate=bool(data.get("override_gate", False)),
+        gate=lifecycle.gate_for(current_app.config.get("FACILITY_CONFIG_DIR")),
     )
     db.commit()
     body = lifecycle.as_dict(session)

@@ -9,6 +9,7 @@ Every transition and override goes to the audit log.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,10 +41,17 @@ class GateResult:
     checked_at: datetime | None = None
 
 
-def default_gate(db: Session, instrument_id: str, at: datetime) -> GateResult:
-    """Ask instrument_env; fail closed when it is not installed or errs."""
+def default_gate(
+    db: Session, instrument_id: str, at: datetime, *, config_dir: str | None = None
+) -> GateResult:
+    """Ask instrument_env; fail closed when it is not installed or errs.
+
+    ``config_dir``: the facility configuration (facility.yaml, limits.yaml) to judge by;
+    default cryofac's own (``CRYOFAC_CONFIG_DIR`` or the embedded ``config/``).
+    """
     try:
         from instrument_env.gate import evaluate_gate
+        from instrument_env.limits import load_env_config
     except ImportError:
         return GateResult(
             False,
@@ -54,7 +62,8 @@ def default_gate(db: Session, instrument_id: str, at: datetime) -> GateResult:
     # database error inside it (even one it catches itself) cannot poison our transaction.
     savepoint = db.begin_nested()
     try:
-        decision = evaluate_gate(db, instrument_id, at)
+        config = load_env_config(config_dir) if config_dir is not None else None
+        decision = evaluate_gate(db, instrument_id, at, config=config)
     except Exception as exc:  # a broken monitor must not open the gate
         savepoint.rollback()
         message = str(exc).splitlines()[0] if str(exc) else ""
@@ -67,6 +76,12 @@ def default_gate(db: Session, instrument_id: str, at: datetime) -> GateResult:
         [str(r) for r in decision.reasons],
         getattr(decision, "checked_at", at),
     )
+
+
+def gate_for(config_dir: str | None) -> Callable[[Session, str, datetime], GateResult]:
+    """:func:`default_gate` judging by the configuration in ``config_dir`` (the portal's
+    ``FACILITY_CONFIG_DIR``); None: cryofac's own."""
+    return functools.partial(default_gate, config_dir=config_dir)
 
 
 def transition(

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
@@ -122,6 +132,7 @@ def transition(session_id: int):
             request.form.get("state", ""),
             reason=request.form.get("reason", ""),
             override_gate=request.form.get("override_gate") == "1",
+            gate=lifecycle.gate_for(current_app.config.get("FACILITY_CONFIG_DIR")),
         )
         folders = {k: request.form.get(k, "").strip() for k in ("raw_dir", "run_dir")}
         if any(folders.values()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import UTC, datetime
 
 import pytest
@@ -147,3 +149,31 @@ def test_cancelling_a_booking_aborts_its_scheduled_session(world, client, slot):
     assert client.get(f"/api/v1/sessions/{session_id}", headers=alice).get_json()["state"] == (
         "aborted"
     )
+
+
+def test_gate_judges_by_the_portals_facility_config(world, client, slot, tmp_path):
+    """The session-start gate reads the limits of the app's FACILITY_CONFIG_DIR, not the
+    embedded config: a sensor renamed there is the one the refusal names."""
+    from cryofac import config as cfg
+    from instrument_env import db as env_db
+
+    custom = tmp_path / "config"
+    shutil.copytree(cfg.config_dir(), custom)
+    for name in ("facility.yaml", "limits.yaml"):
+        path = custom / name
+        path.write_text(path.read_text().replace("screen-t1", "screen-t1-custom"))
+    world.app.config["FACILITY_CONFIG_DIR"] = str(custom)
+    env_db.upgrade(world.app.config["DATABASE_URL"])  # the env tables, still no readings
+    session_id = _session_for(world, client, slot)
+    tech = world.token(client, "tech")
+    staff = world.token(client, "staff")
+    assert _move(client, tech, session_id, "ready").status_code == 200
+    refused = _move(client, tech, session_id, "acquiring")
+    assert refused.status_code == 409
+    assert "screen-t1-custom" in json.dumps(refused.get_json())
+    overridden = _move(
+        client, staff, session_id, "acquiring", override_gate=True, reason="handheld meter ok"
+    )
+    assert overridden.status_code == 200
+    reasons = " ".join(overridden.get_json()["gate"]["reasons"])
+    assert "screen-t1-custom" in reasons and "screen-t1 " not in reasons
