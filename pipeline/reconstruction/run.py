@@ -8,6 +8,7 @@ holds it (``class2d.npz``, ``abinitio.mrc``, ``refine.npz`` + half-maps); the fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -84,7 +85,11 @@ def run_reconstruction(
     from pipeline.reconstruction import abinitio, class2d, postprocess, refine
     from pipeline.reconstruction.fsc import fsc, resolution_at
     from pipeline.reconstruction.particles import load_particles
-    from pipeline.reconstruction.symmetry import symmetry_matrices
+    from pipeline.reconstruction.symmetry import (
+        abinitio_symmetry,
+        symmetrise_volume,
+        symmetry_matrices,
+    )
 
     say = progress or (lambda message: None)
     symmetry_matrices(symmetry)  # validate early
@@ -140,9 +145,18 @@ def run_reconstruction(
         say("ab-initio: reused")
         timings["abinitio_s"] = float(json.loads((out / "abinitio.json").read_text())["seconds"])
     else:
+        full, sub = symmetry.strip().upper(), abinitio_symmetry(symmetry)
+        if sub != full:
+            say(f"ab-initio in {sub} (a subgroup of {symmetry}), then symmetrised to {symmetry}")
         initial = abinitio.abinitio(
-            ws, rng, subset=keep, n_iterations=abinitio_iterations, progress=say
+            dataclasses.replace(ws, symmetry=sub),
+            rng,
+            subset=keep,
+            n_iterations=abinitio_iterations,
+            progress=say,
         )
+        if sub != full:
+            initial = backend.to_numpy(symmetrise_volume(initial, full))
         write_mrc(path_ab, initial, pix)
         timings["abinitio_s"] = time.perf_counter() - t
         _write_text(out / "abinitio.json", json.dumps({"seconds": timings["abinitio_s"]}))

@@ -64,6 +64,22 @@ def symmetry_matrices(name: str) -> np.ndarray:
     return mats
 
 
+#: Point groups whose ab-initio runs in a subgroup (then the map is symmetrised to the
+#: full group before refinement). Octahedral (e.g. apoferritin): with O imposed from the
+#: start, all 6 ab-initio runs tried on the demo's simulated apoferritin led refinement to
+#: the same wrong map, reproduced by both half-maps (23 Å against the truth); from a C4
+#: ab-initio (the four-fold about z, a subgroup of O in this frame) 3 runs of 4 reached
+#: 7.3–10.5 Å and one the same 23 Å map (BENCHMARKS.md, issue 5). RELION likewise advises
+#: a lower-symmetry initial model for high point groups.
+ABINITIO_SUBGROUP = {"O": "C4"}
+
+
+def abinitio_symmetry(name: str) -> str:
+    """The point group ab-initio imposes for a reconstruction in ``name``."""
+    text = name.strip().upper()
+    return ABINITIO_SUBGROUP.get(text, text)
+
+
 def symmetrise_poses(rotations: np.ndarray, name: str) -> np.ndarray:
     """All symmetry-equivalent poses A·S (n_poses·n_sym, 3, 3)."""
     ops = symmetry_matrices(name)

@@ -72,3 +72,15 @@ def test_symmetrise_volume_imposes_cn():
     inside = np.hypot(xx, yy) < 12
     assert np.corrcoef(rotated[:, inside].ravel(), sym[:, inside].ravel())[0, 1] > 0.9
     assert np.corrcoef(sym.ravel(), vol.ravel())[0, 1] < 0.7
+
+
+def test_abinitio_subgroup_is_a_subgroup():
+    """Ab-initio for O runs in C4; every C4 operation is one of O's (same frame), so the
+    C4 map can be symmetrised to O. Other groups are kept."""
+    assert symmetry.abinitio_symmetry("O") == symmetry.abinitio_symmetry(" o ") == "C4"
+    for name in ("C1", "C4", "D2", "T"):
+        assert symmetry.abinitio_symmetry(name.lower()) == name
+    for full, sub in symmetry.ABINITIO_SUBGROUP.items():
+        big = symmetry.symmetry_matrices(full)
+        for op in symmetry.symmetry_matrices(sub):
+            assert np.any(np.all(np.isclose(big, op, atol=1e-9), axis=(1, 2)))
