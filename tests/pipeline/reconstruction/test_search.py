@@ -107,3 +107,16 @@ def test_origin_convention_matches_relion_simulator():
     assert np.all(right > wrong)
     assert right.mean() > 3 * max(wrong.mean(), 1e-6)
     assert np.abs(found - origins).max() <= 0.25 + 1e-9
+
+
+def test_trial_score_prefers_the_start_that_leads_to_the_truth():
+    """The particles fit the map refined from the truth better than the map refined from
+    an unrelated volume (how ab-initio runs are chosen between, for point group O)."""
+    simulate = pytest.importorskip("pipeline.simulate.particles")
+    vol = blob_volume(32, np.random.default_rng(5), 20, (1.0, 2.0))
+    wrong = blob_volume(32, np.random.default_rng(6), 20, (1.0, 2.0))
+    images, truth = simulate.simulate_particle_stack(vol, 200, 4.0, snr=0.5, rng=2)
+    ws = refine.build_workspace(normalise(images), truth.ctf, 4.0)
+    right_score = refine.trial_score(ws, vol, np.random.default_rng(0), iterations=2)
+    wrong_score = refine.trial_score(ws, wrong, np.random.default_rng(0), iterations=2)
+    assert right_score > 1.05 * wrong_score
