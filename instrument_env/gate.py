@@ -28,13 +28,7 @@ from sqlalchemy.orm import Session
 
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
-from instrument_env.limits import (
-    MAX_BAND,
-    EnvConfig,
-    UnknownInstrument,
-    load_env_config,
-    rule_band_filter,
-)
+from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
 from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
 from instrument_env.storage import (
     band_condition,
@@ -261,9 +255,9 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
                 f"AND ts_us >= :from{index} AND ts_us <= :at"
             )
             if band is not None:
-                if band != MAX_BAND:
-                    names[f"b{index}"] = band
-                where += band_condition(band, f"b{index}")
+                condition, bound = band_condition(band, f"b{index}")
+                where += condition
+                names.update(bound)
             selects.append(
                 f"SELECT {index} AS k, "
                 "min(CASE WHEN ts_us >= :start THEN value END) AS lo, "

@@ -109,14 +109,16 @@ def driver_fetchall(session: Session, sql: str, params: dict) -> list[tuple]:
             cursor.close()
 
 
-def band_condition(band: str, param: str) -> str:
-    """The SQL condition on ``band`` for a raw statement: `` AND band = :param``, except for
-    the derived :data:`~instrument_env.limits.MAX_BAND`, spelt as a literal so that SQLite's
-    and PostgreSQL's planners can use the partial index ``ix_env_readings_max_band`` (a
-    bound parameter does not prove the index's ``band = 'max'`` condition)."""
+def band_condition(band: str, param: str) -> tuple[str, dict[str, str]]:
+    """The SQL condition on ``band`` for a raw statement and its bound values:
+    `` AND band = :param`` with ``{param: band}``, except for the derived
+    :data:`~instrument_env.limits.MAX_BAND`, spelt as a literal (no bound value) so that
+    SQLite's and PostgreSQL's planners can use the partial index
+    ``ix_env_readings_max_band`` (a bound parameter does not prove the index's
+    ``band = 'max'`` condition)."""
     if band == MAX_BAND:
-        return f" AND band = '{MAX_BAND}'"
-    return f" AND band = :{param}"
+        return f" AND band = '{MAX_BAND}'", {}
+    return f" AND band = :{param}", {param: band}
 
 
 _VALUES_SQL = (
@@ -135,9 +137,11 @@ def channel_values_us(
     step (the gate's exact evaluation reads thousands of rows per rule).
     """
     params = {"sensor": sensor, "quantity": quantity, "start": start_us, "end": end_us}
-    if band is not None and band != MAX_BAND:
-        params["band"] = band
-    sql = _VALUES_SQL.format(band=band_condition(band, "band") if band is not None else "")
+    condition = ""
+    if band is not None:
+        condition, bound = band_condition(band, "band")
+        params.update(bound)
+    sql = _VALUES_SQL.format(band=condition)
     rows = driver_fetchall(session, sql, params)
     if not rows:
         return np.empty(0, np.int64), np.empty(0)

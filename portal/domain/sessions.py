@@ -62,8 +62,7 @@ def default_gate(
     # database error inside it (even one it catches itself) cannot poison our transaction.
     savepoint = db.begin_nested()
     try:
-        config = load_env_config(config_dir) if config_dir is not None else None
-        decision = evaluate_gate(db, instrument_id, at, config=config)
+        decision = evaluate_gate(db, instrument_id, at, config=load_env_config(config_dir))
     except Exception as exc:  # a broken monitor must not open the gate
         savepoint.rollback()
         message = str(exc).splitlines()[0] if str(exc) else ""

@@ -123,7 +123,7 @@ def test_max_band_reads_use_the_partial_index(krios_data, env_config):
     gate_module._STATS_SQL.clear()
     _channel_stats(krios_data, rules, at - 3_600_000_000, at)
     stats_sql = next(iter(gate_module._STATS_SQL.values()))[0]
-    values_sql = storage._VALUES_SQL.format(band=storage.band_condition("max", "band"))
+    values_sql = storage._VALUES_SQL.format(band=storage.band_condition("max", "band")[0])
     for sql in (stats_sql, values_sql):
         assert "band = 'max'" in sql and ":b" not in sql
     if krios_data.get_bind().dialect.name != "sqlite":
