@@ -166,6 +166,11 @@ SCHEMAS: dict[str, Any] = {
             "keeping_up": {"type": ["boolean", "null"]},
             "resolution_A": {"type": ["number", "null"], "description": "FSC 0.143, Å"},
             "b_factor": {"type": ["number", "null"]},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "about the map, from the reconstruction (e.g. a doubtful start)",
+            },
             "median_total_motion_A": {"type": ["number", "null"]},
             "median_defocus_A": {"type": ["number", "null"]},
             "median_ctf_max_resolution_A": {"type": ["number", "null"]},

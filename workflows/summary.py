@@ -248,6 +248,7 @@ def write_summary(
 
     outputs: dict[str, str | None] = dict.fromkeys(OUTPUT_FILES)
     resolution = b_factor = None
+    warnings: list[str] = []
     recon = latest_reconstruction(out_dir)
     if recon is not None:
         for key, name in OUTPUT_FILES.items():
@@ -259,6 +260,7 @@ def write_summary(
             result = {}
         resolution = result.get("resolution_A")
         b_factor = result.get("b_factor", result.get("b_factor_A2"))
+        warnings = [str(w) for w in result.get("warnings", [])]
     summary = {
         "schema": SCHEMA,
         "updated_at": iso(now),
@@ -280,6 +282,7 @@ def write_summary(
         ),
         "resolution_A": resolution,
         "b_factor": b_factor,
+        "warnings": warnings,
         "outputs": outputs,
         "per_movie": "movies.tsv",
         "thumbnails": "thumbnails/",

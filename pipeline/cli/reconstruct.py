@@ -87,3 +87,5 @@ def reconstruct(
         f"{out_dir}/map.mrc: {result['resolution_A']:.2f} Å (FSC 0.143), "
         f"B = {result['b_factor_A2']:.0f} Å², {result['n_particles']} particles"
     )
+    for warning in result.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)

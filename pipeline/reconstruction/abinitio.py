@@ -109,6 +109,10 @@ def anneal_weights(loglik: np.ndarray, n_eff_target: float) -> np.ndarray:
     return weights(10.0**hi)
 
 
+#: Default final resolution of ab-initio models (Å): they are low-passed there.
+END_RESOLUTION_A = 15.0
+
+
 def abinitio(
     ws: Workspace,
     rng: np.random.Generator,
@@ -117,7 +121,7 @@ def abinitio(
     n_iterations: int = 30,
     batch_size: int = 300,
     start_resolution_A: float = 35.0,
-    end_resolution_A: float = 15.0,
+    end_resolution_A: float = END_RESOLUTION_A,
     max_shift_A: float | None = None,
     forget: float = 0.6,
     top_k: int = 10,

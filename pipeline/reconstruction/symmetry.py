@@ -106,15 +106,22 @@ def asymmetric_grid(rotations: np.ndarray, name: str) -> np.ndarray:
     return rotations[proj[:, 0] >= proj.max(axis=1) - 1e-9]
 
 
-def symmetrise_volume(volume, name: str):
-    """Average of a map over the group, by trilinear sampling of its ×2 padded transform."""
+def symmetrise_volume(volume, name: str, rotation: np.ndarray | None = None):
+    """Average of a map over the group, by trilinear sampling of its ×2 padded transform.
+
+    With ``rotation`` R (3, 3), the map is first rotated, W(x) = V(Rᵀx), then averaged:
+    used to bring a map whose symmetry axes are turned into the group's frame.
+    """
     from pipeline.reconstruction import fourier
 
     ops = symmetry_matrices(name)
     xp, fft = backend.xp(), backend.fft()
     vol = backend.asarray(volume, dtype=xp.float32)
-    if len(ops) == 1:
+    if len(ops) == 1 and rotation is None:
         return vol
+    if rotation is not None:
+        # Ŵ(q) = V̂(Rᵀq); averaging over g samples V̂(Rᵀgᵀq), i.e. q·g·R in row form
+        ops = ops @ np.asarray(rotation, dtype=np.float64)
     box = vol.shape[0]
     fgrid = fourier.pad_fourier(vol)
     k = xp.fft.fftfreq(box, 1.0 / box).astype(xp.float32)
@@ -129,3 +136,72 @@ def symmetrise_volume(volume, name: str):
     acc = (acc / len(ops)).reshape(box, box, box // 2 + 1)
     out = fft.irfftn(acc, s=(box,) * 3)
     return fft.fftshift(out).astype(xp.float32)
+
+
+def _about_z(angle_deg: np.ndarray) -> np.ndarray:
+    a = np.deg2rad(np.atleast_1d(np.asarray(angle_deg, dtype=np.float64)))
+    c, s = np.cos(a), np.sin(a)
+    out = np.zeros((len(a), 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = c, -s, s, c
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def symmetry_consistency(
+    volume, name: str, rotations: np.ndarray, pixel_size_A: float, resolution_A: float
+) -> np.ndarray:
+    """How symmetric under group ``name`` the map is once rotated by each of ``rotations``.
+
+    For each R (n, 3, 3): the mean over the group's operations g ≠ 1 of the normalised
+    correlation between W = V(Rᵀ·) and W(gᵀ·), over Fourier components from 2 pixels⁻¹
+    to ``resolution_A`` (Å). 1 for a map with that symmetry in that frame.
+    """
+    from pipeline.reconstruction import fourier
+    from pipeline.reconstruction.align import _sphere_points
+
+    xp = backend.xp()
+    ops = symmetry_matrices(name)[1:]
+    box = np.asarray(volume).shape[0]
+    radius = min(box // 2 - 1, box * pixel_size_A / resolution_A)
+    pts = _sphere_points(box, radius)
+    pts = pts[np.linalg.norm(pts, axis=1) >= 2.0]
+    fgrid = fourier.pad_fourier(volume, correct=False)
+    q = backend.asarray(pts, dtype=xp.float32)
+    scores = np.zeros(len(rotations))
+    for i, rot in enumerate(np.asarray(rotations, dtype=np.float64)):
+        mats = backend.asarray(np.concatenate([rot[None], ops @ rot]), dtype=xp.float32)
+        vals = fourier.gather(fgrid, fourier.PAD * (q[None] @ mats))  # (1 + |G|-1, M)
+        ref, others = vals[0], vals[1:]
+        cross = xp.sum(others * xp.conj(ref)[None], axis=1).real
+        norm = xp.sqrt(xp.sum(xp.abs(others) ** 2, axis=1) * xp.sum(xp.abs(ref) ** 2))
+        scores[i] = float(backend.to_numpy(xp.mean(cross / norm)))
+    return scores
+
+
+def orient_to_group(
+    volume, sub: str, full: str, pixel_size_A: float, resolution_A: float
+) -> tuple[float, float]:
+    """The turn about z (degrees) that puts a map with symmetry ``sub`` (Cn, its axis z)
+    in the frame of the larger group ``full`` (e.g. a C4 ab-initio map of an O particle:
+    its other four-folds must lie along x and y), and the consistency reached.
+
+    The map's own axis fixes z but not the turn about it, which is searched over one
+    period 360°/n in 1° steps, then refined to 0.1°. Rotate with ``_about_z(angle)``, or
+    pass it to :func:`symmetrise_volume` as ``rotation``.
+    """
+    text = sub.strip().upper()
+    if text[0] != "C" or not text[1:].isdigit():
+        raise SymmetryError(f"orienting from {sub!r} is not supported (a Cn about z is)")
+    period = 360.0 / int(text[1:])
+    coarse = np.arange(0.0, period, 1.0)
+    scores = symmetry_consistency(volume, full, _about_z(coarse), pixel_size_A, resolution_A)
+    best = float(coarse[int(np.argmax(scores))])
+    fine = best + np.arange(-1.0, 1.01, 0.1)
+    scores = symmetry_consistency(volume, full, _about_z(fine), pixel_size_A, resolution_A)
+    j = int(np.argmax(scores))
+    return float(np.round(fine[j], 6) % period), float(scores[j])
+
+
+def about_z(angle_deg: float) -> np.ndarray:
+    """Rotation matrix (3, 3) of ``angle_deg`` degrees about z (right-handed)."""
+    return _about_z(angle_deg)[0]

@@ -118,6 +118,8 @@ class RunSummary:
     resolution_A: float | None
     b_factor: float | None
     outputs: dict[str, str | None] = field(default_factory=dict)
+    #: plain-language warnings about the map from the reconstruction (``result.json``)
+    warnings: tuple[str, ...] = ()
     per_movie: str = "movies.tsv"
     thumbnails: str = "thumbnails/"
     log: str | None = None
@@ -267,10 +269,18 @@ def read_summary(path: str | Path) -> RunSummary:
         resolution_A=_number(data, "resolution_A", where),
         b_factor=_number(data, "b_factor", where),
         outputs=outputs,
+        warnings=_strings(data, "warnings", where),
         per_movie=str(data.get("per_movie") or "movies.tsv"),
         thumbnails=str(data.get("thumbnails") or "thumbnails/"),
         log=data.get("log"),
     )
+
+
+def _strings(data: dict, key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RunFolderError(f"{where}: {key} must be a list of strings")
+    return tuple(value)
 
 
 def read_movies(path: str | Path) -> list[MovieStats]:

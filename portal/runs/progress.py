@@ -49,6 +49,7 @@ def summarize_run(run: RunFolder) -> dict[str, Any]:
         "keeping_up": s.keeping_up,
         "resolution_A": s.resolution_A,
         "b_factor": s.b_factor,
+        "warnings": list(s.warnings),
         "median_total_motion_A": _median(
             [m.total_motion_A for m in ok if m.total_motion_A is not None]
         ),

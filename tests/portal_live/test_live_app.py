@@ -253,3 +253,22 @@ def test_listing_hashes_nothing_manifest_hashes_once(live, client):
     assert hashed == len([f for f in listing if f["kind"] != "manifest"])
     client.get(f"/api/v1/sessions/{sid}/files/manifest.json", headers=headers)
     assert cache.computed == hashed  # every file version is hashed once
+
+
+def test_run_page_shows_the_reconstructions_warnings(live, client):
+    """A warning the reconstruction wrote (result.json → summary.json) is shown on the run
+    page and in status.json; none: the box stays hidden."""
+    import json
+
+    live.login(client, "alice")
+    html = client.get(f"/sessions/{live.session_id}/run").get_data(as_text=True)
+    assert 'data-field="warnings" role="alert" hidden' in html
+    path = live.run_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["warnings"] = ["The ab-initio model (in C4) does not look O-symmetric <check>"]
+    path.write_text(json.dumps(summary))
+    html = client.get(f"/sessions/{live.session_id}/run").get_data(as_text=True)
+    assert "does not look O-symmetric &lt;check&gt;" in html
+    assert 'role="alert" hidden' not in html
+    status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
+    assert status["warnings"] == summary["warnings"]

@@ -64,6 +64,7 @@ def test_latest_thumbnails_are_the_newest_processed_movie(tmp_path):
         ({"state": "exploded"}, "state"),
         ({"movies_seen": "many"}, "movies_seen"),
         ({"updated_at": "yesterday"}, "ISO 8601"),
+        ({"warnings": "check the map"}, "warnings must be a list"),
     ],
 )
 def test_malformed_summary_is_a_one_line_error(tmp_path, mutation, message):
@@ -206,6 +207,14 @@ def test_reader_agrees_with_the_workflow_writer(tmp_path):
     assert run.summary.state == "running"
     assert run.summary.movies_processed == 0 and run.movies == []
     assert run.summary.updated_at is not None and run.summary.updated_at.tzinfo is not None
+    assert run.summary.warnings == ()
+    # the reconstruction's warnings reach the portal through summary.json
+    recon = out / "reconstruct" / "p0000300"
+    recon.mkdir(parents=True)
+    (recon / "result.json").write_text(json.dumps({"resolution_A": 7.5, "warnings": ["w1"]}))
+    summary_writer.write_summary(out, raw, "complete")
+    run = read_run(out)
+    assert run.summary.resolution_A == 7.5 and run.summary.warnings == ("w1",)
 
 
 def test_run_cache_rereads_only_when_files_change(tmp_path):

@@ -33,6 +33,15 @@
       pace.className = "live-pace live-pace-" + String(status.keeping_up).toLowerCase();
       pace.setAttribute("data-pace", String(status.keeping_up).toLowerCase());
     }
+    var warnings = root.querySelector("[data-field=warnings]");
+    if (warnings && status.warnings) {
+      warnings.replaceChildren.apply(warnings, status.warnings.map(function (text) {
+        var p = document.createElement("p");
+        p.textContent = text;
+        return p;
+      }));
+      warnings.hidden = status.warnings.length === 0;
+    }
     if (status.updated_at) { setText("[data-field=updated_at]", status.updated_at.slice(0, 19).replace("T", " ")); }
     if (status.latest_movie) { setText("[data-field=latest_movie]", status.latest_movie); }
     if (String(status.stamp) !== String(stamp)) {

@@ -84,3 +84,69 @@ def test_abinitio_subgroup_is_a_subgroup():
         big = symmetry.symmetry_matrices(full)
         for op in symmetry.symmetry_matrices(sub):
             assert np.any(np.all(np.isclose(big, op, atol=1e-9), axis=(1, 2)))
+
+
+def _blobs(box: int, centres: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
+    g = np.arange(box) - box // 2
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    vol = np.zeros((box,) * 3, dtype=np.float32)
+    for c in centres:
+        vol += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / (2 * sigma_px**2))
+    return vol
+
+
+@pytest.mark.parametrize("turn_deg", [27.0, 58.4])
+def test_orient_to_group_finds_the_turn_of_a_c4_map_in_the_o_frame(turn_deg):
+    """An O-symmetric map turned about z keeps only its C4: its other four-folds leave x
+    and y. The search finds the turn back (to 0.2°), and symmetrising with it restores the
+    map; symmetrising without it does not."""
+    box = 48
+    ops = symmetry.symmetry_matrices("O")
+    motif = np.array([[12.0, 4.0, 2.0], [7.0, 9.0, -5.0]])
+    centres = np.concatenate([m @ ops.transpose(0, 2, 1) for m in motif])  # g·m
+    truth = _blobs(box, centres)
+    turned = _blobs(box, centres @ symmetry.about_z(turn_deg).T)
+
+    angle, consistency = symmetry.orient_to_group(turned, "C4", "O", 2.0, 8.0)
+    error = (angle + turn_deg + 45.0) % 90.0 - 45.0
+    assert abs(error) <= 0.2
+    assert consistency > 0.99
+    assert symmetry.symmetry_consistency(turned, "O", np.eye(3)[None], 2.0, 8.0)[0] < 0.9
+
+    restored = np.asarray(symmetry.symmetrise_volume(turned, "O", rotation=symmetry.about_z(angle)))
+    naive = np.asarray(symmetry.symmetrise_volume(turned, "O"))
+    assert np.corrcoef(restored.ravel(), truth.ravel())[0, 1] > 0.99
+    assert np.corrcoef(naive.ravel(), truth.ravel())[0, 1] < 0.9
+
+
+def test_orient_to_group_needs_a_cyclic_subgroup():
+    with pytest.raises(symmetry.SymmetryError, match="Cn about z"):
+        symmetry.orient_to_group(np.zeros((16,) * 3, np.float32), "D2", "O", 2.0, 8.0)
+
+
+def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not():
+    """run._into_full_group turns an O-like C4 map into the O frame before averaging; a
+    C4 map that is not O-like is averaged as it is and the result carries a warning."""
+    from pipeline.reconstruction.run import CONSISTENT_ABINITIO, _into_full_group, _warnings
+
+    box, rng = 48, np.random.default_rng(4)
+    ops = symmetry.symmetry_matrices("O")
+    motif = np.array([[12.0, 4.0, 2.0], [7.0, 9.0, -5.0]])
+    centres = np.concatenate([m @ ops.transpose(0, 2, 1) for m in motif])
+    truth = _blobs(box, centres)
+    turned = _blobs(box, centres @ symmetry.about_z(27.0).T)
+    start, info = _into_full_group(turned, "C4", "O", 2.0, lambda message: None)
+    assert info["consistency"] > 0.95 and abs(info["turn_deg"] - 63.0) <= 0.2
+    assert np.corrcoef(start.ravel(), truth.ravel())[0, 1] > 0.99
+    assert _warnings(info, "O") == []
+
+    c4 = symmetry.symmetry_matrices("C4")
+    random_motif = rng.uniform(-14, 14, size=(6, 3))
+    only_c4 = _blobs(box, np.concatenate([m @ c4.transpose(0, 2, 1) for m in random_motif]))
+    start, info = _into_full_group(only_c4, "C4", "O", 2.0, lambda message: None)
+    assert info["consistency"] < CONSISTENT_ABINITIO and info["turn_deg"] is None
+    plain = np.asarray(symmetry.symmetrise_volume(only_c4, "O"))
+    assert np.allclose(start, plain, atol=1e-5)
+    (warning,) = _warnings(info, "O")
+    assert "does not look O-symmetric" in warning and f"{info['consistency']:.2f}" in warning
+    assert _warnings({"seconds": 3.0}, "O") == []  # a run from before the check
