@@ -109,8 +109,8 @@ def environment_provenance(session) -> dict[str, Any] | None:
     request's transaction.
     """
     try:
-        from instrument_env.limits import load_env_config
         from instrument_env.provenance import summarize
+        from portal.facility import env_config
     except ImportError:
         return None
     if session.started_at is None:
@@ -121,8 +121,7 @@ def environment_provenance(session) -> dict[str, Any] | None:
     end = session.ended_at or datetime.now(UTC)
     savepoint = db.begin_nested()
     try:
-        config = load_env_config(current_app.config.get("FACILITY_CONFIG_DIR"))
-        return summarize(db, session.instrument_id, session.started_at, end, config=config)
+        return summarize(db, session.instrument_id, session.started_at, end, config=env_config())
     except Exception as exc:  # provenance is an extra; never break the download list
         current_app.logger.warning("session %s: no provenance: %s", session.id, exc)
         return None

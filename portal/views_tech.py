@@ -15,23 +15,12 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 
 from portal.db import get_db
 from portal.domain.permissions import require_operator
+from portal.facility import env_config
 from portal.views import login_required
 
 bp = Blueprint("tech", __name__, url_prefix="/tech")
 
 SPANS = {"24h": (timedelta(hours=24), 60), "7d": (timedelta(days=7), 3600)}
-
-
-def _config():
-    from flask import current_app
-
-    from instrument_env.limits import load_env_config
-
-    config = current_app.extensions.get("cryofac.env_config")
-    if config is None:
-        config = load_env_config(current_app.config.get("FACILITY_CONFIG_DIR"))
-        current_app.extensions["cryofac.env_config"] = config
-    return config
 
 
 @dataclass
@@ -143,7 +132,7 @@ def index():
     from instrument_env.storage import refresh_rollups
 
     db = get_db()
-    config = _config()
+    config = env_config()
     now = datetime.now(UTC)
     refresh_rollups(db)
     db.commit()
@@ -256,7 +245,7 @@ def chart(rule_id: str):
     span = request.args.get("span", "24h")
     if span not in SPANS:
         abort(404)
-    rules = _config().rules
+    rules = env_config().rules
     rule = next((r for r in rules if r.id == rule_id), None)
     if rule is None:
         abort(404)

@@ -12,12 +12,13 @@ wrong state → 409, malformed request → 400/422).
 
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request
+from flask import g, jsonify, request
 
 from portal.api import bp, json_body, token_required
 from portal.db import get_db
 from portal.domain.errors import Conflict, InvalidInput, NotFound, PortalError
 from portal.domain.permissions import OPERATOR_ROLES
+from portal.facility import env_config
 
 #: Largest batch accepted in one request (a logger's buffer after a long outage fits).
 MAX_READINGS = 50_000
@@ -26,12 +27,6 @@ MAX_READINGS = 50_000
 class Unprocessable(PortalError):
     status = 422
     code = "unprocessable"
-
-
-def _env_config():
-    from instrument_env.limits import load_env_config
-
-    return load_env_config(current_app.config.get("FACILITY_CONFIG_DIR"))
 
 
 @bp.post("/env/readings")
@@ -45,7 +40,7 @@ def post_readings():
     if len(data) > MAX_READINGS:
         raise InvalidInput(f"too many readings in one request ({len(data)} > {MAX_READINGS})")
     db = get_db()
-    result = ingest_readings(db, data, source=f"api:{g.user.username}"[:32], config=_env_config())
+    result = ingest_readings(db, data, source=f"api:{g.user.username}"[:32], config=env_config())
     db.commit()
     response = jsonify(result.to_dict())
     response.status_code = 202
@@ -60,7 +55,7 @@ def get_gate(instrument_id: str):
 
     db = get_db()
     try:
-        decision = evaluate_gate(db, instrument_id, config=_env_config())
+        decision = evaluate_gate(db, instrument_id, config=env_config())
     except UnknownInstrument as exc:
         raise NotFound(str(exc)) from None
     finally:
