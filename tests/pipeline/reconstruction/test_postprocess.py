@@ -127,6 +127,7 @@ def test_orient_to_group_needs_a_cyclic_subgroup():
 def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not():
     """run._into_full_group turns an O-like C4 map into the O frame before averaging; a
     C4 map that is not O-like is averaged as it is and the result carries a warning."""
+    from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
     from pipeline.reconstruction.run import CONSISTENT_ABINITIO, _into_full_group, _warnings
 
     box, rng = 48, np.random.default_rng(4)
@@ -145,8 +146,21 @@ def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not(
     only_c4 = _blobs(box, np.concatenate([m @ c4.transpose(0, 2, 1) for m in random_motif]))
     start, info = _into_full_group(only_c4, "C4", "O", 2.0, lambda message: None)
     assert info["consistency"] < CONSISTENT_ABINITIO and info["turn_deg"] is None
-    plain = np.asarray(symmetry.symmetrise_volume(only_c4, "O"))
+    centred = shift_volume(only_c4, -centre_of_mass_px(only_c4))
+    plain = np.asarray(symmetry.symmetrise_volume(centred, "O"))
     assert np.allclose(start, plain, atol=1e-5)
     (warning,) = _warnings(info, "O")
     assert "does not look O-symmetric" in warning and f"{info['consistency']:.2f}" in warning
     assert _warnings({"seconds": 3.0}, "O") == []  # a run from before the check
+
+
+def test_a_featureless_shell_is_not_taken_for_a_symmetric_map():
+    """A spherical shell is kept by every group; the consistency score must not call it
+    O-like (its non-spherical leftover is the voxel lattice's, which is cubic)."""
+    box = 48
+    g = np.arange(box) - box // 2
+    r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
+    shell = np.exp(-((r - 14.0) ** 2) / (2 * 2.0**2)).astype(np.float32)
+    assert symmetry.symmetry_consistency(shell, "O", np.eye(3)[None], 2.0, 8.0)[0] == 0.0
+    noisy = shell + 0.05 * np.random.default_rng(1).normal(size=shell.shape).astype(np.float32)
+    assert abs(symmetry.symmetry_consistency(noisy, "O", np.eye(3)[None], 2.0, 8.0)[0]) < 0.2
