@@ -489,7 +489,7 @@ class Demo:
         self.results["processing_wall_s"] = round(time.monotonic() - t0, 1)
         self.results["summary"] = {
             k: summary.get(k)
-            for k in ("movies_processed", "movies_failed", "particles", "resolution_A")
+            for k in ("movies_processed", "movies_failed", "particles", "resolution_A", "warnings")
         }
         note(
             f"{summary.get('movies_processed')} movies, {summary.get('particles')} particles, "
@@ -532,6 +532,10 @@ class Demo:
             "GET", f"/api/v1/sessions/{session_id}", token=self.researcher_token
         ).body
         note(f"session state: {status['state']}")
+        warnings = (status.get("processing") or {}).get("warnings") or []
+        self.results["map_warnings"] = warnings
+        for warning in warnings:
+            note(f"warning shown with the run: {warning}")
         page = self.client.browser_get("researcher", PASSWORD, f"/sessions/{session_id}/run")
         if "map.mrc" not in page:
             raise CryofacError("the run page does not offer the map")

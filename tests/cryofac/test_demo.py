@@ -65,6 +65,8 @@ def test_fast_demo_end_to_end(tmp_path: Path):
     # half-map estimate is reported but not trusted here (see BENCHMARKS.md)
     assert result["resolution_vs_truth_A"] <= EXPECTED_RESOLUTION_A
     assert summary["resolution_A"] is not None
+    # whatever the reconstruction warned about reaches the researcher through the portal
+    assert result["map_warnings"] == summary["warnings"]
     provenance = json.loads(next((workdir / "raw").glob("session-*/environment.json")).read_text())
     assert provenance
 
