@@ -123,8 +123,8 @@ def _warnings(abinitio_info: dict, symmetry: str) -> list[str]:
         f"The ab-initio model (in {abinitio_info['symmetry']}) does not look {symmetry}-symmetric "
         f"(consistency {consistency:.2f}; a correct one scores above {CONSISTENT_ABINITIO}). "
         "The map may be wrong even though its half-maps agree: the half-map resolution "
-        "cannot see an error both halves inherit from the same start. Check the map, or "
-        "rerun with another --seed or an initial model."
+        "cannot see an error both halves inherit from the same start. Check the map "
+        "(e.g. against a known structure), or rerun into a new --out folder with another --seed."
     ]
 
 
