@@ -484,8 +484,28 @@ def process(
             return
         if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
             click.echo("Acquisition over: processing the remaining movies.", err=True)
+            wait_until_quiet(raw_dir, config["movies"])
             invoke(final=True)
             return
+
+
+def wait_until_quiet(raw_dir: Path, movies: dict, limit_s: float = 600.0) -> list[str]:
+    """Wait until no movie is inside its quiet period; returns those still inside it.
+
+    The final pass skips a movie written in the last ``quiet_period_s`` seconds (it may
+    still be growing), so when the acquisition is declared over just after its last
+    movie landed, that movie would be left out. Waits at most the quiet period plus
+    ``limit_s`` seconds (a file still changing then is left for the next run).
+    """
+    from workflows import batching
+
+    quiet = float(movies["quiet_period_s"])
+    deadline = time.time() + quiet + limit_s
+    while True:
+        scan = batching.scan_movies(raw_dir, movies["patterns"], movies["exclude"], quiet)
+        if not scan.recent or time.time() >= deadline:
+            return scan.recent
+        time.sleep(min(1.0, max(0.05, quiet / 4)))
 
 
 def run_once(

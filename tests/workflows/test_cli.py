@@ -100,3 +100,21 @@ def test_sigterm_reaches_the_whole_group_and_escalates_to_sigkill(tmp_path):
     assert code == -signal.SIGKILL
     assert time.monotonic() - start < 15
     assert "ready" in (tmp_path / "out.log").read_text()
+
+
+def test_final_pass_waits_for_movies_inside_the_quiet_period(tmp_path):
+    """When the acquisition is declared over just after its last movie landed, the final
+    pass must not skip that movie (the CI demo once ended with 15 of 16 processed)."""
+    import os
+    import time
+
+    from workflows.cli import wait_until_quiet
+
+    movies = {"patterns": ["*.tif"], "exclude": ["*gain*"], "quiet_period_s": 1.0}
+    old = tmp_path / "old.tif"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    (tmp_path / "fresh.tif").write_bytes(b"x")
+    (tmp_path / "gain.tif").write_bytes(b"x")  # excluded: never waited for
+    assert wait_until_quiet(tmp_path, movies) == []
+    assert time.time() - (tmp_path / "fresh.tif").stat().st_mtime >= 1.0
