@@ -138,28 +138,22 @@ def symmetrise_volume(volume, name: str, rotation: np.ndarray | None = None):
     return fft.fftshift(out).astype(xp.float32)
 
 
-def _about_z(angle_deg: np.ndarray) -> np.ndarray:
-    a = np.deg2rad(np.atleast_1d(np.asarray(angle_deg, dtype=np.float64)))
-    c, s = np.cos(a), np.sin(a)
-    out = np.zeros((len(a), 3, 3))
-    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = c, -s, s, c
-    out[:, 2, 2] = 1.0
-    return out
+def about_z(angle_deg: float) -> np.ndarray:
+    """Rotation matrix (3, 3) of ``angle_deg`` degrees about z (right-handed)."""
+    return _axis_rotation((0, 0, 1), np.deg2rad(angle_deg))
 
 
-def _less_spherical_average(volume) -> np.ndarray:
+def _less_spherical_average(volume):
     """The map centred on its centre of mass, minus its average over spheres about the
-    box centre (numpy float32)."""
+    box centre (float32, on device)."""
     from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
+    from pipeline.reconstruction.backproject import radius_grid, shell_mean
 
-    vol = backend.to_numpy(volume)
-    vol = np.asarray(backend.to_numpy(shift_volume(vol, -centre_of_mass_px(vol))), np.float64)
-    box = vol.shape[0]
-    g = np.arange(box) - box // 2
-    r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
-    shell = np.round(r).astype(np.int64)
-    profile = np.bincount(shell.ravel(), vol.ravel()) / np.maximum(np.bincount(shell.ravel()), 1)
-    return (vol - profile[shell]).astype(np.float32)
+    xp = backend.xp()
+    vol = shift_volume(volume, -centre_of_mass_px(volume))
+    shells = xp.rint(radius_grid(vol.shape[0])).astype(xp.int64)
+    profile = shell_mean(vol, shells, int(shells.max()) + 1)
+    return (vol - profile[shells]).astype(xp.float32)
 
 
 #: generic rotations (no point group's): how alike a map is to itself turned at random
@@ -184,25 +178,29 @@ def symmetry_consistency(
     without it; 0 for one without features (``MIN_FEATURES``). Simulated apoferritin
     scores 0.97 with O at 15 Å, 0.12 with a three-fold about z.
     """
+    return _consistency_scorer(volume, name, pixel_size_A, resolution_A)(rotations)
+
+
+def _consistency_scorer(volume, name: str, pixel_size_A: float, resolution_A: float):
+    """:func:`symmetry_consistency` of one map as a function of the rotations: the map's
+    transform, the band and the generic baseline c_0 are computed once."""
     from pipeline.geometry import random_rotations
     from pipeline.reconstruction import fourier
     from pipeline.reconstruction.align import _sphere_points
 
     xp = backend.xp()
     ops = symmetry_matrices(name)[1:]
-    box = np.asarray(volume).shape[0]
+    box = volume.shape[0]
     radius = min(box // 2 - 1, box * pixel_size_A / resolution_A)
     pts = _sphere_points(box, radius)
     pts = pts[np.linalg.norm(pts, axis=1) >= 2.0]
     aniso = _less_spherical_average(volume)
     fgrid = fourier.pad_fourier(aniso, correct=False)
     q = backend.asarray(pts, dtype=xp.float32)
-    rotations = np.asarray(rotations, dtype=np.float64)
     # features: the part of the band's power that is not spherical
     full = fourier.gather(fourier.pad_fourier(volume, correct=False), fourier.PAD * q)
     part = fourier.gather(fgrid, fourier.PAD * q)
-    if float(xp.sum(xp.abs(part) ** 2)) < MIN_FEATURES * float(xp.sum(xp.abs(full) ** 2)):
-        return np.zeros(len(rotations))
+    featureless = float(xp.sum(xp.abs(part) ** 2)) < MIN_FEATURES * float(xp.sum(xp.abs(full) ** 2))
 
     def mean_correlation(rot: np.ndarray, turns: np.ndarray) -> float:
         mats = backend.asarray(np.concatenate([rot[None], turns @ rot]), dtype=xp.float32)
@@ -213,9 +211,16 @@ def symmetry_consistency(
         return float(backend.to_numpy(xp.mean(cross / xp.maximum(norm, 1e-30))))
 
     generic = random_rotations(_GENERIC_TURNS, np.random.default_rng(0))
-    c0 = min(mean_correlation(np.eye(3), generic), 1.0 - 1e-6)
-    c_g = np.array([mean_correlation(rot, ops) for rot in rotations])
-    return (c_g - c0) / (1.0 - c0)
+    c0 = 0.0 if featureless else min(mean_correlation(np.eye(3), generic), 1.0 - 1e-6)
+
+    def score(rotations: np.ndarray) -> np.ndarray:
+        rotations = np.asarray(rotations, dtype=np.float64)
+        if featureless:
+            return np.zeros(len(rotations))
+        c_g = np.array([mean_correlation(rot, ops) for rot in rotations])
+        return (c_g - c0) / (1.0 - c0)
+
+    return score
 
 
 def orient_to_group(
@@ -233,15 +238,11 @@ def orient_to_group(
     if text[0] != "C" or not text[1:].isdigit():
         raise SymmetryError(f"orienting from {sub!r} is not supported (a Cn about z is)")
     period = 360.0 / int(text[1:])
+    score = _consistency_scorer(volume, full, pixel_size_A, resolution_A)
     coarse = np.arange(0.0, period, 1.0)
-    scores = symmetry_consistency(volume, full, _about_z(coarse), pixel_size_A, resolution_A)
+    scores = score(np.array([about_z(a) for a in coarse]))
     best = float(coarse[int(np.argmax(scores))])
     fine = best + np.arange(-1.0, 1.01, 0.1)
-    scores = symmetry_consistency(volume, full, _about_z(fine), pixel_size_A, resolution_A)
+    scores = score(np.array([about_z(a) for a in fine]))
     j = int(np.argmax(scores))
     return float(np.round(fine[j], 6) % period), float(scores[j])
-
-
-def about_z(angle_deg: float) -> np.ndarray:
-    """Rotation matrix (3, 3) of ``angle_deg`` degrees about z (right-handed)."""
-    return _about_z(angle_deg)[0]
