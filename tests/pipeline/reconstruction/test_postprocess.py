@@ -4,7 +4,7 @@ import pytest
 from pipeline.reconstruction import postprocess, symmetry
 from pipeline.reconstruction.search import so3_grid
 
-from .helpers import blob_volume
+from .helpers import blob_volume, gaussian_blobs
 
 
 def blur(volume: np.ndarray, pixel_size_A: float, b_A2: float) -> np.ndarray:
@@ -86,15 +86,6 @@ def test_abinitio_subgroup_is_a_subgroup():
             assert np.any(np.all(np.isclose(big, op, atol=1e-9), axis=(1, 2)))
 
 
-def _blobs(box: int, centres: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
-    g = np.arange(box) - box // 2
-    z, y, x = np.meshgrid(g, g, g, indexing="ij")
-    vol = np.zeros((box,) * 3, dtype=np.float32)
-    for c in centres:
-        vol += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / (2 * sigma_px**2))
-    return vol
-
-
 @pytest.mark.parametrize("turn_deg", [27.0, 58.4])
 def test_orient_to_group_finds_the_turn_of_a_c4_map_in_the_o_frame(turn_deg):
     """An O-symmetric map turned about z keeps only its C4: its other four-folds leave x
@@ -104,8 +95,8 @@ def test_orient_to_group_finds_the_turn_of_a_c4_map_in_the_o_frame(turn_deg):
     ops = symmetry.symmetry_matrices("O")
     motif = np.array([[12.0, 4.0, 2.0], [7.0, 9.0, -5.0]])
     centres = np.concatenate([m @ ops.transpose(0, 2, 1) for m in motif])  # g·m
-    truth = _blobs(box, centres)
-    turned = _blobs(box, centres @ symmetry.about_z(turn_deg).T)
+    truth = gaussian_blobs(box, centres, 2.0)
+    turned = gaussian_blobs(box, centres @ symmetry.about_z(turn_deg).T, 2.0)
 
     angle, consistency = symmetry.orient_to_group(turned, "C4", "O", 2.0, 8.0)
     error = (angle + turn_deg + 45.0) % 90.0 - 45.0
@@ -134,8 +125,8 @@ def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not(
     ops = symmetry.symmetry_matrices("O")
     motif = np.array([[12.0, 4.0, 2.0], [7.0, 9.0, -5.0]])
     centres = np.concatenate([m @ ops.transpose(0, 2, 1) for m in motif])
-    truth = _blobs(box, centres)
-    turned = _blobs(box, centres @ symmetry.about_z(27.0).T)
+    truth = gaussian_blobs(box, centres, 2.0)
+    turned = gaussian_blobs(box, centres @ symmetry.about_z(27.0).T, 2.0)
     start, info = _into_full_group(turned, "C4", "O", 2.0, lambda message: None)
     assert info["consistency"] > 0.95 and abs(info["turn_deg"] - 63.0) <= 0.2
     assert np.corrcoef(start.ravel(), truth.ravel())[0, 1] > 0.99
@@ -143,7 +134,9 @@ def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not(
 
     c4 = symmetry.symmetry_matrices("C4")
     random_motif = rng.uniform(-14, 14, size=(6, 3))
-    only_c4 = _blobs(box, np.concatenate([m @ c4.transpose(0, 2, 1) for m in random_motif]))
+    only_c4 = gaussian_blobs(
+        box, np.concatenate([m @ c4.transpose(0, 2, 1) for m in random_motif]), 2.0
+    )
     start, info = _into_full_group(only_c4, "C4", "O", 2.0, lambda message: None)
     assert info["consistency"] < CONSISTENT_ABINITIO and info["turn_deg"] is None
     centred = shift_volume(only_c4, -centre_of_mass_px(only_c4))
