@@ -489,6 +489,15 @@ def process(
             return
 
 
+def scan_raw(raw_dir: Path, movies: dict):
+    """The raw-data folder as the workflow sees it, with the ``movies`` config section."""
+    from workflows import batching
+
+    return batching.scan_movies(
+        raw_dir, movies["patterns"], movies["exclude"], movies["quiet_period_s"]
+    )
+
+
 def wait_until_quiet(raw_dir: Path, movies: dict, limit_s: float = 600.0) -> list[str]:
     """Wait until no movie is inside its quiet period; returns those still inside it.
 
@@ -497,12 +506,10 @@ def wait_until_quiet(raw_dir: Path, movies: dict, limit_s: float = 600.0) -> lis
     movie landed, that movie would be left out. Waits at most the quiet period plus
     ``limit_s`` seconds (a file still changing then is left for the next run).
     """
-    from workflows import batching
-
     quiet = float(movies["quiet_period_s"])
     deadline = time.time() + quiet + limit_s
     while True:
-        scan = batching.scan_movies(raw_dir, movies["patterns"], movies["exclude"], quiet)
+        scan = scan_raw(raw_dir, movies)
         if not scan.recent or time.time() >= deadline:
             return scan.recent
         time.sleep(min(1.0, max(0.05, quiet / 4)))
@@ -519,7 +526,7 @@ def run_once(
     final: bool,
 ) -> None:
     """One Snakemake invocation; raises :class:`WorkflowFailed` with one line on error."""
-    from workflows import batching, summary
+    from workflows import summary
 
     command = snakemake_command(raw_dir, out, config_files, profile, cores, dry_run)
     log_path = out / STATE_DIR / "snakemake.out"
@@ -527,10 +534,7 @@ def run_once(
     run = Run(command, log_path, show_progress=sys.stderr.isatty() and not dry_run)
 
     def scan():
-        movies = config["movies"]
-        return batching.scan_movies(
-            raw_dir, movies["patterns"], movies["exclude"], movies["quiet_period_s"]
-        )
+        return scan_raw(raw_dir, config["movies"])
 
     def refresh() -> None:
         with contextlib.suppress(OSError, ValueError):  # retried at the next refresh
