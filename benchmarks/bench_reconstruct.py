@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument("--volume", choices=["apoferritin", "blobs"], default="apoferritin")
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--abinitio-iterations", type=int, default=30)
-    parser.add_argument("--refine-iterations", type=int, default=8)
+    parser.add_argument(
+        "--refine-iterations", type=int, default=None, help="[refine.default_iterations]"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
         "--out-md", type=Path, default=Path(__file__).parent / "results" / "reconstruct.md"
@@ -143,7 +145,7 @@ def main() -> None:
         f"Simulated {args.volume} (pipeline.simulate), box {args.box}, {args.pixel} Å/pixel, "
         f"{args.particles} particles, SNR {args.snr}, per-particle CTF, random poses and shifts; "
         f"symmetry {args.symmetry}; {args.classes} 2D classes, {args.abinitio_iterations} ab-initio "
-        f"and ≤ {args.refine_iterations} refinement iterations; device {args.device}, {args.threads} threads "
+        f"and ≤ {args.refine_iterations or 'default'} refinement iterations; device {args.device}, {args.threads} threads "
         f"({platform.processor() or platform.machine()}, load average {load:.1f} at the end).",
         "",
         "| quantity | value |",

@@ -29,7 +29,13 @@ from pipeline.cli import device_options, select_device
 )
 @click.option("--class-iterations", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--abinitio-iterations", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--refine-iterations", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--refine-iterations",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Most refinement iterations [default: enough for the search to march from 30 Å "
+    "to Nyquist, plus 3; it stops earlier once the resolution stops improving].",
+)
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Random seed (half split, starts)."
 )
@@ -41,7 +47,7 @@ def reconstruct(
     n_classes: int,
     class_iterations: int,
     abinitio_iterations: int,
-    refine_iterations: int,
+    refine_iterations: int | None,
     seed: int,
     device: str,
     threads: int | None,

@@ -7,8 +7,9 @@ grid restricted to the asymmetric unit (all shifts in iteration 0, ±1 pixel aro
 the current origin later), each followed by local moves; later iterations are local
 pattern searches (3×3×3 rotation neighbourhood × 3×3 shifts) with a step that
 shrinks with the resolution. The search uses Fourier pixels up to the current
-half-map resolution plus a margin; reconstructions always use every pixel with
-Wiener regularisation from the previous FSC. Stops when the resolution no longer improves.
+half-map resolution plus a margin, but marches there: its radius grows by at most
+:func:`march_px` per iteration. Reconstructions always use every pixel with Wiener
+regularisation from the previous FSC. Stops when the resolution no longer improves.
 """
 
 from __future__ import annotations
@@ -155,6 +156,41 @@ def angular_step_deg(radius_px: float, particle_radius_px: float) -> float:
     return math.degrees(1.0 / max(radius_px, 1.0))
 
 
+#: The search radius grows per iteration by at most this fraction of itself (or
+#: 3 Fourier pixels, whichever is more): :func:`march_px`.
+MARCH_FRACTION = 0.2
+
+#: Iterations after the search has marched to Nyquist, at most (the default cap).
+SETTLE_ITERATIONS = 3
+
+
+def march_px(radius_px: float) -> float:
+    """How far (Fourier pixels) the search radius may grow in one iteration: 3 pixels or
+    ``MARCH_FRACTION`` of the radius, whichever is more.
+
+    The half-map FSC alone would jump from 30 Å to Nyquist after one iteration for a
+    near-spherical particle such as apoferritin: its orientation-independent radial
+    profile agrees between the halves at every resolution, whether or not the poses are
+    right. Searching orientations at Nyquist with poses that are right only at 30 Å
+    led refinement into a wrong map both halves reproduce (22.8 Å against the truth on
+    the demo's particles); marching the search resolution led the same start to 10.4 Å
+    (BENCHMARKS.md, issue 10).
+    """
+    return max(3.0, MARCH_FRACTION * radius_px)
+
+
+def default_iterations(box: int, pixel_size_A: float, initial_resolution_A: float) -> int:
+    """Iterations for the search to march from ``initial_resolution_A`` (Å) to Nyquist,
+    plus ``SETTLE_ITERATIONS``: e.g. 11 for a box of 64 at 3 Å/pixel from 30 Å, 19 for
+    256 at 0.83 Å/pixel. Refinement stops earlier once the resolution stops improving."""
+    radius, nyquist = box * pixel_size_A / initial_resolution_A, box // 2 - 1
+    steps = 0
+    while radius < nyquist:
+        radius += march_px(radius)
+        steps += 1
+    return 1 + steps + SETTLE_ITERATIONS
+
+
 @dataclass
 class RefineResult:
     rotations: np.ndarray  # (n, 3, 3)
@@ -175,13 +211,17 @@ def refine(
     initial_resolution_A: float = 30.0,
     global_step_deg: float = 7.5,
     max_shift_A: float | None = None,
-    max_iterations: int = 8,
+    max_iterations: int | None = None,
     global_iterations: int = 3,
     mask_radius_frac: float = 0.45,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
-    """Gold-standard refinement of particles ``subset`` (default: all) from ``initial_volume``."""
+    """Gold-standard refinement of particles ``subset`` (default: all) from ``initial_volume``.
+
+    ``max_iterations`` caps the iterations (default :func:`default_iterations`); it stops
+    earlier when the half-map resolution no longer improves once the search has caught up.
+    """
     xp = backend.xp()
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
     halves = np.zeros(ws.n, dtype=np.int64)
@@ -191,6 +231,8 @@ def refine(
     box, pix = ws.box, ws.pixel_size_A
     if max_shift_A is None:
         max_shift_A = 0.08 * box * pix
+    if max_iterations is None:
+        max_iterations = default_iterations(box, pix, initial_resolution_A)
     mask = soft_sphere(box, mask_radius_frac * box)
     start = lowpass(initial_volume, initial_resolution_A, pix)
     maps = [start, start]
@@ -201,11 +243,16 @@ def refine(
     history = []
     best_res = np.inf
     stall = 0
+    radius = ws.radius_px(res)
     for it in range(max_iterations):
         t0 = time.perf_counter()
-        search_res = res if it == 0 else ws.resolution_A(min(ws.radius_px(res) + 3, box // 2 - 1))
+        marching = False
+        if it > 0:
+            wanted = min(ws.radius_px(res) + 3, box // 2 - 1)
+            marching = wanted > radius + march_px(radius)
+            radius = min(wanted, radius + march_px(radius))
+        search_res = ws.resolution_A(radius)
         data = ws.search_data(search_res)
-        radius = ws.radius_px(search_res)
         local_only = it >= global_iterations
         step = angular_step_deg(radius, box / 2)
         for h, idx in enumerate(groups):
@@ -258,8 +305,8 @@ def refine(
         )
         if progress:
             progress(f"refine iteration {it}: {res:.2f} Å ({elapsed:.1f} s)")
-        if res < best_res - 0.05 * best_res / 10:
-            best_res = res
+        if res < best_res - 0.05 * best_res / 10 or marching:
+            best_res = min(best_res, res)
             stall = 0
         else:
             stall += 1
@@ -277,23 +324,17 @@ def refine(
     )
 
 
-def trial_score(
-    ws: Workspace,
-    initial_volume: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    subset: np.ndarray | None = None,
-    iterations: int = 3,
-) -> float:
-    """How well the particles fit where a start leads: a short gold-standard refinement
-    from ``initial_volume``, then the mean whitened correlation of each particle with the
-    projection of the refined map (both halves averaged) at its own pose, out to
-    3 pixels' resolution (e.g. 9 Å at 3 Å/pixel). Higher is better.
+def particle_fit(ws: Workspace, result: RefineResult, subset: np.ndarray | None = None) -> float:
+    """How well the particles ``subset`` fit a refinement: the mean whitened correlation of
+    each particle with the projection of the refined map (both halves averaged) at its own
+    pose, polished locally, out to 3 pixels' resolution (e.g. 9 Å at 3 Å/pixel). Higher
+    is better.
 
-    Used to choose between ab-initio runs: a wrong map that both half-maps reproduce
-    (their FSC cannot see an error they share) is fitted clearly worse by the particles.
+    Used to choose between refinements from different ab-initio runs: a wrong map that
+    both half-maps reproduce (their FSC cannot see an error they share) is fitted clearly
+    worse by the particles (on the demo's apoferritin particles 560 against 702 for the
+    right map; BENCHMARKS.md, issue 10).
     """
-    result = refine(ws, initial_volume, rng, subset=subset, max_iterations=iterations)
     idx = np.arange(ws.n) if subset is None else np.asarray(subset)
     volume = 0.5 * (result.half_maps[0] + result.half_maps[1])
     data = ws.search_data(3.0 * ws.pixel_size_A)

@@ -67,18 +67,26 @@ def write_fsc_star(path: Path, curve: np.ndarray, box: int, pixel_size_A: float)
     os.replace(tmp, path)
 
 
-#: Independent ab-initio runs per point group; each is refined briefly and the one whose
-#: refined map the particles fit best is kept. For O (apoferritin) one run of four in C4
-#: still led to a wrong map that both half-maps reproduce, and the particles fit such a
-#: map clearly worse than the right one (BENCHMARKS.md, issue 5).
+#: Independent ab-initio runs per point group; each is refined in full and the
+#: refinement whose map the particles fit best (:func:`refine.particle_fit`) is kept. For
+#: O (apoferritin) about one ab-initio run in four still leads refinement to a wrong map
+#: that both half-maps reproduce, and the particles fit such a map clearly worse than
+#: the right one (BENCHMARKS.md, issues 5 and 10).
 ABINITIO_ATTEMPTS = {"O": 2}
 
 
 #: Below this consistency with the full group (:func:`symmetry.symmetry_consistency` at
-#: the ab-initio's resolution) a subgroup ab-initio map is taken as wrong. Simulated
-#: apoferritin's truth scores 0.97 with O at 15 Å; the wrong C4 ab-initio maps measured on
-#: the demo's particles scored 0.13-0.15 (BENCHMARKS.md, issue 10).
+#: the ab-initio's resolution) a subgroup ab-initio map is averaged over the full group
+#: as it is rather than turned into its frame first. Simulated apoferritin's truth scores
+#: 0.97 with O at 15 Å; the C4 ab-initio maps of the demo's particles 0.10-0.36, right
+#: and wrong ones alike (BENCHMARKS.md, issue 10).
 CONSISTENT_ABINITIO = 0.5
+
+
+#: Refinements from different ab-initio runs whose maps agree (FSC 0.5 after alignment)
+#: only worse than this many times the kept map's half-map resolution went to different
+#: maps: the result depends on the start, and ``result.json`` warns.
+DISAGREEMENT = 1.5
 
 
 def _into_full_group(volume, sub: str, full: str, pix: float, say) -> tuple[np.ndarray, dict]:
@@ -87,9 +95,9 @@ def _into_full_group(volume, sub: str, full: str, pix: float, say) -> tuple[np.n
     The subgroup's axis is z but the turn about it is the ab-initio's own: it is found
     (:func:`symmetry.orient_to_group`) and the map turned into the full group's frame
     before averaging over the group. A map that is not consistent with the full group
-    even so (the ab-initio is wrong) is averaged unturned, as before the turn was
-    searched: on the demo's particles that start led refinement closer to the truth
-    than the turned wrong map did (BENCHMARKS.md, issue 10).
+    even so is averaged unturned, as before the turn was searched: on the demo's
+    particles such maps were the rule, and refinement (marching its resolution) led most
+    of them to the right map all the same (BENCHMARKS.md, issue 10).
     """
     from pipeline import backend
     from pipeline.reconstruction.abinitio import END_RESOLUTION_A, centre_of_mass_px, shift_volume
@@ -114,17 +122,50 @@ def _into_full_group(volume, sub: str, full: str, pix: float, say) -> tuple[np.n
     return out, info
 
 
-def _warnings(abinitio_info: dict, symmetry: str) -> list[str]:
+def _attempt_records(results: list, fits: list[float], kept: int, pix: float) -> list[dict]:
+    """Per ab-initio run: its refinement's half-map resolution (Å), the particles' fit,
+    whether it was kept, and how far (Å, FSC 0.5 after alignment) its map agrees with the
+    kept one."""
+    from pipeline.reconstruction.align import align_maps, apply_alignment
+    from pipeline.reconstruction.fsc import fsc, resolution_at
+
+    def mean_map(result) -> np.ndarray:
+        return 0.5 * (result.half_maps[0] + result.half_maps[1])
+
+    reference = mean_map(results[kept])
+    records = []
+    for i, (result, fit) in enumerate(zip(results, fits, strict=True)):
+        record = {
+            "resolution_A": round(float(result.resolution_A), 2),
+            "fit": round(float(fit), 2),
+            "kept": i == kept,
+        }
+        if i != kept:
+            volume = mean_map(result)
+            aligned = apply_alignment(volume, align_maps(volume, reference, pix))
+            curve = fsc(aligned, reference)
+            record["agreement_A"] = round(resolution_at(curve, reference.shape[0], pix, 0.5), 2)
+        records.append(record)
+    return records
+
+
+def _warnings(abinitio_info: dict, resolution_A: float) -> list[str]:
     """Plain-language warnings about the result, for users (``result.json`` ``warnings``)."""
-    consistency = abinitio_info.get("consistency")
-    if consistency is None or consistency >= CONSISTENT_ABINITIO:
+    attempts = abinitio_info.get("attempts") or []
+    others = [a for a in attempts if not a["kept"]]
+    apart = [a for a in others if a["agreement_A"] > DISAGREEMENT * resolution_A]
+    if not apart:
         return []
+    kept = next(a for a in attempts if a["kept"])
+    worst = max(apart, key=lambda a: a["agreement_A"])
     return [
-        f"The ab-initio model (in {abinitio_info['symmetry']}) does not look {symmetry}-symmetric "
-        f"(consistency {consistency:.2f}; a correct one scores above {CONSISTENT_ABINITIO}). "
-        "The map may be wrong even though its half-maps agree: the half-map resolution "
-        "cannot see an error both halves inherit from the same start. Check the map "
-        "(e.g. against a known structure), or rerun into a new --out folder with another --seed."
+        f"{len(apart)} of the {len(attempts)} ab-initio runs led refinement to a different map "
+        f"(it agrees with the kept map only to {worst['agreement_A']:.1f} Å, against the kept "
+        f"map's {resolution_A:.1f} Å). The kept map is the one the particles fit best "
+        f"({kept['fit']:.4g} against {worst['fit']:.4g}), but a result that depends on the "
+        "start may be wrong even though its half-maps agree: the half-map resolution cannot "
+        "see an error both halves inherit from the same start. Check the map (e.g. against "
+        "a known structure), or rerun into a new --out folder with another --seed."
     ]
 
 
@@ -136,7 +177,7 @@ def run_reconstruction(
     n_classes: int = 4,
     class_iterations: int = 6,
     abinitio_iterations: int = 30,
-    refine_iterations: int = 8,
+    refine_iterations: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -197,9 +238,10 @@ def run_reconstruction(
         )
     keep = np.flatnonzero(selected[assignment])
 
-    # ab-initio
+    # ab-initio (several runs for some groups, each refined to choose between them)
     t = time.perf_counter()
     path_ab = out / "abinitio.mrc"
+    refined = None  # the kept run's refinement, when the runs were refined to choose
     if path_ab.exists():
         initial, _ = read_mrc(path_ab)
         say("ab-initio: reused")
@@ -210,7 +252,8 @@ def run_reconstruction(
         if sub != full:
             say(f"ab-initio in {sub} (a subgroup of {symmetry}), then symmetrised to {symmetry}")
         attempts = ABINITIO_ATTEMPTS.get(full, 1)
-        best_key: tuple = (False, -np.inf)
+        starts, infos, results, fits = [], [], [], []
+        refine_s = 0.0
         for attempt in range(attempts):
             candidate = abinitio.abinitio(
                 dataclasses.replace(ws, symmetry=sub),
@@ -219,20 +262,33 @@ def run_reconstruction(
                 n_iterations=abinitio_iterations,
                 progress=say,
             )
-            consistent, info = True, {"symmetry": sub}
+            info = {"symmetry": sub}
             if sub != full:
                 candidate, info = _into_full_group(candidate, sub, full, pix, say)
-                consistent = info["consistency"] >= CONSISTENT_ABINITIO
+            starts.append(candidate)
+            infos.append(info)
             if attempts == 1:
-                initial, abinitio_info = candidate, info
                 break
-            score = refine.trial_score(ws, candidate, rng, subset=keep)
-            say(f"ab-initio attempt {attempt + 1}/{attempts}: particles' fit {score:.4g}")
-            # a start consistent with the full group beats one that is not
-            if (consistent, score) > best_key:
-                initial, abinitio_info, best_key = candidate, info, (consistent, score)
+            # refined in full: where a start leads shows only at the refined resolution
+            t_refine = time.perf_counter()
+            result = refine.refine(
+                ws, candidate, rng, subset=keep, max_iterations=refine_iterations, progress=say
+            )
+            fits.append(refine.particle_fit(ws, result, keep))
+            results.append(result)
+            refine_s += time.perf_counter() - t_refine
+            say(
+                f"ab-initio attempt {attempt + 1}/{attempts}: refined to "
+                f"{result.resolution_A:.2f} Å, particles' fit {fits[-1]:.4g}"
+            )
+        kept = int(np.argmax(fits)) if fits else 0
+        initial, abinitio_info = starts[kept], infos[kept]
+        if results:
+            refined = results[kept]
+            abinitio_info["attempts"] = _attempt_records(results, fits, kept, pix)
+            timings["refine_s"] = refine_s
         write_mrc(path_ab, initial, pix)
-        timings["abinitio_s"] = time.perf_counter() - t
+        timings["abinitio_s"] = time.perf_counter() - t - refine_s
         abinitio_info["seconds"] = timings["abinitio_s"]
         _write_text(out / "abinitio.json", json.dumps(abinitio_info))
 
@@ -249,15 +305,20 @@ def run_reconstruction(
         timings["refine_s"] = float(saved["seconds"])
         say("refinement: reused")
     else:
-        result = refine.refine(
-            ws, initial, rng, subset=keep, max_iterations=refine_iterations, progress=say
+        result = (
+            refined
+            if refined is not None
+            else refine.refine(
+                ws, initial, rng, subset=keep, max_iterations=refine_iterations, progress=say
+            )
         )
         rotations, origins, halves = result.rotations, result.origins_px, result.halves
         half1, half2 = result.half_maps
         history = result.history
         write_mrc(out / "half1.mrc", half1, pix)
         write_mrc(out / "half2.mrc", half2, pix)
-        timings["refine_s"] = time.perf_counter() - t
+        if refined is None:
+            timings["refine_s"] = time.perf_counter() - t
         _save_npz(
             path_ref,
             rotations=rotations,
@@ -311,7 +372,7 @@ def run_reconstruction(
         "box_px": box,
         "refine_history": history,
         "abinitio": {k: v for k, v in abinitio_info.items() if k != "seconds"},
-        "warnings": _warnings(abinitio_info, symmetry),
+        "warnings": _warnings(abinitio_info, resolution),
         "timings": timings,
     }
     _write_text(out / "result.json", json.dumps(result_json, indent=2))

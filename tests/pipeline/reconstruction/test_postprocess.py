@@ -115,11 +115,11 @@ def test_orient_to_group_needs_a_cyclic_subgroup():
         symmetry.orient_to_group(np.zeros((16,) * 3, np.float32), "D2", "O", 2.0, 8.0)
 
 
-def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not():
+def test_subgroup_abinitio_start_is_turned_when_consistent_and_averaged_as_is_when_not():
     """run._into_full_group turns an O-like C4 map into the O frame before averaging; a
-    C4 map that is not O-like is averaged as it is and the result carries a warning."""
+    C4 map that is not O-like is averaged as it is."""
     from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
-    from pipeline.reconstruction.run import CONSISTENT_ABINITIO, _into_full_group, _warnings
+    from pipeline.reconstruction.run import CONSISTENT_ABINITIO, _into_full_group
 
     box, rng = 48, np.random.default_rng(4)
     ops = symmetry.symmetry_matrices("O")
@@ -130,7 +130,6 @@ def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not(
     start, info = _into_full_group(turned, "C4", "O", 2.0, lambda message: None)
     assert info["consistency"] > 0.95 and abs(info["turn_deg"] - 63.0) <= 0.2
     assert np.corrcoef(start.ravel(), truth.ravel())[0, 1] > 0.99
-    assert _warnings(info, "O") == []
 
     c4 = symmetry.symmetry_matrices("C4")
     random_motif = rng.uniform(-14, 14, size=(6, 3))
@@ -142,9 +141,36 @@ def test_subgroup_abinitio_start_is_turned_when_consistent_and_flagged_when_not(
     centred = shift_volume(only_c4, -centre_of_mass_px(only_c4))
     plain = np.asarray(symmetry.symmetrise_volume(centred, "O"))
     assert np.allclose(start, plain, atol=1e-5)
-    (warning,) = _warnings(info, "O")
-    assert "does not look O-symmetric" in warning and f"{info['consistency']:.2f}" in warning
-    assert _warnings({"seconds": 3.0}, "O") == []  # a run from before the check
+
+
+def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
+    """run._attempt_records measures how far each run's refined map agrees with the kept
+    one (after alignment: a turned copy of the same map agrees to Nyquist, another map
+    does not), and run._warnings warns when a run led elsewhere."""
+    from types import SimpleNamespace
+
+    from pipeline.reconstruction.run import DISAGREEMENT, _attempt_records, _warnings
+
+    box, pix = 32, 2.0
+    kept = blob_volume(box, np.random.default_rng(5), 20, (1.0, 2.0))
+    other = blob_volume(box, np.random.default_rng(6), 20, (1.0, 2.0))
+    turned = np.asarray(symmetry.symmetrise_volume(kept, "C1", rotation=symmetry.about_z(40.0)))
+
+    def refined(volume, resolution):
+        return SimpleNamespace(half_maps=(volume, volume), resolution_A=resolution)
+
+    results = [refined(turned, 4.5), refined(kept, 4.2), refined(other, 4.4)]
+    records = _attempt_records(results, [700.0, 702.0, 560.0], 1, pix)
+    assert [r["kept"] for r in records] == [False, True, False]
+    assert "agreement_A" not in records[1] and records[2]["fit"] == 560.0
+    assert records[0]["agreement_A"] <= 2.5 * pix  # the same map, turned
+    assert records[2]["agreement_A"] > DISAGREEMENT * 4.2  # another map
+    (warning,) = _warnings({"attempts": records}, 4.2)
+    assert (
+        "1 of the 3 ab-initio runs" in warning and f"{records[2]['agreement_A']:.1f} Å" in warning
+    )
+    assert _warnings({"attempts": records[:2]}, 4.2) == []  # runs that agree
+    assert _warnings({"symmetry": "C4", "seconds": 3.0}, 4.2) == []  # a single run
 
 
 def test_a_featureless_shell_is_not_taken_for_a_symmetric_map():

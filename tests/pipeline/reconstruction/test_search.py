@@ -109,7 +109,7 @@ def test_origin_convention_matches_relion_simulator():
     assert np.abs(found - origins).max() <= 0.25 + 1e-9
 
 
-def test_trial_score_prefers_the_start_that_leads_to_the_truth():
+def test_particle_fit_prefers_the_refinement_from_the_truth():
     """The particles fit the map refined from the truth better than the map refined from
     an unrelated volume (how ab-initio runs are chosen between, for point group O)."""
     simulate = pytest.importorskip("pipeline.simulate.particles")
@@ -117,6 +117,28 @@ def test_trial_score_prefers_the_start_that_leads_to_the_truth():
     wrong = blob_volume(32, np.random.default_rng(6), 20, (1.0, 2.0))
     images, truth = simulate.simulate_particle_stack(vol, 200, 4.0, snr=0.5, rng=2)
     ws = refine.build_workspace(normalise(images), truth.ctf, 4.0)
-    right_score = refine.trial_score(ws, vol, np.random.default_rng(0), iterations=2)
-    wrong_score = refine.trial_score(ws, wrong, np.random.default_rng(0), iterations=2)
+    right_score, wrong_score = (
+        refine.particle_fit(
+            ws, refine.refine(ws, start, np.random.default_rng(0), max_iterations=2)
+        )
+        for start in (vol, wrong)
+    )
     assert right_score > 1.05 * wrong_score
+
+
+def test_refinement_marches_its_search_resolution():
+    """The half-map FSC of these particles reaches far beyond 30 Å after the first
+    iteration, but the search radius grows by at most refine.march_px per iteration; the
+    default cap leaves time to march to Nyquist."""
+    simulate = pytest.importorskip("pipeline.simulate.particles")
+    vol = blob_volume(32, np.random.default_rng(5), 20, (1.0, 2.0))
+    images, truth = simulate.simulate_particle_stack(vol, 200, 4.0, snr=0.5, rng=2)
+    ws = refine.build_workspace(normalise(images), truth.ctf, 4.0)
+    result = refine.refine(ws, vol, np.random.default_rng(0), max_iterations=4)
+    radii = [ws.radius_px(h["search_resolution_A"]) for h in result.history]
+    assert radii[0] == pytest.approx(ws.radius_px(30.0))
+    assert ws.radius_px(result.history[0]["resolution_A"]) > radii[0] + refine.march_px(radii[0])
+    for before, after in zip(radii, radii[1:], strict=False):
+        assert 0 < after - before <= refine.march_px(before) + 1e-9
+    assert refine.default_iterations(64, 3.0, 30.0) == 11  # 6.4 px to 31 px in 7 steps, + 1 + 3
+    assert refine.default_iterations(256, 0.83, 30.0) == 19
