@@ -5,10 +5,11 @@ Takes a finished ``cryofac reconstruct`` folder (its ``input_particles.star`` an
 several starts, each low-passed to 30 Å by the refinement itself:
 
 - the truth, the truth inverted (other hand), and their 50/50 mixture;
-- the folder's ab-initio map.
+- the folder's ab-initio map, and any map given with ``--start``.
 
-For each result it prints the half-map FSC at 0.143 and the FSC against the truth at 0.5
-after alignment (rotation, shift, hand), and, with ``--scores``, the particles' mean best
+For each result it prints the half-map FSC at 0.143, the FSC against the truth at 0.5
+after alignment (rotation, shift, hand) and the particles' fit (``refine.particle_fit``,
+how ``cryofac reconstruct`` chooses between ab-initio runs), and, with ``--scores``, the particles' mean best
 whitened score against each refined map at several resolutions (a higher score is a
 better fit of the particles; a wrong map that both halves reproduce scores lower).
 
@@ -52,7 +53,13 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a cryofac reconstruct output folder")
     parser.add_argument("truth", type=Path, help="the simulated truth map (MRC)")
     parser.add_argument("--symmetry", default="C1")
-    parser.add_argument("--iterations", type=int, default=5, help="refinement iterations")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="refinement iterations [refine's default]"
+    )
+    parser.add_argument(
+        "--start", type=Path, action="append", default=[], help="another start (MRC); repeatable"
+    )
+    parser.add_argument("--no-truth-starts", action="store_true", help="only the maps given")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scores", action="store_true", help="particles' fit to each map")
     args = parser.parse_args()
@@ -80,22 +87,28 @@ def main() -> None:
         curve = fsc(apply_alignment(volume, alignment), truth)
         return resolution_at(curve, box, pix, 0.5), bool(alignment.flipped)
 
-    starts = {
-        "truth": truth,
-        "truth inverted": inverted(truth),
-        "50/50 hand mixture": 0.5 * (truth + inverted(truth)),
-        "ab-initio (run folder)": np.asarray(abinitio, np.float32),
-    }
+    starts = {}
+    if not args.no_truth_starts:
+        starts["truth"] = truth
+        starts["truth inverted"] = inverted(truth)
+        starts["50/50 hand mixture"] = 0.5 * (truth + inverted(truth))
+    starts["ab-initio (run folder)"] = np.asarray(abinitio, np.float32)
+    for path in args.start:
+        starts[str(path)] = np.asarray(read_mrc(path)[0], np.float32)
     refined = {}
-    print("| start (low-passed to 30 Å) | half-map FSC 0.143 (Å) | vs truth FSC 0.5 (Å) |")
-    print("|---|---:|---:|")
+    print(
+        "| start (low-passed to 30 Å) | half-map FSC 0.143 (Å) | vs truth FSC 0.5 (Å) "
+        "| particles' fit |"
+    )
+    print("|---|---:|---:|---:|")
     for name, start in starts.items():
         result = refine.refine(ws, start, np.random.default_rng(0), max_iterations=args.iterations)
         volume = 0.5 * (result.half_maps[0] + result.half_maps[1])
         refined[name] = volume
         res, flipped = against_truth(volume)
         hand = " (hand flipped)" if flipped else ""
-        print(f"| {name} | {result.resolution_A:.2f} | {res:.2f}{hand} |", flush=True)
+        fit = refine.particle_fit(ws, result)
+        print(f"| {name} | {result.resolution_A:.2f} | {res:.2f}{hand} | {fit:.1f} |", flush=True)
 
     if not args.scores:
         return
