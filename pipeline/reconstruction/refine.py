@@ -332,7 +332,7 @@ def particle_fit(ws: Workspace, result: RefineResult, subset: np.ndarray | None 
 
     Used to choose between refinements from different ab-initio runs: a wrong map that
     both half-maps reproduce (their FSC cannot see an error they share) is fitted clearly
-    worse by the particles (on the demo's apoferritin particles 560 against 702 for the
+    worse by the particles (on the demo's apoferritin particles 560 against 701 for the
     right map; BENCHMARKS.md, issue 10).
     """
     idx = np.arange(ws.n) if subset is None else np.asarray(subset)
