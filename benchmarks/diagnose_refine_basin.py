@@ -9,9 +9,10 @@ several starts, each low-passed to 30 Å by the refinement itself:
 
 For each result it prints the half-map FSC at 0.143, the FSC against the truth at 0.5
 after alignment (rotation, shift, hand) and the particles' fit (``refine.particle_fit``,
-how ``cryofac reconstruct`` chooses between ab-initio runs), and, with ``--scores``, the particles' mean best
-whitened score against each refined map at several resolutions (a higher score is a
-better fit of the particles; a wrong map that both halves reproduce scores lower).
+how ``cryofac reconstruct`` chooses between ab-initio runs), and, with ``--scores``, the
+particles' mean best whitened score against each refined map at several resolutions (a
+higher score is a better fit of the particles; a wrong map that both halves reproduce
+scores lower).
 
     python benchmarks/diagnose_refine_basin.py DEMO/runs/*/reconstruct/p0000567 \
         DEMO/raw/session-1/truth/truth_map.mrc --symmetry O --scores
