@@ -104,7 +104,7 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, start in starts.items():
         result = refine.refine(ws, start, np.random.default_rng(0), max_iterations=args.iterations)
-        volume = 0.5 * (result.half_maps[0] + result.half_maps[1])
+        volume = result.average_map
         refined[name] = volume
         res, flipped = against_truth(volume)
         hand = " (hand flipped)" if flipped else ""

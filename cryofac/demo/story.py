@@ -582,8 +582,7 @@ def truth_resolution_A(map_path: Path, truth_path: Path, symmetry: str = "C1") -
     from scipy import ndimage
 
     from pipeline.io.mrc import read_mrc
-    from pipeline.reconstruction.align import align_maps, apply_alignment
-    from pipeline.reconstruction.fsc import fsc, resolution_at
+    from pipeline.reconstruction.align import aligned_resolution_A
 
     volume, pixel = read_mrc(map_path)
     truth, truth_pixel = read_mrc(truth_path)
@@ -592,10 +591,7 @@ def truth_resolution_A(map_path: Path, truth_path: Path, symmetry: str = "C1") -
         truth = ndimage.zoom(np.asarray(truth, dtype=np.float32), zoom, order=3)
         box = volume.shape[0]
         truth = _fit_box(truth, box)
-    alignment = align_maps(np.asarray(volume), np.asarray(truth), pixel)
-    aligned = apply_alignment(np.asarray(volume), alignment)
-    curve = fsc(aligned, truth)
-    return float(resolution_at(curve, volume.shape[0], pixel, 0.5))
+    return aligned_resolution_A(np.asarray(volume), np.asarray(truth), pixel)
 
 
 def _fit_box(volume, box: int):

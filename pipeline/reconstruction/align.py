@@ -144,3 +144,15 @@ def apply_alignment(moving: np.ndarray, alignment: Alignment) -> np.ndarray:
     centre = np.full(3, c, dtype=np.float64)
     offset = centre - m @ (centre + t)
     return affine_transform(mov, m, offset=offset, order=3, mode="constant").astype(np.float32)
+
+
+def aligned_resolution_A(
+    moving: np.ndarray, reference: np.ndarray, pixel_size_A: float, threshold: float = 0.5
+) -> float:
+    """Resolution (Å) where the FSC of ``moving`` against ``reference`` drops below
+    ``threshold``, after aligning it (orientation, translation, hand: :func:`align_maps`)."""
+    from pipeline.reconstruction.fsc import fsc, resolution_at
+
+    aligned = apply_alignment(moving, align_maps(moving, reference, pixel_size_A))
+    curve = fsc(aligned, reference)
+    return float(resolution_at(curve, reference.shape[0], pixel_size_A, threshold))

@@ -201,6 +201,11 @@ class RefineResult:
     resolution_A: float
     history: list = field(default_factory=list)
 
+    @property
+    def average_map(self) -> np.ndarray:
+        """The two half-maps averaged (N, N, N) numpy float32."""
+        return 0.5 * (self.half_maps[0] + self.half_maps[1])
+
 
 def refine(
     ws: Workspace,
@@ -336,9 +341,8 @@ def particle_fit(ws: Workspace, result: RefineResult, subset: np.ndarray | None 
     right map; BENCHMARKS.md, issue 10).
     """
     idx = np.arange(ws.n) if subset is None else np.asarray(subset)
-    volume = 0.5 * (result.half_maps[0] + result.half_maps[1])
     data = ws.search_data(3.0 * ws.pixel_size_A)
-    fgrid = fourier.pad_fourier(volume)
+    fgrid = fourier.pad_fourier(result.average_map)
     _, _, scores = search.local_search(
         fgrid, data, idx, result.rotations[idx], result.origins_px[idx], 0.25, 0.1
     )

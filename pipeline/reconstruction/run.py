@@ -126,13 +126,9 @@ def _attempt_records(results: list, fits: list[float], kept: int, pix: float) ->
     """Per ab-initio run: its refinement's half-map resolution (Å), the particles' fit,
     whether it was kept, and how far (Å, FSC 0.5 after alignment) its map agrees with the
     kept one."""
-    from pipeline.reconstruction.align import align_maps, apply_alignment
-    from pipeline.reconstruction.fsc import fsc, resolution_at
+    from pipeline.reconstruction.align import aligned_resolution_A
 
-    def mean_map(result) -> np.ndarray:
-        return 0.5 * (result.half_maps[0] + result.half_maps[1])
-
-    reference = mean_map(results[kept])
+    reference = results[kept].average_map
     records = []
     for i, (result, fit) in enumerate(zip(results, fits, strict=True)):
         record = {
@@ -141,10 +137,9 @@ def _attempt_records(results: list, fits: list[float], kept: int, pix: float) ->
             "kept": i == kept,
         }
         if i != kept:
-            volume = mean_map(result)
-            aligned = apply_alignment(volume, align_maps(volume, reference, pix))
-            curve = fsc(aligned, reference)
-            record["agreement_A"] = round(resolution_at(curve, reference.shape[0], pix, 0.5), 2)
+            record["agreement_A"] = round(
+                aligned_resolution_A(result.average_map, reference, pix), 2
+            )
         records.append(record)
     return records
 

@@ -147,8 +147,7 @@ def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
     """run._attempt_records measures how far each run's refined map agrees with the kept
     one (after alignment: a turned copy of the same map agrees to Nyquist, another map
     does not), and run._warnings warns when a run led elsewhere."""
-    from types import SimpleNamespace
-
+    from pipeline.reconstruction.refine import RefineResult
     from pipeline.reconstruction.run import DISAGREEMENT, _attempt_records, _warnings
 
     box, pix = 32, 2.0
@@ -157,7 +156,7 @@ def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
     turned = np.asarray(symmetry.symmetrise_volume(kept, "C1", rotation=symmetry.about_z(40.0)))
 
     def refined(volume, resolution):
-        return SimpleNamespace(half_maps=(volume, volume), resolution_A=resolution)
+        return RefineResult(None, None, None, (volume, volume), None, resolution)
 
     results = [refined(turned, 4.5), refined(kept, 4.2), refined(other, 4.4)]
     records = _attempt_records(results, [700.0, 702.0, 560.0], 1, pix)
