@@ -12,9 +12,7 @@ non-zero exit status, never as a traceback.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
-from pathlib import Path
 
 import click
 
@@ -56,39 +54,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def available(name: str) -> bool:
-    """True when the module behind a registered command is installed.
-
-    Commands are listed here before every part has landed in a checkout; a command
-    whose module is absent is hidden rather than failing.  A module that exists but
-    fails to import is *not* hidden: that is a bug and surfaces as an error.
-    """
-    return _available(COMMANDS[name])
-
-
-def _available(entry: tuple[str, str]) -> bool:
-    """Whether the module behind a command exists, without importing any package.
-
-    ``importlib.util.find_spec("portal.cli")`` would execute ``portal/__init__``
-    (and import Flask); instead, locate the top-level package and look for the
-    submodule's file in its folders.
-    """
-    top, *rest = entry[0].split(":")[0].split(".")
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
-    if spec is None:
-        return False
-    if not rest:
-        return True
-    for folder in spec.submodule_search_locations or []:
-        path = Path(folder, *rest[:-1])
-        if (path / f"{rest[-1]}.py").is_file() or (path / rest[-1] / "__init__.py").is_file():
-            return True
-    return False
-
-
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -97,11 +62,10 @@ class LazyGroup(click.Group):
         self.lazy_commands = dict(lazy_commands or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        lazy = {name for name in self.lazy_commands if _available(self.lazy_commands[name])}
-        return sorted(set(super().list_commands(ctx)) | lazy)
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy_commands and _available(self.lazy_commands[cmd_name]):
+        if cmd_name in self.lazy_commands:
             target, _help = self.lazy_commands[cmd_name]
             module_name, attribute = target.split(":")
             command = getattr(importlib.import_module(module_name), attribute)

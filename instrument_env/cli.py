@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from cryofac.config import REPO_ROOT
+from cryofac.config import default_database_url
 
-DEFAULT_DB = f"sqlite:///{REPO_ROOT / 'instance' / 'portal.sqlite3'}"
+DEFAULT_DB = default_database_url()
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:

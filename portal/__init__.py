@@ -2,7 +2,7 @@
 
 Configuration keys (all optional): ``DATABASE_URL`` (default: SQLite under the
 instance folder), ``SECRET_KEY`` (default: ``CRYOFAC_SECRET_KEY`` or a random key kept
-in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``config/``),
+in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``cryofac/config/``),
 ``TOKEN_TTL_H``, ``PASSWORD_TIME_COST``, ``PASSWORD_MEMORY_KIB``,
 ``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``. ``CRYOFAC_DATABASE_URL``,
 ``CRYOFAC_SECRET_KEY``, ``CRYOFAC_PASSWORD_TIME_COST`` and ``CRYOFAC_PASSWORD_MEMORY_KIB``
@@ -44,10 +44,11 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the portal application for ``config`` (see the module docstring for keys)."""
     from flask_wtf.csrf import CSRFProtect
 
+    from cryofac.config import instance_dir
     from portal import db as portal_db
     from portal.domain.accounts import password_hasher
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_path=str(instance_dir()), instance_relative_config=True)
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = os.environ.get("CRYOFAC_DATABASE_URL")
     for key in ("PASSWORD_TIME_COST", "PASSWORD_MEMORY_KIB"):  # e.g. cheaper on a test box

@@ -6,8 +6,6 @@ factory so the parts can be developed and tested on their own.
 
 from __future__ import annotations
 
-import importlib.util
-
 from flask import Flask
 
 
@@ -24,10 +22,9 @@ def register(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None:
         csrf.exempt(api_files.bp)  # bearer-token API, no cookies
-    if _has("instrument_env.alarms") and _has("instrument_env.gate"):
-        from portal import views_tech
+    from portal import views_tech
 
-        app.register_blueprint(views_tech.bp)
+    app.register_blueprint(views_tech.bp)
 
     from portal import notify_hooks
 
@@ -49,14 +46,7 @@ def nav_links(app: Flask, user) -> list[tuple[str, str]]:
     if user is None:
         return []
     links = [("Runs", url_for("runs.overview"))]
-    if "tech" in app.blueprints and is_operator(user):
+    if is_operator(user):
         links.append(("Rooms", url_for("tech.index")))
     links.append(("Feeds", url_for("ical.feeds")))
     return links
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False

@@ -22,6 +22,21 @@ import numpy as np
 from pipeline import backend
 
 
+def edge_taper(shape: tuple[int, int], fraction: float = 0.1) -> Any:
+    """Separable cosine taper: 1 inside, 0 at the border, over ``fraction`` of each side."""
+    xp = backend.xp()
+
+    def ramp(n: int):
+        m = max(1, int(round(n * fraction)))
+        w = np.ones(n, np.float32)
+        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
+        w[:m] = edge
+        w[-m:] = edge[::-1]
+        return w
+
+    return backend.asarray(np.outer(ramp(shape[0]), ramp(shape[1])), dtype=xp.float32)
+
+
 def fourier_crop(spectrum: Any, out_shape: tuple[int, int]) -> Any:
     """Crop rfft2 spectra (..., ny, nx//2+1) to the rfft2 grid of an image of ``out_shape``.
 

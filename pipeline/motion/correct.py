@@ -28,7 +28,13 @@ import numpy as np
 
 from cryofac.errors import CryofacError
 from pipeline import backend
-from pipeline.motion.align import align_spectra, apply_shift, fourier_crop, shift_ramp
+from pipeline.motion.align import (
+    align_spectra,
+    apply_shift,
+    edge_taper,
+    fourier_crop,
+    shift_ramp,
+)
 from pipeline.motion.dose import DoseWeighter, accumulated_dose
 from pipeline.motion.patches import LocalMotionModel, fit_local_model, track_patches
 
@@ -132,7 +138,7 @@ def correct_movie(
     align_pixel = pixel_size_A * float(scale.mean())
 
     # pass 1: cropped spectra
-    taper = _edge_taper(shape)
+    taper = edge_taper(shape)
     crops = xp.empty((n, cshape[0], cshape[1] // 2 + 1), dtype=xp.complex64)
     for f in range(n):
         frame = first if f == 0 else _frame(source, f)
@@ -204,21 +210,6 @@ def correct_movie(
         accum_motion_late_A=late,
         iterations=result.iterations,
     )
-
-
-def _edge_taper(shape: tuple[int, int], fraction: float = 0.1) -> Any:
-    """Separable cosine taper: 1 inside, 0 at the border, over ``fraction`` of each side."""
-    xp = backend.xp()
-
-    def ramp(n: int):
-        m = max(1, int(round(n * fraction)))
-        w = np.ones(n, np.float32)
-        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
-        w[:m] = edge
-        w[-m:] = edge[::-1]
-        return w
-
-    return backend.asarray(np.outer(ramp(shape[0]), ramp(shape[1])), dtype=xp.float32)
 
 
 def _k_grid_A(shape: tuple[int, int], pixel_size_A: float) -> Any:

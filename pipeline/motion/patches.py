@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import backend
-from pipeline.motion.align import align_spectra
+from pipeline.motion.align import align_spectra, edge_taper
 
 TIME_POWERS = (1, 2, 3)
 #: patch size relative to the grid spacing (1.0: patches tile the frame without overlap)
@@ -101,9 +101,7 @@ def track_patches(
     fft = backend.fft()
     n, ny, nx = aligned_frames.shape
     corners, sy, sx = patch_grid((ny, nx), n_patches, PATCH_OVERLAP)
-    from pipeline.motion.correct import _edge_taper
-
-    taper = _edge_taper((sy, sx), 0.15)
+    taper = edge_taper((sy, sx), 0.15)
     centres = []
     drifts = []
     for y0, x0 in corners:

@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-pytest.importorskip("flask")
-
 from instrument_env import alarms  # noqa: E402
 from instrument_env.db import upgrade as env_upgrade  # noqa: E402
 from instrument_env.sim import EnvSimulator, fault_at  # noqa: E402

@@ -193,8 +193,8 @@ def test_prerendered_class_gallery_and_slices_are_served_as_is(tmp_path):
 
 def test_reader_agrees_with_the_workflow_writer(tmp_path):
     """The run-folder contract seen from both sides: workflows writes, portal reads."""
-    summary_writer = pytest.importorskip("workflows.summary")
     from cryofac.run_folder import MOVIE_COLUMNS, OUTPUT_KEYS
+    from workflows import summary as summary_writer
 
     assert tuple(summary_writer.MOVIE_COLUMNS) == MOVIE_COLUMNS
     assert tuple(summary_writer.OUTPUT_FILES) == OUTPUT_KEYS

@@ -1,6 +1,6 @@
 """Issue 6's bar with the real steps: a simulated acquisition through `cryofac process`.
 
-12 simulated movies -> particles (and a map once `cryofac reconstruct` exists);
+12 simulated movies -> particles and a map;
 the second run does nothing; 4 more movies -> the third run processes only their
 batch plus the downstream steps; that third run is killed (SIGTERM) mid-run and
 the rerun gives the same results as an uninterrupted third run on a copy.
@@ -22,20 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cryofac.cli import available
 from tests.workflows.conftest import REPO, run_process
 from tests.workflows.test_workflow import _digests, _outputs
 
-STEPS = ("simulate", "motioncorr", "ctf", "pick", "extract")
-HAVE_RECONSTRUCT = available("reconstruct")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not all(available(s) for s in STEPS),
-        reason="needs the cryofac simulate/motioncorr/ctf/pick/extract steps",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def _simulate(raw: Path, movies: int, start: int) -> None:
@@ -63,7 +53,7 @@ def _config(tmp_path: Path) -> Path:
                 "batch_size": 4,
                 "movies": {"quiet_period_s": 0},
                 # a map from the first 12 movies, a new one after 4 more
-                "downstream": {"min_particles": 100 if HAVE_RECONSTRUCT else 10**9, "growth": 1.2},
+                "downstream": {"min_particles": 100, "growth": 1.2},
                 "motioncorr": {"patches": [1, 1]},
                 "extraction": {"box_px": 96},
                 "extract_bin": 1.5,  # 64-pixel boxes at 3 Å/pixel for the reconstruction
@@ -101,9 +91,8 @@ def test_simulated_acquisition_incremental_killed_and_resumed(tmp_path):
     batch = [r for r in rows.values() if r["batch"] == rows[corrupt.name]["batch"]]
     assert sum(int(r["n_particles"]) > 0 for r in batch) >= 2  # the rest of its batch went on
     assert summary["particles"] >= 100
-    if HAVE_RECONSTRUCT:
-        assert summary["outputs"]["map"] is not None and summary["resolution_A"] is not None
-        assert (out / summary["outputs"]["map"]).exists()
+    assert summary["outputs"]["map"] is not None and summary["resolution_A"] is not None
+    assert (out / summary["outputs"]["map"]).exists()
 
     before = _outputs(out)
     second = run_process(str(raw), *args)
@@ -144,6 +133,5 @@ def test_simulated_acquisition_incremental_killed_and_resumed(tmp_path):
     assert _digests(out) == _digests(reference)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["movies_seen"] == 16 and summary["batches_done"] == 4
-    if HAVE_RECONSTRUCT:
-        maps = sorted(p.parent.name for p in (out / "reconstruct").glob("p*/result.json"))
-        assert len(maps) == 2, maps  # one more reconstruction at the larger particle count
+    maps = sorted(p.parent.name for p in (out / "reconstruct").glob("p*/result.json"))
+    assert len(maps) == 2, maps  # one more reconstruction at the larger particle count

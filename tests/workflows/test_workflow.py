@@ -149,7 +149,8 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     assert len(thumbnails) == 2 * 11 and "movie_001_mic.png" in thumbnails
     assert summary["resolution_A"] > 0
     # the portal's reader accepts what we wrote (the run-folder contract)
-    folder = pytest.importorskip("portal.runs.folder")
+    from portal.runs import folder
+
     read = folder.read_summary(out)
     assert (read.state, read.movies_failed, read.particles) == ("idle", 1, summary["particles"])
     stats = folder.read_movies(out / "movies.tsv")

@@ -20,10 +20,9 @@ from pipeline.io.particles import (
     write_particles_star,
 )
 from pipeline.picking.blob import pick_blobs
-
-simulate = pytest.importorskip("pipeline.simulate.micrograph")
-volume_module = pytest.importorskip("pipeline.simulate.volume")
-projection = pytest.importorskip("pipeline.simulate.projection")
+from pipeline.simulate import micrograph as simulate
+from pipeline.simulate import projection
+from pipeline.simulate import volume as volume_module
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:

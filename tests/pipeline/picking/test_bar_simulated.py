@@ -13,9 +13,8 @@ import pytest
 from pipeline.ctf_model import CTFParams
 from pipeline.picking.blob import pick_blobs
 from pipeline.picking.evaluate import match_picks
-
-simulate = pytest.importorskip("pipeline.simulate.micrograph")
-volume_module = pytest.importorskip("pipeline.simulate.volume")
+from pipeline.simulate import micrograph as simulate
+from pipeline.simulate import volume as volume_module
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,9 @@ import pytest
 
 from pipeline.reconstruction.align import align_maps, apply_alignment
 from pipeline.reconstruction.fsc import fsc, resolution_at
+from pipeline.simulate import particles as simulate
 
 from .helpers import blob_volume
-
-simulate = pytest.importorskip("pipeline.simulate.particles")
 
 BOX, PIXEL_A, N_PARTICLES, SNR = 64, 3.0, 1500, 0.05
 

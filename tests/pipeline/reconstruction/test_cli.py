@@ -6,9 +6,8 @@ import pytest
 import starfile
 
 from cryofac.cli import main
-
-simulate = pytest.importorskip("pipeline.simulate.particles")
-volume_mod = pytest.importorskip("pipeline.simulate.volume")
+from pipeline.simulate import particles as simulate
+from pipeline.simulate import volume as volume_mod
 
 
 @pytest.fixture(scope="module")

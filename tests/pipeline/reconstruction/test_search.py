@@ -4,6 +4,7 @@ import pytest
 from pipeline.geometry import random_rotations
 from pipeline.reconstruction import fourier, refine, search
 from pipeline.reconstruction.particles import normalise
+from pipeline.simulate import particles as simulate
 
 from .helpers import blob_volume
 
@@ -92,7 +93,6 @@ def test_scores_prefer_the_true_pose_over_a_wrong_one(posed_stack):
 def test_origin_convention_matches_relion_simulator():
     """rlnOriginX/YAngst (as the simulator writes them) re-centre the particle: our internal
     origin (particle at centre + origin) is its negative."""
-    simulate = pytest.importorskip("pipeline.simulate.particles")
     vol = blob_volume(32, np.random.default_rng(0), 20, (1.0, 2.0))
     images, truth = simulate.simulate_particle_stack(
         vol, 12, 4.0, snr=np.inf, rng=1, max_shift_A=8.0
@@ -112,7 +112,6 @@ def test_origin_convention_matches_relion_simulator():
 def test_particle_fit_prefers_the_refinement_from_the_truth():
     """The particles fit the map refined from the truth better than the map refined from
     an unrelated volume (how ab-initio runs are chosen between, for point group O)."""
-    simulate = pytest.importorskip("pipeline.simulate.particles")
     vol = blob_volume(32, np.random.default_rng(5), 20, (1.0, 2.0))
     wrong = blob_volume(32, np.random.default_rng(6), 20, (1.0, 2.0))
     images, truth = simulate.simulate_particle_stack(vol, 200, 4.0, snr=0.5, rng=2)
@@ -130,7 +129,6 @@ def test_refinement_marches_its_search_resolution():
     """The half-map FSC of these particles reaches far beyond 30 Å after the first
     iteration, but the search radius grows by at most refine.march_px per iteration; the
     default cap leaves time to march to Nyquist."""
-    simulate = pytest.importorskip("pipeline.simulate.particles")
     vol = blob_volume(32, np.random.default_rng(5), 20, (1.0, 2.0))
     images, truth = simulate.simulate_particle_stack(vol, 200, 4.0, snr=0.5, rng=2)
     ws = refine.build_workspace(normalise(images), truth.ctf, 4.0)

@@ -1,19 +1,21 @@
 """Load and validate cryofac's YAML configuration.
 
-Every file is validated against a JSON Schema in ``config/schemas`` and then
+Every file is validated against a JSON Schema in ``schemas/`` beside this module and then
 checked for cross-references (an instrument's room exists, ids are unique, ...).
 Every problem is raised as :class:`~cryofac.errors.ConfigError` naming the file,
 the dotted key and the problem, e.g.::
 
     config/facility.yaml: instruments[0].booking.min_duration_h: -1 is not positive
 
-The default configuration directory is the repository's ``config/``; set
-``CRYOFAC_CONFIG_DIR`` to use another one.
+The default configuration (``facility.yaml``, ``limits.yaml``, ``pipeline.yaml``) and the
+schemas are package data beside this module, so a wheel install carries them; set
+``CRYOFAC_CONFIG_DIR`` (or pass a path) to use another facility description.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -23,7 +25,8 @@ import yaml
 
 from cryofac.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: This package's folder: the embedded default configuration and its schemas.
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Configuration kinds and the schema each is validated against.
 KINDS = ("facility", "pipeline", "limits")
@@ -31,11 +34,32 @@ KINDS = ("facility", "pipeline", "limits")
 
 def config_dir() -> Path:
     """The directory holding the default ``facility.yaml``, ``limits.yaml`` and ``pipeline.yaml``."""
-    return Path(os.environ.get("CRYOFAC_CONFIG_DIR", REPO_ROOT / "config"))
+    return Path(os.environ.get("CRYOFAC_CONFIG_DIR", PACKAGE_DIR))
+
+
+def instance_dir() -> Path:
+    """Where the portal and ``cryofac env`` keep local state (SQLite database, secret key).
+
+    ``CRYOFAC_INSTANCE_DIR`` when set; otherwise ``instance/`` of a source checkout, or
+    ``<prefix>/var/cryofac-instance`` of an installed wheel (Flask's own rule, so the
+    portal and ``cryofac env`` find the same default database).
+    """
+    if os.environ.get("CRYOFAC_INSTANCE_DIR"):
+        return Path(os.environ["CRYOFAC_INSTANCE_DIR"])
+    source_root = PACKAGE_DIR.parent.parent
+    if (source_root / "setup.cfg").is_file() and (source_root / "portal").is_dir():
+        return source_root / "instance"
+    return Path(sys.prefix) / "var" / "cryofac-instance"
+
+
+def default_database_url() -> str:
+    """The portal's default database: SQLite in :func:`instance_dir`."""
+    return f"sqlite:///{instance_dir() / 'portal.sqlite3'}"
 
 
 def schema_dir() -> Path:
-    return REPO_ROOT / "config" / "schemas"
+    """The JSON Schemas (YAML) every configuration file is validated against."""
+    return PACKAGE_DIR / "schemas"
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
