@@ -80,6 +80,20 @@ def movie_stem(path: Path) -> str:
     show_default=True,
     help="B-factor (Å²) on the global cross-correlation.",
 )
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Stop the global alignment when the frame shifts change less than this (pixels, RMS).",
+)
+@click.option(
+    "--max-iterations",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="At most this many rounds of global alignment.",
+)
 @click.option("--plots", is_flag=True, help="Write OUT/<stem>_drift.png per movie.")
 @device_options
 def motioncorr(
@@ -93,6 +107,8 @@ def motioncorr(
     patches: str,
     pre_exposure: float,
     bfactor: float,
+    tolerance: float,
+    max_iterations: int,
     plots: bool,
     device: str,
     threads: int | None,
@@ -120,6 +136,8 @@ def motioncorr(
                 pre_exposure_e_A2=pre_exposure,
                 patches=patch_grid,
                 bfactor_global_A2=bfactor,
+                tolerance_px=tolerance,
+                max_iterations=max_iterations,
             )
             n, (ny, nx) = movie.n_frames, movie.shape
         out = out_dir / f"{stem}.mrc"

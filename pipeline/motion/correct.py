@@ -113,12 +113,15 @@ def correct_movie(
     bfactor_local_A2: float = 150.0,
     max_shift_A: float = 150.0,
     tolerance_px: float = 0.01,
+    max_iterations: int = 15,
     early_cutoff_e_A2: float = 4.0,
 ) -> MotionCorrection:
     """Align and sum the frames of ``source`` (a :class:`pipeline.io.movie.Movie` or array).
 
     ``pixel_size_A``: Å per pixel of the frames; ``dose_per_frame_e_A2``: exposure per
     frame; ``patches``: (columns, rows) of the local model or None for global only.
+    The global alignment iterates until the RMS change of the frame shifts falls below
+    ``tolerance_px`` (pixels of the movie) or ``max_iterations`` rounds have run.
     """
     xp = backend.xp()
     fft = backend.fft()
@@ -161,6 +164,7 @@ def correct_movie(
         bfactor_A2=bfactor_global_A2,
         max_shift_px=max_shift_A / align_pixel,
         tolerance_px=tolerance_px / float(scale.mean()),
+        max_iterations=max_iterations,
     )
     drift_crop = result.drift_px
 

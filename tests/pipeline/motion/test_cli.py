@@ -158,3 +158,23 @@ def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
     recovered = read_shifts(tmp_path / "out" / "sim_shifts.star")
     err = recovered - (field_mean - field_mean[0])
     assert np.sqrt(np.mean(np.sum(err**2, 1))) < 0.5
+
+
+def test_alignment_tolerance_and_iterations_change_the_shifts(movies, tmp_path):
+    """--max-iterations and --tolerance reach the global alignment (pipeline.yaml keys)."""
+    d, drift = movies
+
+    def shifts(*extra: str) -> np.ndarray:
+        out = tmp_path / "_".join(extra).replace("-", "") or "default"
+        args = [str(d / "good.mrcs"), "--out", str(out), "--pixel-size", "1.0"]
+        args += ["--dose-per-frame", "5.0", "--gain", str(d / "gain.mrc"), "--patches", "1x1"]
+        result = CliRunner().invoke(motioncorr, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return read_shifts(out / "good_shifts.star")
+
+    converged = shifts()
+    assert np.sqrt(np.mean((converged - (drift - drift[0])) ** 2)) < 0.3  # px, vs the truth
+    one_round = shifts("--max-iterations", "1")
+    loose = shifts("--tolerance", "100")  # stops after the first round
+    assert not np.allclose(one_round, converged, atol=1e-3)
+    assert np.allclose(loose, one_round, atol=1e-6)
