@@ -116,7 +116,7 @@ def main() -> None:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.pipeline.reconstruction.helpers import blob_volume
+        from pipeline.simulate.volume import blob_volume
 
         volume = blob_volume(args.box, np.random.default_rng(21), 40, (1.0, 2.5))
     t = time.perf_counter()

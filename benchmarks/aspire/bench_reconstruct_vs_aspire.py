@@ -94,7 +94,7 @@ def truth_volume(name: str, box: int, pixel_A: float) -> np.ndarray:
         from pipeline.simulate import reference_volume
 
         return reference_volume(box, pixel_A)
-    from tests.pipeline.reconstruction.helpers import blob_volume
+    from pipeline.simulate.volume import blob_volume
 
     return blob_volume(box, np.random.default_rng(21), 40, (1.0, 2.5))
 

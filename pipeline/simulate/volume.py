@@ -223,3 +223,26 @@ def reference_volume(
     except OSError:
         pass  # an unwritable cache only costs time
     return volume
+
+
+def blob_volume(
+    box: int, rng: np.random.Generator, n_blobs: int = 14, sigma_px: tuple = (1.5, 3.5)
+) -> np.ndarray:
+    """An asymmetric volume (box³) of Gaussian blobs, sigma in ``sigma_px`` (pixels)."""
+    centres, sigmas = [], []
+    for _ in range(n_blobs):
+        centres.append(rng.uniform(-box / 5, box / 5, 3))
+        sigmas.append(rng.uniform(*sigma_px))
+    return gaussian_blobs(box, np.array(centres), np.array(sigmas))
+
+
+def gaussian_blobs(box: int, centres_px: np.ndarray, sigma_px) -> np.ndarray:
+    """Gaussian blobs at (x, y, z) ``centres_px`` from the box centre (pixels), of
+    ``sigma_px`` each (one value or one per blob); float32 box³."""
+    g = np.arange(box) - box // 2
+    z, y, x = np.meshgrid(g, g, g, indexing="ij")
+    sigmas = np.broadcast_to(np.asarray(sigma_px, dtype=float), (len(centres_px),))
+    vol = np.zeros((box,) * 3)
+    for c, s in zip(centres_px, sigmas, strict=True):
+        vol += np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / (2 * s * s))
+    return vol.astype(np.float32)
