@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("instrument_env.gate")
-
 
 @pytest.fixture
 def env_live(live):
