@@ -12,12 +12,15 @@ import pytest
 from cryofac.demo.story import PRESETS, preset
 
 
-def run_demo(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+def run_demo(*args: str, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``cryofac demo`` as a newcomer runs it: the installed command, from a folder that
+    is not this checkout (so a wheel install must carry everything the demo needs)."""
     return subprocess.run(
         [sys.executable, "-m", "cryofac.cli", "demo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -29,7 +32,7 @@ def test_preset_overrides():
 
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path):
     (tmp_path / "precious.txt").write_text("user data")
-    proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", timeout=60)
+    proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", cwd=tmp_path, timeout=60)
     assert proc.returncode == 1
     assert "was not made by cryofac demo" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
@@ -39,14 +42,14 @@ def test_refuses_a_folder_it_did_not_make(tmp_path: Path):
 def test_refuses_an_earlier_demo_without_fresh(tmp_path: Path):
     (tmp_path / ".cryofac-demo").write_text("made by cryofac demo\n")
     (tmp_path / "cryofac.sqlite3").write_text("")
-    proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", timeout=60)
+    proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", cwd=tmp_path, timeout=60)
     assert proc.returncode == 1 and "--fresh" in proc.stderr
 
 
 @pytest.mark.slow
 def test_fast_demo_end_to_end(tmp_path: Path):
     workdir = tmp_path / "demo"
-    proc = run_demo("--dir", str(workdir), "--fast", "--no-serve", "--port", "0")
+    proc = run_demo("--dir", str(workdir), "--fast", "--no-serve", "--port", "0", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((workdir / "demo-result.json").read_text())
     # the rules and the gate did their jobs
