@@ -37,8 +37,9 @@ def test_refuses_during_excursion_and_allows_after_settling(env_session, env_con
         "krios-t1 temperature: readings cover 92% of the settling window "
         "2026-03-01T23:55:00+00:00 to 2026-03-02T00:55:00+00:00" in unseen.reasons[0]
     ), unseen.reasons
-    assert "longest gap 300 s, 2026-03-01T23:55:00+00:00 to 2026-03-02T00:00:00+00:00" in (
-        unseen.reasons[0]
+    assert (
+        "longest gap 300 s, 2026-03-01T23:55:00+00:00 to 2026-03-02T00:00:00+00:00"
+        in (unseen.reasons[0])
     )
     assert all("readings cover" in r for r in unseen.reasons)
     during = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=70), config=env_config)
