@@ -51,6 +51,7 @@ class InvalidAlarmRequest(CryofacError):
 
 
 STALE_PREFIX = "stale:"
+CONFLICT_PREFIX = "conflict:"
 #: How far back the start of an excursion is searched for (µs).
 MAX_LOOKBACK_US = 7 * 86_400 * 1_000_000
 
@@ -109,11 +110,56 @@ def _transition(
     session.add(event)
 
 
+def _episode(rule: Rule, ts: np.ndarray, breach: np.ndarray, clear: np.ndarray):
+    """Where the current excursion of a judged series starts, fires and ends.
+
+    An episode starts at the first reading beyond the alarm level after the last
+    *long* cleared stretch (every reading back inside by the hysteresis for at least
+    ``delay_s``); it fires at the first reading at least ``delay_s`` after its start
+    whose trailing ``delay_s`` has at least ``breach_fraction`` of its readings beyond
+    the level ("k of n"); it ends when the final cleared stretch lasts ``delay_s``.
+
+    Returns ``(start, fire, end)`` indices into ``ts`` (each None when absent); ``start``
+    is None when there is no episode, or it is -1 when the episode may have started
+    before ``ts[0]`` (no long cleared stretch precedes it: look further back).
+    """
+    n = len(ts)
+    delay_us = int(rule.delay_s * 1e6)
+    # runs of consecutive cleared readings: [a, e] inclusive
+    edges = np.diff(np.concatenate([[0], clear.astype(np.int8), [0]]))
+    run_a, run_e = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    long_runs = run_e[(ts[run_e] - ts[run_a]) >= delay_us] if len(run_a) else run_a
+    end = None
+    if len(run_a) and run_e[-1] == n - 1 and ts[-1] - ts[run_a[-1]] >= delay_us:
+        end = int(run_a[-1])
+    hits = np.flatnonzero(breach)
+    if not len(hits):
+        return None, None, end
+    last_hit = hits[-1]
+    before = long_runs[long_runs < last_hit]
+    if len(before):
+        start = int(hits[np.searchsorted(hits, before[-1], side="right")])
+    else:
+        start = -1 if hits[0] == 0 else int(hits[0])
+    first = max(start, 0)
+    counts = np.concatenate([[0], np.cumsum(breach)])
+    candidates = np.arange(first, n)
+    candidates = candidates[ts[candidates] - ts[first] >= delay_us]
+    fire = None
+    if len(candidates):
+        lo = np.searchsorted(ts, ts[candidates] - delay_us, side="left")
+        fraction = (counts[candidates + 1] - counts[lo]) / (candidates + 1 - lo)
+        ok = np.flatnonzero(fraction >= rule.breach_fraction - 1e-12)
+        if len(ok):
+            fire = int(candidates[ok[0]])
+    return start, fire, end
+
+
 def _evaluate_rule(
     session: Session, rule: Rule, now_us: int, alarm: Alarm | None, now: datetime
 ) -> Alarm | None:
-    lookback_us = int(max(2 * rule.delay_s, 600.0) * 1e6)
-    if alarm is not None and alarm.state == "pending":
+    lookback_us = int(max(4 * rule.delay_s, 600.0) * 1e6)
+    if alarm is not None:
         lookback_us = max(lookback_us, now_us - to_us(alarm.started_at) + 1)
     alarm_level = rule.alarm_level
     while True:
@@ -122,73 +168,78 @@ def _evaluate_rule(
             return None
         ts, values = judged.ts_us, judged.values
         breach = cond.breaches(rule, values, alarm_level)
+        clear = cond.cleared(rule, values, alarm_level)
+        start, fire, end = _episode(rule, ts, breach, clear)
         # A new or pending alarm needs the true start of the excursion (it may lie
         # before the look-back, e.g. when buffered readings arrive late): look further.
         needs_start = alarm is None or alarm.state == "pending"
-        if not (needs_start and breach.all()) or lookback_us >= MAX_LOOKBACK_US:
+        if not (needs_start and start == -1) or lookback_us >= MAX_LOOKBACK_US:
             break
         lookback_us *= 4
-    if breach[-1]:
-        outside = np.flatnonzero(~breach)
-        run = outside[-1] + 1 if len(outside) else 0
-        run_values = values[run:]
-        critical = bool(cond.breaches(rule, run_values, rule.limit).any())
-        severity = "critical" if critical else "warning"
-        worst = cond.worst(rule, run_values)
-        since_us = int(ts[run])
-        if alarm is None:
-            alarm = Alarm(
-                rule_id=rule.id,
-                room=rule.room,
-                sensor=rule.sensor,
-                quantity=rule.quantity,
-                kind=rule.kind,
-                severity=severity,
-                unit=rule.unit,
-                threshold=rule.level(severity),
-                worst_value=worst,
-                started_at=from_us(since_us),
-                message="",
-                state="pending",
-            )
-            alarm.message = _message(rule, severity, worst)
-            _transition(session, alarm, "pending", from_us(since_us), now)
-            changed = True
-        else:
-            changed = False
-            if alarm.state == "pending":
-                alarm.started_at = from_us(since_us)
-            if severity == "critical" and alarm.severity != "critical":
-                alarm.severity, alarm.threshold = "critical", rule.limit
-                changed = True
-            if (
-                alarm.worst_value is None
-                or cond.breaches(rule, np.array([worst]), alarm.worst_value).any()
-            ):
-                alarm.worst_value = worst
-                changed = True
-            alarm.message = _message(rule, alarm.severity, alarm.worst_value)
-        if alarm.state == "pending" and ts[-1] - to_us(alarm.started_at) >= rule.delay_s * 1e6:
-            fired_us = to_us(alarm.started_at) + int(rule.delay_s * 1e6)
-            alarm.fired_at = from_us(fired_us)
-            _transition(session, alarm, "firing", alarm.fired_at, now)
-            changed = True
-        if changed:
-            alarm.updated_at = now
-        return alarm if changed else None
-    if alarm is None:
+    if start == -1:
+        start = 0
+    if alarm is not None and alarm.state != "pending" and end is not None:
+        return _resolve(session, alarm, ts, end, now)
+    if start is None or (end is not None and end > start):
+        if alarm is not None and end is not None:  # pending, cleared before its delay
+            return _resolve(session, alarm, ts, end, now)
         return None
-    clear = cond.cleared(rule, values, alarm_level)
-    if alarm.state == "pending" or clear[-1]:
-        # Resolution time: first reading of the final stretch that is back inside.
-        not_clear = np.flatnonzero(~clear if clear[-1] else breach)
-        first = not_clear[-1] + 1 if len(not_clear) else 0
-        at = from_us(int(ts[min(first, len(ts) - 1)]))
-        alarm.resolved_at = at
-        comment = "cleared before its delay" if alarm.state == "pending" else "cleared"
-        _transition(session, alarm, "resolved", at, now, comment=comment)
-        return alarm
-    return None
+    run_values = values[start:]
+    critical = bool(cond.breaches(rule, run_values, rule.limit).any())
+    severity = "critical" if critical else "warning"
+    worst = cond.worst(rule, run_values)
+    since_us = int(ts[start])
+    if alarm is None:
+        alarm = Alarm(
+            rule_id=rule.id,
+            room=rule.room,
+            sensor=rule.sensor,
+            quantity=rule.quantity,
+            kind=rule.kind,
+            severity=severity,
+            unit=rule.unit,
+            threshold=rule.level(severity),
+            worst_value=worst,
+            started_at=from_us(since_us),
+            message="",
+            state="pending",
+        )
+        alarm.message = _message(rule, severity, worst)
+        _transition(session, alarm, "pending", from_us(since_us), now)
+        changed = True
+    else:
+        changed = False
+        if alarm.state == "pending" and to_us(alarm.started_at) != since_us:
+            alarm.started_at = from_us(since_us)
+            changed = True
+        if severity == "critical" and alarm.severity != "critical":
+            alarm.severity, alarm.threshold = "critical", rule.limit
+            changed = True
+        if (
+            alarm.worst_value is None
+            or cond.breaches(rule, np.array([worst]), alarm.worst_value).any()
+        ):
+            alarm.worst_value = worst
+            changed = True
+        alarm.message = _message(rule, alarm.severity, alarm.worst_value)
+    if alarm.state == "pending" and fire is not None:
+        alarm.fired_at = from_us(int(ts[fire]))
+        _transition(session, alarm, "firing", alarm.fired_at, now)
+        changed = True
+    if changed:
+        alarm.updated_at = now
+    return alarm if changed else None
+
+
+def _resolve(session: Session, alarm: Alarm, ts: np.ndarray, end: int, now: datetime) -> Alarm:
+    """Resolve at the first reading of the final cleared stretch (``ts[end]``)."""
+    at = from_us(int(ts[end]))
+    if at < alarm.started_at:
+        at = alarm.started_at
+    alarm.resolved_at = at
+    comment = "cleared before its delay" if alarm.state == "pending" else "cleared"
+    _transition(session, alarm, "resolved", at, now, comment=comment)
+    return alarm
 
 
 def _message(rule: Rule, severity: str, worst: float) -> str:
@@ -285,22 +336,120 @@ def _escalate(session: Session, now: datetime, config: EnvConfig) -> list[Alarm]
     return changed
 
 
-def list_alarms(
-    session: Session, state: str | None = None, *, room: str | None = None
-) -> list[Alarm]:
-    """Alarms, newest first; ``state`` one of pending/firing/acknowledged/resolved/open."""
+#: ``state`` filters besides the alarm states: every open alarm, and every alarm that
+#: fired and nobody acknowledged yet (firing, or resolved since without an ack).
+STATE_FILTERS = ("open", "unacknowledged")
+SEVERITIES = ("warning", "critical")
+
+
+def alarm_query(
+    state: str | None = None,
+    *,
+    room: str | None = None,
+    sensor: str | None = None,
+    severity: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> sa.Select:
+    """The alarms matching the filters, newest first (``since``/``until`` bound
+    ``started_at``). Raises :class:`InvalidAlarmRequest` for an unknown state or severity."""
     query = sa.select(Alarm).order_by(Alarm.started_at.desc(), Alarm.id.desc())
     if state == "open":
         query = query.where(Alarm.state.in_(OPEN_STATES))
+    elif state == "unacknowledged":
+        query = query.where(
+            Alarm.fired_at.is_not(None),
+            Alarm.acknowledged_at.is_(None),
+            Alarm.state.in_(("firing", "resolved")),
+        )
     elif state is not None:
         if state not in ALARM_STATES:
             raise InvalidAlarmRequest(
-                f"unknown alarm state {state!r} (states: {', '.join(ALARM_STATES)}, open)"
+                f"unknown alarm state {state!r} (states: {', '.join(ALARM_STATES + STATE_FILTERS)})"
             )
         query = query.where(Alarm.state == state)
+    if severity is not None:
+        if severity not in SEVERITIES:
+            raise InvalidAlarmRequest(
+                f"unknown severity {severity!r} (severities: {', '.join(SEVERITIES)})"
+            )
+        query = query.where(Alarm.severity == severity)
     if room is not None:
         query = query.where(Alarm.room == room)
+    if sensor is not None:
+        query = query.where(Alarm.sensor == sensor)
+    if since is not None:
+        query = query.where(Alarm.started_at >= since)
+    if until is not None:
+        query = query.where(Alarm.started_at <= until)
+    return query
+
+
+def list_alarms(
+    session: Session,
+    state: str | None = None,
+    *,
+    room: str | None = None,
+    sensor: str | None = None,
+    severity: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Alarm]:
+    """Alarms, newest first; ``state`` one of pending/firing/acknowledged/resolved, or
+    ``open`` / ``unacknowledged``; ``limit``/``offset`` page through them."""
+    query = alarm_query(
+        state, room=room, sensor=sensor, severity=severity, since=since, until=until
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
     return list(session.execute(query).scalars())
+
+
+def count_alarms(session: Session, state: str | None = None, **filters) -> int:
+    """How many alarms :func:`list_alarms` would list without a limit."""
+    query = alarm_query(state, **filters).order_by(None)
+    return int(session.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar())
+
+
+def raise_conflict_alarm(session: Session, sensor: Sensor, count: int, now: datetime) -> Alarm:
+    """Raise, or add ``count`` to, the open ``conflict:SENSOR`` alarm: readings of the
+    sensor arrived with another value for a time already stored (a second publisher or
+    a misconfigured logger). A warning; it needs an acknowledgement, which resolves it.
+    The gate refuses on its own while conflicts fall in the settling window."""
+    rule_id = CONFLICT_PREFIX + sensor.id
+    alarm = session.execute(
+        sa.select(Alarm).where(Alarm.rule_id == rule_id, Alarm.state.in_(OPEN_STATES))
+    ).scalar()
+    if alarm is None:
+        alarm = Alarm(
+            rule_id=rule_id,
+            room=sensor.room,
+            sensor=sensor.id,
+            quantity="*",
+            kind="conflict",
+            severity="warning",
+            unit="readings",
+            threshold=None,
+            worst_value=0.0,
+            started_at=now,
+            fired_at=now,
+            message="",
+            state="pending",
+        )
+        _transition(session, alarm, "pending", now, now, comment="conflicting readings")
+        _transition(session, alarm, "firing", now, now)
+    alarm.worst_value = float(alarm.worst_value or 0) + count
+    alarm.updated_at = now
+    alarm.message = (
+        f"sensor {sensor.id}: {alarm.worst_value:.0f} reading(s) refused as conflicts: another "
+        "value for a time already stored (a second publisher?)"
+    )
+    session.flush()
+    return alarm
 
 
 def get_alarm(session: Session, alarm_id: int) -> Alarm:
@@ -313,7 +462,12 @@ def get_alarm(session: Session, alarm_id: int) -> Alarm:
 def acknowledge(
     session: Session, alarm_id: int, user: str, comment: str, *, now: datetime | None = None
 ) -> Alarm:
-    """Acknowledge a firing alarm with a comment (who and why are kept in the history)."""
+    """Acknowledge an alarm with a comment (who and why are kept in the history).
+
+    A firing alarm becomes ``acknowledged``; an alarm that fired and resolved before
+    anyone acknowledged it (e.g. escalated overnight) keeps ``resolved`` and records the
+    acknowledgement; a conflict alarm is resolved by its acknowledgement.
+    """
     from instrument_env.models import now_utc
 
     if not isinstance(comment, str) or not comment.strip():
@@ -321,15 +475,25 @@ def acknowledge(
     if not user:
         raise InvalidAlarmRequest("an acknowledgement needs a user")
     alarm = get_alarm(session, alarm_id)
-    if alarm.state != "firing":
+    unacked_resolved = (
+        alarm.state == "resolved" and alarm.fired_at is not None and alarm.acknowledged_at is None
+    )
+    if alarm.state != "firing" and not unacked_resolved:
         raise AlarmStateConflict(
-            f"alarm {alarm_id} is {alarm.state}; only a firing alarm can be acknowledged"
+            f"alarm {alarm_id} is {alarm.state}"
+            + (" and acknowledged" if alarm.acknowledged_at else "")
+            + "; only a firing alarm, or one that fired and resolved unacknowledged, "
+            "can be acknowledged"
         )
     now = now or now_utc()
     alarm.acknowledged_at = now
     alarm.acknowledged_by = user
     alarm.ack_comment = comment.strip()
-    _transition(session, alarm, "acknowledged", now, now, actor=user, comment=comment.strip())
+    to_state = "resolved" if unacked_resolved else "acknowledged"
+    _transition(session, alarm, to_state, now, now, actor=user, comment=comment.strip())
+    if alarm.kind == "conflict" and not unacked_resolved:
+        alarm.resolved_at = now
+        _transition(session, alarm, "resolved", now, now, actor=user, comment="acknowledged")
     session.flush()
     return alarm
 

@@ -6,8 +6,6 @@ portal's SQLite file ``instance/portal.sqlite3``). Configuration: ``CRYOFAC_CONF
 
 from __future__ import annotations
 
-import csv
-import itertools
 import json
 import logging
 import time
@@ -119,43 +117,42 @@ def ingest_csv(
     bad; every bad reading is reported with its line (and column), and the exit status
     is 1 when any reading or file was rejected.
     """
-    from instrument_env.csvimport import MalformedCSV, read_csv_readings
-    from instrument_env.ingest import ingest_readings
+    from instrument_env.csvimport import MalformedCSV, import_csv
 
     config = obj.config()
     failed = 0
     for name in files:
         try:
-            handle = Path(name).open(newline="", encoding="utf-8-sig")  # noqa: SIM115 (with below)
+            # undecodable rows are refused one by one (surrogateescape), not the file
+            handle = Path(name).open(  # noqa: SIM115 (with below)
+                newline="", encoding="utf-8-sig", errors="surrogateescape"
+            )
         except OSError as exc:
             click.echo(f"{name}: cannot open ({exc.strerror})", err=True)
             failed += 1
             continue
-        accepted, bad = 0, []
         with handle:
             try:
-                items = read_csv_readings(handle, config, timezone=timezone)
-                while True:
-                    chunk = list(itertools.islice(items, batch_size))
-                    if not chunk:
-                        break
-                    with obj.sessions()() as session:
-                        result = ingest_readings(
-                            session, [r for _, r in chunk], source=source, config=config
-                        )
-                        session.commit()
-                    accepted += result.accepted
-                    bad.extend((chunk[r["index"]][0], r["reason"]) for r in result.rejected)
-            except (MalformedCSV, UnicodeDecodeError, csv.Error) as exc:
+                summary = import_csv(
+                    handle,
+                    obj.sessions(),
+                    config,
+                    source=source,
+                    timezone=timezone,
+                    batch_size=batch_size,
+                )
+            except MalformedCSV as exc:
                 click.echo(f"{name}: {exc}", err=True)
                 failed += 1
                 continue
-        click.echo(f"{name}: {accepted} readings accepted, {len(bad)} rejected")
-        for where, reason in bad[:50]:
+        click.echo(summary.line(name))
+        for where, reason in summary.reasons[:50]:
             click.echo(f"{name}: {where}: {reason}", err=True)
-        if len(bad) > 50:
-            click.echo(f"{name}: ... and {len(bad) - 50} more rejected readings", err=True)
-        failed += bool(bad)
+        if len(summary.reasons) > 50:
+            click.echo(
+                f"{name}: ... and {len(summary.reasons) - 50} more rejected readings", err=True
+            )
+        failed += bool(summary.rejected)
     if failed:
         raise click.ClickException(f"{failed} file(s) had rejected readings or could not be read")
 
@@ -379,10 +376,18 @@ def _post_readings(batches, base_url: str, token: str, pace) -> int:
 @pass_ctx
 def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
     """May a session start on INSTRUMENT? Exit status 0 allowed, 1 refused."""
-    from instrument_env.gate import evaluate_gate
+    from cryofac.errors import ConfigError
+    from instrument_env.gate import GateDecision, evaluate_gate
 
-    with obj.sessions()() as session:
-        decision = evaluate_gate(session, instrument, _parse_time(at, "--at"), config=obj.config())
+    when = _parse_time(at, "--at")
+    try:
+        config = obj.config()
+    except ConfigError as exc:
+        config = None
+        decision = GateDecision(False, [f"configuration cannot be read: {exc}"], decided=False)
+    if config is not None:
+        with obj.sessions()() as session:
+            decision = evaluate_gate(session, instrument, when, config=config)
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -416,10 +421,46 @@ def evaluate_cmd(obj: _Ctx, every: float | None) -> None:
         time.sleep(every)
 
 
+@env_group.command("monitor")
+@click.option(
+    "--every", type=float, default=10.0, show_default=True, help="Seconds between evaluations."
+)
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--no-rollups", is_flag=True, help="Do not refresh rollups each cycle.")
+@pass_ctx
+def monitor_cmd(obj: _Ctx, every: float, duration: float | None, no_rollups: bool) -> None:
+    """The alarm monitor service: evaluate alarms (fire, clear, escalate, no data) every
+    --every seconds whatever the ingest path; survives database and configuration
+    faults (reported, retried). Stops on SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from instrument_env.db import make_engine, session_factory
+    from instrument_env.monitor import MonitorOptions, run_monitor
+
+    if every <= 0:
+        raise click.BadParameter("must be positive", param_hint="--every")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    sessions = session_factory(make_engine(obj.url))  # no revision check: retried if absent
+    click.echo(f"alarm monitor: evaluating every {every:g} s; SIGTERM stops", err=True)
+    stats = run_monitor(
+        sessions,
+        MonitorOptions(every_s=every, rollups=not no_rollups),
+        stop=stop,
+        duration_s=duration,
+        on_event=lambda line: click.echo(line),
+    )
+    click.echo(
+        f"{stats.cycles} evaluations, {stats.failures} failed, {stats.changed} alarm changes"
+    )
+
+
 @env_group.command("alarms")
 @click.option(
     "--state",
-    type=click.Choice(["open", "pending", "firing", "acknowledged", "resolved"]),
+    type=click.Choice(["open", "unacknowledged", "pending", "firing", "acknowledged", "resolved"]),
     default=None,
 )
 @click.option("--room", default=None)

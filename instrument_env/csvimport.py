@@ -10,12 +10,19 @@
 Logger clocks often export local time without an offset: ``timezone`` (an IANA name,
 e.g. the facility's ``Asia/Shanghai``) is then applied to times that have none. Times
 without an offset and without ``timezone`` are rejected by ingest with a reason.
+
+Rows are independent: a row that is not UTF-8 (e.g. one Latin-1 row in a UTF-8 export)
+or that the CSV reader cannot split is refused with its line and reason, and every
+other row is still read. :func:`import_csv` stores a file in batches and returns a
+:class:`CsvSummary` (accepted, rejected, counts per reason kind, first reasons).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
 
@@ -49,10 +56,41 @@ def _localize(ts: str, tz) -> str:
     return ts
 
 
+#: Undecodable bytes, as the ``surrogateescape`` error handler keeps them.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class RowError(str):
+    """A row refused before ingest (not UTF-8, not splittable): the reason."""
+
+
+def _rows(reader) -> Iterator[tuple[int, list[str] | RowError]]:
+    """(line, cells) per row; a row the reader cannot split is a :class:`RowError`."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, RowError(f"not a CSV row ({exc})")
+            continue
+        bad = next((cell for cell in row if _UNDECODABLE.search(cell)), None)
+        if bad is not None:
+            raw = bad.encode("utf-8", "surrogateescape")
+            yield reader.line_num, RowError(f"not UTF-8 ({raw[:40]!r})")
+            continue
+        yield reader.line_num, row
+
+
 def read_csv_readings(
     handle: IO[str], config: EnvConfig, *, timezone: str | None = None
-) -> Iterator[tuple[str, dict]]:
-    """Yield ``(where, reading)``; ``where`` names the line (and column) for messages."""
+) -> Iterator[tuple[str, dict | RowError]]:
+    """Yield ``(where, reading)``; ``where`` names the line (and column) for messages.
+
+    A row refused before ingest yields a :class:`RowError` (its reason) instead of a
+    reading. Open the file with ``errors="surrogateescape"`` so that undecodable rows
+    are refused one by one (:func:`import_csv` does).
+    """
     tz = None
     if timezone:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -66,9 +104,16 @@ def read_csv_readings(
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise MalformedCSV("empty file (no header)") from None
+    except csv.Error as exc:
+        raise MalformedCSV(f"header is not a CSV row ({exc})") from None
+    if any(_UNDECODABLE.search(h) for h in header):
+        raise MalformedCSV("header is not UTF-8")
     if set(LONG_COLUMNS) <= set(header):
         index = {name: header.index(name) for name in (*LONG_COLUMNS, "band") if name in header}
-        for line, row in enumerate(reader, start=2):
+        for line, row in _rows(reader):
+            if isinstance(row, RowError):
+                yield f"line {line}", row
+                continue
             if not any(cell.strip() for cell in row):
                 continue
             cells = {k: (row[i].strip() if i < len(row) else "") for k, i in index.items()}
@@ -102,7 +147,10 @@ def read_csv_readings(
         if quantity not in config.units:
             raise MalformedCSV(f"column {name!r}: no unit known for {quantity!r}")
         channels[i] = (name, sensor, quantity, parts[2] if len(parts) == 3 else None)
-    for line, row in enumerate(reader, start=2):
+    for line, row in _rows(reader):
+        if isinstance(row, RowError):
+            yield f"line {line}", row
+            continue
         if not any(cell.strip() for cell in row):
             continue
         ts = _localize(row[time_column].strip(), tz) if time_column < len(row) else ""
@@ -120,3 +168,70 @@ def read_csv_readings(
             if band is not None:
                 reading["band"] = band
             yield f"line {line}, column {name}", reading
+
+
+@dataclass
+class CsvSummary:
+    """What became of one CSV file: readings ``accepted`` and ``rejected``, rejected
+    readings per reason kind (``invalid``, ``implausible``, ``conflict``, ``clock``,
+    ``row``: not UTF-8 or not a CSV row), and ``(where, reason)`` of each refusal."""
+
+    accepted: int = 0
+    rejected: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, where: str, reason: str, kind: str) -> None:
+        self.rejected += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.reasons.append((where, reason))
+
+    def line(self, name: str) -> str:
+        """``name: N readings accepted, M rejected (kind k, ...)``."""
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.by_kind.items()))
+        return f"{name}: {self.accepted} readings accepted, {self.rejected} rejected" + (
+            f" ({kinds})" if kinds else ""
+        )
+
+
+def import_csv(
+    handle: IO[str],
+    sessionmaker: Callable,
+    config: EnvConfig,
+    *,
+    source: str = "csv",
+    timezone: str | None = None,
+    batch_size: int = 5000,
+) -> CsvSummary:
+    """Read and store a logger's CSV export, ``batch_size`` readings per transaction.
+
+    Rows are independent: refused rows and readings are counted with their reason,
+    the others stored. Raises :class:`MalformedCSV` only for a header matching neither
+    layout (nothing is read then).
+    """
+    import itertools
+
+    from instrument_env.ingest import ingest_readings
+
+    summary = CsvSummary()
+    items = read_csv_readings(handle, config, timezone=timezone)
+    while True:
+        chunk = list(itertools.islice(items, batch_size))
+        if not chunk:
+            return summary
+        readings = []
+        for where, reading in chunk:
+            if isinstance(reading, RowError):
+                summary.add(where, str(reading), "row")
+            else:
+                readings.append((where, reading))
+        if not readings:
+            continue
+        with sessionmaker() as session:
+            result = ingest_readings(
+                session, [r for _, r in readings], source=source, config=config
+            )
+            session.commit()
+        summary.accepted += result.accepted
+        for entry in result.rejected:
+            summary.add(readings[entry["index"]][0], entry["reason"], entry["kind"])

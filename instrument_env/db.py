@@ -15,10 +15,17 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version_env"
 
 
-def make_engine(url: str, **kwargs) -> sa.Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, connect_timeout_s: float = 5.0, **kwargs) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout,
+    PostgreSQL a ``connect_timeout`` (``connect_timeout_s``, whole seconds, at least 2 as
+    libpq counts them) so a database that accepts but never answers cannot hang a new
+    connection; statements are bounded where needed (the gate: :mod:`~instrument_env.deadline`)."""
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30})
+    elif url.startswith("postgresql"):
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("connect_timeout", max(2, int(round(connect_timeout_s))))
+        kwargs["connect_args"] = connect_args
     engine = sa.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
 

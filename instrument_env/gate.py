@@ -4,13 +4,25 @@ Allowed only when, for the instrument's room,
 
 - every gated channel has readings and its sensor is fresh (newest reading no older
   than the sensor's ``stale_after_s``);
+- every gated channel's settling window is *covered* by plausible readings: no gap
+  longer than ``coverage.max_gap_intervals`` × the sensor's ``interval_s`` (from the
+  window's start to the first reading, or between readings) and at least
+  ``coverage.min_fraction`` of the expected readings (implausible readings are kept
+  outside the series at ingest, so they count as missing);
+- no reading of a gated sensor in the settling window was refused as a conflict (a
+  second publisher: the stored series cannot be trusted);
 - every gated rule stayed within its ``limit`` for the whole settling window
   (``settling_window_s`` before ``at``);
 - no critical alarm of the room is firing (or acknowledged but unresolved) at ``at``.
 
 Missing data counts as out of limits (fails closed). Every reason is returned, each
-naming the channel, the limit and since when. Staff may override a refusal with a
-reason (:func:`record_override`, audited).
+naming the channel, the limit and since when, as of ``at``. Staff may override a
+refusal with a reason (:func:`record_override`, audited; shown in the provenance).
+
+A decision is bounded in time: the reads run under a deadline
+(:mod:`~instrument_env.deadline`, ``timeout_s``) and, on PostgreSQL, a
+``statement_timeout``. When the gate cannot decide (database unreachable or silent,
+configuration broken), it refuses with the reason and ``decided`` False (HTTP 503).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
+from instrument_env.deadline import deadline
 from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
 from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
 from instrument_env.storage import (
@@ -46,9 +59,13 @@ class InvalidOverride(CryofacError):
 
 @dataclass
 class GateDecision:
+    """``allowed`` with every reason; ``decided`` False when the gate could not judge
+    (database or configuration trouble), which refuses too (portal: 503)."""
+
     allowed: bool
     reasons: list[str] = field(default_factory=list)
     checked_at: datetime = field(default_factory=now_utc)
+    decided: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -62,25 +79,36 @@ def _fmt(ts_us: int) -> str:
     return from_us(int(ts_us)).isoformat(timespec="seconds")
 
 
+#: Default bound on one gate decision's database work (seconds).
+GATE_TIMEOUT_S = 5.0
+
+
 def evaluate_gate(
     session: Session,
     instrument_id: str,
     at: datetime | None = None,
     *,
     config: EnvConfig | None = None,
+    timeout_s: float = GATE_TIMEOUT_S,
 ) -> GateDecision:
     """Decide whether a session may start on ``instrument_id`` at ``at`` (default: now).
 
     Raises :class:`UnknownInstrument` for an id not in the configuration. Any other
-    failure while deciding refuses (fails closed) with the failure as the reason.
+    failure while deciding — a broken configuration file, a database that refuses,
+    fails or does not answer within ``timeout_s`` seconds — refuses (fails closed) with
+    the failure as the reason and ``decided=False``.
     """
-    config = config or load_env_config()
-    instrument = config.instrument(instrument_id)
     at = at or now_utc()
+    try:
+        config = config or load_env_config()
+    except CryofacError as exc:  # ConfigError: a broken limits.yaml/facility.yaml
+        return GateDecision(False, [f"configuration cannot be read: {exc}"], at, decided=False)
+    instrument = config.instrument(instrument_id)
     if not instrument.environment_gated:
         return GateDecision(True, [], at)
+    fired = None
     try:
-        with _serial_plans(session):
+        with deadline(session, timeout_s) as fired, _serial_plans(session, timeout_s):
             reasons = _reasons(session, instrument.room, to_us(at), config)
     except UnknownInstrument:
         raise
@@ -90,12 +118,19 @@ def evaluate_gate(
             "gate evaluation failed for %s: %s: %s", instrument_id, type(exc).__name__, detail
         )
         log.debug("gate evaluation failure", exc_info=True)
-        reasons = [f"gate could not be evaluated ({exc.__class__.__name__}: {detail})"]
+        if fired is not None and fired.is_set():
+            detail = f"the database did not answer within {timeout_s:g} s"
+        return GateDecision(
+            False,
+            [f"gate could not be evaluated ({exc.__class__.__name__}: {detail})"],
+            at,
+            decided=False,
+        )
     return GateDecision(not reasons, reasons, at)
 
 
 @contextmanager
-def _serial_plans(session: Session) -> Iterator[None]:
+def _serial_plans(session: Session, timeout_s: float) -> Iterator[None]:
     """On PostgreSQL, no parallel plans for the gate's reads (``SET LOCAL``, this
     transaction only, back to the default afterwards).
 
@@ -108,9 +143,11 @@ def _serial_plans(session: Session) -> Iterator[None]:
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        session.execute(sa.text(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"))
     yield
     if postgres:  # not after a failure: the transaction is then aborted anyway
         session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = DEFAULT"))
+        session.execute(sa.text("SET LOCAL statement_timeout = DEFAULT"))
 
 
 def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list[str]:
@@ -146,6 +183,8 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
                 f"({silent_s:.0f} s without a reading; stale after {sensor.stale_after_s:g} s)"
             )
             stale_channels.add((sensor_id, quantity))
+    reasons += _coverage_reasons(session, config, rules, stats, stale_channels, start_us, at_us)
+    reasons += _conflict_reasons(session, rules, start_us, at_us)
     exact = [rule for rule in rules if not stats[_channel_key(rule)].certainly_within(rule)]
     # Rules of one channel (e.g. a high and a drift rule on a temperature) share one
     # read covering the longest look-back among them.
@@ -200,11 +239,97 @@ def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list
         )
     ).scalars()
     for alarm in alarms:
+        # the alarm as it was at ``at`` (it may have been acknowledged or resolved since)
+        if alarm.acknowledged_at is not None and alarm.acknowledged_at <= at:
+            state, since = "acknowledged (not resolved)", alarm.acknowledged_at
+        else:
+            state, since = "firing", alarm.fired_at
         reasons.append(
-            f"critical alarm #{alarm.id} ({alarm.rule_id}) {alarm.state} since "
-            f"{alarm.fired_at.isoformat(timespec='seconds')}: {alarm.message}"
+            f"critical alarm #{alarm.id} ({alarm.rule_id}) {state} at "
+            f"{at.isoformat(timespec='seconds')}, since "
+            f"{since.isoformat(timespec='seconds')}: {alarm.message}"
         )
     return reasons
+
+
+def _coverage_reasons(
+    session: Session,
+    config: EnvConfig,
+    rules,
+    stats: dict,
+    stale_channels: set,
+    start_us: int,
+    at_us: int,
+) -> list[str]:
+    """One reason per gated channel whose settling window is not covered densely
+    enough (see :class:`~instrument_env.limits.Coverage`); silent channels and
+    channels without any reading in the window are reported elsewhere."""
+    room = rules[0].room
+    need = config.coverage_for(room)
+    window_us = at_us - start_us
+    reasons = []
+    seen: set[tuple[str, str]] = set()
+    for rule in rules:
+        channel = (rule.sensor, rule.quantity)
+        if channel in seen or channel in stale_channels:
+            continue
+        seen.add(channel)
+        stat = stats[_channel_key(rule)]
+        if not stat.n:
+            continue  # "no readings in the settling window", from the rule
+        interval_s = config.sensors[rule.sensor].interval_s
+        expected = window_us / 1e6 / interval_s
+        allowed_gap_us = need.max_gap_intervals * interval_s * 1e6
+        fraction = stat.n / expected if expected else 1.0
+        if fraction >= need.min_fraction and (stat.gap or 0) <= allowed_gap_us:
+            continue
+        gap_text = ""
+        if (stat.gap or 0) > allowed_gap_us:
+            gap_start, gap_end = _longest_gap(session, rule, start_us, at_us)
+            gap_text = (
+                f"; longest gap {(gap_end - gap_start) / 1e6:.0f} s, {_fmt(gap_start)} to "
+                f"{_fmt(gap_end)} (allowed {allowed_gap_us / 1e6:g} s)"
+            )
+        reasons.append(
+            f"{rule.sensor} {rule.quantity}: readings cover {100 * min(fraction, 1.0):.0f}% of "
+            f"the settling window {_fmt(start_us)} to {_fmt(at_us)} ({stat.n} of "
+            f"{expected:.0f} expected every {interval_s:g} s, {100 * need.min_fraction:g}% "
+            f"needed){gap_text}"
+        )
+    return reasons
+
+
+def _longest_gap(session: Session, rule, start_us: int, at_us: int) -> tuple[int, int]:
+    """(start, end) of the longest gap of ``rule``'s channel within ``[start, at]``,
+    counting from ``start`` to the first reading (µs)."""
+    ts, _ = channel_values_us(
+        session, rule.sensor, rule.quantity, start_us, at_us, band=rule_band_filter(rule)
+    )
+    edges = np.concatenate([[start_us], np.unique(ts)])
+    gaps = np.diff(edges)
+    longest = int(np.argmax(gaps))
+    return int(edges[longest]), int(edges[longest + 1])
+
+
+_CONFLICTS_SQL = (
+    "SELECT sensor, count(*), min(ts_us), max(ts_us) FROM env_rejected_readings "
+    "WHERE kind = 'conflict' AND sensor IN ({sensors}) AND ts_us >= :start AND ts_us <= :at "
+    "GROUP BY sensor ORDER BY sensor"
+)
+
+
+def _conflict_reasons(session: Session, rules, start_us: int, at_us: int) -> list[str]:
+    """A reason per gated sensor with readings refused as conflicts in the window."""
+    sensors = sorted({rule.sensor for rule in rules})
+    names = {f"c{i}": sensor for i, sensor in enumerate(sensors)}
+    sql = _CONFLICTS_SQL.format(sensors=", ".join(f":{name}" for name in names))
+    rows = driver_fetchall(session, sql, {**names, "start": start_us, "at": at_us})
+    return [
+        f"{sensor}: {count} reading(s) between {_fmt(first)} and {_fmt(last)} conflict with "
+        "stored readings (another value for the same time: a second publisher?); the "
+        "settling window's readings cannot be trusted"
+        for sensor, count, first, last in rows
+    ]
 
 
 def _channel_key(rule) -> tuple[str, str, str | None]:
@@ -221,6 +346,8 @@ class _ChannelStats:
     lo_ext: float | None  # within [start - longest drift window, at]
     hi_ext: float | None
     newest: int | None  # newest reading at or before ``at`` in the extended window
+    n: int = 0  # readings (distinct times) within [start, at]
+    gap: int | None = None  # longest gap within [start, at] (from start to the first), µs
 
     def certainly_within(self, rule) -> bool:
         """A sufficient test: True only when the rule certainly held over the window.
@@ -258,12 +385,22 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
                 condition, bound = band_condition(band, f"b{index}")
                 where += condition
                 names.update(bound)
+            # one row per time for a band filter; several (one per band) without
+            count = (
+                "count(CASE WHEN ts_us >= :start THEN 1 END)"
+                if band is not None
+                else "count(DISTINCT CASE WHEN ts_us >= :start THEN ts_us END)"
+            )
             selects.append(
                 f"SELECT {index} AS k, "
                 "min(CASE WHEN ts_us >= :start THEN value END) AS lo, "
                 "max(CASE WHEN ts_us >= :start THEN value END) AS hi, "
-                "min(value) AS lo_ext, max(value) AS hi_ext, max(ts_us) AS newest "
-                f"FROM env_readings WHERE {where}"
+                "min(value) AS lo_ext, max(value) AS hi_ext, max(ts_us) AS newest, "
+                f"{count} AS n, "
+                "max(CASE WHEN ts_us >= :start THEN ts_us - "
+                "(CASE WHEN prev IS NULL OR prev < :start THEN :start ELSE prev END) END) AS gap "
+                "FROM (SELECT ts_us, value, lag(ts_us) OVER (ORDER BY ts_us) AS prev "
+                f"FROM env_readings WHERE {where}) AS w{index}"
             )
         sql = " UNION ALL ".join(selects)
         _STATS_SQL[tuple(keys)] = (sql, names)

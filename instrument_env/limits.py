@@ -60,6 +60,9 @@ class Rule:
     gate: bool
     window_s: float | None = None
     band: str | None = None  # None: no band; "any": every band; else a band label
+    #: "k of n" persistence: the fraction of readings within the trailing ``delay_s``
+    #: that must be beyond the level for the alarm to fire (1.0: an unbroken run).
+    breach_fraction: float = 0.6
 
     def level(self, severity: str) -> float:
         """Threshold of ``severity`` ("warning" or "critical") in the channel's unit."""
@@ -79,6 +82,49 @@ class Rule:
         if self.kind == "drift":
             return f"{channel} change over {self.window_s:g} s"
         return channel
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Physically possible readings of one quantity (canonical unit): a reading outside
+    ``[minimum, maximum]`` or equal to a logger's "no value" code is rejected at ingest,
+    kept with its reason in ``env_rejected_readings``, and counts as missing data."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    sentinels: tuple[float, ...] = ()
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is implausible, or None when it is plausible."""
+        if value in self.sentinels:
+            return f"value {value:g} is a logger's no-value code"
+        if self.minimum is not None and value < self.minimum:
+            return f"value {value:g} is below the plausible minimum {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"value {value:g} is above the plausible maximum {self.maximum:g}"
+        return None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How densely a channel's readings must cover a window (settling window, acquisition).
+
+    ``max_gap_intervals``: longest allowed gap between consecutive readings (and from the
+    window's start to the first reading), in multiples of the sensor's ``interval_s``;
+    ``min_fraction``: readings received / readings expected (window / ``interval_s``).
+    """
+
+    max_gap_intervals: float = 6.0
+    min_fraction: float = 0.8
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Clock bounds of ingest: readings more than ``max_future_s`` ahead of the server's
+    clock, or more than ``max_age_days`` old, are refused with a reason."""
+
+    max_future_s: float = 5.0
+    max_age_days: float = 400.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +149,16 @@ class EnvConfig:
     retention_days: dict[str, float | None] = field(
         default_factory=lambda: {"raw_days": 400.0, "minute_days": 800.0, "hour_days": None}
     )
+    plausibility: dict[str, Plausibility] = field(default_factory=dict)  # quantity ->
+    coverage: dict[str, Coverage] = field(default_factory=dict)  # room ->
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+
+    def coverage_for(self, room: str) -> Coverage:
+        """The coverage requirement of ``room`` (the defaults when not configured)."""
+        return self.coverage.get(room, Coverage())
+
+    def plausibility_of(self, quantity: str) -> Plausibility | None:
+        return self.plausibility.get(quantity)
 
     def rules_for_room(self, room: str) -> list[Rule]:
         return [r for r in self.rules if r.room == room]
@@ -136,6 +192,21 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
     rooms = {r["id"]: r["name"] for r in facility["rooms"]}
     units = {q: spec["unit"] for q, spec in limits["quantities"].items()}
     defaults = limits.get("defaults", {})
+    default_sentinels = tuple(float(v) for v in limits.get("sentinels", []))
+    plausibility = {}
+    for quantity, spec in limits["quantities"].items():
+        low, high = spec.get("plausible_min"), spec.get("plausible_max")
+        if low is not None and high is not None and low >= high:
+            raise ConfigError(
+                source, f"quantities.{quantity}.plausible_min", "must be below plausible_max"
+            )
+        plausibility[quantity] = Plausibility(
+            minimum=None if low is None else float(low),
+            maximum=None if high is None else float(high),
+            sentinels=tuple(float(v) for v in spec.get("sentinels", default_sentinels)),
+        )
+    default_coverage = Coverage(**defaults.get("coverage", {}))
+    coverage: dict[str, Coverage] = {}
     rules: list[Rule] = []
     settling: dict[str, float] = {}
     escalate_to: dict[str, str] = {}
@@ -150,6 +221,7 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
         )
         if "escalate_to" in spec:
             escalate_to[room] = spec["escalate_to"]
+        coverage[room] = Coverage(**{**defaults.get("coverage", {}), **spec.get("coverage", {})})
         for index, r in enumerate(spec["rules"]):
             key = f"rooms.{room}.rules[{index}]"
             if r["id"] in seen:
@@ -197,6 +269,9 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
                     gate=bool(r.get("gate", True)),
                     window_s=float(r["window_s"]) if "window_s" in r else None,
                     band=None if band is None else _band_label(band),
+                    breach_fraction=float(
+                        r.get("breach_fraction", defaults.get("breach_fraction", 0.6))
+                    ),
                 )
             )
     instruments = {
@@ -210,6 +285,7 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
     }
     for room in rooms:
         settling.setdefault(room, float(defaults.get("settling_window_s", 1800)))
+        coverage.setdefault(room, default_coverage)
     return EnvConfig(
         sensors=sensors,
         rules=tuple(rules),
@@ -226,6 +302,9 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
             "hour_days": None,
             **limits.get("retention", {}),
         },
+        plausibility=plausibility,
+        coverage=coverage,
+        ingest=IngestOptions(**limits.get("ingest", {})),
     )
 
 
@@ -238,15 +317,29 @@ def _band_label(band: str | float) -> str:
 _CACHE: dict[tuple, EnvConfig] = {}
 
 
+def _file_key(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), 0, 0, 0)
+    return (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
 def load_env_config(config_dir: str | os.PathLike | None = None) -> EnvConfig:
-    """Load facility.yaml + limits.yaml from ``config_dir`` (default: cryofac's config dir)."""
+    """Load facility.yaml + limits.yaml from ``config_dir`` (default: cryofac's config dir).
+
+    Always the files as they are now: the parsed configuration is cached on each file's
+    (mtime, size, inode), so a changed file (edited in place or replaced atomically) is
+    read again on the next call, and a broken one raises :class:`ConfigError` (callers
+    refuse: the gate never keeps judging by limits that are no longer in the file).
+    """
     directory = Path(config_dir) if config_dir is not None else cfg.config_dir()
     facility_path, limits_path = directory / "facility.yaml", directory / "limits.yaml"
-    key = tuple(
-        (str(p), p.stat().st_mtime_ns if p.exists() else 0) for p in (facility_path, limits_path)
-    )
+    key = tuple(_file_key(p) for p in (facility_path, limits_path))
     if key not in _CACHE:
         facility = cfg.load_facility(facility_path)
         limits = cfg.load_limits(limits_path)
+        if len(_CACHE) > 32:  # old versions of edited files
+            _CACHE.clear()
         _CACHE[key] = build_env_config(facility, limits, str(limits_path))
     return _CACHE[key]

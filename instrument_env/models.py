@@ -75,6 +75,30 @@ class Reading(EnvBase):
     source: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="")
 
 
+class RejectedReading(EnvBase):
+    """A reading refused by ingest, kept with its reason outside the series.
+
+    ``kind``: ``invalid`` (malformed), ``implausible`` (outside the quantity's physical
+    range, or a no-value code), ``conflict`` (same sensor, quantity, time and band as a
+    stored reading, another value: a second publisher), ``clock`` (too far in the future
+    or implausibly old). ``payload``: the reading as received (JSON, escaped, truncated).
+    """
+
+    __tablename__ = "env_rejected_readings"
+    __table_args__ = (sa.Index("ix_env_rejected_sensor_ts", "sensor", "kind", "ts_us"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    source: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    sensor: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    quantity: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    ts_us: Mapped[int | None] = mapped_column(sa.BigInteger)
+    band: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="")
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    payload: Mapped[str] = mapped_column(sa.Text, nullable=False, default="")
+
+
 class Rollup(EnvBase):
     """Down-sampled statistics of one channel over one bucket (60 s or 3600 s)."""
 

@@ -4,7 +4,8 @@
 per channel (sensor, quantity, band) the count, min, mean and max of the readings;
 per rule the time spent beyond its limit and beyond its warning level, with the
 excursions (start, end, worst value); the alarms active during the window and any
-gate overrides. :func:`write_provenance` writes it as JSON next to a session's data.
+gate overrides; the coverage of each gated channel (readings received against
+expected, gaps) and the readings refused at ingest. :func:`write_provenance` writes it as JSON next to a session's data.
 
 Time out of limits: each reading stands for the interval until the next reading of
 its channel, capped at the sensor's ``stale_after_s`` (after that the channel counts as
@@ -25,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from instrument_env import conditions as cond
 from instrument_env.limits import EnvConfig, Rule, load_env_config
-from instrument_env.models import Alarm, GateOverride, Reading, from_us, to_us
+from instrument_env.models import Alarm, GateOverride, Reading, RejectedReading, from_us, to_us
+from instrument_env.storage import channel_values_us
 
 FORMAT_VERSION = 1
 
@@ -119,6 +121,7 @@ def summarize(
                 .order_by(GateOverride.at)
             ).scalars()
         ]
+    coverage = channel_coverage(session, config, room, start_us, end_us)
     return {
         "format_version": FORMAT_VERSION,
         "room": room,
@@ -128,9 +131,69 @@ def summarize(
         "channels": channels,
         "rules": rules,
         "in_limits": all(r["time_out_of_limits_s"] == 0 for r in rules if r["gate"]),
+        "coverage": coverage,
+        "covered": all(c["covered"] for c in coverage),
+        "rejected_readings": _rejected_counts(session, sensors, start_us, end_us),
         "alarms": [a.to_dict() for a in alarms],
         "gate_overrides": overrides,
     }
+
+
+def channel_coverage(
+    session: Session, config: EnvConfig, room: str, start_us: int, end_us: int
+) -> list[dict]:
+    """How well the readings of each gated channel of ``room`` cover ``[start, end]``:
+    readings received and expected (window / the sensor's ``interval_s``), the longest
+    gap and every gap longer than the room's ``coverage.max_gap_intervals`` intervals
+    (the same test as the gate's; the tail after the last reading counts as a gap)."""
+    need = config.coverage_for(room)
+    out = []
+    seen = set()
+    for rule in config.rules_for_room(room):
+        channel = (rule.sensor, rule.quantity)
+        if not rule.gate or channel in seen:
+            continue
+        seen.add(channel)
+        interval_s = config.sensors[rule.sensor].interval_s
+        ts, _ = channel_values_us(session, rule.sensor, rule.quantity, start_us, end_us)
+        times = np.unique(ts)
+        edges = np.concatenate([[start_us], times, [end_us]])
+        gaps = np.diff(edges)
+        allowed_us = need.max_gap_intervals * interval_s * 1e6
+        expected = (end_us - start_us) / 1e6 / interval_s
+        long = np.flatnonzero(gaps > allowed_us)
+        fraction = min(len(times) / expected, 1.0) if expected else 1.0
+        out.append(
+            {
+                "sensor": rule.sensor,
+                "quantity": rule.quantity,
+                "interval_s": interval_s,
+                "received": int(len(times)),
+                "expected": round(expected, 1),
+                "fraction": round(fraction, 4),
+                "longest_gap_s": float(gaps.max() / 1e6) if len(gaps) else 0.0,
+                "gaps": [{"start": _iso(edges[i]), "end": _iso(edges[i + 1])} for i in long[:100]],
+                "covered": bool(fraction >= need.min_fraction and not len(long)),
+            }
+        )
+    return out
+
+
+def _rejected_counts(session: Session, sensors: list[str], start_us: int, end_us: int):
+    """Readings of the room's sensors refused at ingest in the window, per sensor and kind."""
+    if not sensors:
+        return []
+    rows = session.execute(
+        sa.select(RejectedReading.sensor, RejectedReading.kind, sa.func.count())
+        .where(
+            RejectedReading.sensor.in_(sensors),
+            RejectedReading.ts_us >= start_us,
+            RejectedReading.ts_us <= end_us,
+        )
+        .group_by(RejectedReading.sensor, RejectedReading.kind)
+        .order_by(RejectedReading.sensor, RejectedReading.kind)
+    ).all()
+    return [{"sensor": s, "kind": k, "count": int(n)} for s, k, n in rows]
 
 
 def _rule_summary(

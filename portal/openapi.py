@@ -283,7 +283,16 @@ SCHEMAS: dict[str, Any] = {
                 "items": {
                     "type": "object",
                     "required": ["index", "reason"],
-                    "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "kind": {
+                            "enum": ["invalid", "implausible", "conflict", "clock"],
+                            "description": "why: malformed; outside the quantity's physical "
+                            "range or a no-value code; another value for a stored time "
+                            "(second publisher); too far ahead or implausibly old",
+                        },
+                    },
                 },
             },
         },
@@ -381,8 +390,13 @@ def _paths() -> dict[str, Any]:
                 "summary": "Whether the environment allows acquisition now, and why not",
                 "parameters": [{**ID_PARAM, "schema": {"type": "string"}}],
                 "responses": {
-                    "200": _json(_ref("Gate")),
+                    "200": _json(_ref("Gate"), "decided (allowed or refused, with reasons)"),
                     "404": _error("no such instrument"),
+                    "503": _json(
+                        _ref("Gate"),
+                        "could not decide (database unreachable or not answering within a "
+                        "few seconds, configuration broken): allowed is false, reasons say why",
+                    ),
                     **COMMON_ERRORS,
                 },
             }
@@ -561,7 +575,15 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "202": _json(_ref("ReadingsAccepted"), "accepted"),
-                    "400": _error("not a JSON array"),
+                    "400": _error(
+                        "not a JSON array, not valid JSON or UTF-8, or nested deeper than 8 "
+                        "(checked before parsing)"
+                    ),
+                    "413": _error(
+                        "body larger than the limit (32 MiB by default; refused before it is "
+                        "read whole) or more than 50,000 readings"
+                    ),
+                    "503": _error("the facility configuration cannot be read"),
                     **COMMON_ERRORS,
                 },
             }
@@ -569,9 +591,75 @@ def _paths() -> dict[str, Any]:
         "/alarms": {
             "get": {
                 **auth,
-                "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}}],
+                "summary": "Alarms, newest first, one page at a time",
+                "parameters": [
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {
+                            "enum": [
+                                "pending",
+                                "firing",
+                                "acknowledged",
+                                "resolved",
+                                "open",
+                                "unacknowledged",
+                            ]
+                        },
+                        "description": "open: pending, firing or acknowledged; "
+                        "unacknowledged: fired and not acknowledged (firing or resolved since)",
+                    },
+                    {"name": "room", "in": "query", "schema": {"type": "string"}},
+                    {"name": "sensor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "severity",
+                        "in": "query",
+                        "schema": {"enum": ["warning", "critical"]},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": ISO_TIME,
+                        "description": "started at or after (ISO 8601 with offset)",
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "schema": ISO_TIME,
+                        "description": "started at or before (ISO 8601 with offset)",
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 1000,
+                            "default": 100,
+                        },
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                ],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Alarm")}),
+                    "200": {
+                        **_json({"type": "array", "items": _ref("Alarm")}),
+                        "headers": {
+                            "X-Total-Count": {
+                                "description": "alarms matching the filters, all pages",
+                                "schema": {"type": "integer"},
+                            },
+                            "Link": {
+                                "description": 'the next page: <URL>; rel="next" (absent on '
+                                "the last page)",
+                                "schema": {"type": "string"},
+                            },
+                        },
+                    },
+                    "422": _error("unknown state or severity, or a bad limit/offset"),
                     **COMMON_ERRORS,
                 },
             }
@@ -587,7 +675,10 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Alarm"), "acknowledged"),
                     "404": _error("no such alarm"),
-                    "409": _error("alarm cannot be acknowledged in its state"),
+                    "409": _error(
+                        "alarm cannot be acknowledged in its state (only a firing alarm, or "
+                        "one that fired and resolved unacknowledged)"
+                    ),
                     **COMMON_ERRORS,
                 },
             }

@@ -14,6 +14,7 @@ schemas are package data beside this module, so a wheel install carries them; se
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -125,6 +126,7 @@ def validate(kind: str, data: Any, source: str) -> dict:
         raise ValueError(f"unknown configuration kind {kind!r}")
     if data is None:
         raise ConfigError(source, "", "file is empty")
+    _check_finite(data, [], source)
     errors = sorted(
         _validator(kind).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
     )
@@ -140,6 +142,19 @@ def validate(kind: str, data: Any, source: str) -> dict:
     if kind == "facility":
         _check_facility_references(data, source)
     return data
+
+
+def _check_finite(data: Any, path: list, source: str) -> None:
+    """Refuse NaN and infinities anywhere (YAML's ``.nan``/``.inf``): a NaN limit would
+    silently disable its rule, since every comparison with it is false."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(source, _dotted(path), f"{data!r} is not a finite number")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            _check_finite(value, [*path, key], source)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _check_finite(value, [*path, index], source)
 
 
 def _unique(items: list[Mapping], section: str, source: str) -> set[str]:

@@ -83,6 +83,9 @@ class LiveFeed(threading.Thread):
         self.errors: list[str] = []
         self._simulator = EnvSimulator(seed=seed)
         self._halt = threading.Event()
+        #: advance the alarms after each post; off once ``cryofac env monitor`` runs
+        #: (one evaluator, no two writers racing to open the same alarm)
+        self.evaluate = True
 
     def step(self, now: datetime | None = None) -> None:
         """Send what is due up to ``now``; safe to call directly (tests)."""
@@ -101,6 +104,8 @@ class LiveFeed(threading.Thread):
             )
             self.posted += reply.body["accepted"]
             self.rejected += len(reply.body["rejected"])
+        if not self.evaluate:
+            return
         with self.sessionmaker() as db:
             alarms.evaluate(db, now)
             db.commit()
@@ -126,3 +131,40 @@ def ac_fault(start: datetime, minutes: float, room: str = "krios-room"):
 
 def hours_ago(now: datetime, hours: float) -> datetime:
     return now - timedelta(hours=hours)
+
+
+def start_monitor(database_url: str, log_path, *, every_s: float = 10.0):
+    """Start the alarm monitor service (``cryofac env monitor``) as its own process, as
+    a facility runs it beside the portal; returns the ``subprocess.Popen``."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "cryofac.cli",
+        "env",
+        "--db",
+        database_url,
+        "monitor",
+        "--every",
+        f"{every_s:g}",
+    ]
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_monitor(process, timeout_s: float = 15.0) -> int | None:
+    """Stop the monitor (SIGTERM, then SIGKILL after ``timeout_s``); its exit status."""
+    import subprocess
+
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

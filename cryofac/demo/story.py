@@ -124,6 +124,7 @@ class Demo:
         self._environment_history()
         server = self._start_portal()
         feed = self._start_live_feed()
+        monitor = self._start_monitor(feed)
         try:
             session_id = self._bookings()
             self._gate_and_start(session_id)
@@ -146,6 +147,9 @@ class Demo:
             except KeyboardInterrupt:
                 note("stopping")
         server.shutdown()
+        from cryofac.demo.environment import stop_monitor
+
+        stop_monitor(monitor)
         return self.results
 
     # -- 1. database ---------------------------------------------------------------
@@ -260,6 +264,17 @@ class Demo:
         feed.start()
         note("live sensor feed: readings posted to /api/v1/env/readings every 10 s")
         return feed
+
+    def _start_monitor(self, feed):
+        from cryofac.demo.environment import start_monitor
+
+        feed.evaluate = False  # the monitor evaluates alarms from now on
+        process = start_monitor(self.database_url, self.workdir / "env-monitor.log")
+        note(
+            "alarm monitor: 'cryofac env monitor' (pid "
+            f"{process.pid}) evaluates alarms every 10 s; log env-monitor.log"
+        )
+        return process
 
     # -- 4. bookings ---------------------------------------------------------------
     def _bookings(self) -> int:

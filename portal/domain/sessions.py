@@ -10,6 +10,7 @@ Every transition and override goes to the audit log.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "complete": (),
     "aborted": (),
 }
+log = logging.getLogger(__name__)
 SESSION_FIELDS = ("state", "operator_id", "raw_dir", "run_dir", "started_at", "ended_at")
 
 
@@ -83,6 +85,41 @@ def gate_for(config_dir: str | None) -> Callable[[Session, str, datetime], GateR
     return functools.partial(default_gate, config_dir=config_dir)
 
 
+def _record_env_override(
+    db: Session,
+    instrument_id: str,
+    actor: User,
+    reason: str,
+    result: GateResult,
+    now: datetime,
+    gate: Callable,
+) -> None:
+    """Record the override in instrument_env too (``env_gate_overrides``), so the
+    acquisition's environmental provenance shows that it started over a closed gate."""
+    try:
+        from instrument_env.gate import record_override
+        from instrument_env.limits import load_env_config
+    except ImportError:  # instrument_env not installed: the audit log has it
+        return
+    config_dir = getattr(gate, "keywords", {}).get("config_dir")
+    savepoint = db.begin_nested()
+    try:
+        record_override(
+            db,
+            instrument_id,
+            actor.username,
+            reason,
+            result,
+            at=now,
+            config=load_env_config(config_dir),
+        )
+    except Exception:  # the portal's audit log keeps the override regardless
+        savepoint.rollback()
+        log.warning("gate override of %s not recorded in instrument_env", instrument_id)
+        return
+    savepoint.commit()
+
+
 def transition(
     db: Session,
     actor: User,
@@ -129,6 +166,7 @@ def transition(
                     {"state": "acquiring"},
                     reason,
                 )
+                _record_env_override(db, session.instrument_id, actor, reason, result, now, gate)
     before = audit.snapshot(session, SESSION_FIELDS)
     session.state = to_state
     if to_state == "acquiring":

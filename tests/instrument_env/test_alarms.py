@@ -73,8 +73,10 @@ def test_fires_after_delay_clears_past_hysteresis_escalates(env_session, env_con
     # inside the hysteresis band: still firing, and no second alarm
     assert escalate_at + 80e6 < ts[down]
     assert at(ts[down] + 30e6).state == "firing"
-    # past hysteresis: resolved at the first reading back inside
-    resolved = at(ts[clear] + 15e6)
+    # past hysteresis, but not yet for a whole delay_s (120 s): still firing
+    assert at(ts[clear] + 15e6).state == "firing"
+    # past hysteresis for delay_s: resolved at the first reading back inside
+    resolved = at(ts[clear] + 135e6)
     assert resolved.state == "resolved" and resolved.resolved_at == from_us(int(ts[clear]))
     history = [(e.from_state, e.to_state) for e in alarms.alarm_history(env_session, resolved.id)]
     assert history == [
@@ -94,7 +96,7 @@ def test_short_excursion_never_fires_and_ack_stops_escalation(env_session, env_c
     for minute in range(18, 80):
         alarms.evaluate(env_session, T0 + timedelta(minutes=minute, seconds=5), env_config)
         env_session.commit()
-        if minute == 21:
+        if minute == 22:  # door closed at 20:40; every reading clear for 60 s since
             vib = only(env_session, "krios-vibration")
             assert vib is not None and vib.state == "resolved" and vib.fired_at is None
         drift = only(env_session, "krios-temp-drift", "firing")

@@ -64,7 +64,11 @@ def test_readings_gate_alarms_ack(api, env_config):
     body = r.get_json()
     assert body["accepted"] == len(readings)
     assert body["rejected"] == [
-        {"index": len(readings), "reason": "ts '2026-01-01T00:00:00' has no UTC offset"}
+        {
+            "index": len(readings),
+            "reason": "ts '2026-01-01T00:00:00' has no UTC offset",
+            "kind": "invalid",
+        }
     ]
     again = client.post("/api/v1/env/readings", json=readings[:100], headers=tech)
     assert again.status_code == 202 and again.get_json()["accepted"] == 100

@@ -62,3 +62,42 @@ def test_bad_headers(env_config, text, problem):
 def test_unknown_timezone(env_config):
     with pytest.raises(MalformedCSV, match="unknown time zone"):
         list(read_csv_readings(io.StringIO("ts\n"), env_config, timezone="Mars/Olympus"))
+
+
+def test_one_latin1_row_among_6000_drops_only_itself(env_engine, env_config, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from instrument_env.csvimport import import_csv
+    from instrument_env.db import session_factory
+    from instrument_env.storage import channel_series
+
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=20)
+    lines = ["sensor,quantity,ts,value,unit"]
+    for k in range(6000):
+        ts = (t0 + timedelta(seconds=10 * k)).isoformat()
+        lines.append(f"krios-t1,temperature,{ts},20.0,°C")
+    data = bytearray("\n".join(lines).encode("utf-8") + b"\n")
+    bad_line = 5001  # in the second batch of 5000
+    # the same row written by a Latin-1 logger: '°' is one byte 0xB0, not UTF-8
+    start = data.index(lines[bad_line].encode("utf-8"))
+    data[start : start + len(lines[bad_line].encode())] = lines[bad_line].encode("latin-1")
+    path = tmp_path / "logger.csv"
+    path.write_bytes(bytes(data))
+    # plus one impossible value, and one reading too far in the future
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(f"krios-t1,temperature,{t0.isoformat()}Z,-9999,°C\n".replace("+00:00Z", "Z"))
+        handle.write(f"krios-t1,humidity,{(t0 + timedelta(days=2)).isoformat()},40,%RH\n")
+    sessions = session_factory(env_engine)
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        summary = import_csv(handle, sessions, env_config, batch_size=5000)
+    assert summary.accepted == 5999
+    assert summary.rejected == 3
+    assert summary.by_kind == {"row": 1, "implausible": 1, "clock": 1}
+    assert summary.reasons[0][0] == f"line {bad_line + 1}"
+    assert "not UTF-8" in summary.reasons[0][1]
+    assert summary.line("logger.csv") == (
+        "logger.csv: 5999 readings accepted, 3 rejected (clock 1, implausible 1, row 1)"
+    )
+    with sessions() as session:
+        stored = channel_series(session, "krios-t1", "temperature", t0, t0 + timedelta(days=1))
+    assert len(stored) == 5999

@@ -30,9 +30,18 @@ def feed(session, config, start, end, faults=(), **kw):
 def test_refuses_during_excursion_and_allows_after_settling(env_session, env_config):
     ac = fault_at("ac_failure", T0 + timedelta(hours=1), 15, room="krios-room", magnitude=3.0)
     feed(env_session, env_config, T0, T0 + timedelta(hours=5), [ac])
-    assert evaluate_gate(
-        env_session, "krios1", T0 + timedelta(minutes=55), config=env_config
-    ).allowed
+    # 55 min of data for a 60 min settling window: not covered, refused, saying how much
+    unseen = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=55), config=env_config)
+    assert not unseen.allowed
+    assert (
+        "krios-t1 temperature: readings cover 92% of the settling window "
+        "2026-03-01T23:55:00+00:00 to 2026-03-02T00:55:00+00:00" in unseen.reasons[0]
+    ), unseen.reasons
+    assert (
+        "longest gap 300 s, 2026-03-01T23:55:00+00:00 to 2026-03-02T00:00:00+00:00"
+        in (unseen.reasons[0])
+    )
+    assert all("readings cover" in r for r in unseen.reasons)
     during = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=70), config=env_config)
     assert not during.allowed
     assert any(
@@ -70,7 +79,7 @@ def test_refuses_during_excursion_and_allows_after_settling(env_session, env_con
 
 def test_refuses_while_sensor_silent_longer_than_staleness(env_session, env_config):
     silent = fault_at("sensor_silent", T0 + timedelta(minutes=40), 10, sensor="krios-vib")
-    feed(env_session, env_config, T0, T0 + timedelta(hours=1), [silent])
+    feed(env_session, env_config, T0 - timedelta(hours=1), T0 + timedelta(hours=1), [silent])
     ok = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=41), config=env_config)
     assert ok.allowed, ok.reasons  # 60-70 s silent < stale_after_s 120 s
     refused = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=45), config=env_config)
@@ -79,8 +88,15 @@ def test_refuses_while_sensor_silent_longer_than_staleness(env_session, env_conf
         "krios-vib vibration: sensor silent since 2026-03-02T00:39:50+00:00 "
         "(310 s without a reading; stale after 120 s)"
     ]
+    # back, but a 10-minute hole in the settling window: refused until it has passed
     back = evaluate_gate(env_session, "krios1", T0 + timedelta(minutes=51), config=env_config)
-    assert back.allowed, back.reasons
+    assert not back.allowed
+    assert back.reasons == [
+        "krios-vib vibration: readings cover 84% of the settling window "
+        "2026-03-01T23:51:00+00:00 to 2026-03-02T00:51:00+00:00 (301 of 360 expected every "
+        "10 s, 80% needed); longest gap 610 s, 2026-03-02T00:39:50+00:00 to "
+        "2026-03-02T00:50:00+00:00 (allowed 60 s)"
+    ], back.reasons
 
 
 def test_critical_alarm_refuses_and_override_is_recorded(env_session, env_config):

@@ -105,7 +105,9 @@ def test_vibration_bands_are_separate_readings_with_derived_max(env_session):
     first = ingest_readings(env_session, [vib(8, 1.0), vib(12.5, 2.0)], source="t", now=T0)
     second = ingest_readings(env_session, [vib("16", 3.0), vib(8, 9.0)], source="t", now=T0)
     env_session.commit()
-    assert first.accepted == 2 and second.accepted == 2
+    # band 8 again with another value: a conflict, refused (the stored value is kept)
+    assert first.accepted == 2 and second.accepted == 1 and second.conflicts == 1
+    assert second.rejected[0]["index"] == 1 and second.rejected[0]["kind"] == "conflict"
     series = channel_series(env_session, "krios-vib", "vibration", T0, T0)
     values = dict(zip(series.bands.tolist(), series.values.tolist(), strict=True))
     assert values == {"8": 1.0, "12.5": 2.0, "16": 3.0, "max": 3.0}  # first value of band 8 kept
@@ -152,7 +154,8 @@ def test_retention_keeps_rollups(env_session):
     old = T0 - timedelta(days=500)
     batch = [reading(i, 21.0, ts=(old + timedelta(seconds=10 * i)).isoformat()) for i in range(12)]
     batch += [reading(i, 20.0) for i in range(12)]
-    ingest_readings(env_session, batch, source="t", now=T0 + timedelta(hours=1))
+    ingest_readings(env_session, batch[:12], source="t", now=old + timedelta(hours=1))
+    ingest_readings(env_session, batch[12:], source="t", now=T0 + timedelta(hours=1))
     env_session.commit()
     deleted = apply_retention(env_session, T0, RetentionPolicy(raw_days=400, minute_days=450))
     env_session.commit()
