@@ -465,7 +465,11 @@ class Subscriber:
             session.commit()
 
     def start(self) -> None:
-        """Connect and subscribe (raises BrokerUnavailable / BrokerRefused)."""
+        """Connect and subscribe; returns once the subscription is granted.
+
+        Raises BrokerUnavailable (unreachable, no answer) or BrokerRefused (credentials,
+        authorisation). Later connection losses are retried by paho's network thread.
+        """
         client = make_client(self.broker, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -484,6 +488,12 @@ class Subscriber:
             self._stop_client()
             raise BrokerRefused(
                 f"the MQTT broker at {self.broker.address} refused the connection: {self._refusal}"
+            )
+        if not self.subscribed.wait(self.broker.connect_timeout_s):
+            self._stop_client()
+            raise BrokerRefused(
+                f"the MQTT broker at {self.broker.address} did not grant the subscription "
+                f"to {self.broker.topic!r} within {self.broker.connect_timeout_s:g} s"
             )
 
     def _stop_client(self) -> None:
@@ -600,10 +610,15 @@ def publish_readings(
     options = broker or BrokerOptions(host=host, port=port)
     client = make_client(options, client_id=f"cryofac-sim-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(max_inflight)
+    acknowledged = _Counter()
+
+    def on_publish(client, userdata, mid, reason_code=None, properties=None):
+        acknowledged.add()
+
+    client.on_publish = on_publish
     _connect(client, options, persistent=False)
     client.loop_start()
-    count = 0
-    infos = []
+    count = messages = 0
     try:
         for batch in batches:
             if pace is not None:
@@ -614,20 +629,38 @@ def publish_readings(
                 per_sensor.setdefault(reading["sensor"], []).append(item)
             for sensor_id, items in per_sensor.items():
                 room = config.sensors[sensor_id].room
-                infos.append(client.publish(topic_for(room, sensor_id), json.dumps(items), qos=qos))
+                # a message published while the connection is down is sent on reconnect
+                client.publish(topic_for(room, sensor_id), json.dumps(items), qos=qos)
+                messages += 1
                 count += len(items)
-        deadline = time.monotonic() + timeout_s
-        while qos and not all(info.is_published() for info in infos):
-            if time.monotonic() > deadline:
-                missing = sum(not info.is_published() for info in infos)
-                raise BrokerUnavailable(
-                    f"{missing} messages not acknowledged by {options.address} in {timeout_s:g} s"
-                )
-            time.sleep(0.01)
+        if qos:
+            acknowledged.wait_for(messages, timeout_s, options)
     finally:
         client.disconnect()
         client.loop_stop()
     return count
+
+
+class _Counter:
+    """Messages the broker has acknowledged (paho calls on_publish once per message,
+    also for one sent again after a reconnect)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._condition = threading.Condition()
+
+    def add(self) -> None:
+        with self._condition:
+            self.value += 1
+            self._condition.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float, options: BrokerOptions) -> None:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.value >= count, timeout_s):
+                raise BrokerUnavailable(
+                    f"{count - self.value} of {count} messages not acknowledged by "
+                    f"{options.address} within {timeout_s:g} s"
+                )
 
 
 def publish_raw(

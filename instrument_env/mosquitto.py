@@ -1,9 +1,10 @@
-"""A private Mosquitto for fault-injection tests, configured from ``config/mosquitto.conf``.
+"""A private Mosquitto broker configured from the shipped ``config/mosquitto.conf``.
 
-Each broker runs on a free loopback port with its persistence file in its own folder,
-so tests can kill and restart it without touching the shared broker on 1883. The
-settings that make ingest lossless (persistence, queue and in-flight limits) come from
-the shipped file; listeners, paths, credentials and TLS are the test's own.
+For fault-injection tests and benchmarks: each broker runs on a free loopback port with
+its persistence file in its own folder, so it can be killed and restarted without
+touching a shared broker. The settings that make ingest lossless (persistence, queue
+and in-flight limits) come from the shipped file, so the tests check that file; the
+listeners, paths, credentials and TLS files are the caller's.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Broker:
+class LocalBroker:
     """A Mosquitto process on ``port`` with its persistence under ``folder``."""
 
     def __init__(self, folder: Path, *, password_file: Path | None = None, tls: dict | None = None):
+        """``tls``: ``{"ca", "cert", "key"}`` PEM paths for a second, TLS listener."""
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.folder = folder
@@ -80,7 +82,7 @@ class Broker:
         self.conf.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> Broker:
+    def start(self) -> LocalBroker:
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
