@@ -202,6 +202,12 @@ def ingest_csv(
     help="File whose first line is the broker password (env CRYOFAC_MQTT_PASSWORD_FILE; "
     "or the password itself in CRYOFAC_MQTT_PASSWORD).",
 )
+@click.option(
+    "--share-group",
+    default=None,
+    help="Join this MQTT shared subscription ($share/GROUP/...): several ingesters, each "
+    "with its own --client-id, split the messages.",
+)
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate (PEM): use TLS.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Client certificate's key (PEM).")
@@ -259,6 +265,7 @@ def mqtt_cmd(
     qos: str,
     username: str | None,
     password_file: str | None,
+    share_group: str | None,
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -314,6 +321,7 @@ def mqtt_cmd(
             tls_cert=tls_cert,
             tls_key=tls_key,
             receive_maximum=receive_maximum,
+            share_group=share_group,
         )
         batching = BatchOptions(
             batch_size=batch_size, flush_interval_s=flush_interval, idle_flush_s=idle_flush
@@ -332,7 +340,7 @@ def mqtt_cmd(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     subscriber.start()
     click.echo(
-        f"subscribed to {broker.topic} on {broker.address} as {broker.client_id!r} "
+        f"subscribed to {broker.subscription} on {broker.address} as {broker.client_id!r} "
         f"(QoS {broker.qos}); Ctrl-C to stop",
         err=True,
     )

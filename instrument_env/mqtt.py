@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -99,7 +100,9 @@ class BrokerOptions:
     subscriber is away are lost). ``receive_maximum``: most unacknowledged messages the
     broker may send at once (MQTT 5; the broker's ``max_inflight_messages`` also caps
     it). ``password`` is never shown in ``repr``. ``tls_ca``/``tls_cert``/``tls_key``:
-    PEM files; ``tls_ca`` (or a client certificate) turns TLS on.
+    PEM files; ``tls_ca`` (or a client certificate) turns TLS on. ``share_group``:
+    subscribe as a member of this MQTT shared subscription (``$share/GROUP/TOPIC``) so
+    that several ingester processes, each with its own client id, split the messages.
     """
 
     host: str = "127.0.0.1"
@@ -116,6 +119,7 @@ class BrokerOptions:
     qos: int = 1
     receive_maximum: int = 10_000
     topic: str = f"{TOPIC_PREFIX}/#"
+    share_group: str | None = None
     connect_timeout_s: float = 15.0
     reconnect_max_s: float = 5.0
 
@@ -128,12 +132,23 @@ class BrokerOptions:
             raise ValueError(f"session_expiry_s {self.session_expiry_s} out of 0..4294967295")
         if not 1 <= self.receive_maximum <= 65535:
             raise ValueError(f"receive_maximum {self.receive_maximum} out of 1..65535")
+        if self.share_group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.share_group):
+            raise ValueError(
+                f"share_group {self.share_group!r}: letters, digits, '_', '.', '-' only"
+            )
         if not self.client_id:
             raise ValueError("client_id must not be empty (the session is kept under it)")
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def subscription(self) -> str:
+        """The topic filter subscribed to (a shared one with ``share_group``)."""
+        if self.share_group:
+            return f"$share/{self.share_group}/{self.topic}"
+        return self.topic
 
 
 @dataclass(frozen=True)
@@ -327,7 +342,7 @@ class Subscriber:
             self.stats.connects += 1
             present = getattr(flags, "session_present", None)
             log.info("connected to %s (session present: %s)", self.broker.address, present)
-            client.subscribe(self.broker.topic, qos=self.broker.qos)
+            client.subscribe(self.broker.subscription, qos=self.broker.qos)
             self._connack.set()
         except Exception:  # pragma: no cover - defensive
             log.exception("on_connect failed")
@@ -345,7 +360,7 @@ class Subscriber:
         try:
             failed = [code for code in reason_codes if getattr(code, "is_failure", False)]
             if failed:
-                log.error("subscription to %s refused: %s", self.broker.topic, failed[0])
+                log.error("subscription to %s refused: %s", self.broker.subscription, failed[0])
                 return
             self.subscribed.set()
         except Exception:  # pragma: no cover - defensive
@@ -493,7 +508,7 @@ class Subscriber:
             self._stop_client()
             raise BrokerRefused(
                 f"the MQTT broker at {self.broker.address} did not grant the subscription "
-                f"to {self.broker.topic!r} within {self.broker.connect_timeout_s:g} s"
+                f"to {self.broker.subscription!r} within {self.broker.connect_timeout_s:g} s"
             )
 
     def _stop_client(self) -> None:

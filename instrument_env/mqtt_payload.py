@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from itertools import accumulate
+
+import numpy as np
 
 from instrument_env.limits import EnvConfig
 
@@ -60,10 +61,11 @@ def topic_for(room: str, sensor: str) -> str:
     return f"{TOPIC_PREFIX}/{room}/{sensor}"
 
 
-#: A JSON string (escapes included), unrolled so that long strings match in one pass.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+#: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
+_STEP = np.zeros(256, np.int8)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_QUOTE = ord('"')
 #: A JSON escape of a C0 control character or DEL (raw ones are invalid JSON already).
 _ESCAPED_CONTROL = re.compile(r"\\u00[01][0-9a-fA-F]|\\u007[fF]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -72,13 +74,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def json_depth(payload: bytes) -> int:
     """Deepest nesting of arrays and objects in ``payload``, counted without parsing.
 
-    Brackets inside strings do not count. Linear in the size of the payload; the
-    Python-level work is proportional to the number of brackets only.
+    Brackets inside strings do not count (escaped backslashes and quotes are removed
+    first, then every byte after an odd number of quotes is inside a string). Linear
+    in the size of the payload, vectorised (about as fast as ``json.loads`` itself,
+    whatever the nesting). Exact for valid JSON; for invalid JSON it is a count the
+    parser then refuses anyway.
     """
-    structure = _JSON_STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
-    if not structure:
+    clean = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if not clean:
         return 0
-    return max(accumulate(_STEP[b] for b in structure))
+    data = np.frombuffer(clean, np.uint8)
+    outside = (np.cumsum(data == _QUOTE) & 1) == 0
+    return max(int(np.cumsum(_STEP[data] * outside, dtype=np.int64).max()), 0)
 
 
 def parse_message(
@@ -135,7 +142,8 @@ def parse_message(
             if reason is not None:
                 refused.append((position, reason))
                 continue
-        readings.append({**item, "sensor": sensor_id})
+        item["sensor"] = sensor_id  # the topic names the sensor (a fresh dict: no copy)
+        readings.append(item)
     return ParsedMessage(sensor_id, readings, refused)
 
 
