@@ -491,3 +491,29 @@ def test_password_and_tls_options(secure_broker, tmp_path):
     assert done.returncode == 1
     assert "refused the connection" in done.stderr and "Traceback" not in done.stderr
     engine.dispose()
+
+
+def test_share_group_splits_messages_between_ingesters(broker, tmp_path):
+    from instrument_env.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'env.sqlite3'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    subscribers = [
+        Subscriber(
+            sessions,
+            broker=BrokerOptions(port=broker.port, client_id=f"member-{i}", share_group="ingest"),
+        )
+        for i in range(2)
+    ]
+    stop = threading.Event()
+    for subscriber in subscribers:
+        subscriber.start()
+        threading.Thread(target=lambda s=subscriber: s.run(stop=stop), daemon=True).start()
+    readings = stream(200, recent(), per_message=5)
+    publish_readings(messages(readings, 5), port=broker.port)
+    wait_until(lambda: keys_of(readings) <= stored_keys(sessions), what="all readings")
+    stop.set()
+    counts = [s.stats.messages for s in subscribers]
+    assert sum(counts) == 40 and min(counts) > 0  # each message once, both members busy
+    engine.dispose()
