@@ -19,9 +19,10 @@ Delivery is *at least once*, end to end:
   UTF-8, not JSON, wrong topic ...) is logged with its reason and acknowledged, so it is
   not delivered forever; its valid neighbours are stored. Readings are validated one by
   one by :func:`~instrument_env.ingest.ingest_readings`.
-- A database error that concerns the data (not the connection) is isolated by splitting
-  the batch: the messages that can be committed are, and a message that fails on its own
-  while others of the same flush were committed is logged and acknowledged as poison. A
+- A database error that concerns the data (not the connection) is isolated by halving
+  the batch (by message, then within a message): every reading that can be committed
+  is, and a reading that fails on its own while others of the same flush were committed
+  is logged and dropped (its message acknowledged). A
   connection-level error (database down, locked, disk full) keeps every message
   unacknowledged and retries with back-off; the broker's in-flight limit bounds memory.
 - No exception escapes a paho callback, so paho's network thread never dies.
@@ -77,6 +78,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 DEFAULT_CLIENT_ID = "cryofac-env-ingest"
+#: Failed commits in a row, while isolating bad readings, after which the database
+#: (not the data) is taken to be at fault: nothing is dropped, the batch is retried.
+MAX_FAILED_COMMITS = 64
 
 
 class BrokerUnavailable(CryofacError):
@@ -325,6 +329,7 @@ class Subscriber:
         self._connack = threading.Event()
         self._refusal: str | None = None
         self._client: Any = None
+        self._failed_in_row = 0
 
     # paho callbacks (network thread): never raise ---------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
@@ -400,11 +405,10 @@ class Subscriber:
             self.stats.rejected += 1
             log.warning("rejected reading %d from %s: %s", position, parsed.sensor, reason)
 
-    def _commit(self, batch: list[_Delivery]) -> None:
-        """Store the readings of ``batch`` in one transaction (raises on failure)."""
+    def _commit(self, readings: list[dict]) -> None:
+        """Store ``readings`` in one transaction (raises on failure)."""
         from instrument_env.ingest import ingest_readings
 
-        readings = [r for d in batch for r in d.readings]
         if not readings:
             return
         with self.sessions() as session:
@@ -420,41 +424,59 @@ class Subscriber:
         if len(result.rejected) > 20:
             log.warning("... and %d more rejected readings", len(result.rejected) - 20)
 
-    def _isolate(self, batch: list[_Delivery]) -> tuple[list[_Delivery], list[tuple]]:
-        """Commit ``batch``, splitting it when the data fail: (committed, [(failed, why)]).
+    def _isolate(self, parts: list[list[dict]]) -> tuple[int, list[tuple[dict, str]]]:
+        """Commit the readings of ``parts`` (one list per message), halving on a data error
+        (first by message, then within a message) until each failing reading is alone.
 
-        Connection-level errors are raised (nothing is judged poison on them).
+        Returns (readings in committed transactions, [(reading, why it failed)]).
+        Connection-level errors are raised, and so is a run of :data:`MAX_FAILED_COMMITS`
+        failed commits without a success (the database refuses everything: not the data).
         """
         try:
-            self._commit(batch)
-            return batch, []
+            self._commit([r for part in parts for r in part])
         except Exception as exc:
             if _is_transient(exc):
                 raise
-            if len(batch) == 1:
-                return [], [(batch[0], _one_line(exc))]
-            half = len(batch) // 2
-            done1, failed1 = self._isolate(batch[:half])
-            done2, failed2 = self._isolate(batch[half:])
-            return done1 + done2, failed1 + failed2
+            self._failed_in_row += 1
+            if self._failed_in_row > MAX_FAILED_COMMITS:
+                raise
+            if len(parts) > 1:
+                half = len(parts) // 2
+                left, right = parts[:half], parts[half:]
+            elif len(parts[0]) > 1:
+                half = len(parts[0]) // 2
+                left, right = [parts[0][:half]], [parts[0][half:]]
+            else:
+                return 0, [(parts[0][0], _one_line(exc))]
+            stored1, failed1 = self._isolate(left)
+            stored2, failed2 = self._isolate(right)
+            return stored1 + stored2, failed1 + failed2
+        self._failed_in_row = 0
+        return sum(len(part) for part in parts), []
 
     def flush(self, batch: list[_Delivery]) -> list[_Delivery]:
         """Commit and acknowledge what can be; returns the deliveries to retry later."""
         if not batch:
             return []
+        parts = [d.readings for d in batch if d.readings]
+        self._failed_in_row = 0
         try:
-            done, failed = self._isolate(batch)
+            stored, failed = self._isolate(parts) if parts else (0, [])
         except Exception as exc:  # the database is unreachable: keep everything, retry
             self._record_error(exc)
             return batch
-        stored_any = any(d.readings for d in done)
-        if failed and not stored_any:  # nothing went in: the database, not the data
+        if failed and not stored:  # nothing went in: the database, not the data
             self._record_error(RuntimeError(failed[0][1]))
             return batch
-        for delivery, why in failed:
-            self.stats.poison += 1
-            log.error("dropped %s: cannot be stored (%s)", delivery.where(), why)
-        self._ack(done + [d for d, _ in failed])
+        self.stats.poison += len(failed)
+        for reading, why in failed[:20]:
+            log.error(
+                "dropped reading from %s at %s: cannot be stored (%s)",
+                reading.get("sensor", "?"),
+                str(reading.get("ts", "?"))[:40],
+                why,
+            )
+        self._ack(batch)
         return []
 
     def _record_error(self, exc: BaseException) -> None:

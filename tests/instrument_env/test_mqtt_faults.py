@@ -232,23 +232,54 @@ def test_broker_restart_mid_stream_loses_nothing(broker, database_url, env_engin
     assert subscriber.stats.connects >= 2  # it did reconnect to the restarted broker
 
 
-def _refuse_value_in_database(engine, value: float) -> None:
-    """Make the database itself refuse rows with ``value`` (a data error, not an outage)."""
+def _refuse_value_in_database(engine, value: float | None) -> None:
+    """Make the database itself refuse rows with ``value`` (None: every row), a data
+    error (integrity), not an outage."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
+            when = f"NEW.value = {value}" if value is not None else "1"
             conn.execute(
                 sa.text(
                     "CREATE TRIGGER refuse_poison BEFORE INSERT ON env_readings "
-                    f"WHEN NEW.value = {value} BEGIN SELECT RAISE(ABORT, 'poison row'); END"
+                    f"WHEN {when} BEGIN SELECT RAISE(ABORT, 'poison row'); END"
                 )
             )
         else:
+            check = f"value <> {value}" if value is not None else "value < -1e300"
             conn.execute(
-                sa.text(
-                    "ALTER TABLE env_readings ADD CONSTRAINT refuse_poison "
-                    f"CHECK (value <> {value})"
-                )
+                sa.text(f"ALTER TABLE env_readings ADD CONSTRAINT refuse_poison CHECK ({check})")
             )
+
+
+def _accept_again(engine) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(sa.text("DROP TRIGGER refuse_poison"))
+        else:
+            conn.execute(sa.text("ALTER TABLE env_readings DROP CONSTRAINT refuse_poison"))
+
+
+def test_a_database_that_refuses_every_row_drops_nothing(broker, database_url, env_engine):
+    sessions = session_factory(env_engine)
+    _refuse_value_in_database(env_engine, None)
+    subscriber = Subscriber(
+        sessions,
+        broker=BrokerOptions(port=broker.port, client_id="refuse-all"),
+        batching=BatchOptions(retry_max_s=0.5),
+    )
+    subscriber.start()
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
+    runner.start()
+    readings = stream(60, recent(), per_message=3)
+    publish_readings(messages(readings, 3), port=broker.port)
+    wait_until(lambda: len(subscriber.stats.errors) >= 2, what="failed commits")
+    assert stored_keys(sessions) == set() and subscriber.stats.acked == 0
+    _accept_again(env_engine)
+    wait_until(lambda: keys_of(readings) <= stored_keys(sessions), what="readings stored")
+    stop.set()
+    runner.join(30)
+    assert subscriber.stats.poison == 0 and subscriber.stats.acked == 20
 
 
 DEEP = b"[" * 50_000 + b"]" * 50_000  # 100 kB, nested 50,000 deep
@@ -268,6 +299,8 @@ def test_poison_messages_are_refused_acknowledged_and_ingest_goes_on(
     t = (start + timedelta(minutes=20)).isoformat()
     nul_band = {"quantity": "humidity", "ts": t, "value": 45.0, "unit": "%RH", "band": "a\u0000"}
     refused_row = {"quantity": "temperature", "ts": t, "value": 21.2345, "unit": "°C"}
+    neighbours = stream(2, start + timedelta(minutes=40))  # krios-t1, in one message
+    items = [{k: v for k, v in r.items() if k != "sensor"} for r in neighbours]
     subscriber = Subscriber(sessions, broker=options, batching=BatchOptions(idle_flush_s=0.5))
     stop = threading.Event()
     subscriber.start()
@@ -279,11 +312,11 @@ def test_poison_messages_are_refused_acknowledged_and_ingest_goes_on(
         json.dumps([nul_band]).encode(),
         b'{"quantity": "temperature", "value": 20, "unit": "\xff\xfe"}',
         b"[" + b'{"quantity": "temperature"},' * 60_000 + b"{}]",  # 1.7 MB
-        json.dumps(refused_row).encode(),
+        json.dumps([items[0], refused_row, items[1]]).encode(),
     ):
         publish_raw(topic, payload, port=broker.port)
     publish_readings([after], port=broker.port)
-    expected = keys_of(before + after)
+    expected = keys_of(before + after + neighbours)
     wait_until(lambda: stored_keys(sessions) >= expected, what="later readings stored")
     stop.set()
     runner.join(30)
