@@ -13,7 +13,9 @@ over the last hours, ``--per-message`` consecutive readings of one channel per m
 (``--rate 0``) or at ``--rate`` messages/s in total.
 
 Reported: readings/s from the first publish to the last reading committed (the count
-of rows polled every 0.2 s), the publishers' own rate, and **lost** = readings the
+of rows polled every 0.2 s), the publishers' own rate, the ingester's CPU time (user +
+system; readings per CPU-second is the figure that does not depend on how loaded the
+shared machine is; PostgreSQL's own CPU is not in it), and **lost** = readings the
 broker acknowledged to a publisher minus readings stored (must be 0). With ``--kill-at
 F`` the ingester is killed with SIGKILL when a fraction F of the messages has been
 published, and started again ``--down-s`` seconds later (the issue's case: 100,000
@@ -145,6 +147,12 @@ class Database:
             self.admin.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def start_ingester(
     url: str, port: int, batch_size: int, index: int, group: bool
 ) -> subprocess.Popen:
@@ -249,6 +257,7 @@ def run(args) -> dict:
             time.sleep(0.2)
         t_stored = last_change - t0
         load_after = os.getloadavg()
+        cpu_s = [cpu_seconds(ingester.pid) for ingester in ingesters]
         summary = []
         for ingester in ingesters:
             ingester.send_signal(signal.SIGTERM)
@@ -271,6 +280,8 @@ def run(args) -> dict:
             "all_stored_s": round(t_stored, 2),
             "readings_per_s_end_to_end": round(last / t_stored) if t_stored > 0 else None,
             "kill": killed,
+            "ingester_cpu_s": cpu_s,
+            "readings_per_ingester_cpu_s": round(last / sum(cpu_s)) if sum(cpu_s) else None,
             "ingester_summary": summary,
             "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in load_after],
@@ -290,7 +301,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s in total (0: max)")
     parser.add_argument("--kill-at", type=float, default=None, help="fraction of messages")
     parser.add_argument("--down-s", type=float, default=2.0, help="ingester down this long")
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=20000)
     parser.add_argument(
         "--ingesters", type=int, default=1, help="ingester processes (>1: a shared subscription)"
     )

@@ -212,7 +212,10 @@ def ingest_csv(
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Client certificate's key (PEM).")
 @click.option(
-    "--batch-size", default=5000, show_default=True, help="Most readings per database commit."
+    "--batch-size",
+    default=20000,
+    show_default=True,
+    help="Most readings per database commit.",
 )
 @click.option(
     "--flush-interval",

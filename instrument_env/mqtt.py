@@ -161,7 +161,7 @@ class BatchOptions:
     oldest waiting for ``flush_interval_s`` seconds, or no message for ``idle_flush_s``
     seconds. ``retry_max_s``: longest back-off between retries of a failed commit."""
 
-    batch_size: int = 5000
+    batch_size: int = 20_000
     flush_interval_s: float = 1.0
     idle_flush_s: float = 0.05
     retry_max_s: float = 10.0
