@@ -158,10 +158,95 @@ def ingest_csv(
 
 
 @env_group.command("mqtt")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=1883, show_default=True)
-@click.option("--batch-size", default=1000, show_default=True, help="Readings per write.")
-@click.option("--flush-interval", default=1.0, show_default=True, help="Seconds between writes.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
+@click.option("--port", default=1883, show_default=True, help="MQTT broker port (TLS: often 8883).")
+@click.option(
+    "--client-id",
+    default="cryofac-env-ingest",
+    show_default=True,
+    envvar="CRYOFAC_MQTT_CLIENT_ID",
+    help="Fixed client id: the broker keeps the session (queued messages) under it. "
+    "One per ingester process (env CRYOFAC_MQTT_CLIENT_ID).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["5", "3.1.1"]),
+    default="5",
+    show_default=True,
+    help="MQTT protocol version (5: clean start off + session expiry; 3.1.1: clean session off).",
+)
+@click.option(
+    "--session-expiry",
+    type=click.IntRange(0, 0xFFFFFFFF),
+    default=7 * 86400,
+    show_default=True,
+    help="Seconds the broker keeps the session while the ingester is away (MQTT 5).",
+)
+@click.option(
+    "--qos",
+    type=click.Choice(["1", "0"]),
+    default="1",
+    show_default=True,
+    help="Subscription QoS. 1: at least once, acknowledged after commit. 0: no guarantee.",
+)
+@click.option(
+    "--username", envvar="CRYOFAC_MQTT_USERNAME", help="Broker user (env CRYOFAC_MQTT_USERNAME)."
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    envvar="CRYOFAC_MQTT_PASSWORD_FILE",
+    help="File whose first line is the broker password (env CRYOFAC_MQTT_PASSWORD_FILE; "
+    "or the password itself in CRYOFAC_MQTT_PASSWORD).",
+)
+@click.option(
+    "--share-group",
+    default=None,
+    help="Join this MQTT shared subscription ($share/GROUP/...): several ingesters, each "
+    "with its own --client-id, split the messages.",
+)
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate (PEM): use TLS.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Client certificate's key (PEM).")
+@click.option(
+    "--batch-size",
+    default=20000,
+    show_default=True,
+    help="Most readings per database commit.",
+)
+@click.option(
+    "--flush-interval",
+    default=1.0,
+    show_default=True,
+    help="Most seconds a received reading waits for its commit.",
+)
+@click.option(
+    "--idle-flush",
+    default=0.05,
+    show_default=True,
+    help="Commit when no message arrived for this many seconds.",
+)
+@click.option(
+    "--receive-maximum",
+    type=click.IntRange(1, 65535),
+    default=10000,
+    show_default=True,
+    help="Most unacknowledged messages the broker may send at once (MQTT 5).",
+)
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(2),
+    default=1 << 20,
+    show_default=True,
+    help="Larger payloads are refused unparsed (logged, acknowledged).",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(2),
+    default=8,
+    show_default=True,
+    help="Payloads nested deeper are refused unparsed (logged, acknowledged).",
+)
 @click.option(
     "--evaluate-every",
     default=10.0,
@@ -174,30 +259,97 @@ def mqtt_cmd(
     obj: _Ctx,
     host: str,
     port: int,
+    client_id: str,
+    protocol: str,
+    session_expiry: int,
+    qos: str,
+    username: str | None,
+    password_file: str | None,
+    share_group: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     batch_size: int,
     flush_interval: float,
+    idle_flush: float,
+    receive_maximum: int,
+    max_message_bytes: int,
+    max_depth: int,
     evaluate_every: float,
     duration: float | None,
 ) -> None:
-    """Subscribe to cryofac/env/ROOM/SENSOR and write readings in batches."""
-    from instrument_env.mqtt import Subscriber
+    """Subscribe to cryofac/env/ROOM/SENSOR and commit readings in batches.
 
+    Keeps a persistent session on the broker (fixed --client-id) and acknowledges each
+    message only after its readings are committed, so a crash or restart loses nothing
+    the broker accepted. The broker must persist and not cap its queues: see
+    cryofac/config/mosquitto.conf. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import os
+    import signal
+    import threading
+
+    from instrument_env.mqtt import BatchOptions, BrokerOptions, PayloadLimits, Subscriber
+
+    password = os.environ.get("CRYOFAC_MQTT_PASSWORD")
+    if password_file:
+        try:
+            lines = Path(password_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"{password_file}: cannot read ({exc})", param_hint="--password-file"
+            ) from None
+        password = lines[0] if lines else ""
+    if password is not None and username is None:
+        raise click.UsageError("a password needs --username (or CRYOFAC_MQTT_USERNAME)")
+    for name, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint=name)
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    try:
+        broker = BrokerOptions(
+            host=host,
+            port=port,
+            client_id=client_id,
+            protocol=protocol,
+            session_expiry_s=session_expiry,
+            qos=int(qos),
+            username=username,
+            password=password,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            receive_maximum=receive_maximum,
+            share_group=share_group,
+        )
+        batching = BatchOptions(
+            batch_size=batch_size, flush_interval_s=flush_interval, idle_flush_s=idle_flush
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     subscriber = Subscriber(
         obj.sessions(),
-        host=host,
-        port=port,
+        broker=broker,
+        batching=batching,
+        limits=PayloadLimits(max_bytes=max_message_bytes, max_depth=max_depth),
         config=obj.config(),
-        batch_size=batch_size,
-        flush_interval_s=flush_interval,
         evaluate_every_s=evaluate_every or None,
     )
-    click.echo(f"subscribed to cryofac/env/# on {host}:{port}; Ctrl-C to stop", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    subscriber.start()
+    click.echo(
+        f"subscribed to {broker.subscription} on {broker.address} as {broker.client_id!r} "
+        f"(QoS {broker.qos}); Ctrl-C to stop",
+        err=True,
+    )
     try:
-        stats = subscriber.run(duration_s=duration)
+        stats = subscriber.run(stop=stop, duration_s=duration)
     except KeyboardInterrupt:
         stats = subscriber.stats
     click.echo(
-        f"{stats.messages} messages, {stats.malformed} malformed, "
+        f"{stats.messages} messages, {stats.malformed} malformed, {stats.poison} not storable, "
         f"{stats.accepted} readings stored, {stats.rejected} rejected"
     )
 

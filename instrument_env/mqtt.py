@@ -1,66 +1,174 @@
-"""MQTT in and out: the subscriber process that batches readings into the database, and
-a publisher used by the simulator.
+"""MQTT ingest: the subscriber process that commits readings in batches, and publishers.
 
-Topic ``cryofac/env/ROOM/SENSOR``; payload JSON, one reading
-``{"quantity", "ts", "value", "unit"[, "band"]}`` or a list of them (CONTRACT.md).
-A malformed message (bad topic, unknown sensor, sensor in another room, invalid JSON,
-wrong shape) is logged and skipped; the subscriber keeps running. Readings within a
-well-formed message are validated one by one by :func:`ingest_readings` (bad ones are
-logged with their reason, the rest stored).
+Delivery is *at least once*, end to end:
+
+- The subscriber keeps a **persistent session** on the broker: a fixed client id
+  (:attr:`BrokerOptions.client_id`) with MQTT 5 ``clean_start=False`` and a session
+  expiry (or MQTT 3.1.1 ``clean_session=False``), subscribed at QoS 1. While it is down
+  the broker queues its messages; nothing depends on the subscriber's memory.
+- Messages are **acknowledged by hand** (paho-mqtt 2 ``manual_ack``), and only after the
+  batch that holds them is committed to the database. A ``kill -9`` between receipt and
+  commit leaves the messages unacknowledged; the broker sends them again on reconnect,
+  and storing a reading twice is a no-op (the readings' primary key).
+- Commits are batched: at most :attr:`BatchOptions.batch_size` readings, at most
+  :attr:`BatchOptions.flush_interval_s` after the oldest waiting message arrived, or as
+  soon as the broker pauses for :attr:`BatchOptions.idle_flush_s` (the broker sends no
+  more than its in-flight limit of unacknowledged messages, so a pause can mean it is
+  waiting for acknowledgements).
+- A message that can never be stored (size or nesting over :class:`PayloadLimits`, not
+  UTF-8, not JSON, wrong topic ...) is logged with its reason and acknowledged, so it is
+  not delivered forever; its valid neighbours are stored. Readings are validated one by
+  one by :func:`~instrument_env.ingest.ingest_readings`.
+- A database error that concerns the data (not the connection) is isolated by halving
+  the batch (by message, then within a message): every reading that can be committed
+  is, and a reading that fails on its own while others of the same flush were committed
+  is logged and dropped (its message acknowledged). A
+  connection-level error (database down, locked, disk full) keeps every message
+  unacknowledged and retries with back-off; the broker's in-flight limit bounds memory.
+- No exception escapes a paho callback, so paho's network thread never dies.
+
+The broker must persist its queue and must not cap it: see ``cryofac/config/mosquitto.conf``
+(``persistence true``, ``max_queued_messages 0``, ``max_inflight_messages``).
+QoS 2 is not offered: paho answers a QoS 2 message (PUBREC) before the application sees
+it, so a crash at that moment would lose it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from cryofac.errors import CryofacError
 from instrument_env.limits import EnvConfig, load_env_config
+from instrument_env.mqtt_payload import (
+    TOPIC_PREFIX,
+    MalformedMessage,
+    ParsedMessage,
+    PayloadLimits,
+    parse_message,
+    topic_for,
+)
+
+__all__ = [
+    "TOPIC_PREFIX",
+    "BatchOptions",
+    "BrokerOptions",
+    "BrokerRefused",
+    "BrokerUnavailable",
+    "MalformedMessage",
+    "PayloadLimits",
+    "Subscriber",
+    "SubscriberStats",
+    "parse_message",
+    "publish_raw",
+    "publish_readings",
+    "topic_for",
+]
 
 log = logging.getLogger(__name__)
-TOPIC_PREFIX = "cryofac/env"
-
-
-class MalformedMessage(ValueError):
-    """An MQTT message that cannot be turned into readings (logged and skipped)."""
+DEFAULT_CLIENT_ID = "cryofac-env-ingest"
+#: Failed commits in a row, while isolating bad readings, after which the database
+#: (not the data) is taken to be at fault: nothing is dropped, the batch is retried.
+MAX_FAILED_COMMITS = 64
 
 
 class BrokerUnavailable(CryofacError):
     """The MQTT broker could not be reached."""
 
 
-def topic_for(room: str, sensor: str) -> str:
-    return f"{TOPIC_PREFIX}/{room}/{sensor}"
+class BrokerRefused(CryofacError):
+    """The MQTT broker refused the connection (credentials, authorisation, protocol)."""
 
 
-def parse_message(topic: str, payload: bytes, config: EnvConfig) -> list[dict]:
-    """Readings (with ``sensor`` filled in from the topic) from one MQTT message."""
-    parts = topic.split("/")
-    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_PREFIX:
-        raise MalformedMessage(f"topic {topic!r} is not {TOPIC_PREFIX}/ROOM/SENSOR")
-    room, sensor_id = parts[2], parts[3]
-    sensor = config.sensors.get(sensor_id)
-    if sensor is None:
-        raise MalformedMessage(f"topic {topic!r}: unknown sensor {sensor_id!r}")
-    if sensor.room != room:
-        raise MalformedMessage(f"topic {topic!r}: sensor {sensor_id!r} is in room {sensor.room!r}")
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedMessage(f"topic {topic!r}: payload is not JSON ({exc})") from None
-    items = data if isinstance(data, list) else [data]
-    if not items or not all(isinstance(item, dict) for item in items):
-        raise MalformedMessage(f"topic {topic!r}: payload must be an object or a list of objects")
-    return [{**item, "sensor": sensor_id} for item in items]
+@dataclass(frozen=True)
+class BrokerOptions:
+    """How to reach the broker, and the session the subscriber keeps there.
+
+    ``client_id`` must stay the same across restarts: the broker keeps the session
+    (subscription and queued messages) under it. ``session_expiry_s``: how long the
+    broker keeps the session while the subscriber is away (MQTT 5; seconds,
+    0xFFFFFFFF = never). ``protocol``: ``"5"`` or ``"3.1.1"`` (clean_session=False; the
+    broker's ``persistent_client_expiration`` then bounds the session). ``qos``: 1
+    (at least once; default) or 0 (no guarantee: readings published while the
+    subscriber is away are lost). ``receive_maximum``: most unacknowledged messages the
+    broker may send at once (MQTT 5; the broker's ``max_inflight_messages`` also caps
+    it). ``password`` is never shown in ``repr``. ``tls_ca``/``tls_cert``/``tls_key``:
+    PEM files; ``tls_ca`` (or a client certificate) turns TLS on. ``share_group``:
+    subscribe as a member of this MQTT shared subscription (``$share/GROUP/TOPIC``) so
+    that several ingester processes, each with its own client id, split the messages.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = DEFAULT_CLIENT_ID
+    protocol: str = "5"
+    session_expiry_s: int = 7 * 86400
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    qos: int = 1
+    receive_maximum: int = 10_000
+    topic: str = f"{TOPIC_PREFIX}/#"
+    share_group: str | None = None
+    connect_timeout_s: float = 15.0
+    reconnect_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol {self.protocol!r}: expected '5' or '3.1.1'")
+        if self.qos not in (0, 1):
+            raise ValueError(f"qos {self.qos}: expected 0 or 1 (QoS 2 is not safe with paho)")
+        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise ValueError(f"session_expiry_s {self.session_expiry_s} out of 0..4294967295")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ValueError(f"receive_maximum {self.receive_maximum} out of 1..65535")
+        if self.share_group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.share_group):
+            raise ValueError(
+                f"share_group {self.share_group!r}: letters, digits, '_', '.', '-' only"
+            )
+        if not self.client_id:
+            raise ValueError("client_id must not be empty (the session is kept under it)")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def subscription(self) -> str:
+        """The topic filter subscribed to (a shared one with ``share_group``)."""
+        if self.share_group:
+            return f"$share/{self.share_group}/{self.topic}"
+        return self.topic
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """When the subscriber commits: ``batch_size`` readings (or messages) waiting, the
+    oldest waiting for ``flush_interval_s`` seconds, or no message for ``idle_flush_s``
+    seconds. ``retry_max_s``: longest back-off between retries of a failed commit."""
+
+    batch_size: int = 20_000
+    flush_interval_s: float = 1.0
+    idle_flush_s: float = 0.05
+    retry_max_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.flush_interval_s <= 0 or self.idle_flush_s <= 0:
+            raise ValueError("batch_size, flush_interval_s and idle_flush_s must be positive")
 
 
 @dataclass
@@ -70,91 +178,320 @@ class SubscriberStats:
     accepted: int = 0
     rejected: int = 0
     flushes: int = 0
-    dropped: int = 0
+    acked: int = 0
+    poison: int = 0
+    connects: int = 0
+    dropped: int = 0  # kept for callers of the old buffer-dropping subscriber: always 0
     errors: list[str] = field(default_factory=list)
 
 
-class Subscriber:
-    """Subscribe to ``cryofac/env/#`` and write readings to the database in batches.
+@dataclass
+class _Delivery:
+    """One received message, waiting for its commit and acknowledgement."""
 
-    Messages are parsed on paho's network thread and queued; the thread that calls
-    :meth:`run` writes a batch whenever ``batch_size`` readings are waiting or
-    ``flush_interval_s`` has passed, and evaluates alarms every ``evaluate_every_s``
-    (when given). A failed write (database down) keeps its readings and is retried with
-    exponential back-off; at most ``max_buffer`` readings are kept meanwhile.
+    mid: int
+    qos: int
+    generation: int
+    topic: bytes
+    payload: bytes
+    readings: list[dict] = field(default_factory=list)
+
+    def where(self) -> str:
+        return f"message {self.mid} on {self.topic[:120].decode('utf-8', 'replace')!r}"
+
+
+def _topic_bytes(message: Any) -> bytes:
+    """The topic as received (paho's ``message.topic`` raises on non-UTF-8 topics)."""
+    raw = getattr(message, "_topic", None)
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw)
+    return str(message.topic).encode("utf-8", "replace")
+
+
+def make_client(
+    options: BrokerOptions, *, client_id: str | None = None, manual_ack: bool = False
+) -> Any:
+    """A paho-mqtt 2 client set up from ``options`` (credentials, TLS), not yet connected."""
+    import paho.mqtt.client as mqtt
+
+    persistent = client_id is None
+    client_id = options.client_id if client_id is None else client_id
+    if options.protocol == "5":
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+    else:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+            manual_ack=manual_ack,
+        )
+    client.suppress_exceptions = True  # a callback bug must never end the network thread
+    if options.username is not None:
+        client.username_pw_set(options.username, options.password)
+    if options.tls_ca or options.tls_cert:
+        client.tls_set(ca_certs=options.tls_ca, certfile=options.tls_cert, keyfile=options.tls_key)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(options.reconnect_max_s)))
+    return client
+
+
+def _connect(client: Any, options: BrokerOptions, *, persistent: bool) -> None:
+    """Open the connection (raises BrokerUnavailable); the CONNACK comes to on_connect."""
+    kwargs: dict[str, Any] = {}
+    if options.protocol == "5":
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.CONNECT)
+        properties.ReceiveMaximum = options.receive_maximum
+        if persistent:
+            properties.SessionExpiryInterval = options.session_expiry_s
+        kwargs = {"clean_start": not persistent, "properties": properties}
+    try:
+        client.connect(options.host, options.port, keepalive=options.keepalive_s, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the MQTT broker at {options.address} ({exc})"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A failure of the database connection (retry everything) rather than of the data."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        (
+            sa.exc.OperationalError,
+            sa.exc.InterfaceError,
+            sa.exc.DisconnectionError,
+            sa.exc.TimeoutError,
+            ConnectionError,
+            TimeoutError,
+            OSError,
+        ),
+    )
+
+
+class Subscriber:
+    """Subscribe to ``cryofac/env/#`` and commit readings in batches, acknowledging each
+    message only once its readings are committed (see the module docstring).
+
+    ``host``, ``port``, ``client_id``, ``batch_size`` and ``flush_interval_s`` are
+    shorthands for the fields of the same name of ``broker`` and ``batching``.
+    ``evaluate_every_s``: also evaluate alarms this often (seconds; None: never).
     """
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: sessionmaker[Session] | Callable[[], Session],
         *,
-        host: str = "127.0.0.1",
-        port: int = 1883,
+        broker: BrokerOptions | None = None,
+        batching: BatchOptions | None = None,
+        limits: PayloadLimits | None = None,
         config: EnvConfig | None = None,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
         evaluate_every_s: float | None = None,
-        client_id: str | None = None,
         now: Callable[[], datetime] | None = None,
-        max_buffer: int = 1_000_000,
+        host: str | None = None,
+        port: int | None = None,
+        client_id: str | None = None,
+        batch_size: int | None = None,
+        flush_interval_s: float | None = None,
     ):
-        self.max_buffer = max_buffer
+        broker = broker or BrokerOptions()
+        overrides = {"host": host, "port": port, "client_id": client_id}
+        self.broker = replace(broker, **{k: v for k, v in overrides.items() if v is not None})
+        batching = batching or BatchOptions()
+        overrides = {"batch_size": batch_size, "flush_interval_s": flush_interval_s}
+        self.batching = replace(batching, **{k: v for k, v in overrides.items() if v is not None})
+        self.limits = limits or PayloadLimits()
         self.sessions = sessions
-        self.host, self.port = host, port
         self.config = config or load_env_config()
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
         self.evaluate_every_s = evaluate_every_s
-        self.client_id = client_id or f"cryofac-env-{uuid.uuid4().hex[:8]}"
         self.now = now
         self.stats = SubscriberStats()
         self.subscribed = threading.Event()
-        self._queue: queue.Queue[list[dict]] = queue.Queue()
+        self._inbox: queue.SimpleQueue[_Delivery] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _generation/_connected against acks
+        self._generation = 0
+        self._connected = False
+        self._connack = threading.Event()
+        self._refusal: str | None = None
+        self._client: Any = None
+        self._failed_in_row = 0
 
-    # paho callbacks (network thread) -------------------------------------------
+    # paho callbacks (network thread): never raise ---------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
-        if getattr(reason_code, "is_failure", False):
-            log.error("MQTT connect refused: %s", reason_code)
-            return
-        client.subscribe(f"{TOPIC_PREFIX}/#", qos=1)
+        try:
+            if getattr(reason_code, "is_failure", False):
+                self._refusal = str(reason_code)
+                log.error(
+                    "MQTT broker %s refused the connection: %s", self.broker.address, reason_code
+                )
+                self._connack.set()
+                return
+            with self._lock:
+                self._generation += 1
+                self._connected = True
+            self.stats.connects += 1
+            present = getattr(flags, "session_present", None)
+            log.info("connected to %s (session present: %s)", self.broker.address, present)
+            client.subscribe(self.broker.subscription, qos=self.broker.qos)
+            self._connack.set()
+        except Exception:  # pragma: no cover - defensive
+            log.exception("on_connect failed")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        try:
+            with self._lock:
+                self._generation += 1
+                self._connected = False
+            log.warning("disconnected from %s (%s); reconnecting", self.broker.address, reason_code)
+        except Exception:  # pragma: no cover - defensive
+            log.exception("on_disconnect failed")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
-        self.subscribed.set()
+        try:
+            failed = [code for code in reason_codes if getattr(code, "is_failure", False)]
+            if failed:
+                log.error("subscription to %s refused: %s", self.broker.subscription, failed[0])
+                return
+            self.subscribed.set()
+        except Exception:  # pragma: no cover - defensive
+            log.exception("on_subscribe failed")
 
     def _on_message(self, client, userdata, message):
+        try:
+            self._inbox.put(
+                _Delivery(
+                    message.mid,
+                    message.qos,
+                    self._generation,
+                    _topic_bytes(message),
+                    bytes(message.payload),
+                )
+            )
+        except Exception:  # pragma: no cover - defensive
+            log.exception("on_message failed")
+
+    # writer (the thread that calls run) ------------------------------------------
+    def _parse(self, delivery: _Delivery) -> None:
         self.stats.messages += 1
         try:
-            readings = parse_message(message.topic, message.payload, self.config)
+            parsed: ParsedMessage = parse_message(
+                delivery.topic, delivery.payload, self.config, self.limits
+            )
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("skipped malformed message: %s", exc)
             return
-        self._queue.put(readings)
+        except Exception as exc:  # a parser bug must not stop ingest
+            self.stats.malformed += 1
+            log.error("skipped %s: cannot parse it (%s)", delivery.where(), _one_line(exc))
+            return
+        delivery.readings = parsed.readings
+        for position, reason in parsed.refused:
+            self.stats.rejected += 1
+            log.warning("rejected reading %d from %s: %s", position, parsed.sensor, reason)
 
-    # writer (caller's thread) ------------------------------------------------
-    def _drain(self) -> list[dict]:
-        batch: list[dict] = []
-        while True:
-            try:
-                batch.extend(self._queue.get_nowait())
-            except queue.Empty:
-                return batch
-
-    def flush(self, batch: list[dict]) -> None:
+    def _commit(self, readings: list[dict]) -> None:
+        """Store ``readings`` in one transaction (raises on failure)."""
         from instrument_env.ingest import ingest_readings
 
-        if not batch:
+        if not readings:
             return
         with self.sessions() as session:
             now = self.now() if self.now else None
-            result = ingest_readings(session, batch, source="mqtt", config=self.config, now=now)
+            result = ingest_readings(session, readings, source="mqtt", config=self.config, now=now)
             session.commit()
         self.stats.flushes += 1
         self.stats.accepted += result.accepted
         self.stats.rejected += len(result.rejected)
         for item in result.rejected[:20]:
-            reading = batch[item["index"]]
+            reading = readings[item["index"]]
             log.warning("rejected reading from %s: %s", reading.get("sensor", "?"), item["reason"])
+        if len(result.rejected) > 20:
+            log.warning("... and %d more rejected readings", len(result.rejected) - 20)
+
+    def _isolate(self, parts: list[list[dict]]) -> tuple[int, list[tuple[dict, str]]]:
+        """Commit the readings of ``parts`` (one list per message), halving on a data error
+        (first by message, then within a message) until each failing reading is alone.
+
+        Returns (readings in committed transactions, [(reading, why it failed)]).
+        Connection-level errors are raised, and so is a run of :data:`MAX_FAILED_COMMITS`
+        failed commits without a success (the database refuses everything: not the data).
+        """
+        try:
+            self._commit([r for part in parts for r in part])
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            self._failed_in_row += 1
+            if self._failed_in_row > MAX_FAILED_COMMITS:
+                raise
+            if len(parts) > 1:
+                half = len(parts) // 2
+                left, right = parts[:half], parts[half:]
+            elif len(parts[0]) > 1:
+                half = len(parts[0]) // 2
+                left, right = [parts[0][:half]], [parts[0][half:]]
+            else:
+                return 0, [(parts[0][0], _one_line(exc))]
+            stored1, failed1 = self._isolate(left)
+            stored2, failed2 = self._isolate(right)
+            return stored1 + stored2, failed1 + failed2
+        self._failed_in_row = 0
+        return sum(len(part) for part in parts), []
+
+    def flush(self, batch: list[_Delivery]) -> list[_Delivery]:
+        """Commit and acknowledge what can be; returns the deliveries to retry later."""
+        if not batch:
+            return []
+        parts = [d.readings for d in batch if d.readings]
+        self._failed_in_row = 0
+        try:
+            stored, failed = self._isolate(parts) if parts else (0, [])
+        except Exception as exc:  # the database is unreachable: keep everything, retry
+            self._record_error(exc)
+            return batch
+        if failed and not stored:  # nothing went in: the database, not the data
+            self._record_error(RuntimeError(failed[0][1]))
+            return batch
+        self.stats.poison += len(failed)
+        for reading, why in failed[:20]:
+            log.error(
+                "dropped reading from %s at %s: cannot be stored (%s)",
+                reading.get("sensor", "?"),
+                str(reading.get("ts", "?"))[:40],
+                why,
+            )
+        self._ack(batch)
+        return []
+
+    def _record_error(self, exc: BaseException) -> None:
+        line = _one_line(exc)
+        log.error("database write failed (readings kept, not acknowledged): %s", line)
+        self.stats.errors.append(line)
+
+    def _ack(self, deliveries: Iterable[_Delivery]) -> None:
+        """PUBACK each delivery received on the current connection (the broker resends
+        the others itself: their message ids belong to a closed connection)."""
+        with self._lock:
+            for delivery in deliveries:
+                if delivery.qos and self._connected and delivery.generation == self._generation:
+                    self._client.ack(delivery.mid, delivery.qos)
+                    self.stats.acked += 1
 
     def evaluate_alarms(self) -> None:
         from instrument_env.alarms import evaluate
@@ -164,6 +501,43 @@ class Subscriber:
             evaluate(session, self.now() if self.now else now_utc(), self.config)
             session.commit()
 
+    def start(self) -> None:
+        """Connect and subscribe; returns once the subscription is granted.
+
+        Raises BrokerUnavailable (unreachable, no answer) or BrokerRefused (credentials,
+        authorisation). Later connection losses are retried by paho's network thread.
+        """
+        client = make_client(self.broker, manual_ack=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        _connect(client, self.broker, persistent=True)
+        client.loop_start()
+        if not self._connack.wait(self.broker.connect_timeout_s):
+            self._stop_client()
+            raise BrokerUnavailable(
+                f"no answer from the MQTT broker at {self.broker.address} "
+                f"within {self.broker.connect_timeout_s:g} s"
+            )
+        if self._refusal is not None:
+            self._stop_client()
+            raise BrokerRefused(
+                f"the MQTT broker at {self.broker.address} refused the connection: {self._refusal}"
+            )
+        if not self.subscribed.wait(self.broker.connect_timeout_s):
+            self._stop_client()
+            raise BrokerRefused(
+                f"the MQTT broker at {self.broker.address} did not grant the subscription "
+                f"to {self.broker.subscription!r} within {self.broker.connect_timeout_s:g} s"
+            )
+
+    def _stop_client(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
     def run(
         self,
         *,
@@ -171,37 +545,56 @@ class Subscriber:
         duration_s: float | None = None,
         max_readings: int | None = None,
     ) -> SubscriberStats:
-        """Run until ``stop`` is set, ``duration_s`` passed or ``max_readings`` stored."""
-        import paho.mqtt.client as mqtt
+        """Run until ``stop`` is set, ``duration_s`` passed or ``max_readings`` stored.
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        try:
-            client.connect(self.host, self.port, keepalive=30)
-        except OSError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the MQTT broker at {self.host}:{self.port} ({exc})"
-            ) from None
-        client.loop_start()
+        On the way out the waiting messages are committed and acknowledged.
+        """
+        if self._client is None:
+            self.start()
         stop = stop or threading.Event()
-        started = last_flush = last_eval = time.monotonic()
-        retry_at, backoff = 0.0, 0.5
-        pending: list[dict] = []
+        options = self.batching
+        started = last_eval = time.monotonic()
+        last_arrival = oldest = started
+        retry_at, backoff = 0.0, 0.25
+        pending: list[_Delivery] = []
+        waiting_readings = 0
         try:
             while not stop.is_set():
-                pending.extend(self._drain())
+                try:
+                    delivery = self._inbox.get(timeout=min(options.idle_flush_s, 0.1))
+                except queue.Empty:
+                    pass
+                else:
+                    while True:
+                        self._parse(delivery)
+                        if not pending:
+                            oldest = time.monotonic()
+                        pending.append(delivery)
+                        waiting_readings += len(delivery.readings)
+                        if (
+                            waiting_readings >= options.batch_size
+                            or len(pending) >= options.batch_size
+                        ):
+                            break
+                        try:
+                            delivery = self._inbox.get_nowait()
+                        except queue.Empty:
+                            break
+                    last_arrival = time.monotonic()
                 now = time.monotonic()
-                if now >= retry_at and (
-                    len(pending) >= self.batch_size
-                    or (pending and now - last_flush >= self.flush_interval_s)
-                ):
-                    if self._safe_flush(pending):
-                        pending, last_flush, backoff = [], now, 0.5
-                    else:  # keep the readings and retry: the broker will not resend them
-                        retry_at, backoff = now + backoff, min(backoff * 2, 30.0)
-                        pending = self._cap(pending)
+                due = pending and (
+                    waiting_readings >= options.batch_size
+                    or len(pending) >= options.batch_size
+                    or now - oldest >= options.flush_interval_s
+                    or now - last_arrival >= options.idle_flush_s
+                )
+                if due and now >= retry_at:
+                    pending = self.flush(pending)
+                    waiting_readings = sum(len(d.readings) for d in pending)
+                    if pending:
+                        retry_at, backoff = now + backoff, min(backoff * 2, options.retry_max_s)
+                    else:
+                        retry_at, backoff = 0.0, 0.25
                 if self.evaluate_every_s and now - last_eval >= self.evaluate_every_s:
                     self._safe(self.evaluate_alarms)
                     last_eval = now
@@ -209,37 +602,24 @@ class Subscriber:
                     break
                 if max_readings is not None and self.stats.accepted >= max_readings:
                     break
-                time.sleep(0.02)
         finally:
-            client.disconnect()
-            client.loop_stop()
-            pending.extend(self._drain())
-            self._safe_flush(pending)
+            while True:
+                try:
+                    delivery = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                self._parse(delivery)
+                pending.append(delivery)
+            self.flush(pending)
+            self._stop_client()
         return self.stats
-
-    def _safe_flush(self, batch: list[dict]) -> bool:
-        return self._safe(lambda: self.flush(batch))
-
-    def _cap(self, pending: list[dict]) -> list[dict]:
-        """Bound the retry buffer; the oldest readings go first (and are counted)."""
-        excess = len(pending) - self.max_buffer
-        if excess > 0:
-            self.stats.dropped += excess
-            log.error("retry buffer full: dropped the %d oldest readings", excess)
-            return pending[excess:]
-        return pending
 
     def _safe(self, action: Callable[[], None]) -> bool:
         try:
             action()
         except Exception as exc:  # keep the subscriber alive
-            log.error(
-                "database write failed: %s: %s",
-                type(exc).__name__,
-                str(exc).splitlines()[0] if str(exc) else "",
-            )
-            log.debug("database write failure", exc_info=True)
-            self.stats.errors.append(f"{exc.__class__.__name__}: {exc}")
+            log.error("alarm evaluation failed: %s", _one_line(exc))
+            self.stats.errors.append(_one_line(exc))
             return False
         return True
 
@@ -252,21 +632,30 @@ def publish_readings(
     config: EnvConfig | None = None,
     qos: int = 1,
     pace: Callable[[list[dict]], None] | None = None,
+    broker: BrokerOptions | None = None,
+    max_inflight: int = 1000,
+    timeout_s: float = 60.0,
 ) -> int:
-    """Publish readings, one message per sensor per batch; returns readings published."""
-    import paho.mqtt.client as mqtt
+    """Publish readings, one message per sensor per batch; returns readings published.
+
+    Waits until the broker has acknowledged every message (QoS 1), across reconnects.
+    ``broker`` (credentials, TLS) overrides ``host`` and ``port``.
+    """
+    import json
 
     config = config or load_env_config()
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"cryofac-sim-{uuid.uuid4().hex[:8]}"
-    )
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise BrokerUnavailable(f"cannot reach the MQTT broker at {host}:{port} ({exc})") from None
+    options = broker or BrokerOptions(host=host, port=port)
+    client = make_client(options, client_id=f"cryofac-sim-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(max_inflight)
+    acknowledged = _Counter()
+
+    def on_publish(client, userdata, mid, reason_code=None, properties=None):
+        acknowledged.add()
+
+    client.on_publish = on_publish
+    _connect(client, options, persistent=False)
     client.loop_start()
-    count = 0
-    infos = []
+    count = messages = 0
     try:
         for batch in batches:
             if pace is not None:
@@ -277,27 +666,58 @@ def publish_readings(
                 per_sensor.setdefault(reading["sensor"], []).append(item)
             for sensor_id, items in per_sensor.items():
                 room = config.sensors[sensor_id].room
-                infos.append(client.publish(topic_for(room, sensor_id), json.dumps(items), qos=qos))
+                # a message published while the connection is down is sent on reconnect
+                client.publish(topic_for(room, sensor_id), json.dumps(items), qos=qos)
+                messages += 1
                 count += len(items)
-            for info in infos:
-                info.wait_for_publish(timeout=10)
+        if qos:
+            acknowledged.wait_for(messages, timeout_s, options)
     finally:
         client.disconnect()
         client.loop_stop()
     return count
 
 
+class _Counter:
+    """Messages the broker has acknowledged (paho calls on_publish once per message,
+    also for one sent again after a reconnect)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._condition = threading.Condition()
+
+    def add(self) -> None:
+        with self._condition:
+            self.value += 1
+            self._condition.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float, options: BrokerOptions) -> None:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.value >= count, timeout_s):
+                raise BrokerUnavailable(
+                    f"{count - self.value} of {count} messages not acknowledged by "
+                    f"{options.address} within {timeout_s:g} s"
+                )
+
+
 def publish_raw(
-    topic: str, payload: bytes | str, *, host: str = "127.0.0.1", port: int = 1883
+    topic: str,
+    payload: bytes | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 1883,
+    broker: BrokerOptions | None = None,
 ) -> None:
     """Publish one message as is (used to test how malformed messages are handled)."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(host, port, keepalive=30)
+    options = broker or BrokerOptions(host=host, port=port)
+    client = make_client(options, client_id=f"cryofac-raw-{uuid.uuid4().hex[:8]}")
+    _connect(client, options, persistent=False)
     client.loop_start()
     try:
-        client.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+        info = client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 10
+        while not info.is_published() and time.monotonic() < deadline:
+            time.sleep(0.005)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from cryofac.config import REPO_ROOT
+from cryofac.config import PACKAGE_DIR
 from instrument_env import alarms
 from instrument_env.db import upgrade as env_upgrade
 from instrument_env.sim import EnvSimulator
@@ -147,7 +147,7 @@ def test_readings_body_limits_before_parsing(database_url):
 
 def test_gate_reads_current_limits_and_answers_503_on_a_broken_file(database_url, tmp_path):
     directory = tmp_path / "config"
-    shutil.copytree(REPO_ROOT / "config", directory)
+    shutil.copytree(PACKAGE_DIR, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     app, client, tech = make_api(database_url, FACILITY_CONFIG_DIR=str(directory))
     try:
         now = datetime.now(UTC).replace(microsecond=0)

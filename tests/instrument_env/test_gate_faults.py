@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from cryofac.config import REPO_ROOT, read_yaml, validate
+from cryofac.config import PACKAGE_DIR, read_yaml, validate
 from cryofac.errors import ConfigError
 from instrument_env import alarms
 from instrument_env.gate import evaluate_gate, record_override
@@ -95,7 +95,7 @@ def test_alarm_reason_says_the_state_at_the_time_judged(env_session, env_config)
 
 
 def test_nan_infinite_and_missing_limits_are_refused():
-    limits = read_yaml(REPO_ROOT / "config" / "limits.yaml")
+    limits = read_yaml(PACKAGE_DIR / "limits.yaml")
     for bad in (float("nan"), float("inf"), -float("inf")):
         broken = {**limits, "rooms": {**limits["rooms"]}}
         room = dict(limits["rooms"]["krios-room"])
@@ -113,7 +113,7 @@ def test_gate_reads_the_current_limits_and_refuses_on_a_broken_file(
     env_session, env_config, tmp_path
 ):
     directory = tmp_path / "config"
-    shutil.copytree(REPO_ROOT / "config", directory)
+    shutil.copytree(PACKAGE_DIR, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     feed(env_session, env_config, T0 - timedelta(hours=1), T0)
     config = load_env_config(directory)
     assert evaluate_gate(env_session, "krios1", T0, config=config).allowed

@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from instrument_env.db import session_factory
 from instrument_env.models import Reading, to_us
 from instrument_env.mqtt import (
+    BrokerOptions,
     MalformedMessage,
     Subscriber,
     parse_message,
@@ -24,6 +26,14 @@ from instrument_env.sim import EnvSimulator
 
 HOST, PORT = "127.0.0.1", 1883
 T = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
+
+
+def shared_broker_options() -> BrokerOptions:
+    """The shared broker, with a client id of this test's own and a session that ends
+    with the connection (the shared broker must not keep queues for finished tests)."""
+    return BrokerOptions(
+        host=HOST, port=PORT, client_id=f"cryofac-test-{uuid.uuid4().hex[:12]}", session_expiry_s=0
+    )
 
 
 @pytest.fixture
@@ -39,7 +49,7 @@ def broker():
 
 def test_parse_message_reasons(env_config):
     ok = parse_message("cryofac/env/krios-room/krios-t1", b'{"quantity":"temperature"}', env_config)
-    assert ok == [{"quantity": "temperature", "sensor": "krios-t1"}]
+    assert ok.readings == [{"quantity": "temperature", "sensor": "krios-t1"}]
     cases = {
         ("cryofac/env/krios-t1", b"{}"): "is not cryofac/env/ROOM/SENSOR",
         ("cryofac/env/krios-room/ghost", b"{}"): "unknown sensor 'ghost'",
@@ -56,7 +66,11 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
     caplog.set_level("WARNING", logger="instrument_env.mqtt")
     sessions = session_factory(env_engine)
     subscriber = Subscriber(
-        sessions, host=HOST, port=PORT, config=env_config, batch_size=500, flush_interval_s=0.2
+        sessions,
+        broker=shared_broker_options(),
+        config=env_config,
+        batch_size=500,
+        flush_interval_s=0.2,
     )
     stop = threading.Event()
     thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
@@ -106,7 +120,9 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
 
 def test_raw_samples_over_mqtt_are_reduced(broker, env_engine, env_config):
     sessions = session_factory(env_engine)
-    subscriber = Subscriber(sessions, host=HOST, port=PORT, config=env_config, flush_interval_s=0.2)
+    subscriber = Subscriber(
+        sessions, broker=shared_broker_options(), config=env_config, flush_interval_s=0.2
+    )
     stop = threading.Event()
     thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
     thread.start()
@@ -148,7 +164,7 @@ def test_database_outage_is_retried_without_losing_readings(broker, env_engine, 
         return real()
 
     subscriber = Subscriber(
-        flaky_sessions, host=HOST, port=PORT, config=env_config, flush_interval_s=0.1
+        flaky_sessions, broker=shared_broker_options(), config=env_config, flush_interval_s=0.1
     )
     stop = threading.Event()
     thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
