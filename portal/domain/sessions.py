@@ -83,6 +83,19 @@ def gate_for(config_dir: str | None) -> Callable[[Session, str, datetime], GateR
     return functools.partial(default_gate, config_dir=config_dir)
 
 
+def _locked(db: Session, session: AcqSession) -> AcqSession:
+    """``session`` re-read with its row locked to the end of the transaction
+    (``SELECT ... FOR UPDATE``; SQLite serialises writers already)."""
+    import sqlalchemy as sa
+
+    return db.scalar(
+        sa.select(AcqSession)
+        .where(AcqSession.id == session.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 def transition(
     db: Session,
     actor: User,
@@ -101,6 +114,7 @@ def transition(
     """
     permissions.require_operator(actor)
     now = now or utcnow()
+    session = _locked(db, session)  # a concurrent move or cancellation goes first or waits
     if to_state not in TRANSITIONS.get(session.state, ()):
         raise InvalidTransition(
             f"session {session.id} is {session.state}; it cannot become {to_state}"
