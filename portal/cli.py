@@ -199,6 +199,13 @@ def seed_demo(database_url: str | None, config_dir: Path | None, password: str) 
     show_default=True,
     help="Also evaluate instrument_env's alarms (escalations) each round.",
 )
+@click.option(
+    "--lease-s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="A message claimed by a worker that died is sent again after this long.",
+)
 @click.option("--once", is_flag=True, help="One round of jobs and delivery, then exit.")
 def worker(
     database_url: str | None,
@@ -215,6 +222,7 @@ def worker(
     backoff_s: float,
     keep_delivered_days: float,
     evaluate_alarms: bool,
+    lease_s: float,
     once: bool,
 ) -> None:
     """Deliver the notification outbox (SMTP) and run the periodic jobs, until stopped."""
@@ -232,6 +240,7 @@ def worker(
         backoff_base_s=backoff_s,
         keep_delivered_days=keep_delivered_days,
         evaluate_alarms=evaluate_alarms,
+        lease_s=lease_s,
         config_dir=str(config_dir) if config_dir else None,
     )
     smtp = (
