@@ -296,7 +296,15 @@ def serve(
     if workers == 1:
         from waitress import serve as waitress_serve
 
-        waitress_serve(app, host=host, port=port, threads=threads, ident="cryofac")
+        waitress_serve(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="cryofac",
+            # a body over the portal's limit is refused (413) before waitress buffers it
+            max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]),
+        )
         return
     app.extensions["cryofac.engine"].dispose()
     _gunicorn(database_url or url, config_dir, host, port, threads, workers)

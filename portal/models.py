@@ -79,6 +79,8 @@ class Instrument(Base):
     max_duration_h: Mapped[float]
     lead_time_h: Mapped[float]
     cancellation_deadline_h: Mapped[float]
+    #: how far ahead a booking may end, in days (facility.yaml ``booking.horizon_days``)
+    horizon_days: Mapped[float] = mapped_column(default=365.0)
     active: Mapped[bool] = mapped_column(default=True)
 
     room: Mapped[Room] = relationship()

@@ -4,7 +4,8 @@ Rules (each violation raises :class:`BookingRuleViolation` naming the rule, HTTP
 ``time_order`` (end after start), ``project_state`` (the project is active),
 ``training`` (the booker holds a valid training record for the instrument; staff are
 exempt), ``min_duration`` / ``max_duration``, ``lead_time`` (start at least the
-instrument's lead time from now), ``sample_prep`` (a sample-preparation slot linked to a
+instrument's lead time from now), ``horizon`` (end at most the instrument's
+``horizon_days`` ahead), ``sample_prep`` (a sample-preparation slot linked to a
 microscope booking ends before that session starts, on the same project), and
 ``allocation`` (the project's hours on this kind of instrument are not exceeded).
 Overlap with another pending or confirmed booking, or with a maintenance block, raises
@@ -181,6 +182,13 @@ def check_request_rules(
         raise BookingRuleViolation(
             "lead_time",
             f"{instrument.id} must be booked at least {_hours(instrument.lead_time_h)} ahead",
+        )
+    horizon = now + timedelta(days=instrument.horizon_days)
+    if end > horizon:
+        raise BookingRuleViolation(
+            "horizon",
+            f"{instrument.id} can be booked up to {instrument.horizon_days:g} days ahead "
+            f"(until {horizon.isoformat(timespec='minutes')})",
         )
     if for_booking is not None:
         _check_sample_prep(instrument, project, end, for_booking)

@@ -2,6 +2,7 @@
 
 * ``outbox_messages``: notifications written in the transaction of the change that
   causes them, delivered by ``cryofac portal worker``.
+* ``instruments.horizon_days``: how far ahead a booking may end (default 365).
 * ``sessions.start_at``/``end_at``: the booking's slot, copied (existing rows filled
   from their booking). Two live sessions (scheduled, ready, acquiring, processing) on
   one instrument cannot overlap: an exclusion constraint on PostgreSQL, triggers that
@@ -63,6 +64,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbox_due", "outbox_messages", ["status", "next_attempt_at"])
     op.create_index("ix_outbox_sent_at", "outbox_messages", ["sent_at"])
+    with op.batch_alter_table("instruments") as batch:
+        batch.add_column(sa.Column("horizon_days", sa.Float, nullable=False, server_default="365"))
+    with op.batch_alter_table("instruments") as batch:
+        batch.alter_column("horizon_days", existing_type=sa.Float, server_default=None)
 
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("start_at", TS, nullable=True))
@@ -102,6 +107,8 @@ def downgrade() -> None:
         batch.drop_constraint("ck_sessions_positive_duration", type_="check")
         batch.drop_column("end_at")
         batch.drop_column("start_at")
+    with op.batch_alter_table("instruments") as batch:
+        batch.drop_column("horizon_days")
     op.drop_index("ix_outbox_sent_at", "outbox_messages")
     op.drop_index("ix_outbox_due", "outbox_messages")
     op.drop_table("outbox_messages")
