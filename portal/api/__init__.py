@@ -129,7 +129,7 @@ def json_body() -> dict[str, Any]:
 
 def parse_time(value: Any, name: str) -> datetime:
     """An ISO 8601 time that carries an offset (naive times are refused), in UTC,
-    within :data:`portal.domain.bounds.LIMITS` (years 1970–2199)."""
+    within :data:`portal.domain.bounds.LIMITS` (1970 to 9999-12-01)."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be an ISO 8601 string with an offset")
     try:

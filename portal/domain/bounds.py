@@ -17,10 +17,15 @@ from portal.domain.errors import InvalidInput
 
 @dataclass(frozen=True)
 class EdgeLimits:
-    """Limits of request values. Times in UTC; ids are database integers (32-bit)."""
+    """Limits of request values. Times in UTC; ids are database integers (32-bit).
+
+    ``latest`` leaves a margin below ``datetime.max`` so a time stored can be shown in
+    any time zone; how far ahead a booking may really be is the facility's
+    ``horizon_days`` rule (422), checked by the booking rules.
+    """
 
     earliest: datetime = datetime(1970, 1, 1, tzinfo=UTC)
-    latest: datetime = datetime(2200, 1, 1, tzinfo=UTC)
+    latest: datetime = datetime(9999, 12, 1, tzinfo=UTC)
     max_id: int = 2**31 - 1
     max_json_depth: int = 64
 
@@ -39,17 +44,17 @@ def bounded_time(value: datetime, name: str, limits: EdgeLimits = LIMITS) -> dat
     if in_utc is None or not limits.earliest <= in_utc < limits.latest:
         raise InvalidInput(
             f"{name}: {value.isoformat()[:40]} is outside "
-            f"{limits.earliest.year}–{limits.latest.year - 1}"
+            f"{limits.earliest:%Y-%m-%d} to {limits.latest:%Y-%m-%d} (UTC)"
         )
     return in_utc
 
 
 def bounded_date(value: date, name: str, limits: EdgeLimits = LIMITS) -> date:
-    """``value``, or :class:`InvalidInput` when outside the limits' years."""
-    if not limits.earliest.year <= value.year < limits.latest.year:
+    """``value``, or :class:`InvalidInput` when outside the limits' dates."""
+    if not limits.earliest.date() <= value < limits.latest.date():
         raise InvalidInput(
             f"{name}: {value.isoformat()} is outside "
-            f"{limits.earliest.year}–{limits.latest.year - 1}"
+            f"{limits.earliest:%Y-%m-%d} to {limits.latest:%Y-%m-%d}"
         )
     return value
 
