@@ -4,7 +4,8 @@ Configuration keys (all optional): ``DATABASE_URL`` (default: SQLite under the
 instance folder), ``SECRET_KEY`` (default: ``CRYOFAC_SECRET_KEY`` or a random key kept
 in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``cryofac/config/``),
 ``TOKEN_TTL_H``, ``PASSWORD_TIME_COST``, ``PASSWORD_MEMORY_KIB``,
-``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``. ``CRYOFAC_DATABASE_URL``,
+``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``, ``MAX_CONTENT_LENGTH`` (bytes, default
+16 MiB), ``MAX_JSON_DEPTH`` (default 64). ``CRYOFAC_DATABASE_URL``,
 ``CRYOFAC_SECRET_KEY``, ``CRYOFAC_PASSWORD_TIME_COST`` and ``CRYOFAC_PASSWORD_MEMORY_KIB``
 in the environment give defaults that ``config`` overrides.
 """
@@ -46,9 +47,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     from cryofac.config import instance_dir
     from portal import db as portal_db
+    from portal import edge
     from portal.domain.accounts import password_hasher
 
     app = Flask(__name__, instance_path=str(instance_dir()), instance_relative_config=True)
+    edge.install_converters(app)  # before any route: ids in URLs fit the database
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = os.environ.get("CRYOFAC_DATABASE_URL")
     for key in ("PASSWORD_TIME_COST", "PASSWORD_MEMORY_KIB"):  # e.g. cheaper on a test box
@@ -75,6 +78,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.teardown_appcontext(portal_db.close_db)
 
+    edge.install(app)  # body size, NUL characters, JSON depth
     csrf = CSRFProtect(app)
 
     from portal.api import bp as api_bp

@@ -146,6 +146,126 @@ def seed_demo(database_url: str | None, config_dir: Path | None, password: str) 
     click.echo(f"demo users (password {password!r}): {', '.join(names)}")
 
 
+@portal_group.command("worker")
+@DB_OPTION
+@CONFIG_OPTION
+@click.option(
+    "--smtp-host",
+    envvar="CRYOFAC_SMTP_HOST",
+    default=None,
+    help="Mail server; none: messages are written to the log (env CRYOFAC_SMTP_HOST).",
+)
+@click.option(
+    "--smtp-port",
+    envvar="CRYOFAC_SMTP_PORT",
+    default=25,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+)
+@click.option(
+    "--smtp-from", envvar="CRYOFAC_SMTP_FROM", default="cryofac@localhost", show_default=True
+)
+@click.option("--smtp-user", envvar="CRYOFAC_SMTP_USER", default=None)
+@click.option("--smtp-password", envvar="CRYOFAC_SMTP_PASSWORD", default=None)
+@click.option("--smtp-starttls/--no-smtp-starttls", envvar="CRYOFAC_SMTP_STARTTLS", default=False)
+@click.option(
+    "--poll-s",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between delivery rounds when idle.",
+)
+@click.option(
+    "--jobs-every-s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between periodic jobs (finished runs, alarms, pruning).",
+)
+@click.option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--backoff-s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="First retry delay; doubles per failed attempt.",
+)
+@click.option(
+    "--keep-delivered-days", default=30.0, show_default=True, type=click.FloatRange(min=0)
+)
+@click.option(
+    "--evaluate-alarms/--no-evaluate-alarms",
+    default=True,
+    show_default=True,
+    help="Also evaluate instrument_env's alarms (escalations) each round.",
+)
+@click.option(
+    "--lease-s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="A message claimed by a worker that died is sent again after this long.",
+)
+@click.option("--once", is_flag=True, help="One round of jobs and delivery, then exit.")
+def worker(
+    database_url: str | None,
+    config_dir: Path | None,
+    smtp_host: str | None,
+    smtp_port: int,
+    smtp_from: str,
+    smtp_user: str | None,
+    smtp_password: str | None,
+    smtp_starttls: bool,
+    poll_s: float,
+    jobs_every_s: float,
+    max_attempts: int,
+    backoff_s: float,
+    keep_delivered_days: float,
+    evaluate_alarms: bool,
+    lease_s: float,
+    once: bool,
+) -> None:
+    """Deliver the notification outbox (SMTP) and run the periodic jobs, until stopped."""
+    import signal
+
+    from portal import db as portal_db
+    from portal.notify import SmtpSettings
+    from portal.worker import Worker, WorkerOptions
+
+    url = _app(database_url, config_dir).config["DATABASE_URL"]
+    options = WorkerOptions(
+        poll_s=poll_s,
+        jobs_every_s=jobs_every_s,
+        max_attempts=max_attempts,
+        backoff_base_s=backoff_s,
+        keep_delivered_days=keep_delivered_days,
+        evaluate_alarms=evaluate_alarms,
+        lease_s=lease_s,
+        config_dir=str(config_dir) if config_dir else None,
+    )
+    smtp = (
+        SmtpSettings(smtp_host, smtp_port, smtp_from, smtp_user, smtp_password, smtp_starttls)
+        if smtp_host
+        else None
+    )
+    engine = portal_db.make_engine(url)
+    loop = Worker(portal_db.session_factory(engine), smtp, options)
+    where = f"SMTP {smtp_host}:{smtp_port}" if smtp else "the log (no --smtp-host)"
+    if once:
+        report = loop.run_once()
+        click.echo(
+            f"outbox: {report.sent} delivered, {report.retried} to retry, {report.failed} "
+            f"failed; queued {report.queued}; {report.pruned} pruned"
+        )
+        engine.dispose()
+        return
+    click.echo(f"cryofac portal worker: database {_safe(url)}, delivering to {where}")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.stop())
+    loop.run_forever()
+    engine.dispose()
+
+
 @portal_group.command("serve")
 @DB_OPTION
 @CONFIG_OPTION
@@ -176,7 +296,15 @@ def serve(
     if workers == 1:
         from waitress import serve as waitress_serve
 
-        waitress_serve(app, host=host, port=port, threads=threads, ident="cryofac")
+        waitress_serve(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="cryofac",
+            # a body over the portal's limit is refused (413) before waitress buffers it
+            max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]),
+        )
         return
     app.extensions["cryofac.engine"].dispose()
     _gunicorn(database_url or url, config_dir, host, port, threads, workers)

@@ -10,7 +10,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    """Add the blueprints (and their CSRF exemptions) and the notification hooks to ``app``."""
+    """Add the blueprints (and their CSRF exemptions) to ``app``."""
     from portal import openapi, views_downloads, views_ical, views_runs
     from portal.api import files as api_files
 
@@ -25,12 +25,6 @@ def register(app: Flask) -> None:
     from portal import views_tech
 
     app.register_blueprint(views_tech.bp)
-
-    from portal import notify_hooks
-
-    notify_hooks.install(app)
-    if app.config.get("NOTIFY_RELAY_INTERVAL_S"):
-        notify_hooks.start_relay_thread(app, float(app.config["NOTIFY_RELAY_INTERVAL_S"]))
 
     @app.context_processor
     def _live_nav() -> dict:

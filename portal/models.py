@@ -20,6 +20,9 @@ PROJECT_STATES = ("draft", "submitted", "approved", "active", "closed")
 BOOKING_STATES = ("pending", "confirmed", "rejected", "cancelled")
 HOLDING_BOOKING_STATES = ("pending", "confirmed")
 SESSION_STATES = ("scheduled", "ready", "acquiring", "processing", "complete", "aborted")
+#: Sessions that still claim their slot on the instrument: no two may overlap (migration 0003).
+LIVE_SESSION_STATES = ("scheduled", "ready", "acquiring", "processing")
+OUTBOX_STATES = ("pending", "sent", "logged", "failed")
 WAITLIST_STATES = ("waiting", "offered", "accepted", "withdrawn")
 
 
@@ -76,6 +79,8 @@ class Instrument(Base):
     max_duration_h: Mapped[float]
     lead_time_h: Mapped[float]
     cancellation_deadline_h: Mapped[float]
+    #: how far ahead a booking may end, in days (facility.yaml ``booking.horizon_days``)
+    horizon_days: Mapped[float] = mapped_column(default=365.0)
     active: Mapped[bool] = mapped_column(default=True)
 
     room: Mapped[Room] = relationship()
@@ -256,15 +261,37 @@ class WaitlistEntry(Base):
     offered_at: Mapped[datetime | None]
 
 
+def _booking_time(column: str):
+    """A column default: the session's booking's ``start_at`` or ``end_at``."""
+
+    def default(context) -> datetime | None:
+        booking_id = context.get_current_parameters().get("booking_id")
+        booking_column = getattr(Booking, column)
+        return context.connection.scalar(sa.select(booking_column).where(Booking.id == booking_id))
+
+    return default
+
+
 class AcqSession(Base):
-    """A microscope booking as it is run: scheduled → ready → acquiring → processing → complete."""
+    """A microscope booking as it is run: scheduled → ready → acquiring → processing → complete.
+
+    ``start_at``/``end_at`` copy the booking's slot (default: read from the booking), so
+    the database itself can refuse two live sessions overlapping on one instrument: an
+    exclusion constraint on PostgreSQL, triggers on SQLite (migration 0003).
+    """
 
     __tablename__ = "sessions"
+    __table_args__ = (
+        sa.CheckConstraint("end_at > start_at", name="ck_sessions_positive_duration"),
+        sa.Index("ix_sessions_instrument_start", "instrument_id", "start_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     booking_id: Mapped[int] = mapped_column(sa.ForeignKey("bookings.id"), unique=True)
     instrument_id: Mapped[str] = mapped_column(sa.ForeignKey("instruments.id"))
     project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"))
     state: Mapped[str] = mapped_column(sa.String(20), default="scheduled")
+    start_at: Mapped[datetime] = mapped_column(default=_booking_time("start_at"))
+    end_at: Mapped[datetime] = mapped_column(default=_booking_time("end_at"))
     operator_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     raw_dir: Mapped[str | None] = mapped_column(sa.String(1000))
     run_dir: Mapped[str | None] = mapped_column(sa.String(1000))
@@ -317,3 +344,36 @@ class LoginAttempt(Base):
     remote_addr: Mapped[str] = mapped_column(sa.String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     success: Mapped[bool]
+
+
+class OutboxMessage(Base):
+    """One notification to send, written in the transaction of the change that causes it.
+
+    ``cryofac portal worker`` delivers it (SMTP, or the log when no server is set) and
+    marks it ``sent``/``logged``; a failed attempt stays ``pending`` with ``last_error``
+    and ``next_attempt_at`` pushed back (exponential backoff) until ``failed`` after the
+    last attempt. ``dedupe_key`` (unique) makes a notice that periodic jobs find (a run
+    finished, an alarm escalated) be written once. Requests only ever insert here.
+    """
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_sent_at", "sent_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    recipients: Mapped[str] = mapped_column(sa.Text)  # comma-separated addresses
+    subject: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[str] = mapped_column(sa.Text)
+    dedupe_key: Mapped[str | None] = mapped_column(sa.String(200), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def to(self) -> list[str]:
+        return [r for r in self.recipients.split(",") if r]

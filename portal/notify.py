@@ -1,11 +1,9 @@
-"""Notification outbox: messages are queued first, then delivered.
+"""Notification texts and their SMTP transport.
 
-Queueing never fails a user's request because a mail server is down: the portal
-appends a message to the outbox (a JSON Lines file under the instance folder, guarded
-by an exclusive file lock so several server processes can share it) and
-:func:`deliver_pending` sends what is pending — by SMTP when ``CRYOFAC_SMTP_HOST`` (or
-an explicit :class:`SmtpSettings`) is configured, otherwise by writing it to the log.
-Failed sends stay pending with the error recorded and are retried next time.
+A notification is a row of the outbox table (:mod:`portal.domain.outbox`), written in
+the transaction of the change that causes it; ``cryofac portal worker``
+(:mod:`portal.worker`) delivers it with :func:`send_smtp` when an SMTP server is
+configured (:class:`SmtpSettings`, ``CRYOFAC_SMTP_HOST``), otherwise to the log.
 
 Message kinds: ``booking_confirmed``, ``booking_approved``, ``waitlist_offer``,
 ``run_complete``, ``alarm``.
@@ -13,17 +11,10 @@ Message kinds: ``booking_confirmed``, ``booking_approved``, ``waitlist_offer``,
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 
 log = logging.getLogger("cryofac.notify")
 
@@ -60,22 +51,6 @@ def compose(kind: str, **context: object) -> tuple[str, str]:
     return SUBJECTS[kind].format_map(values), BODIES[kind].format_map(values)
 
 
-@dataclass
-class Message:
-    """One queued notification."""
-
-    kind: str
-    to: list[str]
-    subject: str
-    body: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    status: str = "pending"  # pending | sent | logged
-    attempts: int = 0
-    error: str | None = None
-    sent_at: str | None = None
-
-
 @dataclass(frozen=True)
 class SmtpSettings:
     """Where to send mail. From the environment by :meth:`from_env` (None if unset)."""
@@ -104,93 +79,14 @@ class SmtpSettings:
         )
 
 
-class Outbox:
-    """A JSON Lines outbox file shared by processes through an exclusive ``flock``."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(exist_ok=True)
-
-    @contextmanager
-    def _locked(self) -> Iterator[list[Message]]:
-        with open(self.path, "r+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                messages = [Message(**json.loads(line)) for line in handle if line.strip()]
-                before = [asdict(m) for m in messages]
-                yield messages
-                if [asdict(m) for m in messages] != before:
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.write("".join(json.dumps(asdict(m)) + "\n" for m in messages))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def enqueue(self, kind: str, to: list[str] | str, **context: object) -> Message:
-        """Queue a message of ``kind`` for ``to`` (one address or a list)."""
-        recipients = [to] if isinstance(to, str) else list(to)
-        recipients = [r for r in recipients if r]
-        if not recipients:
-            raise ValueError("a notification needs at least one recipient")
-        subject, body = compose(kind, **context)
-        message = Message(kind=kind, to=recipients, subject=subject, body=body)
-        with self._locked() as messages:
-            messages.append(message)
-        return message
-
-    def enqueue_raw(self, kind: str, to: list[str] | str, subject: str, body: str) -> Message:
-        """Queue a message whose subject and body were written elsewhere (e.g. escalations)."""
-        recipients = [r for r in ([to] if isinstance(to, str) else list(to)) if r]
-        if not recipients:
-            raise ValueError("a notification needs at least one recipient")
-        message = Message(kind=kind, to=recipients, subject=subject, body=body)
-        with self._locked() as messages:
-            messages.append(message)
-        return message
-
-    def messages(self, status: str | None = None) -> list[Message]:
-        with self._locked() as messages:
-            return [m for m in messages if status is None or m.status == status]
-
-    def deliver_pending(
-        self,
-        smtp: SmtpSettings | None = None,
-        send: Callable[[SmtpSettings, EmailMessage], None] | None = None,
-    ) -> int:
-        """Deliver pending messages; returns how many left the outbox (sent or logged)."""
-        done = 0
-        with self._locked() as messages:
-            for message in messages:
-                if message.status != "pending":
-                    continue
-                message.attempts += 1
-                if smtp is None:
-                    log.info("notification %s to %s: %s", message.kind, message.to, message.subject)
-                    message.status = "logged"
-                else:
-                    try:
-                        (send or send_smtp)(smtp, to_email(message, smtp.sender))
-                    except Exception as exc:  # network / SMTP errors: keep for retry
-                        message.error = f"{exc.__class__.__name__}: {exc}"
-                        log.warning("notification %s not sent: %s", message.id, message.error)
-                        continue
-                    message.status = "sent"
-                    message.error = None
-                message.sent_at = datetime.now(UTC).isoformat()
-                done += 1
-        return done
-
-
-def to_email(message: Message, sender: str) -> EmailMessage:
+def to_email(message_id: str, to: list[str], subject: str, body: str, sender: str) -> EmailMessage:
+    """The e-mail of one outbox message; its Message-ID is stable across retries."""
     email = EmailMessage()
     email["From"] = sender
-    email["To"] = ", ".join(message.to)
-    email["Subject"] = message.subject
-    email["Message-ID"] = f"<{message.id}@cryofac>"
-    email.set_content(message.body)
+    email["To"] = ", ".join(to)
+    email["Subject"] = subject
+    email["Message-ID"] = f"<{message_id}@cryofac>"
+    email.set_content(body)
     return email
 
 

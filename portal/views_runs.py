@@ -103,7 +103,6 @@ def overview():
     rows = []
     for session, project, instrument in db.execute(query).all():
         run = service.load_run(session)
-        _notify_if_finished(session, run)
         rows.append(
             {
                 "session": session,
@@ -118,26 +117,7 @@ def overview():
 def _session_and_run(session_id: int) -> tuple[AcqSession, RunFolder | None]:
     session = visible_session(get_db(), g.user, session_id)
     run = service.load_run(session)
-    _notify_if_finished(session, run)
     return session, run
-
-
-def project_emails(db, project_id: int) -> list[str]:
-    """E-mail addresses of a project's PI and members."""
-    project = db.get(Project, project_id)
-    if project is None:
-        return []
-    people = [project.pi, *project.members]
-    return sorted({p.email for p in people if p is not None and p.active and p.email})
-
-
-def _notify_if_finished(session: AcqSession, run: RunFolder | None) -> None:
-    """Queue the run-completion message the first time anyone sees the run finished."""
-    if run is None or run.summary.state not in ("complete", "failed"):
-        return
-    from portal.notify_hooks import notify_run_finished
-
-    notify_run_finished(session, run.summary, project_emails(get_db(), session.project_id))
 
 
 @bp.get("/sessions/<int:session_id>/run")

@@ -136,9 +136,6 @@ def index():
     now = datetime.now(UTC)
     refresh_rollups(db)
     db.commit()
-    from portal.notify_hooks import relay_env_notifications
-
-    relay_env_notifications(db)  # escalations of unacknowledged alarms -> e-mail/log
     span = request.args.get("span", "24h")
     if span not in SPANS:
         span = "24h"

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from portal.db import get_db
+from portal.domain.bounds import bounded_id, bounded_time
 from portal.domain.errors import InvalidInput, PortalError, Unauthorized
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -127,7 +128,8 @@ def json_body() -> dict[str, Any]:
 
 
 def parse_time(value: Any, name: str) -> datetime:
-    """An ISO 8601 time that carries an offset (naive times are refused)."""
+    """An ISO 8601 time that carries an offset (naive times are refused), in UTC,
+    within :data:`portal.domain.bounds.LIMITS` (1970 to 9999-12-01)."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be an ISO 8601 string with an offset")
     try:
@@ -136,16 +138,12 @@ def parse_time(value: Any, name: str) -> datetime:
         raise InvalidInput(f"{name}: {value[:40]!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         raise InvalidInput(f"{name}: {value[:40]!r} has no UTC offset")
-    return parsed
+    return bounded_time(parsed, name)
 
 
 def parse_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be an integer") from None
+    """A database id (1 to 2^31 − 1) or :class:`InvalidInput`."""
+    return bounded_id(value, name)
 
 
 def config_value(key: str) -> Any:

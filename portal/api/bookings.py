@@ -42,7 +42,7 @@ def list_bookings():
     args = request.args
     start = parse_time(args["start"], "start") if args.get("start") else None
     end = parse_time(args["end"], "end") if args.get("end") else None
-    limit = min(parse_int(args.get("limit", 1000), "limit"), 5000)
+    limit = min(parse_int(args.get("limit", 1000), "limit"), 5000)  # 1 or more
     rows = booking_rules.visible_bookings(
         get_db(),
         g.user,

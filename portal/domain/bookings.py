@@ -4,7 +4,8 @@ Rules (each violation raises :class:`BookingRuleViolation` naming the rule, HTTP
 ``time_order`` (end after start), ``project_state`` (the project is active),
 ``training`` (the booker holds a valid training record for the instrument; staff are
 exempt), ``min_duration`` / ``max_duration``, ``lead_time`` (start at least the
-instrument's lead time from now), ``sample_prep`` (a sample-preparation slot linked to a
+instrument's lead time from now), ``horizon`` (end at most the instrument's
+``horizon_days`` ahead), ``sample_prep`` (a sample-preparation slot linked to a
 microscope booking ends before that session starts, on the same project), and
 ``allocation`` (the project's hours on this kind of instrument are not exceeded).
 Overlap with another pending or confirmed booking, or with a maintenance block, raises
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from portal.db import lock_instrument
-from portal.domain import audit, permissions
+from portal.domain import audit, outbox, permissions
 from portal.domain.errors import (
     BookingConflict,
     BookingRuleViolation,
@@ -34,6 +35,7 @@ from portal.domain.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    InvalidTransition,
     NotFound,
 )
 from portal.models import (
@@ -180,6 +182,13 @@ def check_request_rules(
         raise BookingRuleViolation(
             "lead_time",
             f"{instrument.id} must be booked at least {_hours(instrument.lead_time_h)} ahead",
+        )
+    horizon = now + timedelta(days=instrument.horizon_days)
+    if end > horizon:
+        raise BookingRuleViolation(
+            "horizon",
+            f"{instrument.id} can be booked up to {instrument.horizon_days:g} days ahead "
+            f"(until {horizon.isoformat(timespec='minutes')})",
         )
     if for_booking is not None:
         _check_sample_prep(instrument, project, end, for_booking)
@@ -416,18 +425,57 @@ def create_booking(
     )
     db.add(booking)
     session = _new_session(db, booking) if status == "confirmed" else None
-    try:
-        db.flush()  # the booking and its session
-    except sa.exc.IntegrityError as exc:  # the PostgreSQL exclusion constraint
-        db.rollback()
-        if "ex_bookings_no_overlap" in str(exc.orig):
-            raise BookingConflict(f"{instrument.id} is already booked at that time") from None
-        raise
+    if status == "confirmed":  # the notice commits with the booking, or neither does
+        outbox.notify_booking(db, "booking_confirmed", booking, user)
+    _flush_or_conflict(db, instrument.id)  # the booking, its session and its notice
     audit.record(db, user, "create", "booking", booking.id, after=_snapshot(booking))
     if session is not None:
         _audit_session(db, user, session)
     _accept_offers(db, user, offers)
     return booking
+
+
+_OVERLAP_CONSTRAINTS = ("ex_bookings_no_overlap", "ex_sessions_no_overlap")
+
+
+def _flush_or_conflict(db: Session, instrument_id: str) -> None:
+    """Flush; an overlap refused by the database itself (PostgreSQL's exclusion
+    constraints, SQLite's session triggers) becomes :class:`BookingConflict` (409)."""
+    try:
+        db.flush()
+    except sa.exc.IntegrityError as exc:
+        db.rollback()
+        if any(name in str(exc.orig) for name in _OVERLAP_CONSTRAINTS):
+            raise BookingConflict(f"{instrument_id} is already booked at that time") from None
+        raise
+
+
+def lock_booking(db: Session, booking_id: int) -> Booking:
+    """Re-read booking ``booking_id`` and lock its row to the end of the transaction.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE``, so a concurrent decision or cancellation waits
+    and then sees this one's outcome; SQLite: ``BEGIN IMMEDIATE`` already serialises
+    every writing transaction. The returned object holds the row's committed values.
+    """
+    booking = db.scalar(
+        sa.select(Booking)
+        .where(Booking.id == booking_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if booking is None:
+        raise NotFound(f"booking {booking_id} not found")
+    return booking
+
+
+def lock_session_of(db: Session, booking_id: int) -> AcqSession | None:
+    """The acquisition session of a booking, its row locked (see :func:`lock_booking`)."""
+    return db.scalar(
+        sa.select(AcqSession)
+        .where(AcqSession.booking_id == booking_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 _OFFER_CRITERIA = (  # the booker's waitlist entries that a booking of [:start, :end) takes
@@ -514,6 +562,8 @@ def _new_session(db: Session, booking: Booking) -> AcqSession | None:
         instrument_id=booking.instrument_id,
         project_id=booking.project_id,
         state="scheduled",
+        start_at=booking.start_at,
+        end_at=booking.end_at,
     )
     db.add(session)
     return session
@@ -526,16 +576,23 @@ def _audit_session(db: Session, actor: User, session: AcqSession) -> None:
 def _open_session(db: Session, actor: User, booking: Booking) -> AcqSession | None:
     session = _new_session(db, booking)
     if session is not None:
-        db.flush()
+        _flush_or_conflict(db, booking.instrument_id)
         _audit_session(db, actor, session)
     return session
 
 
-def decide(db: Session, staff: User, booking: Booking, approve: bool, reason: str = "") -> None:
-    """Staff approve (→ confirmed, session opened) or reject (→ slot freed) a pending booking."""
+def decide(db: Session, staff: User, booking: Booking, approve: bool, reason: str = "") -> Booking:
+    """Staff approve (→ confirmed, session opened) or reject (→ slot freed) a pending booking.
+
+    The booking's row is locked and re-read first (:func:`lock_booking`), so of two
+    concurrent decisions, or a decision and a cancellation, the second sees the first's
+    outcome: :class:`InvalidTransition` (409) unless the booking is still pending.
+    Returns the booking as decided (the locked, current object).
+    """
     permissions.require_staff(staff)
+    booking = lock_booking(db, booking.id)
     if booking.status != "pending":
-        raise Conflict(f"booking {booking.id} is {booking.status}, not pending")
+        raise InvalidTransition(f"booking {booking.id} is {booking.status}, not pending")
     before = _snapshot(booking)
     booking.status = "confirmed" if approve else "rejected"
     booking.decided_by_id = staff.id
@@ -544,11 +601,15 @@ def decide(db: Session, staff: User, booking: Booking, approve: bool, reason: st
     audit.record(db, staff, action, "booking", booking.id, before, _snapshot(booking), reason)
     if approve:
         _open_session(db, staff, booking)
+        outbox.notify_booking(db, "booking_approved", booking)
     else:
         offer_freed_slot(db, booking)
+    return booking
 
 
-def cancel_booking(db: Session, user: User, booking: Booking, now: datetime | None = None) -> None:
+def cancel_booking(
+    db: Session, user: User, booking: Booking, now: datetime | None = None
+) -> Booking:
     """Cancel a held booking. After the instrument's cancellation deadline only staff may.
 
     Raises :class:`Forbidden` (not the booker, the PI, or staff) or
@@ -557,8 +618,9 @@ def cancel_booking(db: Session, user: User, booking: Booking, now: datetime | No
     now = now or utcnow()
     if not permissions.can_cancel(db, user, booking):
         raise Forbidden("only the booker, the project's PI or staff may cancel this booking")
+    booking = lock_booking(db, booking.id)  # a concurrent decision goes first or waits
     if booking.status not in HOLDING_BOOKING_STATES:
-        raise Conflict(f"booking {booking.id} is already {booking.status}")
+        raise InvalidTransition(f"booking {booking.id} is already {booking.status}")
     deadline = booking.start_at - timedelta(hours=booking.instrument.cancellation_deadline_h)
     if now > deadline and not permissions.is_staff(user):
         raise CancellationTooLate(
@@ -566,7 +628,7 @@ def cancel_booking(db: Session, user: User, booking: Booking, now: datetime | No
             f"{booking.instrument.cancellation_deadline_h:g} h before the start "
             f"({deadline.isoformat()}); ask the facility staff"
         )
-    session = db.scalar(sa.select(AcqSession).where(AcqSession.booking_id == booking.id))
+    session = lock_session_of(db, booking.id)
     if session is not None and session.state != "scheduled":
         raise Conflict(f"session {session.id} is already {session.state}; abort it instead")
     before = _snapshot(booking)
@@ -587,6 +649,7 @@ def cancel_booking(db: Session, user: User, booking: Booking, now: datetime | No
             "booking cancelled",
         )
     offer_freed_slot(db, booking, now)
+    return booking
 
 
 def join_waitlist(
@@ -635,9 +698,29 @@ def offer_freed_slot(
         )
         .order_by(WaitlistEntry.created_at, WaitlistEntry.id)
     ).all()
+    users = (
+        {
+            u.id: u
+            for u in db.scalars(sa.select(User).where(User.id.in_({e.user_id for e in entries})))
+        }
+        if entries
+        else {}
+    )
+    instrument = freed.instrument or db.get(Instrument, freed.instrument_id)
     for entry in entries:
         entry.state = "offered"
         entry.offered_at = now
+        user = users.get(entry.user_id)
+        if user is not None and user.email:
+            outbox.enqueue(
+                db,
+                "waitlist_offer",
+                user.email,
+                instrument=instrument.name if instrument else entry.instrument_id,
+                start=outbox.when(entry.start_at),
+                end=outbox.when(entry.end_at),
+                offer_expires="the slot is taken",
+            )
         audit.record(
             db,
             None,

@@ -20,6 +20,7 @@ INSTRUMENT_FIELDS = (
     "max_duration_h",
     "lead_time_h",
     "cancellation_deadline_h",
+    "horizon_days",
 )
 
 
@@ -50,6 +51,7 @@ def load_facility_into_db(db: Session, facility: Mapping[str, Any]) -> tuple[int
             "max_duration_h": float(rules.get("max_duration_h", 72)),
             "lead_time_h": float(rules.get("lead_time_h", 0)),
             "cancellation_deadline_h": float(rules.get("cancellation_deadline_h", 0)),
+            "horizon_days": float(rules.get("horizon_days", 365)),
         }
         seen.add(item["id"])
         instrument = db.get(Instrument, item["id"])

@@ -96,11 +96,9 @@ def _record_env_override(
 ) -> None:
     """Record the override in instrument_env too (``env_gate_overrides``), so the
     acquisition's environmental provenance shows that it started over a closed gate."""
-    try:
-        from instrument_env.gate import record_override
-        from instrument_env.limits import load_env_config
-    except ImportError:  # instrument_env not installed: the audit log has it
-        return
+    from instrument_env.gate import record_override
+    from instrument_env.limits import load_env_config
+
     config_dir = getattr(gate, "keywords", {}).get("config_dir")
     savepoint = db.begin_nested()
     try:
@@ -118,6 +116,19 @@ def _record_env_override(
         log.warning("gate override of %s not recorded in instrument_env", instrument_id)
         return
     savepoint.commit()
+
+
+def _locked(db: Session, session: AcqSession) -> AcqSession:
+    """``session`` re-read with its row locked to the end of the transaction
+    (``SELECT ... FOR UPDATE``; SQLite serialises writers already)."""
+    import sqlalchemy as sa
+
+    return db.scalar(
+        sa.select(AcqSession)
+        .where(AcqSession.id == session.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def transition(
@@ -138,6 +149,7 @@ def transition(
     """
     permissions.require_operator(actor)
     now = now or utcnow()
+    session = _locked(db, session)  # a concurrent move or cancellation goes first or waits
     if to_state not in TRANSITIONS.get(session.state, ()):
         raise InvalidTransition(
             f"session {session.id} is {session.state}; it cannot become {to_state}"

@@ -25,7 +25,7 @@ def _admins_only():
 @bp.get("/audit")
 def audit_log():
     try:
-        page = max(int(request.args.get("page", 1)), 1)
+        page = min(max(int(request.args.get("page", 1)), 1), 1_000_000)
     except ValueError:
         page = 1
     query = sa.select(AuditEntry).order_by(AuditEntry.id.desc())

@@ -25,6 +25,8 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
+    if target and any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return url_for("calendar.index")  # CR/LF (header injection) or other controls
     parsed = urlparse(target or "")
     local = target and not parsed.netloc and not parsed.scheme and target.startswith("/")
     if local and not target.startswith("//") and "\\" not in target:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from flask import (
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
+from portal.domain.bounds import bounded_date
 from portal.domain.errors import BookingRuleViolation, PortalError
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
 from portal.views import login_required
@@ -105,6 +106,8 @@ def week(instrument_id: str):
         day = date.fromisoformat(request.args["week"]) if "week" in request.args else None
     except ValueError:
         day = None
+    if day is not None:
+        bounded_date(day, "week")  # 400 beyond the years a booking may have
     day = day or datetime.now(tz).date()
     monday = day - timedelta(days=day.weekday())
     start = datetime.combine(monday, time(0), tz)
@@ -253,6 +256,7 @@ def cancel(booking_id: int):
 
 
 def _local_time(value: str, tz: ZoneInfo, name: str) -> datetime:
+    from portal.domain.bounds import bounded_time
     from portal.domain.errors import InvalidInput
 
     try:
@@ -261,13 +265,13 @@ def _local_time(value: str, tz: ZoneInfo, name: str) -> datetime:
         raise InvalidInput(f"{name}: {value[:40]!r} is not a date and time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+    return bounded_time(parsed, name)
 
 
 def _int(value, name: str) -> int:
+    from portal.domain.bounds import bounded_id
     from portal.domain.errors import InvalidInput
 
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"choose a {name}") from None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidInput(f"choose a {name}")
+    return bounded_id(value, name)

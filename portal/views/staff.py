@@ -145,7 +145,8 @@ def transition(session_id: int):
 
 
 def _int(value) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("not a number") from None
+    from portal.domain.bounds import bounded_id
+
+    if value is None:
+        raise InvalidInput("not a number")
+    return bounded_id(value, "user")

@@ -32,15 +32,38 @@ class LiveWorld:
         assert response.status_code == 201, response.get_json()
         return {"Authorization": f"Bearer {response.get_json()['token']}"}
 
+    def outbox(self, kind: str | None = None) -> list:
+        """The outbox rows (of ``kind``), oldest first."""
+        from portal.domain.outbox import messages
+
+        with self.db() as db:
+            return messages(db, kind)
+
+    def run_worker_jobs(self, evaluate_alarms: bool = False):
+        """One round of ``cryofac portal worker``'s periodic jobs (no delivery)."""
+        from portal.worker import WorkerOptions, run_jobs
+
+        options = WorkerOptions(evaluate_alarms=evaluate_alarms)
+        return run_jobs(self.app.extensions["cryofac.sessionmaker"], options)
+
     def login(self, client, username: str) -> None:
         response = client.post("/login", data={"username": username, "password": self.password})
         assert response.status_code == 302, response.data[:300]
 
 
-def add_session(db, project_id: int, user_id: int, run_dir: Path | None, instrument="krios1"):
+def add_session(
+    db,
+    project_id: int,
+    user_id: int,
+    run_dir: Path | None,
+    instrument="krios1",
+    starts_in_h: float = -2.0,
+):
+    """A confirmed booking and its session (``processing``), ``starts_in_h`` from now;
+    live sessions on one instrument may not overlap."""
     from portal.models import AcqSession, Booking
 
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=starts_in_h)
     booking = Booking(
         instrument_id=instrument,
         project_id=project_id,
@@ -77,7 +100,6 @@ def build_world(
     settings = {
         "WTF_CSRF_ENABLED": False,
         "DOWNLOAD_CACHE_DIR": str(tmp_path / "cache"),
-        "NOTIFY_OUTBOX": str(tmp_path / "outbox.jsonl"),
         "SERVER_NAME": "portal.test",
     }
     settings.update(config)

@@ -1,8 +1,7 @@
-"""iCalendar rendering and the notification outbox (pure)."""
+"""iCalendar rendering and notification texts (pure)."""
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +15,7 @@ from portal.ical import (
     read_feed_token,
     render_calendar,
 )
-from portal.notify import Outbox, SmtpSettings, compose
+from portal.notify import SmtpSettings, compose, to_email
 
 CET = timezone(timedelta(hours=1))
 
@@ -89,61 +88,11 @@ def test_feed_tokens():
         feed_token("k", "instrument", 1)
 
 
-def test_outbox_logs_without_smtp(tmp_path, caplog):
-    outbox = Outbox(tmp_path / "outbox.jsonl")
-    outbox.enqueue(
-        "booking_confirmed",
-        "a@lab.org",
-        instrument="Krios",
-        start="2026-03-02 09:00",
-        end="2026-03-04 09:00",
-    )
-    outbox.enqueue(
-        "alarm",
-        ["tech@lab.org", "boss@lab.org"],
-        severity="critical",
-        room="B1.07",
-        channel="temperature",
-        message="21.9 °C > 21.0 °C",
-        since="08:00",
-    )
-    assert len(outbox.messages("pending")) == 2
-    with caplog.at_level(logging.INFO, logger="cryofac.notify"):
-        assert outbox.deliver_pending(smtp=None) == 2
-    assert "Booking confirmed: Krios, 2026-03-02 09:00" in caplog.text
-    assert [m.status for m in Outbox(tmp_path / "outbox.jsonl").messages()] == ["logged", "logged"]
-    assert outbox.deliver_pending(smtp=None) == 0
-
-
-def test_outbox_smtp_failure_keeps_message_for_retry(tmp_path):
-    outbox = Outbox(tmp_path / "outbox.jsonl")
-    outbox.enqueue(
-        "run_complete",
-        "a@lab.org",
-        session=5,
-        state="complete",
-        movies_processed=100,
-        particles=5000,
-        resolution="3.1 Å",
-    )
-    smtp = SmtpSettings(host="mail.invalid", sender="portal@lab.org")
-    sent = []
-
-    def failing(settings, email):
-        raise ConnectionRefusedError("mail.invalid:25 refused")
-
-    assert outbox.deliver_pending(smtp, send=failing) == 0
-    (message,) = outbox.messages()
-    assert message.status == "pending" and message.attempts == 1
-    assert "refused" in message.error
-
-    def ok(settings, email):
-        sent.append(email)
-
-    assert outbox.deliver_pending(smtp, send=ok) == 1
-    assert sent[0]["To"] == "a@lab.org" and sent[0]["From"] == "portal@lab.org"
-    assert "3.1 Å" in sent[0].get_content()
-    assert outbox.messages()[0].status == "sent"
+def test_email_of_an_outbox_message():
+    email = to_email("outbox-7", ["a@lab.org", "b@lab.org"], "Subject", "3.1 Å\n", "p@lab.org")
+    assert email["To"] == "a@lab.org, b@lab.org" and email["From"] == "p@lab.org"
+    assert email["Message-ID"] == "<outbox-7@cryofac>"
+    assert "3.1 Å" in email.get_content()
 
 
 def test_compose_and_env_settings():

@@ -199,7 +199,7 @@ def test_pages_of_a_session_without_a_run_yet(live, client):
     from tests.portal_live.conftest import add_session
 
     with live.db() as db:
-        waiting = add_session(db, live.project_id, live.users["alice"], None).id
+        waiting = add_session(db, live.project_id, live.users["alice"], None, starts_in_h=48).id
         db.commit()
     live.login(client, "alice")
     page = client.get(f"/sessions/{waiting}/run")
