@@ -1,7 +1,8 @@
 """Picking benchmark on four particle shapes (issue 21): precision, recall, F1, time.
 
 Run: ``nice python benchmarks/bench_picking_shapes.py [--structures all|dev|held-out]
-[--methods blob,template] [--threads 2] [--size 2048] [--out FILE]``.
+[--methods blob,template] [--threads 2] [--size 2048] [--json FILE]``; ``--speed`` times
+4096² micrographs instead.
 
 Structures (:mod:`pipeline.simulate.assemblies`, built from the shipped 6Z6U subunits, no
 other PDB entries are reachable here): ``apoferritin`` and ``rod`` were used while
@@ -105,6 +106,45 @@ def pick(method: str, structure: Structure, image, truth, volume, views: int):
 _TEMPLATES: dict = {}
 
 
+def speed(threads: int, views: int, repeats: int = 2) -> None:
+    """Wall and CPU seconds per 4096² micrograph (1 Å/px, apoferritin, 130 Å): blob picking
+    and template picking with ``views`` projections (templates made once, outside the timing,
+    as the CLI does for a whole batch)."""
+    from pipeline.ctf_model import CTFParams
+    from pipeline.picking.blob import pick_blobs
+    from pipeline.picking.template import pick_templates, templates_from_map
+    from pipeline.simulate.micrograph import simulate_micrograph
+    from pipeline.simulate.volume import reference_volume
+
+    volume = reference_volume(160, 1.0)
+    ctf = CTFParams(17250.0, 16750.0, 40.0)
+    image, truth = simulate_micrograph(
+        volume, (4096, 4096), 1.0, n_particles=400, ctf=ctf, n_contaminants=3, rng=7
+    )
+    templates = templates_from_map(volume, 1.0, views)
+    jobs = {
+        "blob": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf),
+        f"template, {views} views": lambda: pick_templates(
+            image, 1.0, 130.0, templates, 1.0, ctf=ctf
+        ),
+    }
+    from pipeline.picking.evaluate import match_picks
+
+    for name, job in jobs.items():
+        job()  # warm-up (FFT plans, caches)
+        for _ in range(repeats):
+            load = os.getloadavg()[0]
+            wall, cpu = time.perf_counter(), time.process_time()
+            picks = job()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            score = match_picks(picks.coords_px, truth.coords_px, 0.3 * 130.0)
+            print(
+                f"speed 4096² {name}: wall {wall:.2f} s, CPU {cpu:.2f} s ({threads} threads), "
+                f"load {load:.1f}; P {score.precision:.3f} R {score.recall:.3f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", default="all")
@@ -113,12 +153,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--views", type=int, default=50)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--speed", action="store_true", help="time 4096² micrographs only")
     args = parser.parse_args()
 
     from pipeline import backend
     from pipeline.picking.evaluate import match_picks
 
     backend.use("cpu", args.threads)
+    if args.speed:
+        speed(args.threads, args.views)
+        return
     if args.structures == "dev":
         chosen = [s for s in STRUCTURES if not s.held_out]
     elif args.structures == "held-out":

@@ -12,9 +12,13 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    against ice gradients, and responses are divided by the background noise SD, estimated
    with peaks masked out (sigma clipping) so that a threshold means the same at any density.
 4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
-   scales): ``kernel="disc"`` (default) — mean inside the particle disc minus the mean of the
-   surrounding annulus, Gaussian-softened, which also centres hollow particles; or
-   ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
+   scales, as cryoSPARC's blob picker): ``kernel="auto"`` (default) picks ``"ellipse"``
+   when max ≥ 1.5 × min (elongated particles: an anisotropic difference of Gaussians as
+   wide as the minimum and as long as lengths from min to max, at 8 axis orientations; the
+   micrograph is then sampled and low-passed for the narrowest dimension) and ``"disc"``
+   otherwise — mean inside the particle disc minus the mean of the surrounding annulus,
+   Gaussian-softened, which also centres hollow particles; ``kernel="log"`` —
+   scale-normalised −σ²∇²G with σ = r/√2.
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
    ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
    the population of picks rejects carbon edges (far above the median) and empty areas (far

@@ -1,19 +1,20 @@
 """Template picker: FindEM/Roseman fast local normalised cross-correlation in Fourier space.
 
-Templates are 2D class averages or projections of a map (protein bright). The micrograph
-is Fourier-cropped and phase-flipped (particles bright, as in the blob picker); each
-template is resampled to the same pixel size, multiplied by |CTF| of the micrograph (so it
-looks like a phase-flipped particle), low-passed, masked by a soft-edged disc of
-``mask_fraction`` × diameter, and rotated in-plane in ``angle_step_deg`` steps. For every
-rotated template t (zero mean, unit variance under the mask M)
+Templates are 2D class averages or projections of a map over the sphere (protein bright;
+:mod:`pipeline.picking.template_source`). The micrograph is Fourier-cropped to
+``pixels_per_diameter`` pixels across a particle and phase-flipped (particles bright, as in
+the blob picker); each template is resampled to the same pixel size, multiplied by |CTF| of
+the micrograph (so it looks like a phase-flipped particle), low-passed, masked by a
+soft-edged disc of ``mask_fraction`` × diameter, and rotated in-plane in ``angle_step_deg``
+steps. For every rotated template t (zero mean, Σt² = Σmask under the mask M)
 
     NCC(x) = Σ t·I(x+·) / (N_M · σ_M(x)),   σ_M² = ⟨I²⟩_M − ⟨I⟩_M²
 
-with all three sums computed by FFT over the whole micrograph (one rFFT + one inverse per
-rotation). The best NCC over rotations and templates is the figure of merit; peaks go
-through the same non-maximum suppression and contamination/variance screens as the blob
-picker. Templates are rotated in real space (bilinear); the correlations are computed in
-Fourier space. The best template index and in-plane angle of each pick are returned in
+with all sums computed by FFT over the whole micrograph (batched forward and inverse FFTs
+per rotated template). The best NCC over rotations and templates is the figure of merit;
+the threshold is set per micrograph from the NCC map's background noise; peaks go through
+the same non-maximum suppression and contamination/variance screens as the blob picker.
+The best template index and in-plane angle of each pick are returned in
 :class:`TemplatePicks`.
 """
 
