@@ -55,24 +55,31 @@ from pipeline.cli import device_options, run_each, select_device
     "--templates",
     type=click.Path(path_type=Path),
     default=None,
-    help="Templates for --method template: 2D image or .mrcs stack (protein bright), or a "
-    "3D map (.mrc, cubic) whose projections are used.",
+    help="Templates for --method template: 2D class averages (.mrcs stack or 2D image, "
+    "protein bright), or a 3D map (.mrc, cubic) projected at --template-views directions.",
 )
 @click.option(
     "--template-views",
     type=click.IntRange(min=1),
-    default=8,
+    default=50,
     show_default=True,
-    help="Projections of a 3D template map (spread over a hemisphere).",
+    help="Projections of a 3D template map (spread evenly over the sphere; each gets the "
+    "micrograph's CTF).",
 )
 @click.option("--template-pixel-size", type=float, default=None, help="Å [default: header].")
-@click.option("--angle-step", type=float, default=10.0, show_default=True, help="Degrees.")
+@click.option(
+    "--angle-step",
+    type=click.FloatRange(min=0, min_open=True, max=180),
+    default=10.0,
+    show_default=True,
+    help="In-plane rotation step of the templates, degrees.",
+)
 @click.option(
     "--threshold",
     type=float,
     default=None,
     help="Peak threshold: blob, background-noise SDs of the filter response [3.0]; "
-    "template, robust SDs of the NCC map [2.5].",
+    "template, MAD-based SDs of the NCC map's background [4.0].",
 )
 @click.option("--max-picks", type=click.IntRange(min=1), default=None, help="Keep the best N.")
 @device_options
@@ -110,15 +117,21 @@ def pick(
 
     if method == "template" and templates is None:
         raise click.ClickException("--method template needs --templates STACK.mrcs")
+    if method != "template" and templates is not None:
+        raise click.ClickException("--templates is used by --method template only")
     ctfs = read_micrograph_ctfs(ctf_star, voltage, cs, amplitude_contrast) if ctf_star else None
-    template_stack = None
-    if templates is not None:
-        template_stack, header_px = read_mrc(templates)
-        template_pixel_size = template_pixel_size or header_px
-        if not template_pixel_size or template_pixel_size <= 0:
-            raise click.ClickException(
-                f"{templates}: no pixel size in header; use --template-pixel-size"
-            )
+    template_set = None
+    if method == "template":
+        from pipeline.picking.template_source import TemplateError, load_templates
+
+        try:
+            template_set = load_templates(templates, template_views, template_pixel_size)
+        except TemplateError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"templates: {len(template_set.images)} from {templates} ({template_set.kind})",
+            err=True,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     done: list[tuple[str, str, int]] = []
 
@@ -157,11 +170,11 @@ def pick(
                 image,
                 px,
                 diameter,
-                template_stack,
-                template_pixel_size,
+                template_set.images,
+                template_set.pixel_size_A,
                 ctf=ctf,
                 angle_step_deg=angle_step,
-                threshold_sigma=2.5 if threshold is None else threshold,
+                threshold_sigma=4.0 if threshold is None else threshold,
                 max_picks=max_picks,
             )
         target = write_coordinates(coordinate_path(out_dir, path), picks.coords_px, picks.fom)

@@ -114,8 +114,11 @@ def table_to_dataset(
         ("ctf/bfactor", "<f4"),
     ] + [(name, "<f4", (k,)) for name, k in _CTF_ZERO_VECTORS.items()]
 
-    names = parts["rlnMicrographName"].astype(str).tolist()
-    shapes = _micrograph_shapes(names, micrograph_shapes, Path(base_dir) if base_dir else None)
+    shapes = None
+    if table.has_locations:  # a particle set without coordinates has no location fields
+        names = parts["rlnMicrographName"].astype(str).tolist()
+        base = Path(base_dir) if base_dir else None
+        shapes = _micrograph_shapes(names, micrograph_shapes, base)
     if shapes is not None:
         fields += [
             ("location/micrograph_uid", "<u8"),

@@ -41,18 +41,17 @@ OPTICS_COLUMNS = (
     "rlnImageDimensionality",
 )
 
-#: columns every particle row must have
+#: columns every particle row must have (CONTRACT.md: the image, its CTF and optics group);
+#: micrograph names and coordinates (LOCATION_COLUMNS) are used when present
 PARTICLE_COLUMNS = (
     "rlnImageName",
-    "rlnMicrographName",
-    "rlnCoordinateX",
-    "rlnCoordinateY",
     "rlnOpticsGroup",
     "rlnDefocusU",
     "rlnDefocusV",
     "rlnDefocusAngle",
 )
 
+LOCATION_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY")
 POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 
@@ -66,6 +65,11 @@ class ParticleTable:
 
     def __len__(self) -> int:
         return len(self.particles)
+
+    @property
+    def has_locations(self) -> bool:
+        """True when every particle has a micrograph name and coordinates."""
+        return all(c in self.particles.columns for c in LOCATION_COLUMNS)
 
     @property
     def has_poses(self) -> bool:

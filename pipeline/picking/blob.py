@@ -12,9 +12,13 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    against ice gradients, and responses are divided by the background noise SD, estimated
    with peaks masked out (sigma clipping) so that a threshold means the same at any density.
 4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
-   scales): ``kernel="disc"`` (default) — mean inside the particle disc minus the mean of the
-   surrounding annulus, Gaussian-softened, which also centres hollow particles; or
-   ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
+   scales, as cryoSPARC's blob picker): ``kernel="auto"`` (default) picks ``"ellipse"``
+   when max ≥ 1.5 × min (elongated particles: an anisotropic difference of Gaussians as
+   wide as the minimum and as long as lengths from min to max, at 8 axis orientations; the
+   micrograph is then sampled and low-passed for the narrowest dimension) and ``"disc"``
+   otherwise — mean inside the particle disc minus the mean of the surrounding annulus,
+   Gaussian-softened, which also centres hollow particles; ``kernel="log"`` —
+   scale-normalised −σ²∇²G with σ = r/√2.
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
    ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
    the population of picks rejects carbon edges (far above the median) and empty areas (far
@@ -107,6 +111,41 @@ def disc_response(
     return best
 
 
+def ellipse_response(
+    image,
+    width_px: float,
+    lengths_px: list[float],
+    n_orientations: int = 8,
+    outer: float = 1.6,
+):
+    """Max over lengths and orientations of an elongated difference of Gaussians.
+
+    For a particle ``width_px`` wide and L long (L in ``lengths_px``), the kernel is an
+    anisotropic Gaussian with SDs (L/4, width/4) along and across its axis minus the same
+    Gaussian ``outer`` times wider, at ``n_orientations`` axis angles over 180°; zero mean,
+    and scaled so that a uniform ellipse of the kernel's size gives the same response at any
+    size. With L = width it is a round DoG. Used for elongated particles
+    (max/min diameter ≥ 1.5).
+    """
+    xp, fft = backend.xp(), backend.fft()
+    my, mx = image.shape
+    ky = xp.fft.fftfreq(my)[:, None].astype(xp.float32)
+    kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
+    spectrum = fft.rfft2(image)
+    best = None
+    for length in lengths_px:
+        for i in range(n_orientations):
+            theta = math.pi * i / n_orientations
+            ku = kx * math.cos(theta) + ky * math.sin(theta)
+            kv = -kx * math.sin(theta) + ky * math.cos(theta)
+            su, sv = 0.25 * length, 0.25 * width_px
+            q = ku * ku * su * su + kv * kv * sv * sv
+            kernel = xp.exp(-2.0 * math.pi**2 * q) - xp.exp(-2.0 * math.pi**2 * outer**2 * q)
+            response = fft.irfft2(spectrum * kernel.astype(xp.float32), s=image.shape)
+            best = response if best is None else xp.maximum(best, response)
+    return best.astype(xp.float32)
+
+
 def contamination_mask(
     bright,
     diameter_px: float,
@@ -152,7 +191,7 @@ def pick_blobs(
     min_diameter_A: float | None = None,
     max_diameter_A: float | None = None,
     ctf: CTFParams | None = None,
-    kernel: str = "disc",
+    kernel: str = "auto",
     n_scales: int = 3,
     threshold_sigma: float = 3.0,
     nms_fraction: float = 0.8,
@@ -179,8 +218,13 @@ def pick_blobs(
             f"micrograph ({micrograph.shape[1]}x{micrograph.shape[0]} px) is too small "
             f"for {dmax:.0f} Å particles"
         )
+    # sampled and low-passed for the narrowest dimension (thin, elongated particles)
     binned = bin_and_flip(
-        micrograph, pixel_size_A, diameter_A / 20.0, ctf=ctf, lowpass_A=diameter_A / 8.0
+        micrograph,
+        pixel_size_A,
+        min(diameter_A / 20.0, dmin / 8.0),
+        ctf=ctf,
+        lowpass_A=min(diameter_A / 8.0, dmin / 3.0),
     )
     p = binned.pixel_size_A
     d_px = diameter_A / p
@@ -194,12 +238,17 @@ def pick_blobs(
     # flatten the background (ice gradients) by subtracting a local mean over 2 diameters
     flattened = image - gaussian_blur(image, 2.0 * d_px)
     scales = list(np.linspace(dmin / p, dmax / p, n_scales)) if dmax > dmin else [d_px]
-    if kernel == "log":
+    if kernel == "auto":
+        kernel = "ellipse" if dmax >= 1.5 * dmin else "disc"
+    if kernel == "ellipse":
+        lengths = list(np.linspace(dmin, dmax, 3) / p)
+        response = ellipse_response(flattened, dmin / p, lengths)
+    elif kernel == "log":
         response = log_response(flattened, scales)
     elif kernel == "disc":
         response = disc_response(flattened, scales)
     else:
-        raise ValueError(f"unknown kernel {kernel!r} (use disc or log)")
+        raise ValueError(f"unknown kernel {kernel!r} (use auto, disc, ellipse or log)")
     border = int(math.ceil(d_px / 2.0))
     rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
     in_mask = values_at(mask, rows, cols).astype(bool)

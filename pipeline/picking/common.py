@@ -275,3 +275,39 @@ def background_sigma(
             break
         sd = sd_new
     return sd
+
+
+def background_stats(
+    values: np.ndarray,
+    points: np.ndarray,
+    peaks: np.ndarray,
+    heights: np.ndarray,
+    radius_px: float,
+    clip_sigma: float = 2.0,
+    iterations: int = 5,
+) -> tuple[float, float]:
+    """Median and MAD-based SD of a score map's background from samples.
+
+    ``values`` are the score at ``points`` (m, 2) [row, col]; samples within ``radius_px``
+    of a peak (``peaks`` (n, 2) [row, col], ``heights`` (n,)) standing more than
+    ``clip_sigma`` SDs above the current median are dropped, and the estimate repeated
+    (sigma clipping), so particles do not inflate the noise whatever their density.
+    """
+    from scipy.spatial import cKDTree
+
+    values = np.asarray(values, dtype=np.float64)
+    med, sd = robust_stats(values)
+    peaks = np.asarray(peaks, dtype=np.float64).reshape(-1, 2)
+    for _ in range(iterations):
+        strong = peaks[np.asarray(heights) > med + clip_sigma * sd]
+        if len(strong) == 0:
+            break
+        dist, _ = cKDTree(strong).query(points, distance_upper_bound=radius_px)
+        background = values[~np.isfinite(dist)]
+        if background.size < 100:
+            break
+        new = robust_stats(background)
+        if new == (med, sd):
+            break
+        med, sd = new
+    return med, sd

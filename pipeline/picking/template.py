@@ -1,19 +1,20 @@
 """Template picker: FindEM/Roseman fast local normalised cross-correlation in Fourier space.
 
-Templates are 2D class averages or projections of a map (protein bright). The micrograph
-is Fourier-cropped and phase-flipped (particles bright, as in the blob picker); each
-template is resampled to the same pixel size, multiplied by |CTF| of the micrograph (so it
-looks like a phase-flipped particle), low-passed, masked by a soft-edged disc of
-``mask_fraction`` × diameter, and rotated in-plane in ``angle_step_deg`` steps. For every
-rotated template t (zero mean, unit variance under the mask M)
+Templates are 2D class averages or projections of a map over the sphere (protein bright;
+:mod:`pipeline.picking.template_source`). The micrograph is Fourier-cropped to
+``pixels_per_diameter`` pixels across a particle and phase-flipped (particles bright, as in
+the blob picker); each template is resampled to the same pixel size, multiplied by |CTF| of
+the micrograph (so it looks like a phase-flipped particle), low-passed, masked by a
+soft-edged disc of ``mask_fraction`` × diameter, and rotated in-plane in ``angle_step_deg``
+steps. For every rotated template t (zero mean, Σt² = Σmask under the mask M)
 
     NCC(x) = Σ t·I(x+·) / (N_M · σ_M(x)),   σ_M² = ⟨I²⟩_M − ⟨I⟩_M²
 
-with all three sums computed by FFT over the whole micrograph (one rFFT + one inverse per
-rotation). The best NCC over rotations and templates is the figure of merit; peaks go
-through the same non-maximum suppression and contamination/variance screens as the blob
-picker. Templates are rotated in real space (bilinear); the correlations are computed in
-Fourier space. The best template index and in-plane angle of each pick are returned in
+with all sums computed by FFT over the whole micrograph (batched forward and inverse FFTs
+per rotated template). The best NCC over rotations and templates is the figure of merit;
+the threshold is set per micrograph from the NCC map's background noise; peaks go through
+the same non-maximum suppression and contamination/variance screens as the blob picker.
+The best template index and in-plane angle of each pick are returned in
 :class:`TemplatePicks`.
 """
 
@@ -29,6 +30,7 @@ from pipeline.ctf_model import CTFParams, chi, ctf_from_chi
 from pipeline.picking.blob import contamination_mask, local_std
 from pipeline.picking.common import (
     Picks,
+    background_stats,
     bin_and_flip,
     local_maxima,
     ndimage,
@@ -67,22 +69,23 @@ def resample(image, pixel_size_A: float, target_pixel_A: float, box: int):
     return result
 
 
-def templates_from_map(volume, pixel_size_A: float, n_views: int = 8) -> np.ndarray:
+def templates_from_map(volume, pixel_size_A: float, n_views: int = 50) -> np.ndarray:
     """Projections (n_views, box, box) of a 3D map (protein positive) as templates.
 
-    Views are spread evenly over a hemisphere (Fibonacci lattice of tilt/rot angles; the
-    in-plane angle is searched by the picker). Uses the Fourier projector of
-    :mod:`pipeline.simulate.projection`.
+    Views are spread evenly over the whole sphere (Fibonacci lattice of tilt/rot angles,
+    :func:`pipeline.picking.template_source.fibonacci_sphere_views`); the in-plane angle is
+    searched by the picker. Uses the Fourier projector of :mod:`pipeline.simulate.projection`.
     """
     from pipeline.geometry import euler_to_matrix
+    from pipeline.picking.template_source import fibonacci_sphere_views
     from pipeline.simulate.projection import project
 
     volume = np.asarray(backend.to_numpy(volume), dtype=np.float32)
     if volume.ndim != 3 or len(set(volume.shape)) != 1:
         raise ValueError(f"a template map must be a cubic 3D array (got shape {volume.shape})")
-    i = np.arange(n_views) + 0.5
-    tilt = np.degrees(np.arccos(1.0 - i / n_views))  # 0..90°: one hemisphere
-    rot = np.degrees(np.pi * (1.0 + 5**0.5) * i) % 360.0
+    if n_views < 1:
+        raise ValueError(f"n_views must be at least 1 (got {n_views})")
+    rot, tilt = fibonacci_sphere_views(n_views)
     rotations = euler_to_matrix(rot, tilt, np.zeros(n_views))
     return project(volume, rotations, pixel_size_A, method="fourier")
 
@@ -120,47 +123,65 @@ def prepare_templates(
     return xp.stack(out)
 
 
-def ncc_map(image, templates, mask, angles_deg: np.ndarray):
+def template_bank(templates, mask, angles_deg: np.ndarray):
+    """Every template at every in-plane angle, normalised under ``mask``: (J, box, box) with
+    zero mean and Σt² = Σmask; row j is template ``j // n_angles`` at angle
+    ``angles_deg[j % n_angles]`` (degrees, counter-clockwise, bilinear rotation)."""
+    xp = backend.xp()
+    ndi = ndimage()
+    n_mask = float(mask.sum())
+    rows = []
+    for template in templates:
+        for angle in angles_deg:
+            rotated = ndi.rotate(template, float(angle), reshape=False, order=1, mode="constant")
+            t = rotated * mask
+            t = (t - t.sum() / n_mask) * mask
+            rows.append(t / xp.maximum(xp.sqrt((t * t).sum() / n_mask), 1e-12))
+    return xp.stack(rows).astype(xp.float32)
+
+
+def ncc_map(image, templates, mask, angles_deg: np.ndarray, batch: int = 16):
     """Best normalised cross-correlation over templates and in-plane rotations.
 
-    Returns (best NCC map, index of the best template, index of the best angle); every map
-    is indexed like ``image`` with the template centre at the pixel.
+    FindEM/Roseman fast local NCC: the mask's local mean and SD of the image come from two
+    FFT correlations; each rotated template costs one batched forward and inverse FFT of
+    the image size. Returns (best NCC map, index of the best template, index of the best
+    angle); every map is indexed like ``image`` with the template centre at the pixel.
     """
     xp, fft = backend.xp(), backend.fft()
-    ndi = ndimage()
     ny, nx = image.shape
     box = mask.shape[0]
+    h = box // 2
     n_mask = float(mask.sum())
 
-    def padded_spectrum(small):
-        big = xp.zeros((ny, nx), dtype=xp.float32)
-        big[:box, :box] = small
-        # put the template centre at the origin so that peaks sit on particle centres
-        big = xp.roll(big, (-(box // 2), -(box // 2)), axis=(0, 1))
-        return xp.conj(fft.rfft2(big))
+    def spectra(small):
+        small = small.reshape(-1, box, box)
+        big = xp.zeros((small.shape[0], ny, nx), dtype=xp.float32)
+        big[:, :box, :box] = small
+        return xp.conj(fft.rfft2(big, axes=(-2, -1)))
 
-    f_img = fft.rfft2(image)
-    f_mask = padded_spectrum(mask)
+    f_img = fft.rfft2(image.astype(xp.float32))
+    f_mask = spectra(mask)[0]
     local_mean = fft.irfft2(f_img * f_mask, s=(ny, nx)) / n_mask
     local_sq = fft.irfft2(fft.rfft2(image * image) * f_mask, s=(ny, nx)) / n_mask
     sigma = xp.sqrt(xp.maximum(local_sq - local_mean * local_mean, 1e-12)).astype(xp.float32)
+    scale = 1.0 / (n_mask * sigma)
+    bank = template_bank(templates, mask, angles_deg)
     best = xp.full((ny, nx), -xp.inf, dtype=xp.float32)
-    best_t = xp.zeros((ny, nx), dtype=xp.int32)
-    best_a = xp.zeros((ny, nx), dtype=xp.int32)
-    for ti, template in enumerate(templates):
-        for ai, angle in enumerate(angles_deg):
-            rotated = ndi.rotate(template, float(angle), reshape=False, order=1, mode="constant")
-            t = rotated * mask
-            mean = t.sum() / n_mask
-            t = (t - mean) * mask
-            norm = xp.sqrt((t * t).sum() / n_mask)
-            t = t / xp.maximum(norm, 1e-12)
-            ncc = fft.irfft2(f_img * padded_spectrum(t), s=(ny, nx)) / (n_mask * sigma)
-            better = ncc > best
-            best = xp.where(better, ncc, best)
-            best_t = xp.where(better, ti, best_t)
-            best_a = xp.where(better, ai, best_a)
-    return best, best_t, best_a
+    best_j = xp.zeros((ny, nx), dtype=xp.int32)
+    for start in range(0, bank.shape[0], batch):
+        chunk = spectra(bank[start : start + batch]) * f_img[None]
+        ncc = fft.irfft2(chunk, s=(ny, nx), axes=(-2, -1)).astype(xp.float32) * scale[None]
+        j = xp.argmax(ncc, axis=0)
+        value = xp.take_along_axis(ncc, j[None], axis=0)[0]
+        better = value > best
+        best = xp.where(better, value, best)
+        best_j = xp.where(better, j.astype(xp.int32) + start, best_j)
+    # the template's corner sat at the origin: shift so that its centre does
+    best = xp.roll(best, (h, h), axis=(0, 1))
+    best_j = xp.roll(best_j, (h, h), axis=(0, 1))
+    n_angles = len(angles_deg)
+    return best, best_j // n_angles, best_j % n_angles
 
 
 def pick_templates(
@@ -173,22 +194,37 @@ def pick_templates(
     ctf: CTFParams | None = None,
     angle_step_deg: float = 10.0,
     threshold: float | None = None,
-    threshold_sigma: float = 2.5,
+    threshold_sigma: float = 4.0,
     nms_fraction: float = 0.8,
     mask_fraction: float = 1.1,
     contamination_sigma: float = 3.0,
     variance_ratio: float = 3.0,
     max_picks: int | None = None,
+    pixels_per_diameter: float = 16.0,
+    n_noise_samples: int = 20000,
+    rng: np.random.Generator | int | None = 0,
 ) -> TemplatePicks:
     """Pick by normalised cross-correlation with ``templates`` (n, b, b) or (b, b).
 
-    ``threshold`` is an absolute NCC value; without it, peaks must exceed
-    ``threshold_sigma`` robust SDs of the NCC map above its median.
+    Templates (class averages or map projections, protein bright) get the micrograph's
+    |CTF| and are searched at in-plane steps of ``angle_step_deg``; the score is the best
+    NCC over all of them (:func:`ncc_map`). ``threshold`` is an absolute NCC value; without
+    it peaks must exceed the median of the NCC map's background by ``threshold_sigma``
+    MAD-based SDs, estimated per micrograph on ``n_noise_samples`` random pixels with discs
+    around strong peaks and contamination excluded, so it assumes no particle density.
+    The micrograph is Fourier-cropped to ``pixels_per_diameter`` pixels across a particle.
     """
     if pixel_size_A <= 0 or diameter_A <= 0 or template_pixel_A <= 0:
         raise ValueError("pixel sizes and diameter must be > 0")
+    if angle_step_deg <= 0:
+        raise ValueError(f"angle step must be > 0 (got {angle_step_deg}°)")
+    xp = backend.xp()
     binned = bin_and_flip(
-        micrograph, pixel_size_A, diameter_A / 24.0, ctf=ctf, lowpass_A=diameter_A / 10.0
+        micrograph,
+        pixel_size_A,
+        diameter_A / pixels_per_diameter,
+        ctf=ctf,
+        lowpass_A=diameter_A / 10.0,
     )
     p = binned.pixel_size_A
     d_px = diameter_A / p
@@ -197,13 +233,25 @@ def pick_templates(
     mask = _soft_disc(box, 0.5 * mask_fraction * d_px)
     angles = np.arange(0.0, 360.0, angle_step_deg)
     ncc, best_t, best_a = ncc_map(binned.image, prepared, mask, angles)
+    ny, nx = ncc.shape
     border = int(math.ceil(d_px / 2.0))
+    rows, cols, heights = local_maxima(ncc, nms_fraction * d_px, -np.inf, border)
+    cmask = contamination_mask(binned.image, d_px, contamination_sigma)
+    in_mask = values_at(cmask, rows, cols).astype(bool)
     if threshold is None:
-        from pipeline.picking.common import robust_stats
-
-        med, sd = robust_stats(ncc[::2, ::2])
+        rng = np.random.default_rng(rng)
+        r = rng.integers(border, ny - border, n_noise_samples)
+        c = rng.integers(border, nx - border, n_noise_samples)
+        keep = ~values_at(cmask, r, c).astype(bool)
+        r, c = r[keep], c[keep]
+        med, sd = background_stats(
+            values_at(ncc, r, c),
+            np.column_stack([r, c]),
+            np.column_stack([rows, cols]),
+            heights,
+            0.6 * d_px,
+        )
         threshold = med + threshold_sigma * sd
-    rows, cols, heights = local_maxima(ncc, nms_fraction * d_px, threshold, border)
     rejected: dict[str, np.ndarray] = {}
 
     def to_xy(r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -216,13 +264,10 @@ def pick_templates(
         rejected[reason] = to_xy(rows[bad], cols[bad])
         rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
 
-    cmask = contamination_mask(binned.image, d_px, contamination_sigma)
-    if rows.size:
-        reject("contamination", values_at(cmask, rows, cols).astype(bool))
+    reject("contamination", in_mask)
+    reject("below_threshold", heights < threshold)
     if rows.size > 8:
-        spread = values_at(
-            local_std(backend.xp().where(cmask, 0.0, binned.image), d_px), rows, cols
-        )
+        spread = values_at(local_std(xp.where(cmask, 0.0, binned.image), d_px), rows, cols)
         vmed = float(np.median(spread))
         high = spread > variance_ratio * vmed
         reject("high_variance", high)

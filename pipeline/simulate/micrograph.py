@@ -256,6 +256,7 @@ def _specimen(
     carbon_edge: bool,
     rng: np.random.Generator,
     projector: str,
+    ice_gradient: float = 0.0,
 ):
     """Phase φ (rad), absorption exponent μ_extra and truth pieces on the canvas."""
     volume = _check_volume(volume)
@@ -268,6 +269,14 @@ def _specimen(
 
     # ice: smooth thickness (±8 %) and amorphous phase noise
     thickness = ice_thickness_A * (1 + 0.08 * _random_field(canvas_shape, rng, min(ny, nx) / 6))
+    if ice_gradient:
+        # a linear ramp across the field in a random direction: ±ice_gradient at the edges
+        theta = rng.uniform(0, 2 * math.pi)
+        yy, xx = np.ogrid[:ny, :nx]
+        ramp = ((xx - nx / 2) * math.cos(theta) + (yy - ny / 2) * math.sin(theta)) / (
+            0.5 * max(ny, nx)
+        )
+        thickness = np.clip(thickness * (1 + ice_gradient * ramp), 0.1 * ice_thickness_A, None)
     phase = sigma_e * ICE_POTENTIAL_V * (thickness - thickness.mean())
     phase += ice_phase_noise(canvas_shape, pixel_size_A, thickness, sigma_e, rng)
     absorb = thickness / INELASTIC_MFP_A * (voltage_kV / 300.0) ** -0.5
@@ -459,6 +468,7 @@ def simulate_micrograph(
     n_contaminants: int = 3,
     ice_thickness_A: float = 500.0,
     carbon_edge: bool = False,
+    ice_gradient: float = 0.0,
     voltage_kV: float = 300.0,
     rng: np.random.Generator | int | None = None,
     projector: str = "fourier",
@@ -469,7 +479,10 @@ def simulate_micrograph(
     ``volume`` is the map at ``pixel_size_A`` (e.g. :func:`reference_volume`). Mean count per
     pixel = ``dose_e_A2`` × pixel area. ``ctf=None`` draws a random one (10 000–25 000 Å
     underfocus). ``noise=False`` returns the expected counts (no shot noise). See the module
-    docstring for the physics. Returns (float32 image, truth).
+    docstring for the physics. ``ice_gradient`` adds a linear thickness ramp across the field
+    (thickness × (1 ± ice_gradient) at the edges, random direction), ``carbon_edge`` the edge
+    of the hole's carbon film. Any cubic map works as ``volume`` (e.g.
+    :func:`pipeline.simulate.assemblies.assembly_volume`). Returns (float32 image, truth).
     """
     ny, nx = (int(s) for s in shape)
     if ny < 16 or nx < 16:
@@ -480,6 +493,8 @@ def simulate_micrograph(
         raise SimulationError(f"dose must be positive (got {dose_e_A2} e/Å²)")
     if n_particles < 0 or n_contaminants < 0:
         raise SimulationError("numbers of particles and contaminants must be ≥ 0")
+    if not 0.0 <= ice_gradient < 1.0:
+        raise SimulationError(f"ice gradient must be in [0, 1) (got {ice_gradient})")
     if not ice_thickness_A > 0:
         raise SimulationError(f"ice thickness must be positive (got {ice_thickness_A} Å)")
     rng = _rng(rng)
@@ -499,6 +514,7 @@ def simulate_micrograph(
         carbon_edge=carbon_edge,
         rng=rng,
         projector=projector,
+        ice_gradient=ice_gradient,
     )
     intensity = image_intensity(spec["phase"], spec["absorb"], pixel_size_A, ctf)
     intensity = intensity[margin : margin + ny, margin : margin + nx]
@@ -516,5 +532,6 @@ def simulate_micrograph(
         ice_thickness_A=float(ice_thickness_A),
         shape=(ny, nx),
         carbon_fraction=spec["carbon_fraction"],
+        extra={"ice_gradient": float(ice_gradient)} if ice_gradient else {},
     )
     return image, truth

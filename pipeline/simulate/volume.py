@@ -109,18 +109,28 @@ def _check(box: int, pixel_size_A: float, resolution_A: float | None) -> None:
         raise SimulationError(f"resolution must be positive (got {resolution_A} Å)")
 
 
-def _potential_on_grid(n: int, pixel_size_A: float, oversample: int = 2) -> np.ndarray:
-    """Band-limited potential (V) on an n³ grid, COM at voxel n//2; computed finer then cropped."""
+def _centre_of_mass(structure) -> np.ndarray:
+    xyz = np.asarray([a.pos.tolist() for a in _iter_atoms(structure)], dtype=np.float64)
+    mass = np.asarray([a.element.weight * a.occ for a in _iter_atoms(structure)])
+    return (xyz * mass[:, None]).sum(0) / mass.sum()
+
+
+def _potential_on_grid(
+    n: int, pixel_size_A: float, oversample: int = 2, structure=None
+) -> np.ndarray:
+    """Band-limited potential (V) on an n³ grid, COM at voxel n//2; computed finer then cropped.
+
+    ``structure`` (a gemmi.Structure) defaults to the shipped apoferritin."""
     import gemmi
 
-    structure = load_structure().clone()
-    atoms = structure_atoms()
+    structure = (structure if structure is not None else load_structure()).clone()
+    centre_A = _centre_of_mass(structure)
     n_fine = n * oversample
     spacing = pixel_size_A / oversample
     length = n * pixel_size_A
     # centre of mass → grid point n//2 (in Å from the cell origin)
     target = (n // 2) * pixel_size_A
-    shift = gemmi.Position(*(target - atoms.centre_A))
+    shift = gemmi.Position(*(target - centre_A))
     for chain in structure[0]:
         for residue in chain:
             for atom in residue:

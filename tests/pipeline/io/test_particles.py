@@ -82,3 +82,30 @@ def test_bad_image_name():
     table.particles.loc[1, "rlnImageName"] = "stack.mrcs"
     with pytest.raises(ParticleStarError, match="N@stack"):
         table.image_locations()
+
+
+def test_particles_without_coordinates_are_read_and_converted(tmp_path):
+    """Issue 21: a RELION 3.1 particles STAR with CTF columns but no micrograph name or
+    coordinates (simulations, other programs) is accepted by every reader."""
+    from pipeline.io.cs import table_to_dataset
+    from pipeline.io.mrc import write_mrc
+    from pipeline.reconstruction.particles import load_particles
+
+    table = _table()
+    table.particles = table.particles.drop(
+        columns=["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]
+    )
+    table.particles["rlnImageName"] = [f"{i + 1}@stack.mrcs" for i in range(7)]
+    table.optics["rlnImageSize"] = 16
+    write_mrc(tmp_path / "stack.mrcs", np.ones((7, 16, 16), np.float32), 1.06)
+    path = write_particles_star(tmp_path / "particles.star", table)
+    back = read_particles_star(path)
+    assert not back.has_locations and len(back) == 7
+    dataset = table_to_dataset(back)
+    assert "location/center_x_frac" not in dataset.fields()
+    assert np.allclose(dataset["ctf/df2_A"], table.particles["rlnDefocusV"], atol=0.01)
+    assert load_particles(path).images.shape == (7, 16, 16)
+    # still refused without the CTF
+    table.particles = table.particles.drop(columns=["rlnDefocusU"])
+    with pytest.raises(ParticleStarError, match="rlnDefocusU"):
+        write_particles_star(tmp_path / "p2.star", table)
