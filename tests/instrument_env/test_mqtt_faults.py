@@ -25,8 +25,6 @@ import pytest
 import sqlalchemy as sa
 
 from cryofac.config import PACKAGE_DIR
-
-SOURCE_ROOT = PACKAGE_DIR.parent.parent  # this checkout, for child processes
 from instrument_env.db import session_factory
 from instrument_env.mosquitto import LocalBroker
 from instrument_env.mqtt import (
@@ -41,6 +39,8 @@ from instrument_env.mqtt import (
     publish_readings,
 )
 from instrument_env.mqtt_payload import json_depth
+
+SOURCE_ROOT = PACKAGE_DIR.parent.parent  # this checkout, for child processes
 
 #: Channels the streams cycle through (sensor, quantity, level, unit).
 CHANNELS = [
