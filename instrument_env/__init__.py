@@ -8,14 +8,19 @@ Modules (one concept each):
 - :mod:`~instrument_env.models`, :mod:`~instrument_env.db` — tables ``env_*`` on their own
   declarative base and Alembic history (``alembic_version_env``) in the portal's database.
 - :mod:`~instrument_env.ingest` — ``ingest_readings(session, readings, source=...)``:
-  validate, reject with reasons, store idempotently on (sensor, quantity, ts, band).
+  validate each reading (control characters, plausibility, clock bounds), refuse with
+  reasons (kept in ``env_rejected_readings``), store idempotently on (sensor, quantity,
+  ts, band); another value for a stored key is a conflict (refused, alarmed).
+- :mod:`~instrument_env.payload` — size and nesting limits of a payload, before parsing.
 - :mod:`~instrument_env.reduce` — raw samples → one-third-octave band velocity, VC class,
   RMS at the mains frequency, DC field.
 - :mod:`~instrument_env.storage` — time-range queries, 1 min / 1 h rollups, retention.
 - :mod:`~instrument_env.alarms` — per-rule state machine pending → firing →
   acknowledged → resolved, staleness ("no data") alarms, escalation outbox, history.
 - :mod:`~instrument_env.gate` — ``evaluate_gate(session, instrument_id, at)``: allowed or
-  not, with every reason; fails closed.
+  not, with every reason (coverage, freshness, conflicts, limits, alarms); fails closed,
+  bounded in time (:mod:`~instrument_env.deadline`).
+- :mod:`~instrument_env.monitor` — the alarm monitor service (``cryofac env monitor``).
 - :mod:`~instrument_env.provenance` — per-channel statistics, time out of limits,
   excursions and alarms of a time window, as JSON.
 - :mod:`~instrument_env.sim` — realistic readings for every sensor, with faults.

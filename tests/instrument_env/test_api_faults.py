@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from cryofac.config import PACKAGE_DIR
 from instrument_env import alarms
+from instrument_env.cli import env_group
 from instrument_env.db import upgrade as env_upgrade
 from instrument_env.sim import EnvSimulator
 from portal import create_app
@@ -292,6 +294,10 @@ def test_gate_503_when_database_refuses_or_never_answers(postgres_database_url):
         again = client.get(gate, headers=tech)  # a new connection: the connect timeout
         assert again.status_code == 503 and again.get_json()["allowed"] is False
         assert "database unavailable" in again.get_json()["reasons"][0]
+        # the CLI too: refused with the reason after the connect timeout, no hang
+        cli = CliRunner().invoke(env_group, ["--db", proxied, "gate", "krios1"])
+        assert cli.exit_code == 1
+        assert "cannot open the database: connection timeout expired" in cli.output
         # the database refuses connections
         proxy.close()
         app.extensions["cryofac.env_gate_engine"].dispose()
