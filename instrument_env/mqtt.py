@@ -176,7 +176,8 @@ class SubscriberStats:
     messages: int = 0
     malformed: int = 0
     accepted: int = 0
-    rejected: int = 0
+    rejected: int = 0  # readings refused by validation (writer thread)
+    refused: int = 0  # readings refused at the edge: control characters (network thread)
     flushes: int = 0
     acked: int = 0
     poison: int = 0
@@ -407,7 +408,7 @@ class Subscriber:
             return
         delivery.readings = parsed.readings
         for position, reason in parsed.refused:
-            self.stats.rejected += 1
+            self.stats.refused += 1
             log.warning("rejected reading %d from %s: %s", position, parsed.sensor, reason)
 
     # writer (the thread that calls run) ------------------------------------------
