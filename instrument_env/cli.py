@@ -350,7 +350,7 @@ def mqtt_cmd(
         stats = subscriber.stats
     click.echo(
         f"{stats.messages} messages, {stats.malformed} malformed, {stats.poison} not storable, "
-        f"{stats.accepted} readings stored, {stats.rejected} rejected"
+        f"{stats.accepted} readings stored, {stats.rejected + stats.refused} rejected"
     )
 
 

@@ -47,8 +47,17 @@ def free_port() -> int:
 class LocalBroker:
     """A Mosquitto process on ``port`` with its persistence under ``folder``."""
 
-    def __init__(self, folder: Path, *, password_file: Path | None = None, tls: dict | None = None):
-        """``tls``: ``{"ca", "cert", "key"}`` PEM paths for a second, TLS listener."""
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        password_file: Path | None = None,
+        tls: dict | None = None,
+        shipped: bool = True,
+    ):
+        """``tls``: ``{"ca", "cert", "key"}`` PEM paths for a second, TLS listener.
+        ``shipped=False``: Mosquitto's defaults instead of the shipped settings (to
+        measure what they lose)."""
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.folder = folder
@@ -57,9 +66,11 @@ class LocalBroker:
         self.tls_port = free_port() if tls else None
         lines = [
             line
-            for line in SHIPPED_CONF.read_text().splitlines()
+            for line in (SHIPPED_CONF.read_text().splitlines() if shipped else [])
             if line.split(" ", 1)[0] not in _REPLACED
         ]
+        if not shipped:
+            lines.append("persistence true")  # still a fair comparison across restarts
         lines += [
             f"user {getpass.getuser()}",
             f"persistence_location {folder}/",

@@ -176,7 +176,8 @@ class SubscriberStats:
     messages: int = 0
     malformed: int = 0
     accepted: int = 0
-    rejected: int = 0
+    rejected: int = 0  # readings refused by validation (writer thread)
+    refused: int = 0  # readings refused at the edge: control characters (network thread)
     flushes: int = 0
     acked: int = 0
     poison: int = 0
@@ -372,20 +373,25 @@ class Subscriber:
             log.exception("on_subscribe failed")
 
     def _on_message(self, client, userdata, message):
+        """Parse here, on paho's thread: it overlaps the writer's database waits."""
         try:
-            self._inbox.put(
-                _Delivery(
-                    message.mid,
-                    message.qos,
-                    self._generation,
-                    _topic_bytes(message),
-                    bytes(message.payload),
-                )
+            delivery = _Delivery(
+                message.mid,
+                message.qos,
+                self._generation,
+                _topic_bytes(message),
+                bytes(message.payload),
             )
         except Exception:  # pragma: no cover - defensive
             log.exception("on_message failed")
+            return
+        try:
+            self._parse(delivery)
+        except Exception:  # pragma: no cover - _parse catches the parser's errors itself
+            log.exception("on_message failed")
+        finally:
+            self._inbox.put(delivery)
 
-    # writer (the thread that calls run) ------------------------------------------
     def _parse(self, delivery: _Delivery) -> None:
         self.stats.messages += 1
         try:
@@ -402,9 +408,10 @@ class Subscriber:
             return
         delivery.readings = parsed.readings
         for position, reason in parsed.refused:
-            self.stats.rejected += 1
+            self.stats.refused += 1
             log.warning("rejected reading %d from %s: %s", position, parsed.sensor, reason)
 
+    # writer (the thread that calls run) ------------------------------------------
     def _commit(self, readings: list[dict]) -> None:
         """Store ``readings`` in one transaction (raises on failure)."""
         from instrument_env.ingest import ingest_readings
@@ -566,7 +573,6 @@ class Subscriber:
                     pass
                 else:
                     while True:
-                        self._parse(delivery)
                         if not pending:
                             oldest = time.monotonic()
                         pending.append(delivery)
@@ -608,7 +614,6 @@ class Subscriber:
                     delivery = self._inbox.get_nowait()
                 except queue.Empty:
                     break
-                self._parse(delivery)
                 pending.append(delivery)
             self.flush(pending)
             self._stop_client()
