@@ -1,8 +1,11 @@
 """Portal latency under load: the week calendar page and the bookings API on PostgreSQL.
 
 Builds a throw-away PostgreSQL database with the facility, 10,000 bookings (by default)
-spread over the four instruments, serves the portal in a separate process
-(``cryofac portal serve``, waitress), and runs N concurrent clients (threads, each with
+spread over the four instruments, every user with an e-mail address and 100,000
+delivered notices in the outbox (``--notices``), serves the portal in a separate process
+(``cryofac portal serve``, waitress) beside ``cryofac portal worker`` delivering the
+new notices to a local SMTP server (aiosmtpd; ``--no-worker`` to leave it out), and runs
+N concurrent clients (threads, each with
 its own keep-alive connection, logged in through the real log-in form or holding a
 bearer token). Each client loops over three requests:
 
@@ -14,6 +17,7 @@ and records the wall-clock latency of each. Prints p50/p95/p99 per request kind 
 writes them as JSON (``--out``).
 
     python benchmarks/portal_latency.py --clients 50 --bookings 10000 --seconds 30
+    python benchmarks/portal_latency.py --clients 50 --think-ms 1000 --notices 100000
 """
 
 from __future__ import annotations
@@ -47,13 +51,16 @@ PASSWORD = "benchmark-password"
 QUEUE_DEPTH = re.compile(r"Task queue depth is (\d+)")
 
 
-def build_database(server_url: str, n_bookings: int, n_clients: int) -> tuple[str, str, dict]:
-    """A fresh database with the facility, users, projects and ``n_bookings`` bookings."""
+def build_database(
+    server_url: str, n_bookings: int, n_clients: int, n_notices: int = 0
+) -> tuple[str, str, dict]:
+    """A fresh database with the facility, users (each with an e-mail address), projects,
+    ``n_bookings`` bookings and ``n_notices`` delivered outbox messages."""
     from cryofac.config import load_facility
     from portal import db as portal_db
     from portal.domain import accounts, projects
     from portal.domain.facility import load_facility_into_db
-    from portal.models import Booking, Project, User
+    from portal.models import Booking, OutboxMessage, Project, User
 
     name = f"cryofac_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
@@ -67,7 +74,10 @@ def build_database(server_url: str, n_bookings: int, n_clients: int) -> tuple[st
     factory = portal_db.session_factory(engine)
     tokens: dict[str, tuple[str, int]] = {}
     with factory() as db:
-        load_facility_into_db(db, load_facility())
+        facility = load_facility()
+        for instrument in facility["instruments"]:  # the bookings reach ~14 months ahead
+            instrument["booking"]["horizon_days"] = 3660
+        load_facility_into_db(db, facility)
         staff = accounts.create_user(db, hasher, "staff", PASSWORD, "staff")
         n_projects = max(n_clients // 2, 1)
         project_ids = []
@@ -87,6 +97,7 @@ def build_database(server_url: str, n_bookings: int, n_clients: int) -> tuple[st
             projects.add_member(db, staff, db.get(Project, pid), user)
             users.append((user, pid))
         for user, _ in users:
+            user.email = f"{user.username}@bench.example.org"
             for instrument in INSTRUMENTS:
                 projects.grant_training(db, staff, user, instrument)
         db.commit()
@@ -118,6 +129,26 @@ def build_database(server_url: str, n_bookings: int, n_clients: int) -> tuple[st
                 )
         db.execute(sa.insert(Booking), rows)
         db.commit()
+        sent = datetime.now(UTC) - timedelta(days=1)
+        for first in range(0, n_notices, 10_000):  # delivered notices, as after months of use
+            db.execute(
+                sa.insert(OutboxMessage),
+                [
+                    {
+                        "kind": "booking_confirmed",
+                        "recipients": users[k % len(users)][0].email,
+                        "subject": f"Booking confirmed: Glacios, notice {k}",
+                        "body": "Your booking is confirmed.\n",
+                        "status": "sent",
+                        "attempts": 1,
+                        "created_at": sent,
+                        "next_attempt_at": sent,
+                        "sent_at": sent,
+                    }
+                    for k in range(first, min(first + 10_000, n_notices))
+                ],
+            )
+            db.commit()
     with engine.connect() as conn:
         conn.execute(sa.text("ANALYZE"))
     engine.dispose()
@@ -155,6 +186,47 @@ def start_server(url: str, port: int, threads: int, workers: int, log: Path) -> 
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start in 60 s")
+
+
+def start_worker(url: str, smtp_port: int, log: Path) -> subprocess.Popen:
+    """``cryofac portal worker`` delivering to the SMTP server on ``smtp_port``."""
+    cmd = [sys.executable, "-m", "cryofac.cli", "portal", "worker", "--database-url", url]
+    cmd += ["--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_port), "--poll-s", "0.5"]
+    cmd += ["--no-evaluate-alarms"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+class SmtpSink:
+    """A local SMTP server (aiosmtpd's Sink handler) in a process of its own, so it takes
+    no CPU from the clients' process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}"]
+        self.proc = subprocess.Popen(cmd + ["-c", "aiosmtpd.handlers.Sink"])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the SMTP sink did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def outbox_counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT status, count(*) FROM outbox_messages GROUP BY status")
+        ).all()
+    engine.dispose()
+    return {status: n for status, n in rows}
 
 
 def server_log_summary(log: Path) -> dict:
@@ -202,10 +274,12 @@ class Client:
 
 def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
-    name, url, world = build_database(args.postgres_url, args.bookings, args.clients)
+    name, url, world = build_database(args.postgres_url, args.bookings, args.clients, args.notices)
     port = free_port()
     server_log = Path(tempfile.mkdtemp(prefix="portal_latency_")) / "server.stderr"
     server = start_server(url, port, args.server_threads, args.server_workers, server_log)
+    sink = SmtpSink() if args.worker else None
+    worker = start_worker(url, sink.port, server_log.with_name("worker.log")) if sink else None
     try:
         span = world["span"]
         weeks = int((span["last"] - span["first"]).days // 7) - 1
@@ -295,9 +369,18 @@ def run(args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - t_start
         # the counted window: from the end of the warm-up to the last counted answer
         window = max((t + e for e, _, t, _ in timeline), default=args.warmup_s) - args.warmup_s
+        if worker is not None:  # let the worker catch up, then count what it delivered
+            deadline = time.time() + 60
+            while outbox_counts(url).get("pending", 0) and time.time() < deadline:
+                time.sleep(1)
+        outbox = outbox_counts(url)
     finally:
         server.terminate()
         server.wait(10)
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+            sink.stop()
         admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -321,6 +404,9 @@ def run(args: argparse.Namespace) -> dict:
             for e, kind, t, who in sorted(timeline, reverse=True)[: args.show_slowest]
         ],
         "errors": errors,
+        "notices_before": args.notices,
+        "outbox_after": outbox,
+        "notices_sent_during_run": outbox.get("sent", 0) - args.notices if sink else None,
         "server_stderr": server_log_summary(server_log),
     }
     shutil.rmtree(server_log.parent, ignore_errors=True)
@@ -346,6 +432,15 @@ def main() -> None:
     parser.add_argument("--server-threads", type=int, default=16, help="per worker process")
     parser.add_argument(
         "--server-workers", type=int, default=1, help="processes (more than 1: gunicorn)"
+    )
+    parser.add_argument(
+        "--notices", type=int, default=100_000, help="delivered outbox rows before the run"
+    )
+    parser.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="do not run cryofac portal worker (and its SMTP sink) during the load",
     )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
@@ -383,6 +478,11 @@ def main() -> None:
         )
     log = summary["server_stderr"]
     print(f"server stderr: {log['lines']} lines, deepest queue {log['max_queue_depth']}")
+    print(
+        f"outbox: {summary['notices_before']} delivered notices before; after: "
+        f"{summary['outbox_after']}; sent over SMTP during the run "
+        f"{summary['notices_sent_during_run']}"
+    )
     for row in summary["errors"]:
         print(f"error: {row}")
     if args.out:

@@ -226,12 +226,14 @@ def worker(
     once: bool,
 ) -> None:
     """Deliver the notification outbox (SMTP) and run the periodic jobs, until stopped."""
+    import logging
     import signal
 
     from portal import db as portal_db
     from portal.notify import SmtpSettings
     from portal.worker import Worker, WorkerOptions
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = _app(database_url, config_dir).config["DATABASE_URL"]
     options = WorkerOptions(
         poll_s=poll_s,

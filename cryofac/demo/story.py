@@ -123,6 +123,7 @@ class Demo:
         self._database()
         self._environment_history()
         server = self._start_portal()
+        worker = self._start_worker()
         feed = self._start_live_feed()
         monitor = self._start_monitor(feed)
         try:
@@ -131,6 +132,7 @@ class Demo:
             self._acquire_and_process(session_id)
             self._provenance(session_id)
             self._download(session_id)
+            self._notices(session_id)
         finally:
             feed.stop()
             self.results["env_readings_posted"] = feed.posted
@@ -150,7 +152,40 @@ class Demo:
         from cryofac.demo.environment import stop_monitor
 
         stop_monitor(monitor)
+        worker.terminate()
+        worker.wait(30)
         return self.results
+
+    def _start_worker(self) -> subprocess.Popen:
+        """``cryofac portal worker``: delivers the notification outbox (to its log, no
+        SMTP server here) and runs the periodic jobs (finished runs, alarms)."""
+        command = [sys.executable, "-m", "cryofac.cli", "portal", "worker"]
+        command += ["--database-url", self.database_url, "--poll-s", "1", "--jobs-every-s", "5"]
+        command += ["--no-evaluate-alarms"]  # `cryofac env monitor` evaluates them
+        with open(self.workdir / "worker.log", "w") as log:
+            worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        note(f"notification worker running (log: {self.workdir / 'worker.log'})")
+        return worker
+
+    def _notices(self, session_id: int, wait_s: float = 60.0) -> None:
+        """Wait for the worker to deliver the run-finished notice; record what it sent."""
+        import sqlalchemy as sa
+
+        from portal.models import OutboxMessage
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.sessionmaker() as db:
+                rows = db.execute(sa.select(OutboxMessage.kind, OutboxMessage.status)).all()
+            finished = [r for r in rows if r.kind == "run_complete" and r.status != "pending"]
+            if finished or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        kinds = sorted({f"{kind}: {status}" for kind, status in rows})
+        self.results["notices"] = {
+            k: sum(f"{r.kind}: {r.status}" == k for r in rows) for k in kinds
+        }
+        say("Notifications", ", ".join(f"{k} ×{n}" for k, n in self.results["notices"].items()))
 
     # -- 1. database ---------------------------------------------------------------
     def _prepare_folder(self) -> None:
