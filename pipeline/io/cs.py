@@ -114,8 +114,15 @@ def table_to_dataset(
         ("ctf/bfactor", "<f4"),
     ] + [(name, "<f4", (k,)) for name, k in _CTF_ZERO_VECTORS.items()]
 
-    names = parts["rlnMicrographName"].astype(str).tolist()
-    shapes = _micrograph_shapes(names, micrograph_shapes, Path(base_dir) if base_dir else None)
+    located = all(
+        c in parts.columns for c in ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY")
+    )
+    names = parts["rlnMicrographName"].astype(str).tolist() if located else []
+    shapes = (
+        _micrograph_shapes(names, micrograph_shapes, Path(base_dir) if base_dir else None)
+        if located
+        else None
+    )
     if shapes is not None:
         fields += [
             ("location/micrograph_uid", "<u8"),

@@ -41,7 +41,7 @@ OPTICS_COLUMNS = (
     "rlnImageDimensionality",
 )
 
-#: columns every particle row must have
+#: columns particle rows usually have (extraction writes them all)
 PARTICLE_COLUMNS = (
     "rlnImageName",
     "rlnMicrographName",
@@ -52,6 +52,10 @@ PARTICLE_COLUMNS = (
     "rlnDefocusV",
     "rlnDefocusAngle",
 )
+
+#: columns every particle row must have (CONTRACT: the image, the CTF and, with several
+#: optics groups, the group; micrograph names and coordinates are used when present)
+REQUIRED_PARTICLE_COLUMNS = ("rlnImageName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 
 POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
@@ -139,7 +143,14 @@ def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], where: str) -
 def validate(table: ParticleTable, where: str = "particles") -> None:
     """Raise :class:`ParticleStarError` if the table is not a usable RELION 3.1 layout."""
     _check_columns(table.optics, OPTICS_COLUMNS, f"{where}: data_optics")
-    _check_columns(table.particles, PARTICLE_COLUMNS, f"{where}: data_particles")
+    _check_columns(table.particles, REQUIRED_PARTICLE_COLUMNS, f"{where}: data_particles")
+    if "rlnOpticsGroup" not in table.particles.columns:
+        if len(table.optics) != 1:
+            raise ParticleStarError(
+                f"{where}: data_particles: missing column rlnOpticsGroup "
+                f"(needed with {len(table.optics)} optics groups)"
+            )
+        table.particles["rlnOpticsGroup"] = int(table.optics["rlnOpticsGroup"].iloc[0])
     if table.optics["rlnOpticsGroup"].duplicated().any():
         raise ParticleStarError(f"{where}: data_optics has duplicate rlnOpticsGroup numbers")
     unknown = set(table.particles["rlnOpticsGroup"].astype(int)) - set(

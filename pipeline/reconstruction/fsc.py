@@ -71,7 +71,7 @@ def phase_randomise(volume, from_shell: int, rng: np.random.Generator):
     beyond = np.rint(r) > from_shell
     phases = np.exp(2j * np.pi * rng.random(f.shape))
     f = np.where(beyond, f * phases, f)
-    return np.fft.irfftn(f, s=vol.shape).astype(np.float32)
+    return np.fft.irfftn(f, s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
 def mask_corrected_fsc(

@@ -613,8 +613,13 @@ def run_reconstruction(
     halves = split_halves(keep, ws.n, np.random.default_rng([opts.seed, 1]))
 
     say = tracker.stage("abinitio")
+    # several ab-initio runs are each refined to choose one: then refinement options count
+    refines = opts.abinitio.attempts_for(opts.symmetry) > 1
     key_ab = stage_key(
-        key_2d, opts.symmetry, dataclasses.asdict(opts.abinitio), dataclasses.asdict(opts.refine)
+        key_2d,
+        opts.symmetry,
+        dataclasses.asdict(opts.abinitio),
+        dataclasses.asdict(opts.refine) if refines else None,
     )
     say_refine = tracker_stage_alias(tracker, "refine")
     initial, abinitio_info, refined, refine_s = stage_abinitio(

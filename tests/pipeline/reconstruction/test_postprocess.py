@@ -152,8 +152,8 @@ def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
     """run._attempt_records measures how far each run's refined map agrees with the kept
     one (after alignment: a turned copy of the same map agrees to Nyquist, another map
     does not), and run._warnings warns when a run led elsewhere."""
-    from pipeline.reconstruction.refine import RefineResult
     from pipeline.reconstruction.options import ReconstructOptions
+    from pipeline.reconstruction.refine import RefineResult
     from pipeline.reconstruction.run import _attempt_records, _warnings
 
     DISAGREEMENT = ReconstructOptions().disagreement
