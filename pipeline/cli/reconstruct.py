@@ -64,6 +64,13 @@ from pipeline.cli import device_options, select_device
 )
 @click.option("--settle-iterations", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option(
+    "--global-iterations",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refinement iterations with a global orientation search (local searches after).",
+)
+@click.option(
     "--fixed-box",
     is_flag=True,
     help="Refine at the full box throughout (default: the box grows with the resolution).",
@@ -85,6 +92,7 @@ def reconstruct(
     refine_iterations: int | None,
     march_fraction: float,
     settle_iterations: int,
+    global_iterations: int,
     fixed_box: bool,
     seed: int,
     device: str,
@@ -126,6 +134,7 @@ def reconstruct(
             max_iterations=refine_iterations,
             march_fraction=march_fraction,
             settle_iterations=settle_iterations,
+            global_iterations=global_iterations,
             grow_box=not fixed_box,
         ),
     )
