@@ -26,6 +26,13 @@ from pathlib import Path
 import numpy as np
 
 
+def peak_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def true_pose_map(star: Path, truth, symmetry: str):
     from pipeline.reconstruction import refine
     from pipeline.reconstruction.particles import load_particles
@@ -92,6 +99,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--volume", choices=["apoferritin", "blobs"], default="apoferritin")
+    parser.add_argument(
+        "--volume-seed", type=int, default=21, help="rng of the blob volume (21: the bar case)"
+    )
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--abinitio-iterations", type=int, default=30)
     parser.add_argument(
@@ -118,7 +128,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from pipeline.simulate.volume import blob_volume
 
-        volume = blob_volume(args.box, np.random.default_rng(21), 40, (1.0, 2.5))
+        volume = blob_volume(args.box, np.random.default_rng(args.volume_seed), 40, (1.0, 2.5))
     t = time.perf_counter()
     images, truth = simulate_particle_stack(
         volume, args.particles, args.pixel, snr=args.snr, rng=args.seed
@@ -142,7 +152,7 @@ def main() -> None:
     lines = [
         "# `cryofac reconstruct` benchmark",
         "",
-        f"Simulated {args.volume} (pipeline.simulate), box {args.box}, {args.pixel} Å/pixel, "
+        f"Simulated {args.volume} (volume seed {args.volume_seed}; pipeline.simulate), box {args.box}, {args.pixel} Å/pixel, "
         f"{args.particles} particles, SNR {args.snr}, per-particle CTF, random poses and shifts; "
         f"symmetry {args.symmetry}; {args.classes} 2D classes, {args.abinitio_iterations} ab-initio "
         f"and ≤ {args.refine_iterations or 'default'} refinement iterations; device {args.device}, {args.threads} threads "
@@ -151,6 +161,9 @@ def main() -> None:
         "| quantity | value |",
         "|---|---|",
         f"| wall time, reconstruct (s) | {wall:.0f} |",
+        f"| peak memory of this process (MB) | {peak_mb():.0f} |",
+        f"| mask-corrected claim @0.143 (Å); sphere-masked | {ev['result']['resolution_A']:.2f}; "
+        f"{ev['result'].get('resolution_sphere_mask_A', float('nan')):.2f} |",
         f"| of which 2D / ab-initio / refine / post (s) | "
         f"{ev['result']['timings']['class2d_s']:.0f} / {ev['result']['timings']['abinitio_s']:.0f} / "
         f"{ev['result']['timings']['refine_s']:.0f} / {ev['result']['timings']['postprocess_s']:.0f} |",

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", type=Path, default=Path("reconstruct-seeds"))
     parser.add_argument(
-        "--attempts", type=int, default=None, help="ab-initio attempts [run.ABINITIO_ATTEMPTS]"
+        "--attempts", type=int, default=None, help="ab-initio attempts [AbinitioOptions.attempts]"
     )
     parser.add_argument("--label", default="", help="what this run measures (for the table)")
     parser.add_argument(
@@ -43,19 +43,19 @@ def main() -> None:
 
     from cryofac.demo.story import truth_resolution_A
     from pipeline import backend
-    from pipeline.reconstruction import run
+    from pipeline.reconstruction.options import AbinitioOptions, ReconstructOptions
     from pipeline.reconstruction.run import run_reconstruction
 
     backend.use("cpu", args.threads)
+    abinitio = AbinitioOptions()
     if args.attempts is not None:
-        run.ABINITIO_ATTEMPTS[args.symmetry.strip().upper()] = args.attempts
+        abinitio = AbinitioOptions(attempts={args.symmetry.strip().upper(): args.attempts})
+    options = ReconstructOptions(symmetry=args.symmetry, abinitio=abinitio)
     rows = []
     for seed in args.seeds:
         out = args.workdir / f"seed{seed}"
         t = time.perf_counter()
-        result = run_reconstruction(
-            args.particles, out, symmetry=args.symmetry, seed=seed, progress=print
-        )
+        result = run_reconstruction(args.particles, out, options, seed=seed, progress=print)
         wall = time.perf_counter() - t
         ab = truth_resolution_A(out / "abinitio.mrc", args.truth, args.symmetry)
         final = truth_resolution_A(out / "map.mrc", args.truth, args.symmetry)
@@ -69,7 +69,7 @@ def main() -> None:
         f"\n## {args.label or args.particles}\n",
         f"{platform.node()}, {os.cpu_count()} CPUs, {args.threads} threads, "
         f"load average at the end {os.getloadavg()[0]:.1f}; symmetry {args.symmetry}, "
-        f"ab-initio attempts {run.ABINITIO_ATTEMPTS.get(args.symmetry.strip().upper(), 1)}; "
+        f"ab-initio attempts {abinitio.attempts_for(args.symmetry)}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
         "| seed | ab-initio vs truth (FSC 0.5) | map vs truth (FSC 0.5) | half-maps (FSC 0.143) | wall |",
         "|---:|---:|---:|---:|---:|",

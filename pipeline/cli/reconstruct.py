@@ -22,19 +22,58 @@ from pipeline.cli import device_options, select_device
 @click.option(
     "--classes",
     "n_classes",
-    default=4,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="2D classes.",
+    help="2D classes [default: one per 300 particles, 2 to 200].",
 )
 @click.option("--class-iterations", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--class-resolution",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Resolution (Å) 2D classification works at (images are cropped to match).",
+)
 @click.option("--abinitio-iterations", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--abinitio-resolution",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Final resolution (Å) of the ab-initio map (images are cropped to match).",
+)
+@click.option(
+    "--abinitio-attempts",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Ab-initio runs, each refined, the best kept [default: 2 for O, else 1].",
+)
 @click.option(
     "--refine-iterations",
     default=None,
     type=click.IntRange(min=1),
     help="Most refinement iterations [default: enough for the search to march from 30 Å "
-    "to Nyquist, plus 3; it stops earlier once the resolution stops improving].",
+    "to Nyquist, plus --settle-iterations; it stops earlier once the resolution stops improving].",
+)
+@click.option(
+    "--march-fraction",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Most the refinement's search radius grows per iteration (fraction of itself).",
+)
+@click.option("--settle-iterations", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--global-iterations",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refinement iterations with a global orientation search (local searches after).",
+)
+@click.option(
+    "--fixed-box",
+    is_flag=True,
+    help="Refine at the full box throughout (default: the box grows with the resolution).",
 )
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Random seed (half split, starts)."
@@ -44,10 +83,17 @@ def reconstruct(
     particles: str,
     out_dir: str,
     symmetry: str,
-    n_classes: int,
+    n_classes: int | None,
     class_iterations: int,
+    class_resolution: float,
     abinitio_iterations: int,
+    abinitio_resolution: float,
+    abinitio_attempts: int | None,
     refine_iterations: int | None,
+    march_fraction: float,
+    settle_iterations: int,
+    global_iterations: int,
+    fixed_box: bool,
     seed: int,
     device: str,
     threads: int | None,
@@ -56,41 +102,64 @@ def reconstruct(
 
     PARTICLES is a RELION 3.1 particles STAR file with CTF parameters and no poses.
     Writes map.mrc, half1.mrc, half2.mrc, mask.mrc, fsc.star, particles.star,
-    particles.cs, fsc.png, slices.png and result.json into --out; rerunning skips
-    the stages already finished there.
+    particles.cs, fsc.png, slices.png and result.json into --out, and progress.json
+    while it runs; rerunning reuses the stages already finished there with the same
+    inputs and options. Progress: a bar on a terminal, one line per step otherwise.
     """
     select_device(device, threads)
+    from pipeline.reconstruction.options import (
+        AbinitioOptions,
+        Class2DOptions,
+        ReconstructOptions,
+        RefineOptions,
+    )
+    from pipeline.reconstruction.progress import Progress
     from pipeline.reconstruction.run import run_reconstruction
 
-    tty = sys.stderr.isatty()
+    abinitio = AbinitioOptions(iterations=abinitio_iterations, end_resolution_A=abinitio_resolution)
+    if abinitio_attempts is not None:
+        abinitio = AbinitioOptions(
+            iterations=abinitio_iterations,
+            end_resolution_A=abinitio_resolution,
+            attempts={symmetry.strip().upper(): abinitio_attempts},
+        )
+    options = ReconstructOptions(
+        symmetry=symmetry,
+        seed=seed,
+        class2d=Class2DOptions(
+            n_classes=n_classes, iterations=class_iterations, resolution_A=class_resolution
+        ),
+        abinitio=abinitio,
+        refine=RefineOptions(
+            max_iterations=refine_iterations,
+            march_fraction=march_fraction,
+            settle_iterations=settle_iterations,
+            global_iterations=global_iterations,
+            grow_box=not fixed_box,
+        ),
+    )
     bar = None
-    if tty:
+    if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=None, desc="reconstruct", unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def report(message: str) -> None:
-        if bar is not None:
-            bar.set_postfix_str(message)
-            bar.update(1)
-
-    try:
-        result = run_reconstruction(
-            particles,
-            out_dir,
-            symmetry=symmetry,
-            n_classes=n_classes,
-            class_iterations=class_iterations,
-            abinitio_iterations=abinitio_iterations,
-            refine_iterations=refine_iterations,
-            seed=seed,
-            progress=report,
+        bar = tqdm(
+            total=100,
+            desc="reconstruct",
+            unit="%",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}",
         )
+        tracker = Progress(out_dir, bar=bar)
+    else:
+        tracker = Progress(out_dir, sink=lambda line: print(line, flush=True))
+    try:
+        result = run_reconstruction(particles, out_dir, options, progress=tracker)
     finally:
         if bar is not None:
             bar.close()
     click.echo(
-        f"{out_dir}/map.mrc: {result['resolution_A']:.2f} Å (FSC 0.143), "
+        f"{out_dir}/map.mrc: {result['resolution_A']:.2f} Å (mask-corrected FSC 0.143), "
         f"B = {result['b_factor_A2']:.0f} Å², {result['n_particles']} particles"
     )
     for warning in result.get("warnings", []):

@@ -41,11 +41,11 @@ OPTICS_COLUMNS = (
     "rlnImageDimensionality",
 )
 
-#: columns every particle row must have (CONTRACT.md: the image, its CTF and optics group);
+#: columns every particle row must have (CONTRACT.md: the image and its CTF; the optics
+#: group too when there are several);
 #: micrograph names and coordinates (LOCATION_COLUMNS) are used when present
 PARTICLE_COLUMNS = (
     "rlnImageName",
-    "rlnOpticsGroup",
     "rlnDefocusU",
     "rlnDefocusV",
     "rlnDefocusAngle",
@@ -144,6 +144,13 @@ def validate(table: ParticleTable, where: str = "particles") -> None:
     """Raise :class:`ParticleStarError` if the table is not a usable RELION 3.1 layout."""
     _check_columns(table.optics, OPTICS_COLUMNS, f"{where}: data_optics")
     _check_columns(table.particles, PARTICLE_COLUMNS, f"{where}: data_particles")
+    if "rlnOpticsGroup" not in table.particles.columns:  # optional with one optics group
+        if len(table.optics) != 1:
+            raise ParticleStarError(
+                f"{where}: data_particles: missing column rlnOpticsGroup "
+                f"(needed with {len(table.optics)} optics groups)"
+            )
+        table.particles["rlnOpticsGroup"] = int(table.optics["rlnOpticsGroup"].iloc[0])
     if table.optics["rlnOpticsGroup"].duplicated().any():
         raise ParticleStarError(f"{where}: data_optics has duplicate rlnOpticsGroup numbers")
     unknown = set(table.particles["rlnOpticsGroup"].astype(int)) - set(

@@ -24,41 +24,10 @@ import numpy as np
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
 from pipeline.reconstruction.backproject import Backprojector
-from pipeline.reconstruction.refine import (
-    Workspace,
-    backproject_weighted,
-    lowpass,
-)
+from pipeline.reconstruction.grids import centre_of_mass_px, lowpass, shift_volume
+from pipeline.reconstruction.progress import report
 from pipeline.reconstruction.symmetry import asymmetric_grid
-
-
-def centre_of_mass_px(volume) -> np.ndarray:
-    """(x, y, z) offset in pixels of the positive density's centre of mass from the box centre."""
-    vol = np.clip(backend.to_numpy(volume), 0, None).astype(np.float64)
-    box = vol.shape[0]
-    total = vol.sum()
-    if total <= 0:
-        return np.zeros(3)
-    g = np.arange(box) - box // 2
-    return np.array(
-        [
-            (vol.sum(axis=(0, 1)) * g).sum() / total,
-            (vol.sum(axis=(0, 2)) * g).sum() / total,
-            (vol.sum(axis=(1, 2)) * g).sum() / total,
-        ]
-    )
-
-
-def shift_volume(volume, shift_xyz_px: np.ndarray):
-    """Translate a volume by (x, y, z) pixels with a Fourier phase ramp."""
-    xp, fft = backend.xp(), backend.fft()
-    vol = backend.asarray(volume, dtype=xp.float32)
-    box = vol.shape[0]
-    kz = xp.fft.fftfreq(box)
-    kx = xp.fft.rfftfreq(box)
-    sx, sy, sz = (float(s) for s in shift_xyz_px)
-    arg = -2 * np.pi * (kx[None, None, :] * sx + kz[None, :, None] * sy + kz[:, None, None] * sz)
-    return fft.irfftn(fft.rfftn(vol) * xp.exp(1j * arg), s=vol.shape).astype(xp.float32)
+from pipeline.reconstruction.workspace import Workspace, backproject_weighted
 
 
 @dataclass
@@ -109,10 +78,6 @@ def anneal_weights(loglik: np.ndarray, n_eff_target: float) -> np.ndarray:
     return weights(10.0**hi)
 
 
-#: Default final resolution of ab-initio models (Å): they are low-passed there.
-END_RESOLUTION_A = 15.0
-
-
 def abinitio(
     ws: Workspace,
     rng: np.random.Generator,
@@ -121,7 +86,7 @@ def abinitio(
     n_iterations: int = 30,
     batch_size: int = 300,
     start_resolution_A: float = 35.0,
-    end_resolution_A: float = END_RESOLUTION_A,
+    end_resolution_A: float = 15.0,
     max_shift_A: float | None = None,
     forget: float = 0.6,
     top_k: int = 10,
@@ -220,30 +185,33 @@ def abinitio(
         _, _, score = search.global_search(refs, data, held_out, shifts)
         return float(np.mean(score))
 
+    units = explore_iterations * n_starts + (n_iterations - explore_iterations)
+    done = 0
     starts = [new_start() for _ in range(n_starts)]
     for it in range(explore_iterations):
         for k, st in enumerate(starts):
             iterate(st, it, pool)
-            if progress:
-                res = _resolution(
-                    start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1)
-                )
-                progress(f"ab-initio start {k + 1}/{n_starts}, iteration {it}: {res:.1f} Å")
+            done += 1
+            res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
+            report(
+                progress,
+                f"ab-initio start {k + 1}/{n_starts}, iteration {it}: {res:.1f} Å",
+                done / units,
+            )
     if n_starts > 1:
         scores = [judge(st, explore_iterations) for st in starts]
         winner = int(np.argmax(scores))
-        if progress:
-            listed = ", ".join(f"{s:.4g}" for s in scores)
-            progress(f"ab-initio: start {winner + 1} kept (held-out scores {listed})")
+        listed = ", ".join(f"{s:.4g}" for s in scores)
+        report(progress, f"ab-initio: start {winner + 1} kept (held-out scores {listed})")
         starts = [starts[winner]]
     st = starts[0]
     for it in range(explore_iterations, n_iterations):
         iterate(st, it, idx_all)
+        done += 1
         if callback:
             callback(it, st.volume)
-        if progress:
-            res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
-            progress(f"ab-initio iteration {it}: {res:.1f} Å")
+        res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
+        report(progress, f"ab-initio iteration {it}: {res:.1f} Å", done / units)
     return backend.to_numpy(st.volume)
 
 
@@ -255,3 +223,6 @@ def acc_shift(acc, shift_xyz_px: np.ndarray) -> None:
     sx, sy, sz = (float(s) for s in shift_xyz_px)
     arg = -2 * np.pi * (q[None, None, :] * sx + q[None, :, None] * sy + q[:, None, None] * sz)
     acc.data *= xp.exp(1j * arg).astype(xp.complex64)
+
+
+__all__ = ["abinitio", "acc_shift", "anneal_weights", "centre_of_mass_px", "shift_volume"]

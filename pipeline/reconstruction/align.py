@@ -16,7 +16,8 @@ import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
-from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
+from pipeline.reconstruction.fsc import fsc, resolution_at
+from pipeline.reconstruction.grids import centre_of_mass_px, shift_volume, sphere_points
 
 
 @dataclass
@@ -30,19 +31,6 @@ class Alignment:
 def flip_hand(volume: np.ndarray) -> np.ndarray:
     """Mirror a volume through the central z plane (z → −z about voxel N/2)."""
     return np.roll(np.asarray(volume)[::-1], 1, axis=0)
-
-
-def _sphere_points(box: int, radius_px: float) -> np.ndarray:
-    g = np.arange(-int(radius_px), int(radius_px) + 1)
-    z, y, x = np.meshgrid(g, g, g, indexing="ij")
-    pts = np.stack([x.ravel(), y.ravel(), z.ravel()], -1).astype(np.float64)
-    r = np.linalg.norm(pts, axis=1)
-    keep = (r <= radius_px) & (r > 0)
-    # one of each Friedel pair (the correlation is real)
-    half = (pts[:, 2] > 0) | (
-        (pts[:, 2] == 0) & ((pts[:, 1] > 0) | ((pts[:, 1] == 0) & (pts[:, 0] > 0)))
-    )
-    return pts[keep & half]
 
 
 def _scores(fmov, fref_vals, pts, rotations, translations, box):
@@ -84,7 +72,7 @@ def align_maps(
         mov_c = backend.to_numpy(shift_volume(mov, -com))
         fmov = fourier.pad_fourier(mov_c)
         radius = box * pixel_size_A / coarse_resolution_A
-        pts = _sphere_points(box, radius)
+        pts = sphere_points(radius)
         fref_vals = fourier.gather(fref_grid, fourier.PAD * backend.asarray(pts, dtype=np.float32))
         grid = search.so3_grid(global_step_deg)
         t0 = np.asarray(com_ref)[None]
@@ -102,7 +90,7 @@ def align_maps(
         score = -np.inf
         while step > 0.2:
             radius = min(fine_radius, max(radius, 1.2 / np.deg2rad(step)))
-            pts = _sphere_points(box, radius)
+            pts = sphere_points(radius)
             fref_vals = fourier.gather(
                 fref_grid, fourier.PAD * backend.asarray(pts, dtype=np.float32)
             )
@@ -151,8 +139,6 @@ def aligned_resolution_A(
 ) -> float:
     """Resolution (Å) where the FSC of ``moving`` against ``reference`` drops below
     ``threshold``, after aligning it (orientation, translation, hand: :func:`align_maps`)."""
-    from pipeline.reconstruction.fsc import fsc, resolution_at
-
     aligned = apply_alignment(moving, align_maps(moving, reference, pixel_size_A))
     curve = fsc(aligned, reference)
     return float(resolution_at(curve, reference.shape[0], pixel_size_A, threshold))

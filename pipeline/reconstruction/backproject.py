@@ -14,26 +14,8 @@ import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier
+from pipeline.reconstruction.grids import radius_grid, shell_mean
 from pipeline.reconstruction.symmetry import symmetrise_volume
-
-
-def radius_grid(size: int):
-    """|q| of a centred cubic grid of edge ``size`` in voxel units (float32, on device)."""
-    xp = backend.xp()
-    r = xp.arange(size, dtype=xp.float32) - size // 2
-    return xp.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-
-
-def shell_mean(grid, shells, n_shells: int):
-    """Mean of a real grid over integer shells (0..n_shells-1)."""
-    xp = backend.xp()
-    flat = shells.reshape(-1)
-    keep = flat < n_shells
-    sums = xp.bincount(
-        flat[keep], weights=grid.reshape(-1)[keep].astype(xp.float64), minlength=n_shells
-    )
-    counts = xp.bincount(flat[keep], minlength=n_shells)
-    return sums / xp.maximum(counts, 1)
 
 
 class Backprojector:

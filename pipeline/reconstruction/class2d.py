@@ -23,7 +23,8 @@ import numpy as np
 
 from pipeline import backend
 from pipeline.reconstruction import fourier, search
-from pipeline.reconstruction.refine import Workspace, recentre
+from pipeline.reconstruction.progress import report
+from pipeline.reconstruction.workspace import Workspace, recentre
 
 
 @dataclass
@@ -172,8 +173,7 @@ def classify_2d(
             new_cls[take] = empty
         changed = float(np.mean(new_cls != cls))
         cls = new_cls
-        if progress:
-            progress(f"2D iteration {it}: {changed:.1%} changed class")
+        report(progress, f"2D iteration {it}: {changed:.1%} changed class", (it + 1) / n_iterations)
     parity = (np.arange(n) % 2).astype(np.int64)
     d, w = _accumulate(
         ws, idx, cls, inplane[rot_idx], origins, n_classes, ws.plane.radius.size, parity

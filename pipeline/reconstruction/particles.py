@@ -1,9 +1,11 @@
 """Loading particle images for reconstruction: stacks, CTFs, normalisation.
 
-Reads a RELION 3.1 particles STAR through :mod:`pipeline.io.particles`, loads every
-referenced stack once, normalises each image to zero mean and unit standard
-deviation of its background (outside a circle of radius 0.4·box), and computes
-half-plane Fourier values and per-particle CTFs (:mod:`pipeline.ctf_model`).
+Reads a RELION 3.1 particles STAR through :mod:`pipeline.io.particles` and opens every
+referenced stack memory-mapped (mrcfile); images are read in chunks on demand
+(:class:`ImageSource`), each normalised to zero mean and unit standard deviation of
+its background (outside a circle of radius 0.4·box), so the whole stack is never in
+memory at once. Half-plane Fourier values and per-particle CTFs
+(:mod:`pipeline.ctf_model`) are computed from those chunks.
 
 Contrast: particle stacks follow RELION (extraction inverts contrast, so protein is
 white). The image model used here is ``image = CTF ⊗ projection`` with the sign of
@@ -28,11 +30,41 @@ class ParticleInputError(CryofacError):
     """The particles cannot be used for reconstruction (missing stacks, mixed pixel sizes...)."""
 
 
+class ImageSource:
+    """Particle images read on demand from memory-mapped stacks: ``source[a:b]`` (or an
+    index array) gives those images (m, N, N) float32, contrast flipped (module doc) and
+    normalised (:func:`normalise`); ``shape`` is (n, N, N)."""
+
+    def __init__(self, stacks: dict[str, np.ndarray], names: list[str], indices, box: int):
+        self._stacks = stacks
+        self._names = np.asarray(names, dtype=object)
+        self._indices = np.asarray(indices, dtype=np.int64)
+        self.shape = (len(self._indices), box, box)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[key : key + 1 if key != -1 else None][0]
+        rows = np.atleast_1d(np.arange(self.shape[0])[key])
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.float32)
+        for j, row in enumerate(rows):
+            out[j] = self._stacks[self._names[row]][self._indices[row]]
+        # RELION stacks have protein white; the CTF model here has protein dark (module doc)
+        np.negative(out, out=out)
+        return normalise(out)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
 @dataclass
 class ParticleImages:
-    """Normalised images (n, N, N) float32 with their CTF parameters and pixel size (Å)."""
+    """Particle images (a lazy :class:`ImageSource`, (n, N, N) float32 when read) with
+    their CTF parameters and pixel size (Å)."""
 
-    images: np.ndarray
+    images: ImageSource
     ctf_params: list[CTFParams]
     pixel_size_A: float
     table: object  # pipeline.io.particles.ParticleTable
@@ -85,8 +117,7 @@ def load_particles(star_path: str | Path) -> ParticleImages:
     box = int(boxes[0])
     base = star_path.parent
     cache: dict[str, np.ndarray] = {}
-    images = np.empty((len(table), box, box), dtype=np.float32)
-    for i, (idx, stack) in enumerate(zip(indices, stacks, strict=True)):
+    for idx, stack in zip(indices, stacks, strict=True):
         if stack not in cache:
             path = Path(stack)
             if not path.is_absolute():
@@ -113,7 +144,6 @@ def load_particles(star_path: str | Path) -> ParticleImages:
             raise ParticleInputError(
                 f"{star_path}: image {idx + 1}@{stack} beyond the {data.shape[0]} images in the stack"
             )
-        images[i] = data[idx]
     p = table.particles
     params = [
         CTFParams(
@@ -138,9 +168,8 @@ def load_particles(star_path: str | Path) -> ParticleImages:
             strict=True,
         )
     ]
-    # RELION stacks have protein white; the CTF model here has protein dark (module doc)
-    np.negative(images, out=images)
-    return ParticleImages(normalise(images), params, pixel, table, star_path)
+    images = ImageSource(cache, stacks, indices, box)
+    return ParticleImages(images, params, pixel, table, star_path)
 
 
 def half_plane_ctfs(params: list[CTFParams], plane: fourier.HalfPlane, pixel_size_A: float):

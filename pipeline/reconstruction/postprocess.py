@@ -93,7 +93,7 @@ def soft_mask(
     Returns numpy float32 in [0, 1]."""
     from scipy.ndimage import distance_transform_edt
 
-    from pipeline.reconstruction.refine import lowpass
+    from pipeline.reconstruction.grids import lowpass
 
     smooth = backend.to_numpy(lowpass(volume, lowpass_A, pixel_size_A))
     binary = smooth > threshold_frac * smooth.max()

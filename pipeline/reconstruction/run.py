@@ -1,24 +1,37 @@
 """The ``cryofac reconstruct`` workflow: 2D classification → ab-initio → gold-standard
 refinement → post-processing, in a resumable output folder.
 
-Each stage writes its result atomically and is skipped when the folder already
-holds it (``class2d.npz``, ``abinitio.mrc``, ``refine.npz`` + half-maps); the final
-``result.json`` is written last.
+Each stage is a function below (:func:`stage_class2d`, :func:`stage_abinitio`,
+:func:`stage_refine`, :func:`stage_postprocess`) that writes its result atomically
+with a key file (``<stage>.key``): a hash of the inputs (the particles STAR and its
+stacks' sizes and times), the options of this stage and every earlier one, and the
+code of :mod:`pipeline.reconstruction`. A rerun reuses a stage's files only when the
+key matches; otherwise the stage (and so every later one) runs again. ``result.json``
+(with every option) is written last; ``progress.json`` holds the stage and how far it is.
+
+Stages work on Fourier-cropped particles matched to the resolution they search at:
+2D classification at ``Class2DOptions.resolution_A``, ab-initio at its end resolution,
+refinement growing the box as its resolution marches (:meth:`Workspace.cropped`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from cryofac.errors import CryofacError
+from pipeline.reconstruction.options import (
+    Class2DOptions,
+    ReconstructOptions,
+    RefineOptions,
+)
 
 
 class ReconstructionError(CryofacError):
@@ -43,8 +56,11 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_fsc_star(path: Path, curve: np.ndarray, box: int, pixel_size_A: float) -> None:
-    """``fsc.star``: rlnSpectralIndex, rlnResolution (1/Å), rlnAngstromResolution, rlnFourierShellCorrelation."""
+def write_fsc_star(
+    path: Path, curve: np.ndarray, box: int, pixel_size_A: float, extra: dict | None = None
+) -> None:
+    """``fsc.star``: rlnSpectralIndex, rlnResolution (1/Å), rlnAngstromResolution,
+    rlnFourierShellCorrelation, plus ``extra`` columns (same length)."""
     import pandas as pd
     import starfile
 
@@ -53,71 +69,101 @@ def write_fsc_star(path: Path, curve: np.ndarray, box: int, pixel_size_A: float)
     freq = shell_frequencies(box, pixel_size_A)
     with np.errstate(divide="ignore"):
         angstrom = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 999.0)
-    frame = pd.DataFrame(
-        {
-            "rlnSpectralIndex": np.arange(len(curve)),
-            "rlnResolution": freq,
-            "rlnAngstromResolution": angstrom,
-            "rlnFourierShellCorrelation": np.asarray(curve, dtype=float),
-        }
-    )
+    columns = {
+        "rlnSpectralIndex": np.arange(len(curve)),
+        "rlnResolution": freq,
+        "rlnAngstromResolution": angstrom,
+        "rlnFourierShellCorrelation": np.asarray(curve, dtype=float),
+    }
+    for name, values in (extra or {}).items():
+        columns[name] = np.asarray(values, dtype=float)
+    frame = pd.DataFrame(columns)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     starfile.write({"fsc": frame}, tmp, overwrite=True, float_format="%.6f")
     os.replace(tmp, path)
 
 
-#: Independent ab-initio runs per point group; each is refined in full and the
-#: refinement whose map the particles fit best (:func:`refine.particle_fit`) is kept. For
-#: O (apoferritin) about one ab-initio run in four still leads refinement to a wrong map
-#: that both half-maps reproduce, and the particles fit such a map clearly worse than
-#: the right one (BENCHMARKS.md, issues 5 and 10).
-ABINITIO_ATTEMPTS = {"O": 2}
+def code_version() -> str:
+    """Hash of the source of :mod:`pipeline.reconstruction` (part of every stage key)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
-#: Below this consistency with the full group (:func:`symmetry.symmetry_consistency` at
-#: the ab-initio's resolution) a subgroup ab-initio map is averaged over the full group
-#: as it is rather than turned into its frame first. Simulated apoferritin's truth scores
-#: 0.97 with O at 15 Å; the C4 ab-initio maps of the demo's particles 0.10-0.36, right
-#: and wrong ones alike (BENCHMARKS.md, issue 10).
-CONSISTENT_ABINITIO = 0.5
+def inputs_digest(star_path: str | os.PathLike, stacks: list[str]) -> str:
+    """Hash of the particles STAR file's bytes and of its stacks' paths, sizes and times."""
+    star = Path(star_path)
+    digest = hashlib.sha256(star.read_bytes())
+    for stack in sorted(set(stacks)):
+        path = Path(stack) if Path(stack).is_absolute() else star.parent / stack
+        try:
+            st = path.stat()
+            digest.update(f"{stack}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(f"{stack}:missing".encode())
+    return digest.hexdigest()[:16]
 
 
-#: Refinements from different ab-initio runs whose maps agree (FSC 0.5 after alignment)
-#: only worse than this many times the kept map's half-map resolution went to different
-#: maps: the result depends on the start, and ``result.json`` warns.
-DISAGREEMENT = 1.5
+def stage_key(previous: str, *parts) -> str:
+    """A stage's key: the previous stage's key and this stage's options (JSON)."""
+    text = json.dumps([previous, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _into_full_group(volume, sub: str, full: str, pix: float, say) -> tuple[np.ndarray, dict]:
+def _reusable(out: Path, stage: str, key: str, *files: str) -> bool:
+    key_file = out / f"{stage}.key"
+    return (
+        key_file.exists()
+        and key_file.read_text().strip() == key
+        and all((out / name).exists() for name in files)
+    )
+
+
+def _mark(out: Path, stage: str, key: str) -> None:
+    _write_text(out / f"{stage}.key", key + "\n")
+
+
+def _into_full_group(
+    volume,
+    sub: str,
+    full: str,
+    pix: float,
+    say,
+    end_resolution_A: float = 15.0,
+    consistent: float = 0.5,
+) -> tuple[np.ndarray, dict]:
     """A subgroup ab-initio map made a start for the full group, and what was found.
 
     The subgroup's axis is z but the turn about it is the ab-initio's own: it is found
     (:func:`symmetry.orient_to_group`) and the map turned into the full group's frame
-    before averaging over the group. A map that is not consistent with the full group
-    even so is averaged unturned, as before the turn was searched: on the demo's
-    particles such maps were the rule, and refinement (marching its resolution) led most
-    of them to the right map all the same (BENCHMARKS.md, issue 10).
+    before averaging over the group. A map whose consistency with the full group is
+    below ``consistent`` (:attr:`AbinitioOptions.consistent`) is averaged unturned, as
+    before the turn was searched: on the demo's particles such maps were the rule, and
+    refinement (marching its resolution) led most of them to the right map all the same
+    (BENCHMARKS.md, issue 10).
     """
     from pipeline import backend
-    from pipeline.reconstruction.abinitio import END_RESOLUTION_A, centre_of_mass_px, shift_volume
+    from pipeline.reconstruction.grids import centre_of_mass_px, shift_volume
     from pipeline.reconstruction.symmetry import about_z, orient_to_group, symmetrise_volume
 
-    resolution = max(END_RESOLUTION_A, 2.2 * pix)
+    resolution = max(end_resolution_A, 2.2 * pix)
     volume = shift_volume(volume, -centre_of_mass_px(volume))  # the group acts about the centre
     turn, consistency = orient_to_group(volume, sub, full, pix, resolution)
-    consistent = consistency >= CONSISTENT_ABINITIO
+    is_consistent = consistency >= consistent
     say(
         f"ab-initio map in {sub}: {full} consistency {consistency:.2f} at {resolution:.0f} Å"
-        + (f", turned {turn:.1f}° about z into the {full} frame" if consistent else " (low)")
+        + (f", turned {turn:.1f}° about z into the {full} frame" if is_consistent else " (low)")
     )
-    rotation = about_z(turn) if consistent else None
+    rotation = about_z(turn) if is_consistent else None
     out = backend.to_numpy(symmetrise_volume(volume, full, rotation=rotation))
     info = {
         "symmetry": sub,
         "consistency": round(float(consistency), 4),
         "consistency_resolution_A": round(resolution, 2),
-        "turn_deg": round(turn, 2) if consistent else None,
+        "turn_deg": round(turn, 2) if is_consistent else None,
     }
     return out, info
 
@@ -144,11 +190,13 @@ def _attempt_records(results: list, fits: list[float], kept: int, pix: float) ->
     return records
 
 
-def _warnings(abinitio_info: dict, resolution_A: float) -> list[str]:
-    """Plain-language warnings about the result, for users (``result.json`` ``warnings``)."""
+def _warnings(abinitio_info: dict, resolution_A: float, disagreement: float = 1.5) -> list[str]:
+    """Plain-language warnings about the result, for users (``result.json`` ``warnings``):
+    ab-initio runs whose refinements agree only worse than ``disagreement`` times the
+    kept map's resolution (:attr:`ReconstructOptions.disagreement`)."""
     attempts = abinitio_info.get("attempts") or []
     others = [a for a in attempts if not a["kept"]]
-    apart = [a for a in others if a["agreement_A"] > DISAGREEMENT * resolution_A]
+    apart = [a for a in others if a["agreement_A"] > disagreement * resolution_A]
     if not apart:
         return []
     kept = next(a for a in attempts if a["kept"])
@@ -164,214 +212,468 @@ def _warnings(abinitio_info: dict, resolution_A: float) -> list[str]:
     ]
 
 
+@dataclasses.dataclass
+class Class2DStage:
+    """What 2D classification left for the later stages."""
+
+    assignment: np.ndarray
+    selected: np.ndarray
+    counts: np.ndarray
+    scores: np.ndarray
+    seconds: float
+    box_px: int
+
+    @property
+    def keep(self) -> np.ndarray:
+        return np.flatnonzero(self.selected[self.assignment])
+
+
+def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, say):
+    """2D classification on particles cropped to ``options.resolution_A``; reused when
+    ``class2d.key`` matches ``key``."""
+    from pipeline.io.mrc import write_mrc
+    from pipeline.reconstruction import class2d
+
+    path = out / "class2d.npz"
+    if _reusable(out, "class2d", key, "class2d.npz"):
+        saved = np.load(path)
+        say("2D classification: reused", 1.0)
+        return Class2DStage(
+            saved["assignment"],
+            saved["selected"],
+            saved["counts"],
+            saved["scores"],
+            float(saved["seconds"]),
+            int(saved["box_px"]),
+        )
+    t = time.perf_counter()
+    n_classes = options.classes_for(ws.n)
+    small = ws.for_resolution(options.resolution_A)
+    say(f"2D classification: {n_classes} classes, box {small.box} px", 0.0)
+    c2d = class2d.classify_2d(
+        small,
+        n_classes,
+        np.random.default_rng([seed, 2]),
+        n_iterations=options.iterations,
+        resolution_A=options.resolution_A,
+        min_score=options.min_score,
+        min_fraction=options.min_fraction,
+        progress=say,
+    )
+    write_mrc(out / "class_averages.mrcs", c2d.averages, small.pixel_size_A, stack=True)
+    result = Class2DStage(
+        c2d.assignment, c2d.selected, c2d.counts, c2d.scores, time.perf_counter() - t, small.box
+    )
+    _save_npz(
+        path,
+        assignment=result.assignment,
+        selected=result.selected,
+        counts=result.counts,
+        scores=result.scores,
+        seconds=result.seconds,
+        box_px=result.box_px,
+    )
+    _mark(out, "class2d", key)
+    return result
+
+
+def stage_abinitio(
+    ws, keep, halves, out: Path, options: ReconstructOptions, key: str, say, say_refine
+):
+    """Ab-initio (several runs for some groups, each refined to choose between them) on
+    particles cropped to the ab-initio's end resolution. Returns (initial map at the full
+    box, info, the kept run's refinement or None, refinement seconds spent)."""
+    from pipeline.io.mrc import read_mrc, write_mrc
+    from pipeline.reconstruction import abinitio, refine
+    from pipeline.reconstruction.grids import change_box
+
+    ab, symmetry = options.abinitio, options.symmetry
+    path = out / "abinitio.mrc"
+    if _reusable(out, "abinitio", key, "abinitio.mrc", "abinitio.json"):
+        initial, _ = read_mrc(path)
+        say("ab-initio: reused", 1.0)
+        return initial, json.loads((out / "abinitio.json").read_text()), None, 0.0
+    t = time.perf_counter()
+    pix = ws.pixel_size_A
+    full, sub = symmetry.strip().upper(), ab.symmetry_for(symmetry)
+    small = dataclasses.replace(ws.for_resolution(ab.end_resolution_A), symmetry=sub)
+    say(f"ab-initio in {sub} on box {small.box} px", 0.0)
+    attempts = ab.attempts_for(full)
+    rng = np.random.default_rng([options.seed, 3])
+    starts, infos, results, fits = [], [], [], []
+    refine_s = 0.0
+    for attempt in range(attempts):
+
+        def say_attempt(message, fraction=None, attempt=attempt):
+            total = None if fraction is None else (attempt + fraction) / attempts
+            say(message, total)
+
+        say_attempt.takes_fraction = True
+        candidate = abinitio.abinitio(
+            small,
+            rng,
+            subset=keep,
+            n_iterations=ab.iterations,
+            batch_size=ab.batch_size,
+            start_resolution_A=ab.start_resolution_A,
+            end_resolution_A=ab.end_resolution_A,
+            forget=ab.forget,
+            top_k=ab.top_k,
+            n_starts=ab.n_starts,
+            progress=say_attempt,
+        )
+        candidate = np.asarray(change_box(candidate, ws.box))
+        info = {"symmetry": sub, "box_px": small.box}
+        if sub != full:
+            candidate, turned = _into_full_group(
+                candidate, sub, full, pix, say, ab.end_resolution_A, ab.consistent
+            )
+            info.update(turned)
+        starts.append(candidate)
+        infos.append(info)
+        if attempts == 1:
+            break
+        # refined in full: where a start leads shows only at the refined resolution
+        t_refine = time.perf_counter()
+        result = refine.refine(
+            ws,
+            candidate,
+            rng,
+            subset=keep,
+            halves=halves,
+            **_refine_kwargs(options.refine),
+            progress=say_refine,
+        )
+        fits.append(refine.particle_fit(ws, result, keep))
+        results.append(result)
+        refine_s += time.perf_counter() - t_refine
+        say(
+            f"ab-initio attempt {attempt + 1}/{attempts}: refined to "
+            f"{result.resolution_A:.2f} Å, particles' fit {fits[-1]:.4g}"
+        )
+    kept = int(np.argmax(fits)) if fits else 0
+    initial, info = starts[kept], infos[kept]
+    refined = None
+    if results:
+        refined = results[kept]
+        info["attempts"] = _attempt_records(results, fits, kept, pix)
+    write_mrc(path, initial, pix)
+    info["seconds"] = time.perf_counter() - t - refine_s
+    _write_text(out / "abinitio.json", json.dumps(info))
+    _mark(out, "abinitio", key)
+    return initial, info, refined, refine_s
+
+
+def _refine_kwargs(options: RefineOptions) -> dict:
+    return {
+        "initial_resolution_A": options.initial_resolution_A,
+        "global_step_deg": options.global_step_deg,
+        "max_iterations": options.max_iterations,
+        "global_iterations": options.global_iterations,
+        "mask_radius_frac": options.mask_radius_frac,
+        "march_fraction": options.march_fraction,
+        "settle_iterations": options.settle_iterations,
+        "grow_box": options.grow_box,
+    }
+
+
+@dataclasses.dataclass
+class RefineStage:
+    rotations: np.ndarray
+    origins_px: np.ndarray
+    halves: np.ndarray
+    keep: np.ndarray
+    half1: np.ndarray
+    half2: np.ndarray
+    history: list
+    seconds: float
+
+
+def stage_refine(ws, initial, keep, halves, refined, out: Path, options, key: str, say):
+    """Gold-standard refinement of the halves ``halves`` (split before ab-initio), each
+    from ``initial`` low-passed to ``RefineOptions.initial_resolution_A``; ``refined``
+    is the kept ab-initio run's refinement when the runs were refined to choose."""
+    from pipeline.io.mrc import read_mrc, write_mrc
+    from pipeline.reconstruction import refine
+
+    path = out / "refine.npz"
+    if _reusable(out, "refine", key, "refine.npz", "half1.mrc", "half2.mrc"):
+        saved = np.load(path)
+        say("refinement: reused", 1.0)
+        return RefineStage(
+            saved["rotations"],
+            saved["origins_px"],
+            saved["halves"],
+            saved["subset"],
+            read_mrc(out / "half1.mrc")[0],
+            read_mrc(out / "half2.mrc")[0],
+            json.loads(str(saved["history"])),
+            float(saved["seconds"]),
+        )
+    t = time.perf_counter()
+    if refined is None:
+        refined = refine.refine(
+            ws,
+            initial,
+            np.random.default_rng([options.seed, 4]),
+            subset=keep,
+            halves=halves,
+            **_refine_kwargs(options.refine),
+            progress=say,
+        )
+    seconds = time.perf_counter() - t
+    half1, half2 = refined.half_maps
+    write_mrc(out / "half1.mrc", half1, ws.pixel_size_A)
+    write_mrc(out / "half2.mrc", half2, ws.pixel_size_A)
+    stage = RefineStage(
+        refined.rotations,
+        refined.origins_px,
+        refined.halves,
+        keep,
+        half1,
+        half2,
+        refined.history,
+        seconds,
+    )
+    _save_npz(
+        path,
+        rotations=stage.rotations,
+        origins_px=stage.origins_px,
+        halves=stage.halves,
+        subset=keep,
+        history=json.dumps(stage.history),
+        seconds=seconds,
+    )
+    _mark(out, "refine", key)
+    return stage
+
+
+def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> dict:
+    """Solvent mask, mask-corrected FSC (phase randomisation, Chen et al. 2013) as the
+    claimed resolution, Guinier B-factor, sharpened map, ``fsc.star`` and plots."""
+    from pipeline import backend
+    from pipeline.io.mrc import write_mrc
+    from pipeline.plots.reconstruction import plot_fsc, plot_slices
+    from pipeline.reconstruction import postprocess
+    from pipeline.reconstruction.fsc import (
+        fsc,
+        mask_corrected_fsc,
+        resolution_at,
+        shell_frequencies,
+    )
+    from pipeline.reconstruction.grids import soft_sphere
+
+    box = half1.shape[0]
+    combined = 0.5 * (half1 + half2)
+    mask = postprocess.soft_mask(combined, pix)
+    say("mask-corrected FSC", 0.2)
+    corrected, masked, unmasked, shell = mask_corrected_fsc(
+        half1, half2, mask, np.random.default_rng([seed, 5])
+    )
+    sphere = backend.to_numpy(soft_sphere(box, 0.45 * box))
+    curve_sphere = fsc(half1 * sphere, half2 * sphere)
+    resolution = resolution_at(corrected, box, pix, 0.143)
+    b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
+    final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
+    write_mrc(out / "mask.mrc", mask, pix)
+    write_mrc(out / "map.mrc", final, pix)
+    write_fsc_star(
+        out / "fsc.star",
+        corrected,
+        box,
+        pix,
+        {
+            "rlnFourierShellCorrelationMaskedMaps": masked,
+            "rlnFourierShellCorrelationUnmaskedMaps": unmasked,
+            "rlnFourierShellCorrelationSphereMaskedMaps": curve_sphere,
+        },
+    )
+    plot_fsc(
+        out / "fsc.png",
+        shell_frequencies(box, pix),
+        {
+            "corrected (solvent mask, phase randomised)": corrected,
+            "masked": masked,
+            "unmasked": unmasked,
+        },
+        resolution,
+    )
+    plot_slices(out / "slices.png", final, f"{resolution:.2f} Å")
+    return {
+        "resolution_A": resolution,
+        "resolution_masked_uncorrected_A": resolution_at(masked, box, pix, 0.143),
+        "resolution_unmasked_A": resolution_at(unmasked, box, pix, 0.143),
+        "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
+        "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
+        "b_factor_A2": -b_fit,
+        "guinier_b_A2": b_fit,
+    }
+
+
+def _options_from(
+    options: ReconstructOptions | None,
+    symmetry: str | None,
+    n_classes: int | None,
+    class_iterations: int | None,
+    abinitio_iterations: int | None,
+    refine_iterations: int | None,
+    seed: int | None,
+) -> ReconstructOptions:
+    """``options`` (default :class:`ReconstructOptions`) with the legacy keywords applied."""
+    opts = options or ReconstructOptions()
+    c2d, ab, ref = opts.class2d, opts.abinitio, opts.refine
+    if n_classes is not None:
+        c2d = dataclasses.replace(c2d, n_classes=n_classes)
+    if class_iterations is not None:
+        c2d = dataclasses.replace(c2d, iterations=class_iterations)
+    if abinitio_iterations is not None:
+        ab = dataclasses.replace(ab, iterations=abinitio_iterations)
+    if refine_iterations is not None:
+        ref = dataclasses.replace(ref, max_iterations=refine_iterations)
+    return dataclasses.replace(
+        opts,
+        symmetry=opts.symmetry if symmetry is None else symmetry,
+        seed=opts.seed if seed is None else seed,
+        class2d=c2d,
+        abinitio=ab,
+        refine=ref,
+    )
+
+
 def run_reconstruction(
     particles_star: str | os.PathLike,
     out_dir: str | os.PathLike,
+    options: ReconstructOptions | None = None,
     *,
-    symmetry: str = "C1",
-    n_classes: int = 4,
-    class_iterations: int = 6,
-    abinitio_iterations: int = 30,
+    symmetry: str | None = None,
+    n_classes: int | None = None,
+    class_iterations: int | None = None,
+    abinitio_iterations: int | None = None,
     refine_iterations: int | None = None,
-    seed: int = 0,
-    progress: Callable[[str], None] | None = None,
+    seed: int | None = None,
+    progress=None,
 ) -> dict:
-    """Run (or resume) the whole reconstruction; returns the ``result.json`` content."""
-    from pipeline import backend
-    from pipeline.io.mrc import read_mrc, write_mrc
-    from pipeline.reconstruction import abinitio, class2d, postprocess, refine
-    from pipeline.reconstruction.fsc import fsc, resolution_at
-    from pipeline.reconstruction.particles import load_particles
-    from pipeline.reconstruction.symmetry import (
-        abinitio_symmetry,
-        symmetry_matrices,
-    )
+    """Run (or resume) the whole reconstruction; returns the ``result.json`` content.
 
-    say = progress or (lambda message: None)
-    symmetry_matrices(symmetry)  # validate early
+    ``options`` holds every setting; the keywords override its most used ones.
+    ``progress``: a :class:`progress.Progress`, or a callable taking one message.
+    """
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.progress import Progress
+    from pipeline.reconstruction.refine import split_halves
+    from pipeline.reconstruction.symmetry import symmetry_matrices
+    from pipeline.reconstruction.workspace import build_workspace
+
+    opts = _options_from(
+        options, symmetry, n_classes, class_iterations, abinitio_iterations,
+        refine_iterations, seed,
+    )  # fmt: skip
+    symmetry_matrices(opts.symmetry)  # validate early
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(progress, Progress):
+        tracker = progress
+        tracker.path = out / "progress.json"
+    else:
+        tracker = Progress(out, sink=progress)
     timings: dict[str, float] = {}
+
+    say = tracker.stage("load")
     t0 = time.perf_counter()
     particles = load_particles(particles_star)
-    if n_classes < 1:
-        raise ReconstructionError(f"--classes must be at least 1 (got {n_classes})")
-    if len(particles) < n_classes:
+    n_cls = opts.class2d.classes_for(len(particles))
+    if n_cls < 1:
+        raise ReconstructionError(f"--classes must be at least 1 (got {n_cls})")
+    if len(particles) < n_cls:
         raise ReconstructionError(
-            f"{particles_star}: {len(particles)} particles are fewer than the {n_classes} 2D classes"
+            f"{particles_star}: {len(particles)} particles are fewer than the {n_cls} 2D classes"
         )
     if len(particles) < 20:
         raise ReconstructionError(
             f"{particles_star}: {len(particles)} particles are too few for a gold-standard reconstruction"
         )
-    pix, box = particles.pixel_size_A, particles.box
-    ws = refine.build_workspace(particles.images, particles.ctf_params, pix, symmetry)
-    timings["load_s"] = time.perf_counter() - t0
-    rng = np.random.default_rng(seed)
-
-    # 2D classification
-    t = time.perf_counter()
-    path_2d = out / "class2d.npz"
-    if path_2d.exists():
-        saved = np.load(path_2d)
-        assignment, selected = saved["assignment"], saved["selected"]
-        counts, scores = saved["counts"], saved["scores"]
-        timings["class2d_s"] = float(saved["seconds"])
-        say("2D classification: reused")
-    else:
-        c2d = class2d.classify_2d(ws, n_classes, rng, n_iterations=class_iterations, progress=say)
-        assignment, selected, counts, scores = c2d.assignment, c2d.selected, c2d.counts, c2d.scores
-        write_mrc(out / "class_averages.mrcs", c2d.averages, pix, stack=True)
-        timings["class2d_s"] = time.perf_counter() - t
-        _save_npz(
-            path_2d,
-            assignment=assignment,
-            selected=selected,
-            counts=counts,
-            scores=scores,
-            seconds=timings["class2d_s"],
-        )
-    keep = np.flatnonzero(selected[assignment])
-
-    # ab-initio (several runs for some groups, each refined to choose between them)
-    t = time.perf_counter()
-    path_ab = out / "abinitio.mrc"
-    refined = None  # the kept run's refinement, when the runs were refined to choose
-    if path_ab.exists():
-        initial, _ = read_mrc(path_ab)
-        say("ab-initio: reused")
-        abinitio_info = json.loads((out / "abinitio.json").read_text())
-        timings["abinitio_s"] = float(abinitio_info["seconds"])
-    else:
-        full, sub = symmetry.strip().upper(), abinitio_symmetry(symmetry)
-        if sub != full:
-            say(f"ab-initio in {sub} (a subgroup of {symmetry}), then symmetrised to {symmetry}")
-        attempts = ABINITIO_ATTEMPTS.get(full, 1)
-        starts, infos, results, fits = [], [], [], []
-        refine_s = 0.0
-        for attempt in range(attempts):
-            candidate = abinitio.abinitio(
-                dataclasses.replace(ws, symmetry=sub),
-                rng,
-                subset=keep,
-                n_iterations=abinitio_iterations,
-                progress=say,
-            )
-            info = {"symmetry": sub}
-            if sub != full:
-                candidate, info = _into_full_group(candidate, sub, full, pix, say)
-            starts.append(candidate)
-            infos.append(info)
-            if attempts == 1:
-                break
-            # refined in full: where a start leads shows only at the refined resolution
-            t_refine = time.perf_counter()
-            result = refine.refine(
-                ws, candidate, rng, subset=keep, max_iterations=refine_iterations, progress=say
-            )
-            fits.append(refine.particle_fit(ws, result, keep))
-            results.append(result)
-            refine_s += time.perf_counter() - t_refine
-            say(
-                f"ab-initio attempt {attempt + 1}/{attempts}: refined to "
-                f"{result.resolution_A:.2f} Å, particles' fit {fits[-1]:.4g}"
-            )
-        kept = int(np.argmax(fits)) if fits else 0
-        initial, abinitio_info = starts[kept], infos[kept]
-        if results:
-            refined = results[kept]
-            abinitio_info["attempts"] = _attempt_records(results, fits, kept, pix)
-            timings["refine_s"] = refine_s
-        write_mrc(path_ab, initial, pix)
-        timings["abinitio_s"] = time.perf_counter() - t - refine_s
-        abinitio_info["seconds"] = timings["abinitio_s"]
-        _write_text(out / "abinitio.json", json.dumps(abinitio_info))
-
-    # gold-standard refinement
-    t = time.perf_counter()
-    path_ref = out / "refine.npz"
-    if path_ref.exists() and (out / "half1.mrc").exists() and (out / "half2.mrc").exists():
-        saved = np.load(path_ref)
-        rotations, origins, halves = saved["rotations"], saved["origins_px"], saved["halves"]
-        keep = saved["subset"]
-        half1, _ = read_mrc(out / "half1.mrc")
-        half2, _ = read_mrc(out / "half2.mrc")
-        history = json.loads(str(saved["history"]))
-        timings["refine_s"] = float(saved["seconds"])
-        say("refinement: reused")
-    else:
-        result = (
-            refined
-            if refined is not None
-            else refine.refine(
-                ws, initial, rng, subset=keep, max_iterations=refine_iterations, progress=say
-            )
-        )
-        rotations, origins, halves = result.rotations, result.origins_px, result.halves
-        half1, half2 = result.half_maps
-        history = result.history
-        write_mrc(out / "half1.mrc", half1, pix)
-        write_mrc(out / "half2.mrc", half2, pix)
-        if refined is None:
-            timings["refine_s"] = time.perf_counter() - t
-        _save_npz(
-            path_ref,
-            rotations=rotations,
-            origins_px=origins,
-            halves=halves,
-            subset=keep,
-            history=json.dumps(history),
-            seconds=timings["refine_s"],
-        )
-
-    # post-processing
-    t = time.perf_counter()
-    combined = 0.5 * (half1 + half2)
-    mask = postprocess.soft_mask(combined, pix)
-    # FSC with the same loose spherical mask as the refinement: a tight solvent mask
-    # computed from the half-maps themselves inflates the FSC (no phase-randomisation
-    # correction here), so it is used for the Guinier fit only.
-    sphere = backend.to_numpy(refine.soft_sphere(box, 0.45 * box))
-    curve = fsc(half1 * sphere, half2 * sphere)
-    resolution = resolution_at(curve, box, pix, 0.143)
-    b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
-
-    final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, curve))
-    write_mrc(out / "mask.mrc", mask, pix)
-    write_mrc(out / "map.mrc", final, pix)
-    write_fsc_star(out / "fsc.star", curve, box, pix)
-    _write_particles(out, particles, keep, rotations, origins, halves, assignment)
-    from pipeline.plots.reconstruction import plot_fsc, plot_slices
-    from pipeline.reconstruction.fsc import shell_frequencies
-
-    plot_fsc(
-        out / "fsc.png",
-        shell_frequencies(box, pix),
-        {"half-maps (spherical mask)": curve},
-        resolution,
+    pix = particles.pixel_size_A
+    _, stacks = particles.table.image_locations()
+    key0 = stage_key(inputs_digest(particles_star, stacks), code_version())
+    ws = build_workspace(
+        particles.images,
+        particles.ctf_params,
+        pix,
+        opts.symmetry,
+        progress=lambda f: say(f"reading {len(particles)} particles", f),
     )
-    plot_slices(out / "slices.png", final, f"{resolution:.2f} Å")
+    timings["load_s"] = time.perf_counter() - t0
+
+    say = tracker.stage("class2d")
+    key_2d = stage_key(key0, opts.seed, dataclasses.asdict(opts.class2d))
+    c2d = stage_class2d(ws, out, opts.class2d, opts.seed, key_2d, say)
+    timings["class2d_s"] = c2d.seconds
+    keep = c2d.keep
+    # gold-standard halves, split before ab-initio and kept to the end
+    halves = split_halves(keep, ws.n, np.random.default_rng([opts.seed, 1]))
+
+    say = tracker.stage("abinitio")
+    # several ab-initio runs are each refined to choose one: then refinement options count
+    refines = opts.abinitio.attempts_for(opts.symmetry) > 1
+    key_ab = stage_key(
+        key_2d,
+        opts.symmetry,
+        dataclasses.asdict(opts.abinitio),
+        dataclasses.asdict(opts.refine) if refines else None,
+    )
+    say_refine = tracker_stage_alias(tracker, "refine")
+    initial, abinitio_info, refined, refine_s = stage_abinitio(
+        ws, keep, halves, out, opts, key_ab, say, say_refine
+    )
+    timings["abinitio_s"] = float(abinitio_info["seconds"])
+
+    say = tracker.stage("refine")
+    key_ref = stage_key(key_ab, dataclasses.asdict(opts.refine))
+    ref = stage_refine(ws, initial, keep, halves, refined, out, opts, key_ref, say)
+    timings["refine_s"] = ref.seconds + refine_s
+
+    say = tracker.stage("postprocess")
+    t = time.perf_counter()
+    post = stage_postprocess(ref.half1, ref.half2, pix, out, opts.seed, say)
+    _write_particles(
+        out, particles, ref.keep, ref.rotations, ref.origins_px, ref.halves, c2d.assignment
+    )
     timings["postprocess_s"] = time.perf_counter() - t
     timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
     result_json = {
-        "resolution_A": resolution,
-        "b_factor_A2": -b_fit,
-        "guinier_b_A2": b_fit,
-        "n_particles": int(len(keep)),
+        **post,
+        "n_particles": int(len(ref.keep)),
         "n_particles_input": int(len(particles)),
-        "classes_kept": [int(c) + 1 for c in np.flatnonzero(selected)],
-        "class_counts": [int(c) for c in counts],
-        "class_scores": [float(s) for s in scores],
-        "symmetry": symmetry,
+        "classes_kept": [int(c) + 1 for c in np.flatnonzero(c2d.selected)],
+        "class_counts": [int(c) for c in c2d.counts],
+        "class_scores": [float(s) for s in c2d.scores],
+        "symmetry": opts.symmetry,
         "pixel_size_A": pix,
-        "box_px": box,
-        "refine_history": history,
+        "box_px": ws.box,
+        "boxes_px": {"class2d": c2d.box_px, "abinitio": abinitio_info.get("box_px")},
+        "halves": "split before ab-initio; each half refined from the ab-initio map "
+        f"low-passed to {opts.refine.initial_resolution_A:g} Å",
+        "refine_history": ref.history,
         "abinitio": {k: v for k, v in abinitio_info.items() if k != "seconds"},
-        "warnings": _warnings(abinitio_info, resolution),
+        "warnings": _warnings(abinitio_info, post["resolution_A"], opts.disagreement),
+        "options": opts.to_dict(),
+        "code_version": code_version(),
         "timings": timings,
     }
     _write_text(out / "result.json", json.dumps(result_json, indent=2))
+    tracker.finish()
     return result_json
+
+
+def tracker_stage_alias(tracker, name: str):
+    """A reporter for refinements run inside the ab-initio stage (its attempts): messages
+    only, the ab-initio stage keeps the bar."""
+
+    def say(message=None, fraction=None):
+        tracker.update(message, None)
+
+    say.takes_fraction = True
+    return say
 
 
 def _write_particles(out, particles, keep, rotations, origins, halves, assignment) -> None:

@@ -13,6 +13,14 @@ import numpy as np
 
 from cryofac.errors import CryofacError
 from pipeline import backend
+from pipeline.reconstruction import fourier
+from pipeline.reconstruction.grids import (
+    centre_of_mass_px,
+    radius_grid,
+    shell_mean,
+    shift_volume,
+    sphere_points,
+)
 
 
 class SymmetryError(CryofacError):
@@ -64,20 +72,14 @@ def symmetry_matrices(name: str) -> np.ndarray:
     return mats
 
 
-#: Point groups whose ab-initio runs in a subgroup (then the map is symmetrised to the
-#: full group before refinement). Octahedral (e.g. apoferritin): with O imposed from the
-#: start, all 6 ab-initio runs tried on the demo's simulated apoferritin led refinement to
-#: the same wrong map, reproduced by both half-maps (23 Å against the truth); from a C4
-#: ab-initio (the four-fold about z, a subgroup of O in this frame) 3 runs of 4 reached
-#: 7.3–10.5 Å and one the same 23 Å map (BENCHMARKS.md, issue 5). RELION likewise advises
-#: a lower-symmetry initial model for high point groups.
-ABINITIO_SUBGROUP = {"O": "C4"}
+def abinitio_symmetry(name: str, subgroups: dict[str, str] | None = None) -> str:
+    """The point group ab-initio imposes for a reconstruction in ``name``: its entry in
+    ``subgroups`` (default :attr:`AbinitioOptions.subgroups`, O → C4), else ``name``."""
+    from pipeline.reconstruction.options import AbinitioOptions
 
-
-def abinitio_symmetry(name: str) -> str:
-    """The point group ab-initio imposes for a reconstruction in ``name``."""
+    table = AbinitioOptions().subgroups if subgroups is None else subgroups
     text = name.strip().upper()
-    return ABINITIO_SUBGROUP.get(text, text)
+    return table.get(text, text)
 
 
 def symmetrise_poses(rotations: np.ndarray, name: str) -> np.ndarray:
@@ -112,8 +114,6 @@ def symmetrise_volume(volume, name: str, rotation: np.ndarray | None = None):
     With ``rotation`` R (3, 3), the map is first rotated, W(x) = V(Rᵀx), then averaged:
     used to bring a map whose symmetry axes are turned into the group's frame.
     """
-    from pipeline.reconstruction import fourier
-
     ops = symmetry_matrices(name)
     xp, fft = backend.xp(), backend.fft()
     vol = backend.asarray(volume, dtype=xp.float32)
@@ -146,9 +146,6 @@ def about_z(angle_deg: float) -> np.ndarray:
 def _less_spherical_average(volume):
     """The map centred on its centre of mass, minus its average over spheres about the
     box centre (float32, on device)."""
-    from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
-    from pipeline.reconstruction.backproject import radius_grid, shell_mean
-
     xp = backend.xp()
     vol = shift_volume(volume, -centre_of_mass_px(volume))
     shells = xp.rint(radius_grid(vol.shape[0])).astype(xp.int64)
@@ -185,14 +182,12 @@ def _consistency_scorer(volume, name: str, pixel_size_A: float, resolution_A: fl
     """:func:`symmetry_consistency` of one map as a function of the rotations: the map's
     transform, the band and the generic baseline c_0 are computed once."""
     from pipeline.geometry import random_rotations
-    from pipeline.reconstruction import fourier
-    from pipeline.reconstruction.align import _sphere_points
 
     xp = backend.xp()
     ops = symmetry_matrices(name)[1:]
     box = volume.shape[0]
     radius = min(box // 2 - 1, box * pixel_size_A / resolution_A)
-    pts = _sphere_points(box, radius)
+    pts = sphere_points(radius)
     pts = pts[np.linalg.norm(pts, axis=1) >= 2.0]
     aniso = _less_spherical_average(volume)
     fgrid = fourier.pad_fourier(aniso, correct=False)

@@ -60,6 +60,18 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     assert (out / "half1.mrc").stat().st_mtime_ns == mtime
     again = json.loads((out / "result.json").read_text())
     assert again["resolution_A"] == pytest.approx(result["resolution_A"])
+    assert "reused" in capsys.readouterr().out  # progress lines in the log (no terminal)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["stage"] == "done" and progress["fraction"] == 1.0
+    # another refinement option: 2D and ab-initio are reused, refinement is not
+    stamps = {name: (out / name).stat().st_mtime_ns for name in ("class2d.npz", "abinitio.mrc")}
+    changed = [*FAST[:-4], "--refine-iterations", "1", "--threads", "1"]
+    assert main(["reconstruct", str(small_stack), "--out", str(out), *changed]) == 0
+    assert {name: (out / name).stat().st_mtime_ns for name in stamps} == stamps
+    assert (out / "half1.mrc").stat().st_mtime_ns != mtime
+    third = json.loads((out / "result.json").read_text())
+    assert third["options"]["refine"]["max_iterations"] == 1
+    assert len([h for h in third["refine_history"] if h["iteration"] != "final"]) == 1
 
 
 def _error(capsys) -> str:

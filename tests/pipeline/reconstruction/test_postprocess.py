@@ -80,7 +80,9 @@ def test_abinitio_subgroup_is_a_subgroup():
     assert symmetry.abinitio_symmetry("O") == symmetry.abinitio_symmetry(" o ") == "C4"
     for name in ("C1", "C4", "D2", "T"):
         assert symmetry.abinitio_symmetry(name.lower()) == name
-    for full, sub in symmetry.ABINITIO_SUBGROUP.items():
+    from pipeline.reconstruction.options import AbinitioOptions
+
+    for full, sub in AbinitioOptions().subgroups.items():
         big = symmetry.symmetry_matrices(full)
         for op in symmetry.symmetry_matrices(sub):
             assert np.any(np.all(np.isclose(big, op, atol=1e-9), axis=(1, 2)))
@@ -118,8 +120,11 @@ def test_orient_to_group_needs_a_cyclic_subgroup():
 def test_subgroup_abinitio_start_is_turned_when_consistent_and_averaged_as_is_when_not():
     """run._into_full_group turns an O-like C4 map into the O frame before averaging; a
     C4 map that is not O-like is averaged as it is."""
-    from pipeline.reconstruction.abinitio import centre_of_mass_px, shift_volume
-    from pipeline.reconstruction.run import CONSISTENT_ABINITIO, _into_full_group
+    from pipeline.reconstruction.grids import centre_of_mass_px, shift_volume
+    from pipeline.reconstruction.options import AbinitioOptions
+    from pipeline.reconstruction.run import _into_full_group
+
+    CONSISTENT_ABINITIO = AbinitioOptions().consistent
 
     box, rng = 48, np.random.default_rng(4)
     ops = symmetry.symmetry_matrices("O")
@@ -147,8 +152,11 @@ def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
     """run._attempt_records measures how far each run's refined map agrees with the kept
     one (after alignment: a turned copy of the same map agrees to Nyquist, another map
     does not), and run._warnings warns when a run led elsewhere."""
+    from pipeline.reconstruction.options import ReconstructOptions
     from pipeline.reconstruction.refine import RefineResult
-    from pipeline.reconstruction.run import DISAGREEMENT, _attempt_records, _warnings
+    from pipeline.reconstruction.run import _attempt_records, _warnings
+
+    DISAGREEMENT = ReconstructOptions().disagreement
 
     box, pix = 32, 2.0
     kept = blob_volume(box, np.random.default_rng(5), 20, (1.0, 2.0))

@@ -1,0 +1,99 @@
+"""Options of each reconstruction stage as typed dataclasses (recorded in ``result.json``).
+
+Defaults were chosen on the development cases (simulated blob volumes and the demo's
+apoferritin, BENCHMARKS.md issues 5 and 10); every one is settable from
+``cryofac reconstruct``. Resolutions in Å, angles in degrees, fractions of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Class2DOptions:
+    """2D classification (:func:`class2d.classify_2d`)."""
+
+    #: classes; None: grows with the particle count (:meth:`classes_for`)
+    n_classes: int | None = None
+    iterations: int = 6
+    #: resolution the classification searches at (Å); images are cropped to match
+    resolution_A: float = 20.0
+    min_score: float = 0.3
+    min_fraction: float = 0.2
+    #: particles per class when ``n_classes`` is None (between 2 and 200 classes)
+    particles_per_class: int = 300
+
+    def classes_for(self, n_particles: int) -> int:
+        if self.n_classes is not None:
+            return self.n_classes
+        return int(min(200, max(2, n_particles // self.particles_per_class)))
+
+
+@dataclass(frozen=True)
+class AbinitioOptions:
+    """Ab-initio (:func:`abinitio.abinitio`) and the choice between its runs."""
+
+    iterations: int = 30
+    start_resolution_A: float = 35.0
+    #: final resolution of ab-initio models (Å): they are low-passed there
+    end_resolution_A: float = 15.0
+    batch_size: int = 300
+    forget: float = 0.6
+    top_k: int = 10
+    n_starts: int = 4
+    #: independent ab-initio runs per point group, each refined in full; the refinement
+    #: the particles fit best is kept. For O about one run in four still leads refinement
+    #: to a wrong map both halves reproduce (BENCHMARKS.md, issues 5 and 10).
+    attempts: dict[str, int] = field(default_factory=lambda: {"O": 2})
+    #: point groups whose ab-initio runs in a subgroup (then symmetrised): with O imposed
+    #: from the start all 6 runs on the demo's apoferritin went to the same wrong map
+    #: (BENCHMARKS.md, issue 5)
+    subgroups: dict[str, str] = field(default_factory=lambda: {"O": "C4"})
+    #: below this consistency with the full group a subgroup map is averaged unturned
+    consistent: float = 0.5
+
+    def attempts_for(self, symmetry: str) -> int:
+        return int(self.attempts.get(symmetry.strip().upper(), 1))
+
+    def symmetry_for(self, symmetry: str) -> str:
+        text = symmetry.strip().upper()
+        return self.subgroups.get(text, text)
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """Gold-standard refinement (:func:`refine.refine`)."""
+
+    #: cap on iterations; None: enough to march from ``initial_resolution_A`` to Nyquist
+    max_iterations: int | None = None
+    #: both halves start from the initial model low-passed here (Å): independent halves
+    initial_resolution_A: float = 30.0
+    global_step_deg: float = 7.5
+    global_iterations: int = 3
+    #: the search radius grows per iteration by at most this fraction of itself (or 3
+    #: Fourier pixels): marching (BENCHMARKS.md, issue 10)
+    march_fraction: float = 0.2
+    #: iterations after the search has marched to Nyquist, at most
+    settle_iterations: int = 3
+    mask_radius_frac: float = 0.45
+    #: work at the smallest box that holds the current resolution (growing as it marches)
+    grow_box: bool = True
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """The whole ``cryofac reconstruct`` run."""
+
+    symmetry: str = "C1"
+    seed: int = 0
+    class2d: Class2DOptions = field(default_factory=Class2DOptions)
+    abinitio: AbinitioOptions = field(default_factory=AbinitioOptions)
+    refine: RefineOptions = field(default_factory=RefineOptions)
+    #: refinements from different ab-initio runs whose maps agree only worse than this
+    #: many times the kept map's resolution went to different maps: ``result.json`` warns
+    disagreement: float = 1.5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,141 @@
+"""Progress of a reconstruction: the stage, its fraction done and an ETA, for a
+terminal (tqdm), a log (plain lines) and the run page (``progress.json`` in the output
+folder, rewritten atomically at most once a second and at every stage change).
+
+Stages report through :class:`StageProgress` (``progress(message, fraction)``); a plain
+``callable(message)`` works too (:func:`report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: share of the whole run's time each stage takes (the bar's fraction and ETA)
+STAGE_WEIGHTS = {
+    "load": 0.03,
+    "class2d": 0.12,
+    "abinitio": 0.25,
+    "refine": 0.55,
+    "postprocess": 0.05,
+}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+class Progress:
+    """Whole-run progress. ``sink(line)`` receives log lines (None: no lines); ``bar`` a
+    tqdm bar with total 100 (percent of the run) or None; ``out_dir`` gets
+    ``progress.json``."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike | None = None,
+        sink: Callable[[str], None] | None = None,
+        bar=None,
+        min_interval_s: float = 1.0,
+    ):
+        self.path = Path(out_dir) / "progress.json" if out_dir is not None else None
+        self.sink = sink
+        self.bar = bar
+        self.min_interval_s = min_interval_s
+        self.t0 = time.monotonic()
+        self.stage_name = "start"
+        self.stage_fraction = 0.0
+        self.message = ""
+        self._last_write = -1e9
+        self._last_line_fraction = -1.0
+
+    def fraction(self) -> float:
+        done = 0.0
+        for name, weight in STAGE_WEIGHTS.items():
+            if name == self.stage_name:
+                return min(1.0, done + weight * self.stage_fraction)
+            done += weight
+        return 1.0 if self.stage_name == "done" else done
+
+    def eta_s(self) -> float | None:
+        frac = self.fraction()
+        if frac <= 0.01:
+            return None
+        return (time.monotonic() - self.t0) * (1.0 - frac) / frac
+
+    def stage(self, name: str) -> StageProgress:
+        self.stage_name, self.stage_fraction, self.message = name, 0.0, ""
+        self._emit(force=True)
+        return StageProgress(self, name)
+
+    def update(self, message: str | None, fraction: float | None) -> None:
+        if fraction is not None:
+            self.stage_fraction = max(0.0, min(1.0, float(fraction)))
+        if message:
+            self.message = message
+        self._emit(force=bool(message))
+
+    def finish(self) -> None:
+        self.stage_name, self.stage_fraction, self.message = "done", 1.0, "finished"
+        self._emit(force=True)
+
+    def _emit(self, force: bool) -> None:
+        now = time.monotonic()
+        frac = self.fraction()
+        eta = self.eta_s()
+        if self.bar is not None:
+            self.bar.n = round(100 * frac, 1)
+            self.bar.set_postfix_str(f"{self.stage_name}: {self.message}"[:80], refresh=False)
+            self.bar.refresh()
+        if self.sink is not None and (force or frac - self._last_line_fraction >= 0.02):
+            eta_text = f", ETA {eta / 60:.1f} min" if eta is not None else ""
+            self.sink(
+                f"reconstruct {100 * frac:5.1f}% [{self.stage_name} "
+                f"{100 * self.stage_fraction:.0f}%] {self.message} "
+                f"({(now - self.t0) / 60:.1f} min{eta_text})"
+            )
+            self._last_line_fraction = frac
+        if self.path is not None and (force or now - self._last_write >= self.min_interval_s):
+            _write_json_atomic(
+                self.path,
+                {
+                    "stage": self.stage_name,
+                    "stage_fraction": round(self.stage_fraction, 4),
+                    "fraction": round(frac, 4),
+                    "message": self.message,
+                    "elapsed_s": round(now - self.t0, 1),
+                    "eta_s": None if eta is None else round(eta, 1),
+                    "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+            self._last_write = now
+
+
+class StageProgress:
+    """One stage's reporter: ``progress(message, fraction)`` (fraction of the stage, 0–1)."""
+
+    takes_fraction = True
+
+    def __init__(self, parent: Progress, name: str):
+        self.parent, self.name = parent, name
+
+    def __call__(self, message: str | None = None, fraction: float | None = None) -> None:
+        self.parent.update(message, fraction)
+
+
+def report(progress, message: str | None, fraction: float | None = None) -> None:
+    """Send ``message`` (and the stage's ``fraction`` done) to a :class:`StageProgress`,
+    or any callable with ``takes_fraction = True``; the message alone to a plain
+    callable; nothing for None."""
+    if progress is None:
+        return
+    if getattr(progress, "takes_fraction", False):
+        progress(message, fraction)
+    elif message:
+        progress(message)
