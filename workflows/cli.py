@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from cryofac.errors import CryofacError
+from workflows import slurm_jobs
 
 WORKFLOW_DIR = Path(__file__).resolve().parent
 SNAKEFILE = WORKFLOW_DIR / "Snakefile"
@@ -32,6 +33,8 @@ SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 PROFILES = WORKFLOW_DIR / "profiles"
 PIPELINE_SECTIONS = ("acquisition", "motioncorr", "ctf", "picking", "extraction", "reconstruct")
 STATE_DIR = ".cryofac"
+#: Workflow configuration shipped inside a profile folder (resources for that executor).
+PROFILE_CONFIG = "cryofac.yaml"
 
 
 class WorkflowFailed(CryofacError):
@@ -49,8 +52,13 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> dict:
-    """Defaults merged with the user's file and ``overrides``, validated.
+def load_config(
+    path: str | os.PathLike | None,
+    overrides: dict | None = None,
+    profile_config: str | os.PathLike | None = None,
+) -> dict:
+    """Defaults merged with the profile's ``cryofac.yaml`` (``profile_config``), the
+    user's file and ``overrides``, in that order; validated.
 
     Raises :class:`cryofac.errors.ConfigError` naming the file and key.
     """
@@ -60,9 +68,11 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
 
     config = read_yaml(DEFAULT_CONFIG)
     source = str(DEFAULT_CONFIG)
-    if path is not None:
-        user = read_yaml(path)
-        source = str(path)
+    for layer in (profile_config, path):
+        if layer is None:
+            continue
+        user = read_yaml(layer)
+        source = str(layer)
         if user is None:
             user = {}
         if not isinstance(user, dict):
@@ -95,6 +105,12 @@ def profile_dir(profile: str) -> Path:
             param_hint="--profile",
         )
     return path.resolve()
+
+
+def profile_config(profile: Path) -> Path | None:
+    """The profile's workflow configuration (``PROFILE/cryofac.yaml``), if it has one."""
+    path = profile / PROFILE_CONFIG
+    return path if path.is_file() else None
 
 
 def cryofac_executable() -> str:
@@ -426,8 +442,9 @@ def process(
     given = user.get("acquisition") or {}
     if measured and any(k not in given for k in measured):
         overrides["acquisition"] = {k: v for k, v in measured.items() if k not in given}
-    config = load_config(config_file, overrides)
     profile_path = profile_dir(profile)
+    profile_file = profile_config(profile_path)
+    config = load_config(config_file, overrides, profile_file)
     until_ts = _parse_until(until)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -435,10 +452,15 @@ def process(
     state.mkdir(exist_ok=True)
     overrides_file = state / "overrides.yaml"
     overrides_file.write_text(yaml.safe_dump(overrides, sort_keys=True))
-    config_files = ([config_file.resolve()] if config_file else []) + [overrides_file]
+    config_files = (
+        ([profile_file] if profile_file else [])
+        + ([config_file.resolve()] if config_file else [])
+        + [overrides_file]
+    )
     stop_file = (stop_file or out / "STOP").resolve()
 
     lock = None if dry_run else hold_run_lock(out)  # noqa: F841 - held until we exit
+    slurm = slurm_jobs.is_slurm_profile(profile_path)
 
     def invoke(final: bool) -> None:
         files = list(config_files)
@@ -455,6 +477,8 @@ def process(
                 state / "snakemake.out",
                 False,
             )()
+        if slurm and not dry_run:
+            wait_for_previous_jobs(raw_dir, out, config)
         run_once(raw_dir, out, files, profile_path, cores, dry_run, config, final)
 
     if not watch:
@@ -515,6 +539,44 @@ def wait_until_quiet(raw_dir: Path, movies: dict, limit_s: float = 600.0) -> lis
         time.sleep(min(1.0, max(0.05, quiet / 4)))
 
 
+def wait_for_previous_jobs(
+    raw_dir: Path, out: Path, config: dict, poll_s: float = 5.0
+) -> list[str]:
+    """Wait until no SLURM job of ``out`` is queued or running; return the ids waited for.
+
+    A controller that was killed (SIGKILL, a lost login session) leaves its jobs in
+    SLURM's queue; Snakemake's next run would submit their work again. Their
+    submissions are recorded from the previous run's output first, so they appear in
+    ``cluster_jobs.tsv``; when they end, their outputs are complete and the next run
+    does not redo them. SLURM commands that fail are reported and not waited on.
+    """
+    from workflows import summary
+
+    previous = out / STATE_DIR / "snakemake.out"
+    with contextlib.suppress(OSError):
+        slurm_jobs.record_submissions(out, previous.read_text().splitlines())
+    waited: list[str] = []
+    while True:
+        try:
+            active = slurm_jobs.active_jobs(out)
+        except slurm_jobs.SlurmError as exc:
+            click.echo(f"cannot list SLURM jobs of {out}: {exc}", err=True)
+            return waited
+        if not active:
+            return waited
+        ids = [jobid for jobid, _ in active]
+        if not waited:
+            click.echo(
+                f"waiting for {len(ids)} SLURM job(s) of a previous run: {', '.join(ids)}",
+                err=True,
+            )
+        waited = sorted(set(waited) | set(ids))
+        with contextlib.suppress(OSError, ValueError, slurm_jobs.SlurmError):
+            slurm_jobs.update(out, [])
+            summary.write_summary(out, raw_dir, "running", scan_raw(raw_dir, config["movies"]))
+        time.sleep(poll_s)
+
+
 def run_once(
     raw_dir: Path,
     out: Path,
@@ -536,11 +598,20 @@ def run_once(
     def scan():
         return scan_raw(raw_dir, config["movies"])
 
+    slurm = slurm_jobs.is_slurm_profile(profile) and not dry_run
+
+    def record_jobs() -> None:
+        if slurm:  # SLURM jobs: submissions, states, nodes, reasons (cluster_jobs.tsv)
+            with contextlib.suppress(OSError, ValueError, slurm_jobs.SlurmError):
+                slurm_jobs.update(out, list(run.output))
+
     def refresh() -> None:
+        record_jobs()
         with contextlib.suppress(OSError, ValueError):  # retried at the next refresh
             summary.write_summary(out, raw_dir, "running", scan())
 
     code = run(refresh=None if dry_run else refresh)
+    record_jobs()
     output = "\n".join(run.output)
     if dry_run:
         if code != 0:

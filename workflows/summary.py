@@ -25,7 +25,7 @@ from typing import Any
 from cryofac.run_folder import MOVIE_COLUMNS
 from cryofac.run_folder import RUN_STATES as STATES
 from cryofac.run_folder import SUMMARY_SCHEMA as SCHEMA
-from workflows import batching
+from workflows import batching, slurm_jobs
 
 #: Output key (cryofac.run_folder.OUTPUT_KEYS) -> file name in a reconstruction folder.
 OUTPUT_FILES = {
@@ -288,5 +288,8 @@ def write_summary(
         "thumbnails": "thumbnails/",
         "log": latest_log(out_dir),
     }
+    cluster = slurm_jobs.cluster_section(out_dir)
+    if cluster is not None:  # SLURM jobs of the run (workflows/slurm_jobs.py)
+        summary["cluster"] = cluster
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

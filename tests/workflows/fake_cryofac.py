@@ -7,7 +7,10 @@ with values derived from the input names, so reruns give identical bytes:
 - a movie whose content starts with ``CORRUPT`` fails like a bad input
   (``Error: NAME: ...`` then ``N of M inputs failed``, exit 1);
 - ``FAKE_CRYOFAC_SLEEP`` (seconds) slows each step down, for kill tests;
-- every call is appended to ``$FAKE_CRYOFAC_CALLS`` (if set) as ``step input...``.
+- every call is appended to ``$FAKE_CRYOFAC_CALLS`` (if set) as ``step input...``;
+- ``FAKE_CRYOFAC_HANG_ONCE=STEP:MARKER:SECONDS`` makes the first call of STEP (while
+  MARKER does not exist; it is created) hang for SECONDS, like a stuck job, for
+  time-limit tests; later calls (the retry) run normally.
 """
 
 from __future__ import annotations
@@ -191,6 +194,11 @@ def main(argv: list[str]) -> int:
         with open(os.environ["FAKE_CRYOFAC_CALLS"], "a") as fh:
             fh.write(" ".join([step, *[os.path.basename(i) for i in inputs]]) + "\n")
     time.sleep(float(os.environ.get("FAKE_CRYOFAC_SLEEP", "0")))
+    if os.environ.get("FAKE_CRYOFAC_HANG_ONCE"):
+        hang_step, marker, seconds = os.environ["FAKE_CRYOFAC_HANG_ONCE"].rsplit(":", 2)
+        if hang_step == step and not os.path.exists(marker):
+            Path(marker).write_text(f"{os.getpid()}\n")
+            time.sleep(float(seconds))
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []

@@ -82,6 +82,9 @@ def test_slurm_profile_dry_run_requests_gpus_and_groups_batches(tmp_path):
         "batch_size=4",
         "--profile",
         str(profile),
+        # the profile's resources are workflow configuration (cryofac process adds it)
+        "--configfile",
+        str(profile / "cryofac.yaml"),
         "--dry-run",
     )
     text = result.stdout + result.stderr

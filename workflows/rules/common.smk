@@ -1,4 +1,5 @@
 # Configuration, movie discovery, batching and input functions.
+import math
 import os
 import shlex
 
@@ -57,6 +58,30 @@ def step_command(step, *options):
 
 def step_resources(step):
     return config["resources"][step]
+
+
+def job_resources(step):
+    """Snakemake resources of a step from config["resources"][step]: memory (MB),
+    runtime (minutes; a retry gets runtime x runtime_growth^(attempt-1)), GPUs and,
+    when set, the SLURM partition and account."""
+    res = config["resources"][step]
+    growth = res.get("runtime_growth", 1)
+
+    def runtime(wildcards, attempt):
+        return int(math.ceil(res["runtime"] * growth ** (attempt - 1)))
+
+    resources = {"mem_mb": res["mem_mb"], "runtime": runtime, "gpu": res["gpu"]}
+    if res.get("partition"):
+        resources["slurm_partition"] = res["partition"]
+    if res.get("account"):
+        resources["slurm_account"] = res["account"]
+    return resources
+
+
+def step_device(step, gpu):
+    """--device of a step: config device, or gpu when it was given GPUs (auto)."""
+    device = config["resources"][step].get("device", "auto")
+    return ("gpu" if gpu > 0 else "cpu") if device == "auto" else device
 
 
 def gathered_count():

@@ -46,12 +46,10 @@ rule reconstruct:
             "reconstruct", "--symmetry", PIPELINE["reconstruct"]["symmetry"]
         ),
         out=subpath(output.result, parent=True),
-        device=lambda wildcards, resources: "gpu" if resources.gpu > 0 else "cpu",
+        device=lambda wildcards, resources: step_device("reconstruct", resources.gpu),
     threads: step_resources("reconstruct")["threads"]
     resources:
-        mem_mb=step_resources("reconstruct")["mem_mb"],
-        runtime=step_resources("reconstruct")["runtime"],
-        gpu=step_resources("reconstruct")["gpu"],
+        **job_resources("reconstruct"),
     log:
         "logs/reconstruct/p{n}.log",
     conda:

@@ -51,9 +51,7 @@ rule motioncorr:
         products=".mrc",
     threads: step_resources("motioncorr")["threads"]
     resources:
-        mem_mb=step_resources("motioncorr")["mem_mb"],
-        runtime=step_resources("motioncorr")["runtime"],
-        gpu=step_resources("motioncorr")["gpu"],
+        **job_resources("motioncorr"),
     log:
         "logs/{batch}/motioncorr.log",
     benchmark:
@@ -96,9 +94,7 @@ rule ctf:
         max_fit_resolution=PIPELINE["ctf"].get("max_fit_resolution_A"),
     threads: step_resources("ctf")["threads"]
     resources:
-        mem_mb=step_resources("ctf")["mem_mb"],
-        runtime=step_resources("ctf")["runtime"],
-        gpu=step_resources("ctf")["gpu"],
+        **job_resources("ctf"),
     log:
         "logs/{batch}/ctf.log",
     benchmark:
@@ -135,9 +131,7 @@ rule pick:
         products="_autopick.star",
     threads: step_resources("pick")["threads"]
     resources:
-        mem_mb=step_resources("pick")["mem_mb"],
-        runtime=step_resources("pick")["runtime"],
-        gpu=step_resources("pick")["gpu"],
+        **job_resources("pick"),
     log:
         "logs/{batch}/pick.log",
     benchmark:
@@ -179,9 +173,7 @@ rule extract:
         single=True,
     threads: step_resources("extract")["threads"]
     resources:
-        mem_mb=step_resources("extract")["mem_mb"],
-        runtime=step_resources("extract")["runtime"],
-        gpu=step_resources("extract")["gpu"],
+        **job_resources("extract"),
     log:
         "logs/{batch}/extract.log",
     benchmark:

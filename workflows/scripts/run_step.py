@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 def from_snakemake(smk) -> int:
     """Script-directive form: options from the rule's params, threads and resources."""
     p = smk.params
-    device = "gpu" if getattr(smk.resources, "gpu", 0) > 0 else "cpu"
+    device = smk.config["resources"][smk.rule].get("device", "auto")
+    if device == "auto":
+        device = "gpu" if getattr(smk.resources, "gpu", 0) > 0 else "cpu"
     command = [*p.command, "--device", device, "--threads", str(smk.threads)]
     out = os.path.dirname(smk.output.status)
     return run_step(
