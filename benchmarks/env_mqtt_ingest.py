@@ -276,7 +276,7 @@ def run(args) -> dict:
             "ingesters": args.ingesters,
             "batch_size": args.batch_size,
             "rate_msg_s": args.rate,
-            "broker": "mosquitto defaults" if args.broker_defaults else "config/mosquitto.conf",
+            "broker": "mosquitto defaults" if args.broker_defaults else "cryofac/config/mosquitto.conf",
             "messages_acknowledged_by_broker": acked_messages,
             "stored": last,
             "lost": sent_readings - last,
@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument(
         "--broker-defaults",
         action="store_true",
-        help="Mosquitto's default queue/in-flight limits instead of config/mosquitto.conf",
+        help="Mosquitto's default queue/in-flight limits instead of cryofac/config/mosquitto.conf",
     )
     parser.add_argument("--out", type=Path, default=None, help="append the result (JSON lines)")
     args = parser.parse_args()

@@ -26,7 +26,9 @@ Modules (one concept each):
 - :mod:`~instrument_env.sim` — realistic readings for every sensor, with faults.
 - :mod:`~instrument_env.mqtt`, :mod:`~instrument_env.csvimport` — inputs besides HTTP;
   :mod:`~instrument_env.mqtt_payload` screens and parses one MQTT message (limits before
-  parsing), :mod:`~instrument_env.mosquitto` runs a private broker from
+  parsing), :mod:`~instrument_env.mqtt_client` holds the broker options and builds the
+  paho client, :mod:`~instrument_env.mqtt_publish` publishes (simulator, tests),
+  :mod:`~instrument_env.mosquitto` runs a private broker from
   ``cryofac/config/mosquitto.conf`` (tests, benchmarks). See ``instrument_env/README.md``.
 - :mod:`~instrument_env.cli` — ``cryofac env …`` (init-db, ingest-csv, mqtt, simulate,
   evaluate, gate, alarms, ack, provenance, maintain).

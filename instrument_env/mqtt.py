@@ -1,4 +1,4 @@
-"""MQTT ingest: the subscriber process that commits readings in batches, and publishers.
+"""MQTT ingest: the subscriber process that commits readings in batches.
 
 Delivery is *at least once*, end to end:
 
@@ -31,16 +31,18 @@ The broker must persist its queue and must not cap it: see ``cryofac/config/mosq
 (``persistence true``, ``max_queued_messages 0``, ``max_inflight_messages``).
 QoS 2 is not offered: paho answers a QoS 2 message (PUBREC) before the application sees
 it, so a crash at that moment would lose it.
+
+Broker options and the paho client: :mod:`instrument_env.mqtt_client`; payload limits
+and parsing: :mod:`instrument_env.mqtt_payload`; publishers (re-exported here):
+:mod:`instrument_env.mqtt_publish`.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -49,8 +51,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from cryofac.errors import CryofacError
 from instrument_env.limits import EnvConfig, load_env_config
+from instrument_env.mqtt_client import (
+    BrokerOptions,
+    BrokerRefused,
+    BrokerUnavailable,
+    _connect,
+    make_client,
+)
 from instrument_env.mqtt_payload import (
     TOPIC_PREFIX,
     MalformedMessage,
@@ -59,6 +67,7 @@ from instrument_env.mqtt_payload import (
     parse_message,
     topic_for,
 )
+from instrument_env.mqtt_publish import publish_raw, publish_readings
 
 __all__ = [
     "TOPIC_PREFIX",
@@ -77,82 +86,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-DEFAULT_CLIENT_ID = "cryofac-env-ingest"
 #: Failed commits in a row, while isolating bad readings, after which the database
 #: (not the data) is taken to be at fault: nothing is dropped, the batch is retried.
 MAX_FAILED_COMMITS = 64
-
-
-class BrokerUnavailable(CryofacError):
-    """The MQTT broker could not be reached."""
-
-
-class BrokerRefused(CryofacError):
-    """The MQTT broker refused the connection (credentials, authorisation, protocol)."""
-
-
-@dataclass(frozen=True)
-class BrokerOptions:
-    """How to reach the broker, and the session the subscriber keeps there.
-
-    ``client_id`` must stay the same across restarts: the broker keeps the session
-    (subscription and queued messages) under it. ``session_expiry_s``: how long the
-    broker keeps the session while the subscriber is away (MQTT 5; seconds,
-    0xFFFFFFFF = never). ``protocol``: ``"5"`` or ``"3.1.1"`` (clean_session=False; the
-    broker's ``persistent_client_expiration`` then bounds the session). ``qos``: 1
-    (at least once; default) or 0 (no guarantee: readings published while the
-    subscriber is away are lost). ``receive_maximum``: most unacknowledged messages the
-    broker may send at once (MQTT 5; the broker's ``max_inflight_messages`` also caps
-    it). ``password`` is never shown in ``repr``. ``tls_ca``/``tls_cert``/``tls_key``:
-    PEM files; ``tls_ca`` (or a client certificate) turns TLS on. ``share_group``:
-    subscribe as a member of this MQTT shared subscription (``$share/GROUP/TOPIC``) so
-    that several ingester processes, each with its own client id, split the messages.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = DEFAULT_CLIENT_ID
-    protocol: str = "5"
-    session_expiry_s: int = 7 * 86400
-    keepalive_s: int = 30
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    qos: int = 1
-    receive_maximum: int = 10_000
-    topic: str = f"{TOPIC_PREFIX}/#"
-    share_group: str | None = None
-    connect_timeout_s: float = 15.0
-    reconnect_max_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.protocol not in ("5", "3.1.1"):
-            raise ValueError(f"protocol {self.protocol!r}: expected '5' or '3.1.1'")
-        if self.qos not in (0, 1):
-            raise ValueError(f"qos {self.qos}: expected 0 or 1 (QoS 2 is not safe with paho)")
-        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
-            raise ValueError(f"session_expiry_s {self.session_expiry_s} out of 0..4294967295")
-        if not 1 <= self.receive_maximum <= 65535:
-            raise ValueError(f"receive_maximum {self.receive_maximum} out of 1..65535")
-        if self.share_group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.share_group):
-            raise ValueError(
-                f"share_group {self.share_group!r}: letters, digits, '_', '.', '-' only"
-            )
-        if not self.client_id:
-            raise ValueError("client_id must not be empty (the session is kept under it)")
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def subscription(self) -> str:
-        """The topic filter subscribed to (a shared one with ``share_group``)."""
-        if self.share_group:
-            return f"$share/{self.share_group}/{self.topic}"
-        return self.topic
 
 
 @dataclass(frozen=True)
@@ -207,58 +143,6 @@ def _topic_bytes(message: Any) -> bytes:
     if isinstance(raw, (bytes, bytearray)):
         return bytes(raw)
     return str(message.topic).encode("utf-8", "replace")
-
-
-def make_client(
-    options: BrokerOptions, *, client_id: str | None = None, manual_ack: bool = False
-) -> Any:
-    """A paho-mqtt 2 client set up from ``options`` (credentials, TLS), not yet connected."""
-    import paho.mqtt.client as mqtt
-
-    persistent = client_id is None
-    client_id = options.client_id if client_id is None else client_id
-    if options.protocol == "5":
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=manual_ack,
-        )
-    else:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=not persistent,
-            protocol=mqtt.MQTTv311,
-            manual_ack=manual_ack,
-        )
-    client.suppress_exceptions = True  # a callback bug must never end the network thread
-    if options.username is not None:
-        client.username_pw_set(options.username, options.password)
-    if options.tls_ca or options.tls_cert:
-        client.tls_set(ca_certs=options.tls_ca, certfile=options.tls_cert, keyfile=options.tls_key)
-    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(options.reconnect_max_s)))
-    return client
-
-
-def _connect(client: Any, options: BrokerOptions, *, persistent: bool) -> None:
-    """Open the connection (raises BrokerUnavailable); the CONNACK comes to on_connect."""
-    kwargs: dict[str, Any] = {}
-    if options.protocol == "5":
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        properties = Properties(PacketTypes.CONNECT)
-        properties.ReceiveMaximum = options.receive_maximum
-        if persistent:
-            properties.SessionExpiryInterval = options.session_expiry_s
-        kwargs = {"clean_start": not persistent, "properties": properties}
-    try:
-        client.connect(options.host, options.port, keepalive=options.keepalive_s, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the MQTT broker at {options.address} ({exc})"
-        ) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -627,102 +511,3 @@ class Subscriber:
             self.stats.errors.append(_one_line(exc))
             return False
         return True
-
-
-def publish_readings(
-    batches: Iterable[list[dict]],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 1883,
-    config: EnvConfig | None = None,
-    qos: int = 1,
-    pace: Callable[[list[dict]], None] | None = None,
-    broker: BrokerOptions | None = None,
-    max_inflight: int = 1000,
-    timeout_s: float = 60.0,
-) -> int:
-    """Publish readings, one message per sensor per batch; returns readings published.
-
-    Waits until the broker has acknowledged every message (QoS 1), across reconnects.
-    ``broker`` (credentials, TLS) overrides ``host`` and ``port``.
-    """
-    import json
-
-    config = config or load_env_config()
-    options = broker or BrokerOptions(host=host, port=port)
-    client = make_client(options, client_id=f"cryofac-sim-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(max_inflight)
-    acknowledged = _Counter()
-
-    def on_publish(client, userdata, mid, reason_code=None, properties=None):
-        acknowledged.add()
-
-    client.on_publish = on_publish
-    _connect(client, options, persistent=False)
-    client.loop_start()
-    count = messages = 0
-    try:
-        for batch in batches:
-            if pace is not None:
-                pace(batch)
-            per_sensor: dict[str, list[dict]] = {}
-            for reading in batch:
-                item = {k: v for k, v in reading.items() if k != "sensor"}
-                per_sensor.setdefault(reading["sensor"], []).append(item)
-            for sensor_id, items in per_sensor.items():
-                room = config.sensors[sensor_id].room
-                # a message published while the connection is down is sent on reconnect
-                client.publish(topic_for(room, sensor_id), json.dumps(items), qos=qos)
-                messages += 1
-                count += len(items)
-        if qos:
-            acknowledged.wait_for(messages, timeout_s, options)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return count
-
-
-class _Counter:
-    """Messages the broker has acknowledged (paho calls on_publish once per message,
-    also for one sent again after a reconnect)."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._condition = threading.Condition()
-
-    def add(self) -> None:
-        with self._condition:
-            self.value += 1
-            self._condition.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float, options: BrokerOptions) -> None:
-        with self._condition:
-            if not self._condition.wait_for(lambda: self.value >= count, timeout_s):
-                raise BrokerUnavailable(
-                    f"{count - self.value} of {count} messages not acknowledged by "
-                    f"{options.address} within {timeout_s:g} s"
-                )
-
-
-def publish_raw(
-    topic: str,
-    payload: bytes | str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 1883,
-    broker: BrokerOptions | None = None,
-) -> None:
-    """Publish one message as is (used to test how malformed messages are handled)."""
-    options = broker or BrokerOptions(host=host, port=port)
-    client = make_client(options, client_id=f"cryofac-raw-{uuid.uuid4().hex[:8]}")
-    _connect(client, options, persistent=False)
-    client.loop_start()
-    try:
-        info = client.publish(topic, payload, qos=1)
-        deadline = time.monotonic() + 10
-        while not info.is_published() and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        client.disconnect()
-        client.loop_stop()
