@@ -276,7 +276,9 @@ def run(args) -> dict:
             "ingesters": args.ingesters,
             "batch_size": args.batch_size,
             "rate_msg_s": args.rate,
-            "broker": "mosquitto defaults" if args.broker_defaults else "cryofac/config/mosquitto.conf",
+            "broker": "mosquitto defaults"
+            if args.broker_defaults
+            else "cryofac/config/mosquitto.conf",
             "messages_acknowledged_by_broker": acked_messages,
             "stored": last,
             "lost": sent_readings - last,
