@@ -41,7 +41,13 @@ from sqlalchemy.orm import Session
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
 from instrument_env.deadline import deadline
-from instrument_env.limits import EnvConfig, UnknownInstrument, load_env_config, rule_band_filter
+from instrument_env.limits import (
+    ANY_BAND,
+    EnvConfig,
+    UnknownInstrument,
+    load_env_config,
+    rule_band_filter,
+)
 from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
 from instrument_env.storage import (
     band_condition,
@@ -372,6 +378,12 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
         key = _channel_key(rule)
         lookback[key] = max(lookback.get(key, 0), cond.lookback_us(rule))
     keys = list(lookback)
+    # several rows per time only where every band of a banded channel is read
+    multi = {
+        _channel_key(rule)
+        for rule in rules
+        if rule.band == ANY_BAND and rule_band_filter(rule) is None
+    }
     sql, names = _STATS_SQL.get(tuple(keys), (None, None))
     if sql is None:
         selects, names = [], {}
@@ -387,9 +399,9 @@ def _channel_stats(session: Session, rules, start_us: int, at_us: int) -> dict:
                 names.update(bound)
             # one row per time for a band filter; several (one per band) without
             count = (
-                "count(CASE WHEN ts_us >= :start THEN 1 END)"
-                if band is not None
-                else "count(DISTINCT CASE WHEN ts_us >= :start THEN ts_us END)"
+                "count(DISTINCT CASE WHEN ts_us >= :start THEN ts_us END)"
+                if (sensor, quantity, band) in multi
+                else "count(CASE WHEN ts_us >= :start THEN 1 END)"
             )
             selects.append(
                 f"SELECT {index} AS k, "
