@@ -226,7 +226,7 @@ def test_time_limit_reported_with_reason_and_retried_with_more_time(
         tmp_path,
         fake_cryofac,
         resources=resources,
-        downstream={"min_particles": 20, "growth": 1.25},
+        downstream={"min_particles": 10, "growth": 1.25},  # 4 movies: 16 particles
     )
     marker = tmp_path / "hung"
     env = {"FAKE_CRYOFAC_HANG_ONCE": f"reconstruct:{marker}:600"}
