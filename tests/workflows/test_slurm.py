@@ -210,7 +210,9 @@ def test_scancelled_job_is_retried_and_run_completes(
         "1",
         "1",
     )
-    assert done["mem"] == "500M" and done["time_limit"] == "00:20:00"  # 4 steps x 5 min
+    # 4 steps x 5 min, doubled for the retry (runtime_growth 2)
+    assert jobs[0]["time_limit"] == "00:20:00" and done["time_limit"] == "00:40:00"
+    assert done["mem"] == "500M"
 
 
 def test_time_limit_reported_with_reason_and_retried_with_more_time(
@@ -224,7 +226,7 @@ def test_time_limit_reported_with_reason_and_retried_with_more_time(
         tmp_path,
         fake_cryofac,
         resources=resources,
-        downstream={"min_particles": 20, "growth": 1.25},
+        downstream={"min_particles": 10, "growth": 1.25},  # 4 movies: 16 particles
     )
     marker = tmp_path / "hung"
     env = {"FAKE_CRYOFAC_HANG_ONCE": f"reconstruct:{marker}:600"}
