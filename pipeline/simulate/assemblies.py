@@ -4,7 +4,7 @@ Without network access to the PDB, the picking benchmark needs particles that ar
 spheres: these are documented synthetic assemblies of real 6Z6U subunits (each a ~20 kDa
 four-helix bundle, ~55 × 25 × 20 Å), arranged as
 
-- ``"apoferritin"``: the 24-mer shell itself (~500 kDa, O symmetry, ~130 Å),
+- ``"apoferritin"``: the 24-mer shell itself (~430 kDa without hydrogens, O, ~130 Å),
 - ``"pentamer"``: subunit A and its four nearest neighbours in the shell (~90 kDa without hydrogens, C1,
   a curved sheet, ~115 × 85 × 55 Å),
 - ``"rod"``: the antiparallel dimer of A and its nearest neighbour, repeated three times

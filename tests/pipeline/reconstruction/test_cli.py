@@ -125,3 +125,25 @@ def test_unknown_symmetry_and_missing_gpu(small_stack, tmp_path, capsys):
             != 0
         )
         assert "gpu" in _error(capsys).lower()
+
+
+@pytest.mark.slow
+def test_reconstruct_accepts_particles_without_coordinates(small_stack, tmp_path):
+    """Issue 21: a RELION 3.1 particles STAR with CTF columns but no rlnCoordinateX/Y or
+    rlnMicrographName (other programs, simulations) is reconstructed; outputs keep none."""
+    data = starfile.read(small_stack)
+    parts = data["particles"].drop(
+        columns=["rlnCoordinateX", "rlnCoordinateY", "rlnMicrographName"], errors="ignore"
+    )
+    parts["rlnImageName"] = [
+        f"{index}@{(small_stack.parent / stack).resolve()}"
+        for index, stack in (name.split("@") for name in parts["rlnImageName"])
+    ]
+    bare = tmp_path / "bare.star"
+    starfile.write({"optics": data["optics"], "particles": parts}, bare)
+    assert "rlnCoordinateX" not in bare.read_text()
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(bare), "--out", str(out), *FAST]) == 0
+    posed = starfile.read(out / "particles.star")["particles"]
+    assert len(posed) == len(parts) and "rlnAngleRot" in posed.columns
+    assert (out / "map.mrc").stat().st_size > 0 and (out / "particles.cs").stat().st_size > 0
