@@ -5,7 +5,9 @@
   waitress the same limit, so it does not buffer it either).
 * ``<int:...>`` in a URL only matches ids from 0 to 2^31 − 1 (a larger one is a 404).
 * A NUL character in the path, the query, a form or a JSON body is a 400; so is a JSON
-  body nested deeper than ``MAX_JSON_DEPTH`` (default 64).
+  body nested deeper than ``MAX_JSON_DEPTH`` (default 64). A view marked
+  :func:`screens_own_json` (the sensor-readings intake, which refuses one bad reading and
+  keeps the rest) gets its JSON body unchecked here and applies its own limits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ class BoundedIntConverter(IntegerConverter):
     def __init__(self, map, *args, **kwargs) -> None:
         kwargs.setdefault("max", LIMITS.max_id)
         super().__init__(map, *args, **kwargs)
+
+
+def screens_own_json(view):
+    """Mark ``view`` as applying its own size, depth and character checks to its JSON body."""
+    view.screens_own_json = True
+    return view
 
 
 def install_converters(app: Flask) -> None:
@@ -48,7 +56,9 @@ def install(app: Flask) -> None:
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return
         if request.is_json:
-            check_json(request.get_data(cache=True), limits)
+            view = app.view_functions.get(request.endpoint or "")
+            if not getattr(view, "screens_own_json", False):
+                check_json(request.get_data(cache=True), limits)
             return
         forms = ("application/x-www-form-urlencoded", "multipart/form-data")
         if request.mimetype in forms and any(

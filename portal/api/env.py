@@ -28,6 +28,7 @@ from portal.api import bp, json_body, parse_time, token_required
 from portal.db import get_db
 from portal.domain.errors import Conflict, InvalidInput, NotFound, PortalError
 from portal.domain.permissions import OPERATOR_ROLES
+from portal.edge import screens_own_json
 from portal.facility import env_config
 
 #: Largest batch accepted in one request (a logger's buffer after a long outage fits).
@@ -67,13 +68,14 @@ def _read_body(max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body of {length} bytes is larger than {max_bytes} bytes")
-    body = request.stream.read(max_bytes + 1)
+    body = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH as well
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     return body
 
 
 @bp.post("/env/readings")
+@screens_own_json  # one bad reading is refused on its own, the rest are kept
 @token_required(roles=OPERATOR_ROLES)
 def post_readings():
     from instrument_env.ingest import ingest_readings

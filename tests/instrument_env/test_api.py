@@ -60,7 +60,7 @@ def test_readings_gate_alarms_ack(api, env_config):
         "unit": "°C",
     }
     r = client.post("/api/v1/env/readings", json=readings + [bad], headers=tech)
-    assert r.status_code == 202
+    assert r.status_code == 202, r.get_json()
     body = r.get_json()
     assert body["accepted"] == len(readings)
     assert body["rejected"] == [
