@@ -155,10 +155,15 @@ def ncc_map(image, templates, mask, angles_deg: np.ndarray, batch: int = 16):
     n_mask = float(mask.sum())
 
     def spectra(small):
+        # rfft2 of the template zero-padded to the image: only its first ``box`` rows are
+        # non-zero, so transform those along x, then everything along y
         small = small.reshape(-1, box, box)
-        big = xp.zeros((small.shape[0], ny, nx), dtype=xp.float32)
-        big[:, :box, :box] = small
-        return xp.conj(fft.rfft2(big, axes=(-2, -1)))
+        wide = xp.zeros((small.shape[0], box, nx), dtype=xp.float32)
+        wide[:, :, :box] = small
+        rows = fft.rfft(wide, axis=-1)
+        big = xp.zeros((small.shape[0], ny, rows.shape[-1]), dtype=rows.dtype)
+        big[:, :box] = rows
+        return xp.conj(fft.fft(big, axis=-2))
 
     f_img = fft.rfft2(image.astype(xp.float32))
     f_mask = spectra(mask)[0]
@@ -172,11 +177,11 @@ def ncc_map(image, templates, mask, angles_deg: np.ndarray, batch: int = 16):
     for start in range(0, bank.shape[0], batch):
         chunk = spectra(bank[start : start + batch]) * f_img[None]
         ncc = fft.irfft2(chunk, s=(ny, nx), axes=(-2, -1)).astype(xp.float32) * scale[None]
-        j = xp.argmax(ncc, axis=0)
-        value = xp.take_along_axis(ncc, j[None], axis=0)[0]
-        better = value > best
-        best = xp.where(better, value, best)
-        best_j = xp.where(better, j.astype(xp.int32) + start, best_j)
+        # running maximum map by map (contiguous passes; argmax along axis 0 is slow)
+        for k in range(ncc.shape[0]):
+            better = ncc[k] > best
+            xp.copyto(best, ncc[k], where=better)
+            xp.copyto(best_j, xp.int32(start + k), where=better)
     # the template's corner sat at the origin: shift so that its centre does
     best = xp.roll(best, (h, h), axis=(0, 1))
     best_j = xp.roll(best_j, (h, h), axis=(0, 1))

@@ -160,3 +160,6 @@ def test_template_files_are_checked(tmp_path):
     assert load_templates(tmp_path / "map.mrc", 7).kind == "map"
     assert len(load_templates(tmp_path / "map.mrc", 7).images) == 7
     assert load_templates(tmp_path / "stack.mrcs", 7).kind == "classes"
+    # --template-pixel-size overrides the header (and so the templates' scale in picking)
+    assert load_templates(tmp_path / "stack.mrcs", pixel_size_A=8.0).pixel_size_A == 8.0
+    assert load_templates(tmp_path / "stack.mrcs").pixel_size_A == pytest.approx(4.0)
