@@ -65,3 +65,13 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
         ],
         -2,
     )
+
+
+def fibonacci_sphere_views(n_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rot, tilt) in degrees of ``n_views`` directions spread evenly over the whole sphere
+    (Fibonacci lattice; equal-area). A projection along −z is the mirror image of the one
+    along +z, which no in-plane rotation reproduces, so the whole sphere is needed."""
+    i = np.arange(n_views) + 0.5
+    tilt = np.degrees(np.arccos(1.0 - 2.0 * i / n_views))
+    rot = np.degrees(np.pi * (1.0 + 5**0.5) * i) % 360.0
+    return rot, tilt

@@ -73,11 +73,10 @@ def templates_from_map(volume, pixel_size_A: float, n_views: int = 50) -> np.nda
     """Projections (n_views, box, box) of a 3D map (protein positive) as templates.
 
     Views are spread evenly over the whole sphere (Fibonacci lattice of tilt/rot angles,
-    :func:`pipeline.picking.template_source.fibonacci_sphere_views`); the in-plane angle is
+    :func:`pipeline.geometry.fibonacci_sphere_views`); the in-plane angle is
     searched by the picker. Uses the Fourier projector of :mod:`pipeline.simulate.projection`.
     """
-    from pipeline.geometry import euler_to_matrix
-    from pipeline.picking.template_source import fibonacci_sphere_views
+    from pipeline.geometry import euler_to_matrix, fibonacci_sphere_views
     from pipeline.simulate.projection import project
 
     volume = np.asarray(backend.to_numpy(volume), dtype=np.float32)

@@ -33,16 +33,6 @@ class TemplateSet:
     n_views: int = 0
 
 
-def fibonacci_sphere_views(n_views: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rot, tilt) in degrees of ``n_views`` directions spread evenly over the whole sphere
-    (Fibonacci lattice; equal-area). A projection along −z is the mirror image of the one
-    along +z, which no in-plane rotation reproduces, so the whole sphere is needed."""
-    i = np.arange(n_views) + 0.5
-    tilt = np.degrees(np.arccos(1.0 - 2.0 * i / n_views))
-    rot = np.degrees(np.pi * (1.0 + 5**0.5) * i) % 360.0
-    return rot, tilt
-
-
 def is_map_file(path: str | os.PathLike, data: np.ndarray) -> bool:
     """True when ``data`` read from ``path`` is a 3D map rather than a stack of images."""
     if data.ndim != 3 or len(set(data.shape)) != 1 or Path(path).suffix.lower() == ".mrcs":

@@ -9,15 +9,12 @@ from click.testing import CliRunner
 
 from cryofac.cli import cli
 from pipeline.ctf_model import CTFParams
+from pipeline.geometry import fibonacci_sphere_views
 from pipeline.io.mrc import write_mrc
 from pipeline.picking.coords import read_coordinates
 from pipeline.picking.evaluate import match_picks
 from pipeline.picking.template import pick_templates, templates_from_map
-from pipeline.picking.template_source import (
-    TemplateError,
-    fibonacci_sphere_views,
-    load_templates,
-)
+from pipeline.picking.template_source import TemplateError, load_templates
 from pipeline.simulate.micrograph import simulate_micrograph
 
 PIXEL_A = 4.0
