@@ -197,13 +197,24 @@ def _mark(
 # -- periodic jobs ------------------------------------------------------------------
 
 
+#: Sessions ended longer ago than this (days) are no longer watched for a finished run.
+RUN_WATCH_DAYS = 30
+
+
+def _has_table(db: Session, name: str) -> bool:
+    return sa.inspect(db.connection()).has_table(name)
+
+
 def queue_finished_runs(db: Session, now: datetime) -> int:
-    """``run_complete`` once per session and final state (complete or failed) of its run."""
+    """``run_complete`` once per session and final state (complete or failed) of its run
+    (sessions running, or ended within :data:`RUN_WATCH_DAYS`)."""
     from portal.runs.folder import RunFolderError, read_summary
 
+    recent = now - timedelta(days=RUN_WATCH_DAYS)
     sessions = db.execute(
         sa.select(AcqSession.id, AcqSession.project_id, AcqSession.run_dir).where(
-            AcqSession.run_dir.is_not(None)
+            AcqSession.run_dir.is_not(None),
+            sa.or_(AcqSession.ended_at.is_(None), AcqSession.ended_at > recent),
         )
     ).all()
     if not sessions:
@@ -249,6 +260,8 @@ def relay_escalations(db: Session, now: datetime) -> int:
         from instrument_env.models import Notification
     except ImportError:  # the portal without environment monitoring
         return 0
+    if not _has_table(db, Notification.__tablename__):  # its migrations never run here
+        return 0
     query = sa.select(Notification).where(Notification.sent_at.is_(None)).order_by(Notification.id)
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -273,6 +286,8 @@ def evaluate_alarms(db: Session, now: datetime, config_dir: str | None) -> int:
         from instrument_env import alarms
         from instrument_env.limits import load_env_config
     except ImportError:
+        return 0
+    if not _has_table(db, "env_alarms"):
         return 0
     return len(alarms.evaluate(db, now, load_env_config(config_dir)))
 
