@@ -11,6 +11,7 @@ Message kinds: ``booking_confirmed``, ``booking_approved``, ``waitlist_offer``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -90,13 +91,61 @@ def to_email(message_id: str, to: list[str], subject: str, body: str, sender: st
     return email
 
 
-def send_smtp(settings: SmtpSettings, email: EmailMessage) -> None:
-    """Send one e-mail over SMTP (STARTTLS and login when configured)."""
+def _connect(settings: SmtpSettings):
     import smtplib
 
-    with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as client:
+    client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s)
+    try:
         if settings.starttls:
             client.starttls()
         if settings.username:
             client.login(settings.username, settings.password or "")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def send_smtp(settings: SmtpSettings, email: EmailMessage) -> None:
+    """Send one e-mail over SMTP (STARTTLS and login when configured)."""
+    client = _connect(settings)
+    try:
         client.send_message(email)
+    finally:
+        client.quit()
+
+
+class SmtpConnection:
+    """One SMTP connection reused for several messages (opened on first use, reopened
+    after the server drops it); use as a context manager."""
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+        self._client = None
+
+    def send(self, email: EmailMessage) -> None:
+        import smtplib
+
+        if self._client is None:
+            self._client = _connect(self.settings)
+        try:
+            self._client.send_message(email)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def __enter__(self) -> SmtpConnection:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # the server went away: no goodbye
+                self._client.quit()
+            self._drop()

@@ -22,6 +22,7 @@ import logging
 import smtplib
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.domain import outbox
 from portal.models import AcqSession, OutboxMessage, utcnow
-from portal.notify import SmtpSettings, send_smtp, to_email
+from portal.notify import SmtpConnection, SmtpSettings, to_email
 
 log = logging.getLogger("cryofac.worker")
 
@@ -109,63 +110,111 @@ def deliver_due(
     smtp: SmtpSettings | None,
     options: WorkerOptions,
     *,
-    send: Sender = send_smtp,
+    send: Sender | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> Report:
-    """Claim, send and mark one batch of due messages."""
+    """Claim, send and mark one batch of due messages.
+
+    One SMTP connection serves the batch (``send``: a per-message sender instead, for
+    tests); outcomes are written every ``MARK_EVERY`` messages, so a worker killed mid-batch
+    resends at most that many (after the lease), never loses one.
+    """
     report = Report()
     with factory() as db:
         rows = claim(db, now(), options)
         db.commit()
         claimed = [(r.id, r.to, r.subject, r.body, r.attempts, r.kind) for r in rows]
-    for message_id, to, subject, body, attempts, kind in claimed:
-        error: Exception | None = None
-        if smtp is None:
-            log.info("notification %s to %s: %s", kind, ", ".join(to), subject)
-        else:
-            try:
-                send(smtp, to_email(f"outbox-{message_id}", to, subject, body, smtp.sender))
-            except Exception as exc:  # network and SMTP errors: recorded, retried
-                error = exc
-        with factory() as db:
-            row = db.get(OutboxMessage, message_id)
-            if row is None:  # pruned meanwhile (cannot be: only delivered rows are)
+    if not claimed:
+        return report
+    outcomes: list[tuple[int, int, Exception | None]] = []
+    with SmtpConnection(smtp) if smtp is not None else nullcontext() as connection:
+        for message_id, to, subject, body, attempts, kind in claimed:
+            error: Exception | None = None
+            if smtp is None:
+                log.info("notification %s to %s: %s", kind, ", ".join(to), subject)
+            else:
+                email = to_email(f"outbox-{message_id}", to, subject, body, smtp.sender)
+                try:
+                    (connection.send(email) if send is None else send(smtp, email))
+                except Exception as exc:  # network and SMTP errors: recorded, retried
+                    error = exc
+            outcomes.append((message_id, attempts, error))
+            if len(outcomes) >= MARK_EVERY:
+                _mark(factory, outcomes, smtp is not None, options, now(), report)
+                outcomes = []
+    _mark(factory, outcomes, smtp is not None, options, now(), report)
+    return report
+
+
+MARK_EVERY = 20
+
+
+def _mark(
+    factory: sessionmaker[Session],
+    outcomes: list[tuple[int, int, Exception | None]],
+    by_smtp: bool,
+    options: WorkerOptions,
+    at: datetime,
+    report: Report,
+) -> None:
+    """Record the outcome of sent messages, in one transaction."""
+    if not outcomes:
+        return
+    with factory() as db:
+        rows = {
+            r.id: r
+            for r in db.scalars(
+                sa.select(OutboxMessage).where(OutboxMessage.id.in_([o[0] for o in outcomes]))
+            )
+        }
+        for message_id, attempts, error in outcomes:
+            row = rows.get(message_id)
+            if row is None:
                 continue
-            at = now()
             if error is None:
-                row.status = "sent" if smtp is not None else "logged"
+                row.status = "sent" if by_smtp else "logged"
                 row.sent_at = at
                 row.last_error = None
                 report.sent += 1
+                continue
+            row.last_error = f"{error.__class__.__name__}: {error}"[:2000]
+            if _permanent(error) or attempts >= options.max_attempts:
+                row.status = "failed"
+                report.failed += 1
+                log.error("notification %s failed for good: %s", message_id, row.last_error)
             else:
-                row.last_error = f"{error.__class__.__name__}: {error}"[:2000]
-                if _permanent(error) or attempts >= options.max_attempts:
-                    row.status = "failed"
-                    report.failed += 1
-                    log.error("notification %s failed for good: %s", message_id, row.last_error)
-                else:
-                    row.next_attempt_at = at + timedelta(seconds=backoff_s(attempts, options))
-                    report.retried += 1
-                    log.warning(
-                        "notification %s not sent (attempt %d): %s",
-                        message_id,
-                        attempts,
-                        row.last_error,
-                    )
-            db.commit()
-    return report
+                row.next_attempt_at = at + timedelta(seconds=backoff_s(attempts, options))
+                report.retried += 1
+                log.warning(
+                    "notification %s not sent (attempt %d): %s",
+                    message_id,
+                    attempts,
+                    row.last_error,
+                )
+        db.commit()
 
 
 # -- periodic jobs ------------------------------------------------------------------
 
 
+#: Sessions ended longer ago than this (days) are no longer watched for a finished run.
+RUN_WATCH_DAYS = 30
+
+
+def _has_table(db: Session, name: str) -> bool:
+    return sa.inspect(db.connection()).has_table(name)
+
+
 def queue_finished_runs(db: Session, now: datetime) -> int:
-    """``run_complete`` once per session and final state (complete or failed) of its run."""
+    """``run_complete`` once per session and final state (complete or failed) of its run
+    (sessions running, or ended within :data:`RUN_WATCH_DAYS`)."""
     from portal.runs.folder import RunFolderError, read_summary
 
+    recent = now - timedelta(days=RUN_WATCH_DAYS)
     sessions = db.execute(
         sa.select(AcqSession.id, AcqSession.project_id, AcqSession.run_dir).where(
-            AcqSession.run_dir.is_not(None)
+            AcqSession.run_dir.is_not(None),
+            sa.or_(AcqSession.ended_at.is_(None), AcqSession.ended_at > recent),
         )
     ).all()
     if not sessions:
@@ -211,6 +260,8 @@ def relay_escalations(db: Session, now: datetime) -> int:
         from instrument_env.models import Notification
     except ImportError:  # the portal without environment monitoring
         return 0
+    if not _has_table(db, Notification.__tablename__):  # its migrations never run here
+        return 0
     query = sa.select(Notification).where(Notification.sent_at.is_(None)).order_by(Notification.id)
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -235,6 +286,8 @@ def evaluate_alarms(db: Session, now: datetime, config_dir: str | None) -> int:
         from instrument_env import alarms
         from instrument_env.limits import load_env_config
     except ImportError:
+        return 0
+    if not _has_table(db, "env_alarms"):
         return 0
     return len(alarms.evaluate(db, now, load_env_config(config_dir)))
 
@@ -289,7 +342,7 @@ class Worker:
         factory: sessionmaker[Session],
         smtp: SmtpSettings | None,
         options: WorkerOptions,
-        send: Sender = send_smtp,
+        send: Sender | None = None,
     ):
         self.factory, self.smtp, self.options, self.send = factory, smtp, options, send
         self._halt = threading.Event()

@@ -155,9 +155,10 @@ def client(live):
     return live.app.test_client()
 
 
-def seed_environment(world: LiveWorld, history_h: float = 2.0) -> int:
+def seed_environment(world: LiveWorld, history_h: float = 2.0, evaluate: bool = True) -> int:
     """Two hours of simulated Krios-room readings ending now with an air-conditioning
-    failure, alarms evaluated every 5 minutes; returns the id of a firing alarm."""
+    failure, alarms evaluated every 5 minutes; returns the id of a firing alarm
+    (``evaluate=False``: readings only, no alarm evaluated; returns 0)."""
     import instrument_env.db
     from instrument_env import alarms
     from instrument_env.ingest import ingest_readings
@@ -188,6 +189,8 @@ def seed_environment(world: LiveWorld, history_h: float = 2.0) -> int:
         result = ingest_readings(db, readings, source="sim", config=config, now=now)
         assert result.rejected == []
         db.commit()
+        if not evaluate:
+            return 0
         for minutes in range(50, -1, -5):  # the alarm engine runs every few minutes
             alarms.evaluate(db, now - timedelta(minutes=minutes), config)
             db.commit()

@@ -166,3 +166,21 @@ def test_freed_slot_offers_the_waiting_list(live, client):
     offers = live.outbox("waitlist_offer")
     assert len(offers) == 1 and offers[0].to == ["mallory@lab.test"]
     assert "Glacios" in offers[0].subject
+
+
+def test_the_worker_evaluates_alarms_and_relays_escalations_on_its_own(live):
+    """Readings ingested, nobody evaluating alarms nor opening a page: the worker's
+    periodic jobs fire the alarm, escalate it and queue its notice, once."""
+    from instrument_env.models import Notification
+    from tests.portal_live.conftest import seed_environment
+
+    seed_environment(live, evaluate=False)
+    with live.db() as db:
+        assert db.query(Notification).count() == 0
+    report = live.run_worker_jobs(evaluate_alarms=True)
+    assert report.queued["alarms_evaluated"] > 0
+    alarms = live.outbox("alarm")
+    assert alarms and report.queued["alarm"] == len(alarms)
+    assert alarms[0].subject.startswith("[critical] unacknowledged alarm")
+    live.run_worker_jobs(evaluate_alarms=True)
+    assert len(live.outbox("alarm")) == len(alarms)  # escalated once
