@@ -6,9 +6,14 @@ as in CONTRACT.md. A reading may instead carry raw samples of a high-rate sensor
 ``magnetic_field``); it is reduced by :func:`instrument_env.reduce.expand_raw_reading`
 to band velocities or mains-frequency RMS and DC field before validation. ``ts`` is ISO 8601 with a UTC offset (or an aware datetime, or
 seconds since the Unix epoch). Writes are idempotent on (sensor, quantity, ts, band):
-a repeated reading is accepted and stored once (the first value wins), so loggers can
-resend buffered data freely; late and out-of-order readings are stored like any other
-and mark their rollup buckets for recomputation.
+a repeated reading with the same value is accepted and stored once, so loggers can
+resend buffered data freely; the same key with another value is a conflict (refused,
+counted, alarmed as a second publisher; the stored value stays). Late and out-of-order
+readings are stored like any other and mark their rollup buckets for recomputation.
+
+Refused readings (malformed, control characters, implausible for the quantity, outside
+the clock bounds of ``limits.yaml`` ``ingest:``, conflicts) are kept with their reason
+and kind in ``env_rejected_readings``: nothing sent is lost, and none enters the series.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def test_max_band_reads_use_the_partial_index(krios_data, env_config):
         assert "band = 'max'" in sql and ":b" not in sql
     if krios_data.get_bind().dialect.name != "sqlite":
         return
-    params = {"s0": "krios-vib", "q0": "vibration", "from0": 0, "at": at, "start": 0}
+    params = {"s0": "krios-vib", "q0": "vibration", "from0": 0, "at": at, "start": 0, "w0": 1}
     params |= {"sensor": "krios-vib", "quantity": "vibration", "end": at}
     for sql in (stats_sql, values_sql):
         plan = krios_data.execute(sa.text("EXPLAIN QUERY PLAN " + sql), params).all()
