@@ -44,7 +44,9 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", 60)
     kwargs.setdefault("pool_recycle", 1800)
-    return sa.create_engine(url, **kwargs)
+    # a database that does not answer the connection is an error within seconds, not a hang
+    connect_args = {"connect_timeout": 5, **kwargs.pop("connect_args", {})}
+    return sa.create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
