@@ -95,6 +95,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(sa.String(20))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Bumped by log-out, password change, reset and deactivation: every cookie that
+    #: carries an older epoch is dead at its next request.
+    auth_epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    #: Bumped to revoke every calendar-feed link issued before.
+    feed_generation: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
     def public(self) -> dict[str, Any]:
         """What any API response may say about a user (never the hash)."""
@@ -317,3 +322,17 @@ class LoginAttempt(Base):
     remote_addr: Mapped[str] = mapped_column(sa.String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     success: Mapped[bool]
+
+
+class LoginThrottle(Base):
+    """Failed log-ins of one key (``user:NAME`` or ``addr:IP``) and when it may try next.
+
+    Rows are locked and updated in one short transaction before any password is
+    checked, so concurrent guesses cannot slip past the count.
+    """
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(sa.String(160), primary_key=True)
+    failures: Mapped[int]
+    next_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]

@@ -59,7 +59,9 @@ def _portal_error(exc: PortalError):
         from portal.views import render_error
 
         return render_error(exc.status, exc.message)
-    headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else {}
+    if getattr(exc, "retry_after_s", None):
+        headers["Retry-After"] = str(exc.retry_after_s)
     response = json_error(exc.status, exc.code, exc.message, headers)
     extra = {key: getattr(exc, key) for key in ("rule", "reasons") if getattr(exc, key, None)}
     if extra:  # e.g. the booking rule broken, the gate's reasons

@@ -37,7 +37,7 @@ def get_file(session_id: int, name: str):
     item = service.find_downloadable(session, name)
     if item is None:
         raise NotFound(f"session {session_id} has no file {name!r}")
-    return service.stream(session, item, request)
+    return service.stream(session, item, request, g.user, "api")
 
 
 @bp.post("/sessions/<int:session_id>/files/<path:name>/link")

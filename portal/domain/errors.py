@@ -78,5 +78,11 @@ class GateClosed(PortalError):
 
 
 class TooManyAttempts(PortalError):
+    """Refused for now; ``retry_after_s`` says when to try again (HTTP ``Retry-After``)."""
+
     status = 429
     code = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after_s: int | None = None):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -1,13 +1,26 @@
-"""The audit log, readable by administrators only."""
+"""Administration: the audit log and the accounts (reset a password, (de)activate)."""
 
 from __future__ import annotations
 
+import secrets
+
 import sqlalchemy as sa
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from portal.db import get_db
-from portal.domain import permissions
-from portal.models import AuditEntry
+from portal.domain import accounts, permissions
+from portal.domain.errors import PortalError
+from portal.models import AuditEntry, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PAGE = 100
@@ -25,12 +38,61 @@ def _admins_only():
 @bp.get("/audit")
 def audit_log():
     try:
-        page = max(int(request.args.get("page", 1)), 1)
+        page = min(max(int(request.args.get("page", 1)), 1), 1_000_000)
     except ValueError:
         page = 1
     query = sa.select(AuditEntry).order_by(AuditEntry.id.desc())
-    entity = request.args.get("entity", "").strip()
+    entity = request.args.get("entity", "").strip()[:80]
     if entity:
         query = query.where(AuditEntry.entity == entity)
     entries = get_db().scalars(query.offset((page - 1) * PAGE).limit(PAGE)).all()
-    return render_template("audit.html", entries=entries, page=page, entity=entity, size=PAGE)
+    from portal.views.calendar import facility_tz
+
+    return render_template(
+        "audit.html", entries=entries, page=page, entity=entity, size=PAGE, tz=facility_tz()
+    )
+
+
+@bp.get("/users")
+def users():
+    rows = get_db().scalars(sa.select(User).order_by(User.username)).all()
+    return render_template("admin_users.html", users=rows)
+
+
+def _user(user_id: int) -> User:
+    user = get_db().get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+@bp.post("/users/<int:user_id>/reset-password")
+def reset_password(user_id: int):
+    """Give the account a random password (shown once) and revoke its sessions and tokens."""
+    db = get_db()
+    user = _user(user_id)
+    password = secrets.token_urlsafe(12)
+    accounts.set_password(db, current_app.extensions["cryofac.hasher"], user, password, g.user)
+    db.commit()
+    if user.id == g.user.id:
+        from portal.views import start_session
+
+        start_session(user)
+    flash(f"New password for {user.username}: {password} (shown once; hand it over privately).")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/active")
+def set_active(user_id: int):
+    db = get_db()
+    user = _user(user_id)
+    active = request.form.get("active") == "1"
+    try:
+        accounts.set_active(db, g.user, user, active, request.form.get("reason", "")[:500])
+        db.commit()
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+    else:
+        flash(f"{user.username} {'reactivated' if active else 'deactivated'}.")
+    return redirect(url_for("admin.users"))

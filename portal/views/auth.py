@@ -1,4 +1,4 @@
-"""Log in and out with a session cookie (CSRF-protected forms, rate-limited)."""
+"""Log in and out with a session cookie (CSRF-protected forms, throttled, audited)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from flask import (
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import PortalError
-from portal.views import password_fingerprint
+from portal.domain.login_throttle import policy_from_config
+from portal.views import start_session
 
 bp = Blueprint("auth", __name__)
 
@@ -27,7 +28,8 @@ bp = Blueprint("auth", __name__)
 def _safe_next(target: str | None) -> str:
     parsed = urlparse(target or "")
     local = target and not parsed.netloc and not parsed.scheme and target.startswith("/")
-    if local and not target.startswith("//") and "\\" not in target:
+    unsafe = target.startswith("//") or any(c in target for c in "\\\r\n\0") if local else True
+    if not unsafe:
         return target
     return url_for("calendar.index")
 
@@ -36,12 +38,9 @@ def _safe_next(target: str | None) -> str:
 def login():
     error = None
     status = 200
+    headers = {}
     if request.method == "POST":
         db = get_db()
-        policy = accounts.LoginPolicy(
-            int(current_app.config["LOGIN_MAX_FAILURES"]),
-            float(current_app.config["LOGIN_WINDOW_MIN"]),
-        )
         try:
             user = accounts.authenticate(
                 db,
@@ -49,23 +48,29 @@ def login():
                 request.form.get("username", ""),
                 request.form.get("password", ""),
                 request.remote_addr or "unknown",
-                policy,
+                policy_from_config(current_app.config),
             )
         except PortalError as exc:
             db.commit()
             error, status = exc.message, exc.status
+            if getattr(exc, "retry_after_s", None):
+                headers["Retry-After"] = str(exc.retry_after_s)
         else:
             db.commit()
-            session.clear()
-            session["user_id"] = user.id
-            session["pw"] = password_fingerprint(user)
+            start_session(user)
             flash(f"Welcome, {user.full_name}.")
             return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error), status
+    return render_template("login.html", error=error), status, headers
 
 
 @bp.post("/logout")
 def logout():
+    """End this and every other browser session of the account (the epoch moves on)."""
+    user = g.get("user")
+    if user is not None:
+        db = get_db()
+        accounts.log_out(db, user)
+        db.commit()
     session.clear()
     g.user = None
     return redirect(url_for("auth.login"))

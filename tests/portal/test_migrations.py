@@ -68,14 +68,18 @@ def test_upgrade_from_previous_revision_keeps_data(database_url):
         )
     engine.dispose()
 
+    from alembic.script import ScriptDirectory
+
     portal_db.upgrade(database_url)
-    assert portal_db.current_revision(database_url) == "0002"
+    head = ScriptDirectory.from_config(portal_db.alembic_config(database_url)).get_current_head()
+    assert portal_db.current_revision(database_url) == head
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT note, status FROM bookings WHERE id = 1")).one()
         assert tuple(row) == ("kept", "confirmed")
         assert conn.execute(sa.text("SELECT count(*) FROM sessions")).scalar() == 0
         assert conn.execute(sa.text("SELECT username FROM users")).scalar() == "pi"
+        assert conn.execute(sa.text("SELECT auth_epoch FROM users")).scalar() == 0
     engine.dispose()
     # and back down to the previous revision, keeping the core tables
     portal_db.downgrade(database_url, "0001")
