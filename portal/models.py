@@ -231,7 +231,8 @@ class Booking(Base):
 
     @property
     def duration_h(self) -> float:
-        return (self.end_at - self.start_at).total_seconds() / 3600.0
+        """Hours, on UTC moments (a booking across a clock change: its true length)."""
+        return (self.end_at.astimezone(UTC) - self.start_at.astimezone(UTC)).total_seconds() / 3600
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -58,7 +58,7 @@ def _portal_error(exc: PortalError):
     if not is_api_request():
         from portal.views import render_error
 
-        return render_error(exc.status, exc.message)
+        return render_error(exc.status, exc.human)
     headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else {}
     if getattr(exc, "retry_after_s", None):
         headers["Retry-After"] = str(exc.retry_after_s)

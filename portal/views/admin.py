@@ -92,7 +92,7 @@ def set_active(user_id: int):
         db.commit()
     except PortalError as exc:
         db.rollback()
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     else:
         flash(f"{user.username} {'reactivated' if active else 'deactivated'}.")
     return redirect(url_for("admin.users"))

@@ -46,7 +46,9 @@ def test_login_calendar_book_and_cancel(world, client, slot):
     }
     refused = client.post("/bookings/new", data=form)
     assert refused.status_code == 422
-    assert "Rule broken: lead_time" in refused.get_data(as_text=True)
+    page = refused.get_data(as_text=True)
+    assert 'data-rule="lead_time"' in page and "Too soon: glacios1 must be booked" in page
+    assert "Rule broken" not in page and "lead_time:" not in page
 
     start, end = slot(72, 4)
     form.update(start=start, end=end)
