@@ -295,3 +295,33 @@ def test_tokens_are_audited(world, client):
     assert client.get("/api/v1/instruments", headers=headers).status_code == 401
     assert _actions(world, "create_token") == 1 and _actions(world, "revoke_token") == 1
     assert _actions(world, "login") == 1
+
+
+def test_serve_settings_secure_cookies_and_external_url(world):
+    import click
+
+    from portal.cli import serve_settings
+    from tests.portal.conftest import make_app
+
+    assert serve_settings("0.0.0.0", 8000, None, None, 0) == {
+        "EXTERNAL_URL": "http://0.0.0.0:8000",
+        "SESSION_COOKIE_SECURE": False,
+        "TRUSTED_PROXY_HOPS": 0,
+    }
+    https = serve_settings("127.0.0.1", 8000, "https://cryoem.example.org/", None, 1)
+    assert https["SESSION_COOKIE_SECURE"] is True and https["TRUSTED_PROXY_HOPS"] == 1
+    assert https["EXTERNAL_URL"] == "https://cryoem.example.org"
+    with pytest.raises(click.BadParameter):
+        serve_settings("127.0.0.1", 8000, "javascript:alert(1)", None, 0)
+
+    def cookie_after_login(**config) -> str:
+        app = make_app(world.app.config["DATABASE_URL"], **config)
+        try:
+            response = _login(app.test_client(), "alice", world.password)
+            assert response.status_code == 302
+            return response.headers["Set-Cookie"]
+        finally:
+            app.extensions["cryofac.engine"].dispose()
+
+    assert "Secure" in cookie_after_login(SESSION_COOKIE_SECURE=True)
+    assert "Secure" not in cookie_after_login(SESSION_COOKIE_SECURE=False)
