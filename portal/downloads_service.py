@@ -247,3 +247,15 @@ def signed_link(user_id: int, session_id: int, name: str) -> tuple[str, datetime
         expires_in_s=ttl,
     )
     return external_url("downloads.signed_download", token=token), expires
+
+
+def audit_link(session, name: str, expires: datetime, user) -> None:
+    """Record (and commit) that ``user`` made a signed link to ``name`` of ``session``."""
+    from portal.db import get_db
+    from portal.domain import audit
+
+    db = get_db()
+    audit.record(
+        db, user, "create_link", "session", session.id, after={"file": name, "expires_at": expires}
+    )
+    db.commit()

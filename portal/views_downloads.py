@@ -44,6 +44,7 @@ def download(session_id: int, name: str):
 def make_link(session_id: int, name: str):
     session, item = _find(session_id, name)
     url, expires = service.signed_link(g.user.id, session.id, item.name)
+    service.audit_link(session, item.name, expires, g.user)
     return render_template(
         "runs/link.html",
         session=session,

@@ -47,6 +47,7 @@ def make_link(session_id: int, name: str):
     if service.find_downloadable(session, name) is None:
         raise NotFound(f"session {session_id} has no file {name!r}")
     url, expires = service.signed_link(g.user.id, session.id, name)
+    service.audit_link(session, name, expires, g.user)
     response = jsonify({"url": url, "expires_at": expires.isoformat()})
     response.status_code = 201
     return response

@@ -68,3 +68,8 @@ def test_downloads_are_audited(live, client):
         assert entries[0].after["file"] == "fsc.star" and entries[0].after["via"] == "api"
         assert entries[0].actor_id == live.users["alice"]
         assert db.get(AcqSession, live.session_id).id == int(entries[0].entity_id)
+    made = client.post(f"/api/v1/sessions/{live.session_id}/files/map.mrc/link", headers=headers)
+    assert made.status_code == 201
+    with live.db() as db:
+        link = db.scalars(sa.select(AuditEntry).where(AuditEntry.action == "create_link")).one()
+        assert link.after["file"] == "map.mrc" and link.actor_id == live.users["alice"]
