@@ -189,8 +189,9 @@ def authenticate(
     same: one Argon2 verification. The caller commits (the attempt is recorded).
     """
     now = now or utcnow()
-    username = (username or "")[:80]
-    remote_addr = (remote_addr or "unknown")[:64]
+    # NUL cannot be stored (PostgreSQL text); such a name matches no account anyway
+    username = (username or "")[:80].replace("\0", "\ufffd")
+    remote_addr = (remote_addr or "unknown")[:64].replace("\0", "\ufffd")
     db.commit()
     bind = db.get_bind()
     login_throttle.reserve(bind, username, remote_addr, policy, now)

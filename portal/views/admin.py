@@ -42,7 +42,7 @@ def audit_log():
     except ValueError:
         page = 1
     query = sa.select(AuditEntry).order_by(AuditEntry.id.desc())
-    entity = request.args.get("entity", "").strip()[:80]
+    entity = request.args.get("entity", "").strip()[:80].replace("\0", "")
     if entity:
         query = query.where(AuditEntry.entity == entity)
     entries = get_db().scalars(query.offset((page - 1) * PAGE).limit(PAGE)).all()
@@ -78,8 +78,10 @@ def reset_password(user_id: int):
         from portal.views import start_session
 
         start_session(user)
-    flash(f"New password for {user.username}: {password} (shown once; hand it over privately).")
-    return redirect(url_for("admin.users"))
+    # shown in this response only (a flash would carry it in the signed, unencrypted cookie)
+    rows = db.scalars(sa.select(User).order_by(User.username)).all()
+    response = render_template("admin_users.html", users=rows, new_password=(user, password))
+    return response, 200, {"Cache-Control": "no-store"}
 
 
 @bp.post("/users/<int:user_id>/active")

@@ -228,9 +228,10 @@ def test_admin_resets_and_deactivates_in_the_ui(world, client):
     assert on.status_code == 302
     assert alice.get("/bookings/mine").status_code == 302  # the old cookie stays dead
     reset = _post_form(client, f"/admin/users/{user_id}/reset-password", "/admin/users")
-    assert reset.status_code == 302
-    flashed = client.get("/admin/users").get_data(as_text=True)
-    new_password = re.search(r"New password for alice: (\S+) ", flashed).group(1)
+    assert reset.status_code == 200 and reset.headers["Cache-Control"] == "no-store"
+    shown = reset.get_data(as_text=True)
+    new_password = re.search(r"New password for alice: <code>([^<]+)</code>", shown).group(1)
+    assert new_password not in client.get("/admin/users").get_data(as_text=True)  # once
     assert _login(world.app.test_client(), "alice", new_password).status_code == 302
     assert _login(world.app.test_client(), "alice", world.password).status_code == 401
     # researchers cannot reach any of it
@@ -287,6 +288,12 @@ def test_feed_links_are_revocable_and_built_from_the_external_url(world, client)
     page = client.get("/calendar/feeds").get_data(as_text=True)
     new = re.search(r"https://cryoem\.example\.org(/ical/[^<\s\"]+\.ics)", page).group(1)
     assert new != old and calendar.get(new).status_code == 200
+
+
+def test_a_nul_byte_in_a_username_is_an_ordinary_failure(world, client):
+    response = client.post("/api/v1/tokens", json={"username": "ali\u0000ce", "password": "x"})
+    assert response.status_code == 401
+    assert _login(client, "ali\x00ce", world.password).status_code == 401
 
 
 def test_tokens_are_audited(world, client):
