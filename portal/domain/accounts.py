@@ -179,6 +179,7 @@ def authenticate(
     policy: LoginPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
     audit_login: bool = True,
+    device: str | None = None,
 ) -> User:
     """The active user with these credentials; every attempt is throttled and recorded.
 
@@ -187,6 +188,8 @@ def authenticate(
     :class:`TooManyAttempts` while the account or address must wait,
     :class:`Unauthorized` otherwise. Known, unknown and disabled accounts cost the
     same: one Argon2 verification. The caller commits (the attempt is recorded).
+    ``device``: a verified id of a browser this account logged in from before
+    (see :func:`portal.domain.login_throttle.reserve`).
     """
     now = now or utcnow()
     # NUL cannot be stored (PostgreSQL text); such a name matches no account anyway
@@ -194,7 +197,7 @@ def authenticate(
     remote_addr = (remote_addr or "unknown")[:64].replace("\0", "\ufffd")
     db.commit()
     bind = db.get_bind()
-    login_throttle.reserve(bind, username, remote_addr, policy, now)
+    login_throttle.reserve(bind, username, remote_addr, policy, now, device)
     user = db.scalar(sa.select(User).where(User.username == username))
     db.commit()  # hold no lock (SQLite: the write lock) during the slow verification
     known = user is not None and user.active
@@ -207,7 +210,7 @@ def authenticate(
         ok = False
     ok = ok and known
     if ok:
-        login_throttle.succeeded(bind, username, remote_addr)
+        login_throttle.succeeded(bind, username, remote_addr, device)
     db.add(LoginAttempt(username=username, remote_addr=remote_addr, at=now, success=ok))
     if not ok or user is None:
         raise Unauthorized("wrong username or password")

@@ -58,6 +58,14 @@ def address_key(remote_addr: str) -> str:
     return "addr:" + remote_addr[:150]
 
 
+def device_key(device: str) -> str:
+    return "device:" + device[:150]
+
+
+def _account_key(username: str, device: str | None) -> str:
+    return device_key(device) if device else user_key(username)
+
+
 def _insert_missing(db: Session, keys: list[str]) -> None:
     dialect = db.get_bind().dialect.name
     if dialect == "postgresql":
@@ -74,14 +82,20 @@ def reserve(
     remote_addr: str,
     policy: LoginPolicy,
     now: datetime,
+    device: str | None = None,
 ) -> None:
     """Count one attempt for the account and the address, or refuse it.
 
     Runs and commits its own transaction on ``bind`` (so the reservation is visible to
     concurrent attempts before the slow password check starts). Raises
     :class:`TooManyAttempts` (nothing counted) while either key must still wait.
+
+    ``device``: the id of a browser this account has logged in from before (a signed
+    cookie the caller checked). Its attempts are counted on the device instead of the
+    account, so strangers' failures never delay the owner on their own browser, while
+    wrong guesses from that browser are slowed like any others.
     """
-    keys = sorted([user_key(username), address_key(remote_addr)])  # fixed lock order
+    keys = sorted([_account_key(username, device), address_key(remote_addr)])  # lock order
     with Session(bind) as db, db.begin():
         _insert_missing(db, keys)
         rows = {
@@ -114,12 +128,16 @@ def reserve(
             row.next_at = now + timedelta(seconds=delay_s) if delay_s > 0 else None
 
 
-def succeeded(bind: sa.Engine | sa.Connection, username: str, remote_addr: str) -> None:
-    """The reserved attempt was right: clear the account, return the address's reservation."""
+def succeeded(
+    bind: sa.Engine | sa.Connection, username: str, remote_addr: str, device: str | None = None
+) -> None:
+    """The reserved attempt was right: clear the account (and device), return the address's
+    reservation."""
+    keys = [user_key(username)] + ([device_key(device)] if device else [])
     with Session(bind) as db, db.begin():
         db.execute(
             sa.update(LoginThrottle)
-            .where(LoginThrottle.key == user_key(username))
+            .where(LoginThrottle.key.in_(keys))
             .values(failures=0, next_at=None, last_failure_at=None)
         )
         db.execute(

@@ -24,6 +24,43 @@ from portal.views import start_session
 
 bp = Blueprint("auth", __name__)
 
+#: A browser's proof that this account logged in from it before (signed, 180 days).
+DEVICE_COOKIE = "cryofac_device"
+DEVICE_SALT = "cryofac-device/1"
+DEVICE_MAX_AGE_S = 180 * 24 * 3600
+
+
+def _device_for(username: str) -> str | None:
+    """The device id in this browser's cookie when it was issued for ``username``."""
+    from itsdangerous import BadData, URLSafeTimedSerializer
+
+    raw = request.cookies.get(DEVICE_COOKIE, "")
+    if not raw or len(raw) > 500:
+        return None
+    signer = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=DEVICE_SALT)
+    try:
+        name, device = signer.loads(raw, max_age=DEVICE_MAX_AGE_S)
+    except (BadData, ValueError, TypeError):
+        return None
+    return str(device)[:64] if name == username else None
+
+
+def _remember_device(response, username: str, device: str | None) -> None:
+    import secrets
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    signer = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=DEVICE_SALT)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        signer.dumps([username, device or secrets.token_urlsafe(16)]),
+        max_age=DEVICE_MAX_AGE_S,
+        httponly=True,
+        samesite="Lax",
+        secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+        path=url_for("auth.login"),
+    )
+
 
 def _safe_next(target: str | None) -> str:
     parsed = urlparse(target or "")
@@ -41,14 +78,17 @@ def login():
     headers = {}
     if request.method == "POST":
         db = get_db()
+        username = request.form.get("username", "")
+        device = _device_for(username)
         try:
             user = accounts.authenticate(
                 db,
                 current_app.extensions["cryofac.hasher"],
-                request.form.get("username", ""),
+                username,
                 request.form.get("password", ""),
                 request.remote_addr or "unknown",
                 policy_from_config(current_app.config),
+                device=device,
             )
         except PortalError as exc:
             db.commit()
@@ -59,7 +99,9 @@ def login():
             db.commit()
             start_session(user)
             flash(f"Welcome, {user.full_name}.")
-            return redirect(_safe_next(request.args.get("next")))
+            response = redirect(_safe_next(request.args.get("next")))
+            _remember_device(response, user.username, device)
+            return response
     return render_template("login.html", error=error), status, headers
 
 

@@ -70,6 +70,28 @@ def test_a_stranger_delays_the_owner_briefly_but_never_locks_them_out(world):
         assert delays[:3] == [0.0, 1.0, 2.0] and delays[-1] == 300.0
 
 
+def test_the_owners_browser_is_never_delayed_by_strangers(world, client):
+    world.app.config["LOGIN_BASE_DELAY_S"] = 3600.0
+    assert _login(client, "alice", world.password).status_code == 302  # remembered device
+    assert _post_form(client, "/logout", "/bookings/mine").status_code == 302
+    stranger = world.app.test_client()
+    for _ in range(6):
+        _login(stranger, "alice", "wrong-password")
+    assert _login(stranger, "alice", world.password).status_code == 429
+    assert _login(world.app.test_client(), "alice", world.password).status_code == 429
+    assert _login(client, "alice", world.password).status_code == 302  # her own browser
+    # the device cookie names the account: it helps no other one
+    for _ in range(6):
+        _login(stranger, "pi", "wrong-password")
+    assert client.get_cookie("cryofac_device", path="/login") is not None
+    assert _login(client, "pi", world.password).status_code == 429
+    # wrong guesses from the remembered browser are slowed like any others
+    assert _post_form(client, "/logout", "/bookings/mine").status_code == 302
+    for _ in range(5):
+        assert _login(client, "alice", "wrong-password").status_code == 401
+    assert _login(client, "alice", world.password).status_code == 429
+
+
 @pytest.mark.slow
 def test_forty_concurrent_guesses_check_at_most_the_limit(world):
     world.app.config["LOGIN_BASE_DELAY_S"] = 3600.0  # the first delay outlasts the burst
