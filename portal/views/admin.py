@@ -60,7 +60,7 @@ def users():
 
 
 def _user(user_id: int) -> User:
-    user = get_db().get(User, user_id)
+    user = get_db().get(User, user_id) if 0 < user_id < 2**31 else None  # int4 ids
     if user is None:
         abort(404)
     return user

@@ -256,6 +256,8 @@ def test_admin_resets_and_deactivates_in_the_ui(world, client):
     assert new_password not in client.get("/admin/users").get_data(as_text=True)  # once
     assert _login(world.app.test_client(), "alice", new_password).status_code == 302
     assert _login(world.app.test_client(), "alice", world.password).status_code == 401
+    huge = _post_form(client, f"/admin/users/{2**40}/active", "/admin/users", active="0")
+    assert huge.status_code == 404  # an id past PostgreSQL's integer: not found, not a 500
     # researchers cannot reach any of it
     assert _login(alice, "pi", world.password).status_code == 302
     assert alice.get("/admin/users").status_code == 403
