@@ -153,7 +153,7 @@ def set_password_cmd(database_url: str | None, username: str, password: str) -> 
     with app.extensions["cryofac.sessionmaker"]() as db:
         user = _find_user(db, username)
         try:
-            set_password(db, app.extensions["cryofac.hasher"], user, password, actor=None)
+            set_password(db, app.extensions["cryofac.hasher"], user, password, reset=True)
         except PortalError as exc:
             raise click.ClickException(exc.message) from None
         db.commit()

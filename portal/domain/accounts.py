@@ -105,17 +105,21 @@ def set_password(
     user: User,
     password: str,
     actor: User | None = None,
+    reset: bool = False,
 ) -> None:
     """Give ``user`` a new password and revoke their sessions and tokens.
 
-    ``actor`` is who did it (the user themselves by default; an admin for a reset).
+    ``actor`` is who did it: the user themselves by default, an admin for a reset, or
+    None with ``reset`` for the console (``cryofac portal set-password``).
     """
     _check_password(password)
     user.password_hash = hasher.hash(password)
     db.flush()
     tokens = revoke_all(db, user)
-    actor = actor or user
-    action = "change_password" if actor.id == user.id else "reset_password"
+    if actor is None and not reset:
+        actor = user
+    own = actor is not None and actor.id == user.id and not reset
+    action = "change_password" if own else "reset_password"
     audit.record(db, actor, action, "user", user.id, after={"tokens_revoked": tokens})
 
 

@@ -286,6 +286,9 @@ def test_cli_resets_deactivates_and_revokes(world, client, capsys, monkeypatch):
     monkeypatch.setenv("CRYOFAC_NEW_PASSWORD", "cli-password-1")
     assert run("set-password", "alice")[0] == 0
     assert _login(world.app.test_client(), "alice", "cli-password-1").status_code == 302
+    with world.db() as db:
+        entry = db.scalars(sa.select(AuditEntry).where(AuditEntry.action == "reset_password")).one()
+        assert entry.actor_id is None  # the console, not alice
     token = world.token(client, "pi")
     code, out = run("deactivate", "pi", "--reason", "left the lab")
     assert code == 0 and "deactivated" in out
