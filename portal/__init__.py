@@ -4,8 +4,15 @@ Configuration keys (all optional): ``DATABASE_URL`` (default: SQLite under the
 instance folder), ``SECRET_KEY`` (default: ``CRYOFAC_SECRET_KEY`` or a random key kept
 in the instance folder), ``FACILITY_CONFIG_DIR`` (default: the embedded ``cryofac/config/``),
 ``TOKEN_TTL_H``, ``PASSWORD_TIME_COST``, ``PASSWORD_MEMORY_KIB``,
-``LOGIN_MAX_FAILURES``, ``LOGIN_WINDOW_MIN``, ``MAX_CONTENT_LENGTH`` (bytes, default
-16 MiB), ``MAX_JSON_DEPTH`` (default 64). ``CRYOFAC_DATABASE_URL``,
+``LOGIN_MAX_FAILURES`` (failures before delays start), ``LOGIN_BASE_DELAY_S`` and
+``LOGIN_MAX_DELAY_S`` (the first and the longest delay, doubling in between),
+``LOGIN_WINDOW_MIN`` (minutes until failures are forgotten), ``TRUSTED_PROXY_HOPS``
+(reverse proxies in front whose ``X-Forwarded-For``/``-Proto`` are believed; 0 ignores
+them), ``EXTERNAL_URL`` (the address people use, e.g. ``https://cryoem.example.org``;
+links in pages, feeds and downloads are built from it, never from the Host header),
+``SESSION_COOKIE_SECURE``, ``FACILITY_TIMEZONE`` (overrides facility.yaml),
+``MAX_CONTENT_LENGTH`` (bytes, default 16 MiB), ``MAX_JSON_DEPTH`` (default 64).
+``CRYOFAC_DATABASE_URL``,
 ``CRYOFAC_SECRET_KEY``, ``CRYOFAC_PASSWORD_TIME_COST`` and ``CRYOFAC_PASSWORD_MEMORY_KIB``
 in the environment give defaults that ``config`` overrides.
 """
@@ -24,7 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_TIME_COST": 3,
     "PASSWORD_MEMORY_KIB": 65536,
     "LOGIN_MAX_FAILURES": 5,
-    "LOGIN_WINDOW_MIN": 15.0,
+    "LOGIN_BASE_DELAY_S": 1.0,
+    "LOGIN_MAX_DELAY_S": 300.0,
+    "LOGIN_WINDOW_MIN": 60.0,
+    "TRUSTED_PROXY_HOPS": 0,
+    "EXTERNAL_URL": None,
+    "SESSION_COOKIE_SECURE": False,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,
@@ -76,9 +88,18 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["cryofac.hasher"] = password_hasher(
         int(app.config["PASSWORD_TIME_COST"]), int(app.config["PASSWORD_MEMORY_KIB"])
     )
+    from portal.domain.accounts import dummy_hash
+
+    dummy_hash(app.extensions["cryofac.hasher"])  # now, not in the first unknown user's log-in
     app.teardown_appcontext(portal_db.close_db)
 
     edge.install(app)  # body size, NUL characters, JSON depth
+    hops = int(app.config.get("TRUSTED_PROXY_HOPS") or 0)
+    if hops > 0:  # only then is X-Forwarded-For believed (werkzeug ignores it otherwise)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
     csrf = CSRFProtect(app)
 
     from portal.api import bp as api_bp

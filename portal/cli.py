@@ -21,10 +21,10 @@ CONFIG_OPTION = click.option(
 )
 
 
-def _app(database_url: str | None, config_dir: Path | None = None):
+def _app(database_url: str | None, config_dir: Path | None = None, **extra):
     from portal import create_app
 
-    config = {}
+    config = dict(extra)
     if database_url:
         config["DATABASE_URL"] = database_url
     if config_dir:
@@ -127,6 +127,90 @@ def create_user(
         )
         db.commit()
         click.echo(f"user {user.username} ({user.role}) created")
+
+
+def _find_user(db, username: str):
+    import sqlalchemy as sa
+
+    from portal.models import User
+
+    user = db.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+@portal_group.command("set-password")
+@DB_OPTION
+@click.argument("username")
+@click.password_option(envvar="CRYOFAC_NEW_PASSWORD")
+def set_password_cmd(database_url: str | None, username: str, password: str) -> None:
+    """Reset USERNAME's password; their sessions and API tokens are revoked at once."""
+    from portal.domain.accounts import set_password
+    from portal.domain.errors import PortalError
+
+    app = _app(database_url)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        user = _find_user(db, username)
+        try:
+            set_password(db, app.extensions["cryofac.hasher"], user, password, reset=True)
+        except PortalError as exc:
+            raise click.ClickException(exc.message) from None
+        db.commit()
+    click.echo(f"password of {username} reset; its sessions and API tokens are revoked")
+
+
+def _set_active(database_url: str | None, username: str, active: bool, reason: str) -> None:
+    from portal.domain import audit
+    from portal.domain.accounts import revoke_all
+
+    app = _app(database_url)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        user = _find_user(db, username)
+        before = {"active": user.active}
+        user.active = active
+        db.flush()
+        tokens = revoke_all(db, user) if not active else 0
+        action = "activate" if active else "deactivate"
+        audit.record(db, None, action, "user", user.id, before, {"active": active}, reason)
+        db.commit()
+    state = "reactivated" if active else f"deactivated ({tokens} API token(s) revoked)"
+    click.echo(f"{username} {state}")
+
+
+@portal_group.command("deactivate")
+@DB_OPTION
+@click.argument("username")
+@click.option("--reason", default="", help="Kept in the audit log.")
+def deactivate_cmd(database_url: str | None, username: str, reason: str) -> None:
+    """Deactivate USERNAME: log-in refused, cookies, API tokens and feed links dead at once."""
+    _set_active(database_url, username, False, reason)
+
+
+@portal_group.command("activate")
+@DB_OPTION
+@click.argument("username")
+@click.option("--reason", default="", help="Kept in the audit log.")
+def activate_cmd(database_url: str | None, username: str, reason: str) -> None:
+    """Reactivate USERNAME (old cookies and tokens stay dead)."""
+    _set_active(database_url, username, True, reason)
+
+
+@portal_group.command("revoke-sessions")
+@DB_OPTION
+@click.argument("username")
+def revoke_sessions_cmd(database_url: str | None, username: str) -> None:
+    """End every browser session and delete every API token of USERNAME."""
+    from portal.domain import audit
+    from portal.domain.accounts import revoke_all
+
+    app = _app(database_url)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        user = _find_user(db, username)
+        tokens = revoke_all(db, user)
+        audit.record(db, None, "revoke_sessions", "user", user.id, after={"tokens": tokens})
+        db.commit()
+    click.echo(f"{username}: every session ended, {tokens} API token(s) revoked")
 
 
 @portal_group.command("seed-demo")
@@ -281,6 +365,27 @@ def worker(
     type=click.IntRange(1, 64),
     help="Worker processes; more than 1 needs gunicorn (pip install 'cryofac[server]').",
 )
+@click.option(
+    "--external-url",
+    envvar="CRYOFAC_EXTERNAL_URL",
+    default=None,
+    help="Scheme and host people use (e.g. https://cryoem.example.org); feed and download "
+    "links are built from it (default: http://HOST:PORT).",
+)
+@click.option(
+    "--secure-cookies/--no-secure-cookies",
+    envvar="CRYOFAC_SECURE_COOKIES",
+    default=None,
+    help="Send the session cookie over HTTPS only (default: on when --external-url is https).",
+)
+@click.option(
+    "--trusted-proxies",
+    envvar="CRYOFAC_TRUSTED_PROXIES",
+    type=click.IntRange(0, 8),
+    default=0,
+    show_default=True,
+    help="Reverse proxies in front whose X-Forwarded-For/-Proto are believed (0: ignored).",
+)
 def serve(
     database_url: str | None,
     config_dir: Path | None,
@@ -288,12 +393,19 @@ def serve(
     port: int,
     threads: int,
     workers: int,
+    external_url: str | None,
+    secure_cookies: bool | None,
+    trusted_proxies: int,
 ) -> None:
     """Serve the portal: waitress (one process) or gunicorn (--workers N)."""
-    app = _app(database_url, config_dir)
+    settings = serve_settings(host, port, external_url, secure_cookies, trusted_proxies)
+    app = _app(database_url, config_dir, **settings)
     url = app.config["DATABASE_URL"]
     click.echo(
-        f"cryofac portal on http://{host}:{port}/ (database {_safe(url)}, {workers} worker(s))"
+        f"cryofac portal on http://{host}:{port}/ (database {_safe(url)}, {workers} worker(s);"
+        f" links to {settings['EXTERNAL_URL']}, secure cookies"
+        f" {'on' if settings['SESSION_COOKIE_SECURE'] else 'off'},"
+        f" {trusted_proxies} trusted prox{'y' if trusted_proxies == 1 else 'ies'})"
     )
     if workers == 1:
         from waitress import serve as waitress_serve
@@ -309,11 +421,39 @@ def serve(
         )
         return
     app.extensions["cryofac.engine"].dispose()
-    _gunicorn(database_url or url, config_dir, host, port, threads, workers)
+    _gunicorn(database_url or url, config_dir, host, port, threads, workers, settings)
+
+
+def serve_settings(
+    host: str,
+    port: int,
+    external_url: str | None,
+    secure_cookies: bool | None,
+    trusted_proxies: int,
+) -> dict:
+    """The application settings ``serve`` passes on (a URL check included)."""
+    from urllib.parse import urlparse
+
+    url = (external_url or f"http://{host}:{port}").rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--external-url")
+    secure = parsed.scheme == "https" if secure_cookies is None else secure_cookies
+    return {
+        "EXTERNAL_URL": url,
+        "SESSION_COOKIE_SECURE": secure,
+        "TRUSTED_PROXY_HOPS": trusted_proxies,
+    }
 
 
 def _gunicorn(
-    url: str, config_dir: Path | None, host: str, port: int, threads: int, workers: int
+    url: str,
+    config_dir: Path | None,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    settings: dict,
 ) -> None:
     try:
         from gunicorn.app.base import BaseApplication
@@ -332,7 +472,7 @@ def _gunicorn(
             self.cfg.set("keepalive", 30)  # seconds an idle keep-alive connection stays open
 
         def load(self):  # in each worker, after the fork: its own engine and pool
-            return _app(url, config_dir)
+            return _app(url, config_dir, **settings)
 
     PortalServer().run()
 

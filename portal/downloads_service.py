@@ -24,6 +24,7 @@ from portal.downloads import (
     make_link_token,
     manifest_sha256sum,
 )
+from portal.links import external_url
 from portal.runs.files import (
     ENVIRONMENT_NAME,
     MANIFEST_NAME,
@@ -206,8 +207,26 @@ def find_downloadable(session, name: str) -> Downloadable | None:
     return None
 
 
-def stream(session, item: Downloadable, request):
-    """Stream ``item`` for ``request`` (Range, conditional requests, HEAD)."""
+def stream(session, item: Downloadable, request, user=None, via: str = "browser"):
+    """Stream ``item`` for ``request`` (Range, conditional requests, HEAD).
+
+    A GET by ``user`` is written to the audit log (file, range asked for, ``via``:
+    browser, api or link) and committed before the first byte is sent.
+    """
+    if user is not None and request.method == "GET":
+        from portal.db import get_db
+        from portal.domain import audit
+
+        db = get_db()
+        audit.record(
+            db,
+            user,
+            "download",
+            "session",
+            session.id,
+            after={"file": item.name, "range": request.headers.get("Range", "")[:100], "via": via},
+        )
+        db.commit()
     return file_response(
         item.path,
         request.headers,
@@ -227,4 +246,16 @@ def signed_link(user_id: int, session_id: int, name: str) -> tuple[str, datetime
         name=name,
         expires_in_s=ttl,
     )
-    return url_for("downloads.signed_download", token=token, _external=True), expires
+    return external_url("downloads.signed_download", token=token), expires
+
+
+def audit_link(session, name: str, expires: datetime, user) -> None:
+    """Record (and commit) that ``user`` made a signed link to ``name`` of ``session``."""
+    from portal.db import get_db
+    from portal.domain import audit
+
+    db = get_db()
+    audit.record(
+        db, user, "create_link", "session", session.id, after={"file": name, "expires_at": expires}
+    )
+    db.commit()

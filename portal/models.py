@@ -100,6 +100,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(sa.String(20))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Bumped by log-out, password change, reset and deactivation: every cookie that
+    #: carries an older epoch is dead at its next request.
+    auth_epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    #: Bumped to revoke every calendar-feed link issued before.
+    feed_generation: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
     def public(self) -> dict[str, Any]:
         """What any API response may say about a user (never the hash)."""
@@ -231,7 +236,8 @@ class Booking(Base):
 
     @property
     def duration_h(self) -> float:
-        return (self.end_at - self.start_at).total_seconds() / 3600.0
+        """Hours, on UTC moments (a booking across a clock change: its true length)."""
+        return (self.end_at.astimezone(UTC) - self.start_at.astimezone(UTC)).total_seconds() / 3600
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -377,3 +383,17 @@ class OutboxMessage(Base):
     @property
     def to(self) -> list[str]:
         return [r for r in self.recipients.split(",") if r]
+
+
+class LoginThrottle(Base):
+    """Failed log-ins of one key (``user:NAME`` or ``addr:IP``) and when it may try next.
+
+    Rows are locked and updated in one short transaction before any password is
+    checked, so concurrent guesses cannot slip past the count.
+    """
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(sa.String(160), primary_key=True)
+    failures: Mapped[int]
+    next_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]

@@ -142,8 +142,14 @@ SCHEMAS: dict[str, Any] = {
             "started_at": NULLABLE_TIME,
             "ended_at": NULLABLE_TIME,
             "operator": {"oneOf": [{"type": "null"}, _ref("UserPublic")]},
-            "raw_dir": {"type": ["string", "null"]},
-            "run_dir": {"type": ["string", "null"]},
+            "raw_dir": {
+                "type": ["string", "null"],
+                "description": "server folder; shown to staff and technicians only (else null)",
+            },
+            "run_dir": {
+                "type": ["string", "null"],
+                "description": "server folder; shown to staff and technicians only (else null)",
+            },
             "processing": _ref("Processing"),
             "allowed_transitions": {"type": "array", "items": {"type": "string"}},
         },
@@ -365,7 +371,11 @@ def _paths() -> dict[str, Any]:
                     "201": _json(_ref("Token"), "token issued"),
                     "400": _error("malformed request"),
                     "401": _error("wrong username or password"),
-                    "429": _error("too many failed attempts"),
+                    "429": _error(
+                        "too many failed attempts for this account or address: wait the"
+                        " seconds in the Retry-After header (delays double after each"
+                        " failure, capped; never a lock-out)"
+                    ),
                 },
             },
             "delete": {

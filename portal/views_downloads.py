@@ -36,7 +36,7 @@ def _find(session_id: int, name: str):
 @login_required
 def download(session_id: int, name: str):
     session, item = _find(session_id, name)
-    return service.stream(session, item, request)
+    return service.stream(session, item, request, g.user, "browser")
 
 
 @bp.post("/sessions/<int:session_id>/files/<path:name>/link")
@@ -44,6 +44,7 @@ def download(session_id: int, name: str):
 def make_link(session_id: int, name: str):
     session, item = _find(session_id, name)
     url, expires = service.signed_link(g.user.id, session.id, item.name)
+    service.audit_link(session, item.name, expires, g.user)
     return render_template(
         "runs/link.html",
         session=session,
@@ -76,4 +77,4 @@ def signed_download(token: str):
     item = service.find_downloadable(session, grant.name)
     if item is None:
         return _plain(404, "error: not found")
-    return service.stream(session, item, request)
+    return service.stream(session, item, request, user, "link")

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, g, render_template, url_for
+from flask import Blueprint, Response, current_app, g, render_template
 
 from portal.db import get_db
 from portal.domain.permissions import is_operator, project_ids_of
 from portal.ical import CalendarEvent, FeedTokenError, feed_token, read_feed_token, render_calendar
+from portal.links import external_url
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, MaintenanceBlock, User
 from portal.views import login_required
 
@@ -116,7 +117,7 @@ def feed(token: str):
         return Response(f"error: {exc}\n", status=404, mimetype="text/plain")
     db = get_db()
     user = db.get(User, grant.user_id)
-    if user is None or not user.active:
+    if user is None or not user.active or grant.generation != user.feed_generation:
         return Response("error: not found\n", status=404, mimetype="text/plain")
     if grant.kind == "user":
         name, events = user_feed(db, user)
@@ -131,9 +132,12 @@ def feed(token: str):
     return response
 
 
-def feed_url(kind: str, user_id: int, instrument_id: str | None = None) -> str:
-    token = feed_token(current_app.config["SECRET_KEY"], kind, user_id, instrument_id)
-    return url_for("ical.feed", token=token, _external=True)
+def feed_url(kind: str, user: User, instrument_id: str | None = None) -> str:
+    """The private feed address of ``user`` (its current generation; see EXTERNAL_URL)."""
+    token = feed_token(
+        current_app.config["SECRET_KEY"], kind, user.id, instrument_id, user.feed_generation
+    )
+    return external_url("ical.feed", token=token)
 
 
 @bp.get("/calendar/feeds")
@@ -145,6 +149,6 @@ def feeds():
     ).all()
     return render_template(
         "runs/feeds.html",
-        my_feed=feed_url("user", g.user.id),
-        instrument_feeds=[(i, feed_url("instrument", g.user.id, i.id)) for i in instruments],
+        my_feed=feed_url("user", g.user),
+        instrument_feeds=[(i, feed_url("instrument", g.user, i.id)) for i in instruments],
     )

@@ -27,6 +27,7 @@ from flask import (
 from portal import downloads_service as service
 from portal.db import get_db
 from portal.domain.permissions import is_operator, project_ids_of, visible_session
+from portal.domain.timezones import local_text
 from portal.models import AcqSession, Instrument, Project
 from portal.runs import plots
 from portal.runs.folder import RunFolder, read_classes2d
@@ -84,6 +85,7 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
             "backlog": _fmt(s.backlog),
             "batches": f"{s.batches_done} / {s.batches_total}",
             "keeping_up": pace,
+            "updated_at": local_text(s.updated_at, seconds=True),
         },
     }
 

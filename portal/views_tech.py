@@ -194,9 +194,10 @@ def _rollups(db, rule, resolution_s: int, start: datetime, end: datetime):
     return db.execute(query).all()
 
 
-def chart_svg(db, rule, span: str, now: datetime, siblings=()) -> bytes:
+def chart_svg(db, rule, span: str, now: datetime, siblings=(), zone=UTC) -> bytes:
     """Mean with min–max band of the rule's channel over ``span``, with the limit lines of
-    every absolute (high/low) rule on that channel (``siblings``, default the rule)."""
+    every absolute (high/low) rule on that channel (``siblings``, default the rule).
+    Time ticks are in ``zone`` (the facility's), named under the axis."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -227,7 +228,10 @@ def chart_svg(db, rule, span: str, now: datetime, siblings=()) -> bytes:
             if limit_rule.warning is not None:
                 ax.axhline(limit_rule.warning, color="#d97706", linewidth=0.8, linestyle=":")
         ax.set_xlim(now - length, now)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M" if span == "24h" else "%a"))
+        ax.xaxis.set_major_formatter(
+            mdates.DateFormatter("%H:%M" if span == "24h" else "%a", tz=zone)
+        )
+        ax.set_xlabel(getattr(zone, "key", None) or str(zone), fontsize=6)
     ax.set_ylabel(rule.unit, fontsize=7)
     buffer = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):
@@ -251,7 +255,9 @@ def chart(rule_id: str):
         for r in rules
         if (r.sensor, r.quantity, r.band) == (rule.sensor, rule.quantity, rule.band)
     ]
-    data = chart_svg(get_db(), rule, span, datetime.now(UTC), siblings)
+    from portal.views.calendar import facility_tz
+
+    data = chart_svg(get_db(), rule, span, datetime.now(UTC), siblings, facility_tz())
     response = Response(data, mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "private, max-age=60"
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"

@@ -279,6 +279,7 @@ class Demo:
         thread = threading.Thread(target=server.serve_forever, name="portal", daemon=True)
         thread.start()
         self.url = f"http://{self.host}:{self.port}"
+        self.app.config["EXTERNAL_URL"] = self.url  # feed and download links name it
         self.client = PortalClient(self.url)
         say("Portal serving", self.url)
         return server

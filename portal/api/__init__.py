@@ -59,8 +59,10 @@ def _portal_error(exc: PortalError):
     if not is_api_request():
         from portal.views import render_error
 
-        return render_error(exc.status, exc.message)
-    headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else None
+        return render_error(exc.status, exc.human)
+    headers = {"WWW-Authenticate": 'Bearer realm="cryofac"'} if exc.status == 401 else {}
+    if getattr(exc, "retry_after_s", None):
+        headers["Retry-After"] = str(exc.retry_after_s)
     response = json_error(exc.status, exc.code, exc.message, headers)
     extra = {key: getattr(exc, key) for key in ("rule", "reasons") if getattr(exc, key, None)}
     if extra:  # e.g. the booking rule broken, the gate's reasons

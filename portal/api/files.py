@@ -37,7 +37,7 @@ def get_file(session_id: int, name: str):
     item = service.find_downloadable(session, name)
     if item is None:
         raise NotFound(f"session {session_id} has no file {name!r}")
-    return service.stream(session, item, request)
+    return service.stream(session, item, request, g.user, "api")
 
 
 @bp.post("/sessions/<int:session_id>/files/<path:name>/link")
@@ -47,6 +47,7 @@ def make_link(session_id: int, name: str):
     if service.find_downloadable(session, name) is None:
         raise NotFound(f"session {session_id} has no file {name!r}")
     url, expires = service.signed_link(g.user.id, session.id, name)
+    service.audit_link(session, name, expires, g.user)
     response = jsonify({"url": url, "expires_at": expires.isoformat()})
     response.status_code = 201
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import current_app, g, jsonify
 
 from portal.api import bp, json_body, token_required
@@ -11,11 +13,32 @@ from portal.domain import sessions as lifecycle
 from portal.domain.errors import InvalidInput
 
 
+def for_viewer(body: dict, session) -> dict:
+    """``body`` as ``g.user`` may read it: server paths only for operators.
+
+    Researchers get no ``raw_dir``/``run_dir`` (null) and no file paths in a
+    processing error (the folder is named "the run folder").
+    """
+    if permissions.is_operator(g.user):
+        return body
+    body = dict(body, raw_dir=None, run_dir=None)
+    processing = body.get("processing") or {}
+    if "error" in processing:
+        error = str(processing["error"])
+        for path in sorted(filter(None, (session.run_dir, session.raw_dir)), key=len, reverse=True):
+            root = path.rstrip("/")
+            error = error.replace(root + "/", "").replace(root, "the run folder")
+        if re.search(r"(^|[\s'\"(=])(/|[A-Za-z]:\\)", error):  # still an absolute path
+            error = "the run folder cannot be read; the facility staff can see why"
+        body["processing"] = dict(processing, error=error)
+    return body
+
+
 @bp.get("/sessions/<int:session_id>")
 @token_required()
 def get_session(session_id: int):
     session = permissions.visible_session(get_db(), g.user, session_id)
-    return jsonify(lifecycle.as_dict(session))
+    return jsonify(for_viewer(lifecycle.as_dict(session), session))
 
 
 @bp.post("/sessions/<int:session_id>/transition")

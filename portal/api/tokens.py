@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 
 from portal.api import bp, json_body, token_required
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import InvalidInput, PortalError
+from portal.domain.login_throttle import policy_from_config
 
 
 @bp.post("/tokens")
@@ -17,10 +18,7 @@ def create_token():
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput("username and password are required strings")
     db = get_db()
-    policy = accounts.LoginPolicy(
-        int(current_app.config["LOGIN_MAX_FAILURES"]),
-        float(current_app.config["LOGIN_WINDOW_MIN"]),
-    )
+    policy = policy_from_config(current_app.config)
     try:
         user = accounts.authenticate(
             db,
@@ -44,6 +42,6 @@ def revoke_token():
     """Revoke the bearer token of this request."""
     token = request.headers["Authorization"].partition(" ")[2].strip()
     db = get_db()
-    accounts.revoke_token(db, token)
+    accounts.revoke_token(db, token, g.user)
     db.commit()
     return "", 204

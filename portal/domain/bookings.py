@@ -38,6 +38,7 @@ from portal.domain.errors import (
     InvalidTransition,
     NotFound,
 )
+from portal.domain.timezones import hours_between, local_text
 from portal.models import (
     HOLDING_BOOKING_STATES,
     AcqSession,
@@ -165,7 +166,7 @@ def check_request_rules(
             raise BookingRuleViolation(
                 "training", f"{user.username} is not trained on {instrument.id}"
             )
-    duration_h = (end - start).total_seconds() / 3600.0
+    duration_h = hours_between(start, end)
     if duration_h < instrument.min_duration_h - 1e-9:
         raise BookingRuleViolation(
             "min_duration",
@@ -208,7 +209,7 @@ def check_allocation(
     Sums the project's held bookings, so a writer holds the project lock (:func:`_lock`)
     first. ``allocated_h``: the project's allocation on this kind, when already read.
     """
-    duration_h = (end - start).total_seconds() / 3600.0
+    duration_h = hours_between(start, end)
     if allocated_h is None:
         allocated_h = project.allocation_h(instrument.kind)
     used_h = used_hours(db, project.id, instrument.kind, ignore_booking_id)
@@ -240,7 +241,7 @@ def _check_sample_prep(
     if end > session_booking.start_at:
         raise BookingRuleViolation(
             "sample_prep",
-            f"the sample-preparation slot must end by {session_booking.start_at.isoformat()}, "
+            f"the sample-preparation slot must end by {local_text(session_booking.start_at)}, "
             f"when microscope booking {session_booking.id} starts",
         )
 
@@ -326,14 +327,14 @@ def check_free(
     clash = found.get(0)
     if clash is not None:
         raise BookingConflict(
-            f"{instrument_id} is already booked from {clash.start_at.isoformat()} "
-            f"to {clash.end_at.isoformat()}"
+            f"{instrument_id} is already booked from {local_text(clash.start_at)} "
+            f"to {local_text(clash.end_at)}"
         )
     block = found.get(1)
     if block is not None:
         raise BookingConflict(
-            f"{instrument_id} is down for maintenance from {block.start_at.isoformat()} "
-            f"to {block.end_at.isoformat()}" + (f" ({block.reason})" if block.reason else "")
+            f"{instrument_id} is down for maintenance from {local_text(block.start_at)} "
+            f"to {local_text(block.end_at)}" + (f" ({block.reason})" if block.reason else "")
         )
 
 
@@ -626,7 +627,7 @@ def cancel_booking(
         raise CancellationTooLate(
             f"bookings on {booking.instrument_id} can be cancelled until "
             f"{booking.instrument.cancellation_deadline_h:g} h before the start "
-            f"({deadline.isoformat()}); ask the facility staff"
+            f"({local_text(deadline)}); ask the facility staff"
         )
     session = lock_session_of(db, booking.id)
     if session is not None and session.state != "scheduled":

@@ -15,6 +15,11 @@ class PortalError(CryofacError):
         self.message = message
         super().__init__(message)
 
+    @property
+    def human(self) -> str:
+        """The message as a page shows it to a person (plain words)."""
+        return getattr(self, "plain", None) or self.message
+
 
 class InvalidInput(PortalError):
     status = 400
@@ -61,9 +66,30 @@ class BookingRuleViolation(PortalError):
     status = 422
     code = "booking_rule"
 
+    #: What each rule means, for people (the message then says what exactly).
+    RULE_TITLES = {
+        "time_order": "The end must be after the start",
+        "project_state": "The project is not active",
+        "training": "Training needed",
+        "min_duration": "Too short",
+        "max_duration": "Too long",
+        "lead_time": "Too soon",
+        "allocation": "Not enough hours left",
+        "sample_prep": "Sample preparation",
+        "horizon": "Too far ahead",
+    }
+
     def __init__(self, rule: str, message: str):
         self.rule = rule
-        super().__init__(f"{rule}: {message}")
+        super().__init__(f"{rule}: {message}")  # the API's message (stable; rule in front)
+        title = self.RULE_TITLES.get(rule)
+        #: the message for people: plain words, no rule identifier
+        if title is None or message.lower().startswith(title.lower()):
+            self.plain = message[:1].upper() + message[1:]
+        else:
+            self.plain = f"{title}: {message}"
+        if not self.plain.endswith("."):
+            self.plain += "."
 
 
 class GateClosed(PortalError):
@@ -78,5 +104,11 @@ class GateClosed(PortalError):
 
 
 class TooManyAttempts(PortalError):
+    """Refused for now; ``retry_after_s`` says when to try again (HTTP ``Retry-After``)."""
+
     status = 429
     code = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after_s: int | None = None):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -180,11 +180,21 @@ class RunFolder:
             key=lambda m: (m.processed_at or datetime.min.replace(tzinfo=UTC), m.movie),
             reverse=True,
         )
+        base = thumbs.relative_to(self.path.resolve())
         for movie in ordered:
-            mic, ps = thumbs / f"{movie.stem}_mic.png", thumbs / f"{movie.stem}_ps.png"
-            if mic.is_file() or ps.is_file():
-                return (mic if mic.is_file() else None, ps if ps.is_file() else None)
+            # each file passes the same check as every served file: a symlink (or a
+            # stem with "..") that leads outside the run folder is not served
+            mic = self.served_path(str(base / f"{movie.stem}_mic.png"))
+            ps = self.served_path(str(base / f"{movie.stem}_ps.png"))
+            if mic is not None or ps is not None:
+                return mic, ps
         return None, None
+
+    def served_path(self, relative: str) -> Path | None:
+        """The regular file ``relative`` under the run folder, resolved (symlinks
+        followed), or None when it is missing or leads outside the folder."""
+        path = safe_join(self.path, relative)
+        return path if path is not None and path.is_file() else None
 
     def mtime(self) -> float:
         """Latest modification time (s since epoch) of summary.json and movies.tsv."""

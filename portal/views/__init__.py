@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -18,20 +16,19 @@ def render_error(status: int, message: str):
     return render_template("error.html", status=status, message=message), status
 
 
-def password_fingerprint(user: User) -> str:
-    """A keyed digest of the password hash, kept in the session cookie.
+def start_session(user: User) -> None:
+    """Log ``user`` in on this browser: a fresh cookie carrying their ``auth_epoch``.
 
-    Changing the password invalidates every cookie issued before; the cookie (signed,
-    not encrypted) reveals nothing of the hash itself.
+    The cookie is signed, not stored; it stays valid only while the account's epoch is
+    unchanged, so log-out, a password change or reset and deactivation end it at once.
     """
-    from flask import current_app
-
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+    session.clear()
+    session["user_id"] = user.id
+    session["epoch"] = user.auth_epoch
 
 
 def load_user() -> None:
-    """Set ``g.user`` from the session cookie (None when logged out).
+    """Set ``g.user`` from the session cookie (None when logged out or revoked).
 
     Not for the JSON API: its views authenticate with a bearer token (``token_required``
     sets ``g.user``) and ignore the cookie, so reading the cookie's user there would
@@ -42,13 +39,8 @@ def load_user() -> None:
         return
     user_id = session.get("user_id")
     if user_id is not None:
-        user = get_db().get(User, user_id)
-        fingerprint = session.get("pw", "")
-        if (
-            user is not None
-            and user.active
-            and hmac.compare_digest(str(fingerprint), password_fingerprint(user))
-        ):
+        user = get_db().get(User, user_id) if isinstance(user_id, int) else None
+        if user is not None and user.active and session.get("epoch") == user.auth_epoch:
             g.user = user
         else:
             session.clear()
@@ -65,20 +57,26 @@ def login_required(view: Callable) -> Callable:
 
 
 def register_views(app: Flask) -> None:
-    from portal.views import admin, auth, calendar, projects, staff
+    from portal.domain.timezones import local_text, use_display_zone
+    from portal.views import account, admin, auth, calendar, projects, staff
     from portal.views.calendar import load_facility_tz
 
     # read once at start-up, not by the first burst of concurrent requests
-    app.extensions["cryofac.tz"] = load_facility_tz(app.config.get("FACILITY_CONFIG_DIR"))
+    tz = app.extensions["cryofac.tz"] = load_facility_tz(
+        app.config.get("FACILITY_CONFIG_DIR"), app.config.get("FACILITY_TIMEZONE")
+    )
+    app.before_request(lambda: use_display_zone(tz))  # messages name the facility zone
     app.before_request(load_user)
-    for module in (auth, calendar, projects, staff, admin):
+    app.add_template_filter(lambda moment: local_text(moment, tz), "local")
+    app.add_template_filter(lambda moment: local_text(moment, tz, seconds=True), "local_s")
+    for module in (auth, account, calendar, projects, staff, admin):
         app.register_blueprint(module.bp)
 
     @app.context_processor
     def _inject() -> dict:
         from portal.domain import permissions
 
-        return {"permissions": permissions, "current_user": g.get("user")}
+        return {"permissions": permissions, "current_user": g.get("user"), "facility_tz": tz}
 
     @app.after_request
     def _security_headers(response):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -22,8 +22,9 @@ from flask import (
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
+from portal.domain.actions import holds_overlapping
 from portal.domain.bounds import bounded_date
-from portal.domain.errors import BookingRuleViolation, PortalError
+from portal.domain.errors import BookingConflict, BookingRuleViolation, PortalError
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
 from portal.views import login_required
 
@@ -35,18 +36,22 @@ def facility_tz() -> ZoneInfo:
     tz = current_app.extensions.get("cryofac.tz")
     if tz is None:
         tz = current_app.extensions["cryofac.tz"] = load_facility_tz(
-            current_app.config.get("FACILITY_CONFIG_DIR")
+            current_app.config.get("FACILITY_CONFIG_DIR"),
+            current_app.config.get("FACILITY_TIMEZONE"),
         )
     return tz
 
 
-def load_facility_tz(config_dir: str | None) -> ZoneInfo:
-    """``facility.timezone`` from facility.yaml in ``config_dir`` (embedded config if None)."""
+def load_facility_tz(config_dir: str | None, override: str | None = None) -> ZoneInfo:
+    """``facility.timezone`` from facility.yaml in ``config_dir`` (embedded config if None);
+    ``override`` (the ``FACILITY_TIMEZONE`` setting) wins when given."""
     from pathlib import Path
 
     from cryofac.config import load_facility
     from cryofac.errors import CryofacError
 
+    if override:
+        return ZoneInfo(override)
     path = Path(config_dir) / "facility.yaml" if config_dir else None
     try:
         return ZoneInfo(load_facility(path)["facility"].get("timezone", "UTC"))
@@ -157,7 +162,15 @@ def mine():
         .where(WaitlistEntry.user_id == g.user.id, WaitlistEntry.state.in_(("waiting", "offered")))
         .order_by(WaitlistEntry.start_at)
     ).all()
-    return render_template("my_bookings.html", bookings=rows, waiting=waiting, tz=facility_tz())
+    from portal.domain.actions import cancellable_ids
+
+    return render_template(
+        "my_bookings.html",
+        bookings=rows,
+        waiting=waiting,
+        tz=facility_tz(),
+        cancellable=cancellable_ids(db, g.user, rows, datetime.now(UTC)),
+    )
 
 
 @bp.post("/waitlist")
@@ -172,14 +185,14 @@ def join_waitlist():
             g.user,
             form.get("instrument_id", ""),
             _int(form.get("project_id"), "project"),
-            _local_time(form.get("start", ""), tz, "start"),
-            _local_time(form.get("end", ""), tz, "end"),
+            _local_time(form.get("start", ""), tz, "start", form.get("start_fold", "")),
+            _local_time(form.get("end", ""), tz, "end", form.get("end_fold", "")),
         )
         db.commit()
         flash("You are on the waitlist; you will be offered the slot if it is freed.")
     except PortalError as exc:
         db.rollback()
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     return redirect(url_for("calendar.mine"))
 
 
@@ -198,12 +211,13 @@ def new():
     form = request.form if request.method == "POST" else request.args
     error = rule = None
     status = 200
+    waitlist = False
     if request.method == "POST":
         tz = facility_tz()
         db = get_db()
         try:
-            start = _local_time(form.get("start", ""), tz, "start")
-            end = _local_time(form.get("end", ""), tz, "end")
+            start = _local_time(form.get("start", ""), tz, "start", form.get("start_fold", ""))
+            end = _local_time(form.get("end", ""), tz, "end", form.get("end_fold", ""))
             for_booking = form.get("for_booking_id", "").strip()
             booking = booking_rules.create_booking(
                 db,
@@ -219,7 +233,13 @@ def new():
         except PortalError as exc:
             db.rollback()
             error, status = exc.message, exc.status
-            rule = exc.rule if isinstance(exc, BookingRuleViolation) else None
+            if isinstance(exc, BookingRuleViolation):
+                rule, error = exc.rule, exc.plain
+            if isinstance(exc, BookingConflict) and "maintenance" not in exc.message:
+                # offered only for a slot someone else holds
+                waitlist = not holds_overlapping(
+                    db, g.user, form.get("instrument_id", ""), start, end
+                )
         else:
             flash(
                 f"Booked {booking.instrument_id} ({booking.status})."
@@ -234,7 +254,8 @@ def new():
         form=form,
         error=error,
         rule=rule,
-        conflict=status == 409,
+        conflict=waitlist,
+        tz=facility_tz(),
     ), status
 
 
@@ -251,21 +272,17 @@ def cancel(booking_id: int):
         db.rollback()
         if exc.status == 404:
             abort(404)
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     return redirect(url_for("calendar.mine"))
 
 
-def _local_time(value: str, tz: ZoneInfo, name: str) -> datetime:
+def _local_time(value: str, tz: ZoneInfo, name: str, fold: str = "") -> datetime:
+    """A form's wall-clock time in the facility zone as UTC (gaps refused, repeats asked),
+    within the portal's time bounds."""
     from portal.domain.bounds import bounded_time
-    from portal.domain.errors import InvalidInput
+    from portal.domain.timezones import resolve_local
 
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: {value[:40]!r} is not a date and time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return bounded_time(parsed, name)
+    return bounded_time(resolve_local(value[:64], tz, name, fold), name)
 
 
 def _int(value, name: str) -> int:

@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.db import get_db
+from portal.domain import actions, permissions
 from portal.domain import bookings as booking_rules
-from portal.domain import permissions
 from portal.domain import projects as project_rules
 from portal.domain.errors import PortalError
 from portal.models import Booking, Instrument, Project, User
@@ -47,7 +47,7 @@ def show(project_id: int):
         project=project,
         usage=usage,
         bookings=bookings,
-        transitions=project_rules.PROJECT_TRANSITIONS[project.state],
+        transitions=actions.project_transitions(g.user, project),
         instrument_kinds=sorted(set(db.scalars(sa.select(Instrument.kind)))),
         tz=facility_tz(),
     )
@@ -94,7 +94,7 @@ def change_state(project_id: int):
         flash(f"Project {project.code} is now {project.state}.")
     except PortalError as exc:
         db.rollback()
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     return redirect(url_for("projects.show", project_id=project_id))
 
 
@@ -114,7 +114,7 @@ def add_member(project_id: int):
         db.commit()
     except PortalError as exc:
         db.rollback()
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     return redirect(url_for("projects.show", project_id=project_id))
 
 
@@ -138,5 +138,5 @@ def set_allocation(project_id: int):
         db.commit()
     except PortalError as exc:
         db.rollback()
-        flash(exc.message, "error")
+        flash(exc.human, "error")
     return redirect(url_for("projects.show", project_id=project_id))

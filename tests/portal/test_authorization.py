@@ -29,13 +29,12 @@ def _book(client, headers, instrument, project_id, start, end):
 
 def _login_cookie(client, user_id: int, app) -> None:
     from portal.models import User
-    from portal.views import password_fingerprint
 
-    with app.extensions["cryofac.sessionmaker"]() as db, app.app_context():
-        pw = password_fingerprint(db.get(User, user_id))
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        epoch = db.get(User, user_id).auth_epoch
     with client.session_transaction() as session:
         session["user_id"] = user_id
-        session["pw"] = pw
+        session["epoch"] = epoch
 
 
 def test_researcher_cannot_reach_another_projects_things(world, client, slot):

@@ -76,6 +76,7 @@ def test_upgrade_from_previous_revision_keeps_data(database_url):
         assert tuple(row) == ("kept", "confirmed")
         assert conn.execute(sa.text("SELECT count(*) FROM sessions")).scalar() == 0
         assert conn.execute(sa.text("SELECT username FROM users")).scalar() == "pi"
+        assert conn.execute(sa.text("SELECT auth_epoch FROM users")).scalar() == 0
     engine.dispose()
     # and back down to the previous revision, keeping the core tables
     portal_db.downgrade(database_url, "0001")

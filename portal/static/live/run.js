@@ -42,7 +42,7 @@
       }));
       warnings.hidden = status.warnings.length === 0;
     }
-    if (status.updated_at) { setText("[data-field=updated_at]", status.updated_at.slice(0, 19).replace("T", " ")); }
+    if (status.updated_at) { setText("[data-field=updated_at]", status.display.updated_at); }
     if (status.latest_movie) { setText("[data-field=latest_movie]", status.latest_movie); }
     if (String(status.stamp) !== String(stamp)) {
       stamp = String(status.stamp);
