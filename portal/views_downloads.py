@@ -19,7 +19,7 @@ from portal.domain.errors import NotFound
 from portal.domain.permissions import visible_session
 from portal.downloads import DownloadLinkError, read_link_token
 from portal.models import User
-from portal.views import login_required
+from portal.views.common import login_required
 
 bp = Blueprint("downloads", __name__)
 

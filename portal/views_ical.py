@@ -18,7 +18,7 @@ from portal.domain.permissions import is_operator, project_ids_of
 from portal.ical import CalendarEvent, FeedTokenError, feed_token, read_feed_token, render_calendar
 from portal.links import external_url
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, MaintenanceBlock, User
-from portal.views import login_required
+from portal.views.common import login_required
 
 bp = Blueprint("ical", __name__)
 

@@ -32,7 +32,7 @@ from portal.models import AcqSession, Instrument, Project
 from portal.runs import plots
 from portal.runs.folder import RunFolder, read_classes2d
 from portal.runs.progress import summarize_run
-from portal.views import login_required
+from portal.views.common import login_required
 
 bp = Blueprint("runs", __name__)
 

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from portal.db import get_db
 from portal.domain.permissions import require_operator
 from portal.facility import env_config
-from portal.views import login_required
+from portal.views.common import login_required
 
 bp = Blueprint("tech", __name__, url_prefix="/tech")
 

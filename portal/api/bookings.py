@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request
 
-from portal.api import bp, json_body, parse_int, parse_time, token_required
+from portal.api.common import bp, json_body, parse_int, parse_time, token_required
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions

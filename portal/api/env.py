@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, g, jsonify, request
 
-from portal.api import bp, json_body, parse_time, token_required
+from portal.api.common import bp, json_body, parse_time, token_required
 from portal.db import get_db
 from portal.domain.errors import Conflict, InvalidInput, NotFound, PortalError
 from portal.domain.permissions import OPERATOR_ROLES

@@ -14,7 +14,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from portal import downloads_service as service
-from portal.api import token_required
+from portal.api.common import token_required
 from portal.db import get_db
 from portal.domain.errors import NotFound
 from portal.domain.permissions import visible_session

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import jsonify
 
-from portal.api import bp, token_required
+from portal.api.common import bp, token_required
 from portal.db import get_db
 from portal.models import Instrument
 

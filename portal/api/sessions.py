@@ -6,7 +6,7 @@ import re
 
 from flask import current_app, g, jsonify
 
-from portal.api import bp, json_body, token_required
+from portal.api.common import bp, json_body, token_required
 from portal.db import get_db
 from portal.domain import permissions
 from portal.domain import sessions as lifecycle

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, g, jsonify, request
 
-from portal.api import bp, json_body, token_required
+from portal.api.common import bp, json_body, token_required
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import InvalidInput, PortalError

@@ -10,7 +10,7 @@ from portal.domain import accounts
 from portal.domain.errors import PortalError
 from portal.domain.login_throttle import policy_from_config
 from portal.models import ApiToken
-from portal.views import login_required, start_session
+from portal.views.common import login_required, start_session
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 

@@ -75,7 +75,7 @@ def reset_password(user_id: int):
     accounts.set_password(db, current_app.extensions["cryofac.hasher"], user, password, g.user)
     db.commit()
     if user.id == g.user.id:
-        from portal.views import start_session
+        from portal.views.common import start_session
 
         start_session(user)
     # shown in this response only (a flash would carry it in the signed, unencrypted cookie)

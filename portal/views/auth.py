@@ -20,7 +20,7 @@ from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import PortalError
 from portal.domain.login_throttle import policy_from_config
-from portal.views import start_session
+from portal.views.common import start_session
 
 bp = Blueprint("auth", __name__)
 

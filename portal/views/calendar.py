@@ -26,7 +26,7 @@ from portal.domain.actions import holds_overlapping
 from portal.domain.bounds import bounded_date
 from portal.domain.errors import BookingConflict, BookingRuleViolation, PortalError
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
-from portal.views import login_required
+from portal.views.common import login_required
 
 bp = Blueprint("calendar", __name__)
 

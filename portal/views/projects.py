@@ -11,8 +11,8 @@ from portal.domain import bookings as booking_rules
 from portal.domain import projects as project_rules
 from portal.domain.errors import PortalError
 from portal.models import Booking, Instrument, Project, User
-from portal.views import login_required
 from portal.views.calendar import facility_tz
+from portal.views.common import login_required
 
 bp = Blueprint("projects", __name__, url_prefix="/projects")
 

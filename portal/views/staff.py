@@ -22,8 +22,8 @@ from portal.domain import projects as project_rules
 from portal.domain import sessions as lifecycle
 from portal.domain.errors import InvalidInput, PortalError
 from portal.models import AcqSession, Booking, Instrument, Project, User
-from portal.views import login_required
 from portal.views.calendar import _local_time, facility_tz
+from portal.views.common import login_required
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 

@@ -1,0 +1,57 @@
+"""What every server-rendered page shares: the cookie session, ``login_required`` and the
+error page. The blueprints import from here; ``portal.views`` only registers them."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import g, redirect, render_template, request, session, url_for
+
+from portal.db import get_db
+from portal.models import User
+
+
+def render_error(status: int, message: str):
+    return render_template("error.html", status=status, message=message), status
+
+
+def start_session(user: User) -> None:
+    """Log ``user`` in on this browser: a fresh cookie carrying their ``auth_epoch``.
+
+    The cookie is signed, not stored; it stays valid only while the account's epoch is
+    unchanged, so log-out, a password change or reset and deactivation end it at once.
+    """
+    session.clear()
+    session["user_id"] = user.id
+    session["epoch"] = user.auth_epoch
+
+
+def load_user() -> None:
+    """Set ``g.user`` from the session cookie (None when logged out or revoked).
+
+    Not for the JSON API: its views authenticate with a bearer token (``token_required``
+    sets ``g.user``) and ignore the cookie, so reading the cookie's user there would
+    only cost a query.
+    """
+    g.user = None
+    if request.path.startswith("/api/"):
+        return
+    user_id = session.get("user_id")
+    if user_id is not None:
+        user = get_db().get(User, user_id) if isinstance(user_id, int) else None
+        if user is not None and user.active and session.get("epoch") == user.auth_epoch:
+            g.user = user
+        else:
+            session.clear()
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any):
+        if g.get("user") is None:
+            return redirect(url_for("auth.login", next=request.full_path))
+        return view(*args, **kwargs)
+
+    return wrapper
