@@ -102,13 +102,15 @@ def create_app(config: dict | None = None) -> Flask:
 
     csrf = CSRFProtect(app)
 
+    from portal import openapi, views
     from portal.api import bp as api_bp
-    from portal.views import register_views
+    from portal.api import files as api_files
 
-    csrf.exempt(api_bp)  # the JSON API authenticates with bearer tokens, not cookies
-    app.register_blueprint(api_bp)
-    register_views(app)
-    from portal.extensions_live import register as register_live  # runs, downloads, feeds
-
-    register_live(app)
+    # every blueprint of the portal, in one list: the JSON API, its file downloads, the
+    # API's description, then the server-rendered pages
+    for blueprint in (api_bp, api_files.bp, openapi.bp, *views.blueprints()):
+        app.register_blueprint(blueprint)
+    for blueprint in (api_bp, api_files.bp):  # bearer tokens, not cookies: no CSRF
+        csrf.exempt(blueprint)
+    views.install(app)
     return app

@@ -1,7 +1,7 @@
 """Glue between sessions in the database and the files of their run folders.
 
 Used by the JSON API (``portal.api.files``) and the browser views
-(``portal.views_downloads``): find a session the user may see (404 otherwise), list
+(``portal.views.downloads``): find a session the user may see (404 otherwise), list
 its downloadable files — run outputs, the environmental provenance and a manifest
 with SHA-256 checksums — and stream one of them with HTTP Range.
 """

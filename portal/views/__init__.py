@@ -1,15 +1,41 @@
-"""Server-rendered pages, one small blueprint per area; the browser logs in with a cookie."""
+"""Server-rendered pages, one small blueprint per area; the browser logs in with a cookie.
+
+:func:`blueprints` lists the page blueprints (``create_app`` registers them with the
+API's, in one list); :func:`install` adds what every page needs: the cookie user, the
+facility's time zone, the navigation and the security headers.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Blueprint, Flask, g, url_for
 
 from portal.views.common import load_user
 
 
-def register_views(app: Flask) -> None:
+def blueprints() -> list[Blueprint]:
+    """Every page area: log-in and account, calendar, projects, staff, admin, processing
+    runs, downloads, calendar feeds and the technicians' room view."""
+    from portal.views import (
+        account,
+        admin,
+        auth,
+        calendar,
+        downloads,
+        feeds,
+        projects,
+        runs,
+        staff,
+        tech,
+    )
+
+    modules = (auth, account, calendar, projects, staff, admin, runs, downloads, feeds, tech)
+    return [module.bp for module in modules]
+
+
+def install(app: Flask) -> None:
+    """Per-request hooks, template filters and globals of the server-rendered pages."""
+    from portal.domain import permissions
     from portal.domain.timezones import local_text, use_display_zone
-    from portal.views import account, admin, auth, calendar, projects, staff
     from portal.views.calendar import load_facility_tz
 
     # read once at start-up, not by the first burst of concurrent requests
@@ -20,14 +46,15 @@ def register_views(app: Flask) -> None:
     app.before_request(load_user)
     app.add_template_filter(lambda moment: local_text(moment, tz), "local")
     app.add_template_filter(lambda moment: local_text(moment, tz, seconds=True), "local_s")
-    for module in (auth, account, calendar, projects, staff, admin):
-        app.register_blueprint(module.bp)
 
     @app.context_processor
     def _inject() -> dict:
-        from portal.domain import permissions
-
-        return {"permissions": permissions, "current_user": g.get("user"), "facility_tz": tz}
+        return {
+            "permissions": permissions,
+            "current_user": g.get("user"),
+            "facility_tz": tz,
+            "live_nav": nav_links,
+        }
 
     @app.after_request
     def _security_headers(response):
@@ -38,3 +65,16 @@ def register_views(app: Flask) -> None:
             "Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'"
         )
         return response
+
+
+def nav_links(user) -> list[tuple[str, str]]:
+    """(label, URL) of the run, room and feed pages for the top navigation of ``user``."""
+    from portal.domain.permissions import is_operator
+
+    if user is None:
+        return []
+    links = [("Runs", url_for("runs.overview"))]
+    if is_operator(user):
+        links.append(("Rooms", url_for("tech.index")))
+    links.append(("Feeds", url_for("ical.feeds")))
+    return links
