@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 from pipeline.io.particles import (
     ORIGIN_COLUMNS,
     POSE_COLUMNS,
@@ -214,15 +215,8 @@ def write_cs(
     """
     path = Path(path)
     dataset = table_to_dataset(table, micrograph_shapes, base_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            dataset.save(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        dataset.save(handle)
     return path
 
 
