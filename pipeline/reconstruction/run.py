@@ -179,7 +179,7 @@ def run_reconstruction(
     """Run (or resume) the whole reconstruction; returns the ``result.json`` content."""
     from pipeline import backend
     from pipeline.io.mrc import read_mrc, write_mrc
-    from pipeline.reconstruction import abinitio, class2d, postprocess, refine
+    from pipeline.reconstruction import abinitio, class2d, postprocess, refine, stage_cache
     from pipeline.reconstruction.fsc import fsc, resolution_at
     from pipeline.reconstruction.particles import load_particles
     from pipeline.reconstruction.symmetry import (
@@ -208,6 +208,20 @@ def run_reconstruction(
     ws = refine.build_workspace(particles.images, particles.ctf_params, pix, symmetry)
     timings["load_s"] = time.perf_counter() - t0
     rng = np.random.default_rng(seed)
+    # a stage result is reused only if made from these particles, options and code
+    star_dir = Path(particles_star).resolve().parent
+    stacks = {
+        str(star_dir / name.partition("@")[2])
+        for name in particles.table.particles["rlnImageName"].astype(str)
+    }
+    options = {
+        "class2d": {"n_classes": n_classes, "class_iterations": class_iterations, "seed": seed},
+        "abinitio": {"symmetry": symmetry, "abinitio_iterations": abinitio_iterations},
+        "refine": {"symmetry": symmetry, "refine_iterations": refine_iterations},
+    }
+    keys = stage_cache.stage_keys(stage_cache.particles_digest(particles_star, stacks), options)
+    for stage in stage_cache.prepare(out, keys):
+        say(f"{stage}: earlier result made with other inputs, options or code; recomputed")
 
     # 2D classification
     t = time.perf_counter()
@@ -369,6 +383,10 @@ def run_reconstruction(
         "abinitio": {k: v for k, v in abinitio_info.items() if k != "seconds"},
         "warnings": _warnings(abinitio_info, resolution),
         "timings": timings,
+        # what was computed: every option, the code version and each stage's cache key
+        "options": options,
+        "code_version": stage_cache.code_version(),
+        "stage_keys": keys,
     }
     _write_text(out / "result.json", json.dumps(result_json, indent=2))
     return result_json
