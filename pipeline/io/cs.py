@@ -66,8 +66,10 @@ def _micrograph_shapes(
             found[name] = (int(shapes[name][0]), int(shapes[name][1]))
             continue
         path = Path(name)
-        if not path.is_absolute() and base_dir is not None:
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
             path = base_dir / path
+        # else relative to the working folder: the run folder, where RELION-style
+        # paths (rlnMicrographName in the workflow's STAR files) resolve
         try:
             import mrcfile
 
@@ -210,7 +212,8 @@ def write_cs(
 
     Poses (``rlnAngleRot/Tilt/Psi``, ``rlnOriginX/YAngst``) become ``alignments3D/*``
     when present. ``micrograph_shapes`` maps rlnMicrographName → (rows, columns); without
-    it the MRC headers are read (relative names resolved against ``base_dir``), and
+    it the MRC headers are read (relative names resolved against ``base_dir``, else
+    against the working folder, the run folder for the workflow's files), and
     ``location/*`` is left out if a micrograph cannot be read.
     """
     path = Path(path)

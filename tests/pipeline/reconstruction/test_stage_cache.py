@@ -37,7 +37,10 @@ def test_changed_option_removes_that_stage_and_every_later_one(tmp_path):
     assert stage_cache.prepare(tmp_path, new_keys) == ["abinitio", "refine"]
     assert (tmp_path / "class2d.npz").exists() and not (tmp_path / "half1.mrc").exists()
     # other particles: nothing kept
-    star.write_text("data_particles\n# one more\n")
+    star.write_text("# written at another time: comments do not count\ndata_particles\n")
+    same = stage_cache.stage_keys(stage_cache.particles_digest(star), changed)
+    assert same == new_keys
+    star.write_text("data_particles\n\nloop_\n_rlnImageName #1\n1@a.mrcs\n")
     other = stage_cache.stage_keys(stage_cache.particles_digest(star), changed)
     assert stage_cache.prepare(tmp_path, other) == ["class2d"]
 
