@@ -822,12 +822,10 @@ def run_once(
         with contextlib.suppress(OSError, ValueError):
             summary.write_summary(out, raw_dir, "failed", scan())
         raise WorkflowFailed(explain_failure(output, out))
-    # the final word on the state (a refresh may have raced Snakemake's own hook)
+    # the state until the controller's final word (a reconstruction may follow, or run)
     latest = scan()
-    state = "running" if reconstruction_running() else "idle"
-    written = summary.write_summary(
-        out, raw_dir, "complete" if final and not latest.recent else state, latest
-    )
+    state = "running" if final or reconstruction_running() else "idle"
+    written = summary.write_summary(out, raw_dir, state, latest)
     if not interactive:
         click.echo(
             f"{time.strftime('%H:%M:%S')} pass done: {written['movies_processed']} movies "
