@@ -38,4 +38,6 @@ MOVIE_COLUMNS = (
     "ctf_fom",
     "n_particles",
     "processed_at",
+    #: why a movie failed (step: message), or why an ok movie has no particles; "" otherwise
+    "reason",
 )

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cryofac.fileio import atomic_write
 from instrument_env import conditions as cond
 from instrument_env.limits import EnvConfig, Rule, load_env_config
 from instrument_env.models import Alarm, GateOverride, Reading, RejectedReading, from_us, to_us
@@ -247,15 +246,5 @@ def write_provenance(
 ) -> dict:
     """Write :func:`summarize` as JSON to ``path`` (atomically); returns the summary."""
     summary = summarize(session, target, start, end, config=config)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary

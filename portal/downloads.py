@@ -30,6 +30,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_write
 
 CHUNK_BYTES = 1 << 20  # 1 MiB per read: constant memory, few syscalls
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -251,10 +252,7 @@ class ChecksumCache:
     def _save(self) -> None:
         if not self.store:
             return
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._entries), encoding="utf-8")
-        os.replace(tmp, self.store)
+        atomic_write(self.store, json.dumps(self._entries))
 
 
 @dataclass(frozen=True)

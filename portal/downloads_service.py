@@ -9,7 +9,6 @@ with SHA-256 checksums — and stream one of them with HTTP Range.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from flask import current_app, url_for
 
+from cryofac.fileio import atomic_write
 from portal.downloads import (
     ChecksumCache,
     build_manifest,
@@ -96,10 +96,7 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     """Write ``data`` atomically unless the file already holds it (keeps ETags stable)."""
     if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return path
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, data)
 
 
 def environment_provenance(session) -> dict[str, Any] | None:

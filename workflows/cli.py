@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from cryofac.errors import CryofacError
-from workflows import slurm_jobs
+from workflows import control, slurm_jobs
 
 WORKFLOW_DIR = Path(__file__).resolve().parent
 SNAKEFILE = WORKFLOW_DIR / "Snakefile"
@@ -127,8 +127,15 @@ def snakemake_command(
     cores: int | None,
     dry_run: bool,
     unlock: bool = False,
+    forcerun: list[str] | None = None,
+    reconstruction: str | None = None,
 ) -> list[str]:
-    """The ``python -m snakemake ...`` command line for one invocation."""
+    """The ``python -m snakemake ...`` command line for one invocation.
+
+    A preprocessing pass (``reconstruct_mode=skip``) unless ``reconstruction`` names
+    the ``reconstruct/p<N>/result.json`` to make: then only the snapshot and
+    reconstruction rules may run (workflows.background), beside a preprocessing pass.
+    """
     command = [
         sys.executable,
         "-m",
@@ -143,6 +150,7 @@ def snakemake_command(
         *[str(p) for p in config_files],
         "--config",
         f"raw_dir={raw_dir}",
+        f"reconstruct_mode={'only' if reconstruction else 'skip'}",
         "--rerun-incomplete",
         "--keep-going",
         "--nocolor",
@@ -153,6 +161,11 @@ def snakemake_command(
         command += ["--dry-run", "--quiet", "rules"]
     if unlock:
         command += ["--unlock"]
+    if reconstruction:
+        command += ["--nolock", "--allowed-rules", "particle_snapshot", "reconstruct"]
+        command += ["--", reconstruction]
+    elif forcerun:
+        command += ["--forcerun", *forcerun]
     return command
 
 
@@ -206,15 +219,25 @@ def explain_failure(output: str, out: Path) -> str:
 class Run:
     """One Snakemake invocation: output to a log file, signals forwarded, progress shown."""
 
-    def __init__(self, command: list[str], log_path: Path, show_progress: bool):
+    def __init__(
+        self,
+        command: list[str],
+        log_path: Path,
+        show_progress: bool,
+        run_lock: control.RunLock | None = None,
+        echo_progress: bool = False,
+    ):
         self.command = command
         self.log_path = log_path
         self.show_progress = show_progress
+        #: without a terminal: one plain line per progress step and per failed job
+        self.echo_progress = echo_progress
+        self.run_lock = run_lock
         self.output: list[str] = []
         self.terminated_by: int | None = None
         self.terminated_at: float | None = None
         #: seconds Snakemake gets to stop its jobs after SIGTERM before SIGKILL
-        self.grace_s = 30.0
+        self.grace_s = 10.0
 
     def _pump(self, stream, bar) -> None:
         with open(self.log_path, "a") as log:
@@ -227,6 +250,9 @@ class Run:
                     bar.total = int(match.group(2))
                     bar.n = int(match.group(1))
                     bar.refresh()
+                elif self.echo_progress and (match or _ERROR_RULE.match(line)):
+                    stamp = time.strftime("%H:%M:%S")
+                    print(f"{stamp} {line.strip()}", file=sys.stderr, flush=True)
 
     def __call__(self, refresh=None, refresh_s: float = 10.0) -> int:
         from tqdm import tqdm
@@ -238,6 +264,10 @@ class Run:
         # Snakemake and its jobs get their own process group: a signal to us is passed
         # to the whole group, so running jobs stop at once, Snakemake removes their
         # partial outputs and its lock, and a rerun redoes exactly those jobs.
+        # It also inherits the run folder's locks (workflows.control), and dies with us.
+        env = dict(os.environ)
+        if self.run_lock is not None:
+            env[control.JOBS_LOCK_ENV] = self.run_lock.jobs_path
         child = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
@@ -245,6 +275,9 @@ class Run:
             text=True,
             bufsize=1,
             start_new_session=True,
+            pass_fds=self.run_lock.fds if self.run_lock is not None else (),
+            preexec_fn=control.die_with_parent,
+            env=env,
         )
 
         def kill_group(sig: int) -> None:
@@ -320,21 +353,6 @@ def acquisition_metadata(raw_dir: Path) -> dict[str, float]:
     return values
 
 
-def hold_run_lock(out: Path):
-    """An exclusive lock on OUT for this process's lifetime (released if it dies)."""
-    import fcntl
-
-    handle = open(out / STATE_DIR / "lock", "a")  # noqa: SIM115 - kept open on purpose
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise WorkflowFailed(
-            f"{out}: another 'cryofac process' is running on this folder"
-        ) from None
-    return handle
-
-
 def _parse_until(value: str | None) -> float | None:
     if value is None:
         return None
@@ -400,6 +418,22 @@ def _parse_until(value: str | None) -> float | None:
     help="With --watch: stop (then flush) when this file appears [OUT/STOP].",
 )
 @click.option("--unlock", is_flag=True, help="Remove a stale lock left by a killed run first.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Run again every batch that has a failed movie (after fixing what made it fail).",
+)
+@click.option(
+    "--ignore-metadata-mismatch",
+    is_flag=True,
+    help="Process with the configured pixel size, dose and voltage even where the "
+    "movies' headers or acquisition.json differ by more than 1 %.",
+)
+@click.option(
+    "--allow-failed-movies",
+    is_flag=True,
+    help="Exit 0 when the run finished but some movies failed (default: exit 3).",
+)
 def process(
     raw_dir: Path,
     out: Path,
@@ -415,14 +449,25 @@ def process(
     until: str | None,
     stop_file: Path | None,
     unlock: bool,
+    retry_failed: bool,
+    ignore_metadata_mismatch: bool,
+    allow_failed_movies: bool,
 ) -> None:
     """Process the acquisition in RAW_DIR with the Snakemake workflow, into --out.
 
     Movies are grouped into fixed batches (motion correction, CTF, picking,
     extraction); particles are gathered and reconstructed once there are enough,
-    and again as they grow. Progress: OUT/summary.json and OUT/movies.tsv.
+    and again as they grow, beside the preprocessing of new movies (which never
+    waits for a reconstruction). Progress: OUT/summary.json and OUT/movies.tsv;
+    without a terminal, progress and failures are printed as lines.
+
+    Exit status: 0 when everything ran, 1 on an error (one line), 3 when the run
+    finished but some movies failed (their reasons are in OUT/movies.tsv; use
+    --allow-failed-movies for 0, --retry-failed to run their batches again).
     """
     import yaml
+
+    from workflows import background, idle, metadata
 
     raw_dir = raw_dir.resolve()
     out = out.resolve()
@@ -447,70 +492,276 @@ def process(
     config = load_config(config_file, overrides, profile_file)
     until_ts = _parse_until(until)
 
-    out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
-    state.mkdir(exist_ok=True)
-    overrides_file = state / "overrides.yaml"
-    overrides_file.write_text(yaml.safe_dump(overrides, sort_keys=True))
+    overrides_text = yaml.safe_dump(overrides, sort_keys=True)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        overrides_file = state / "overrides.yaml"
+        if not overrides_file.exists() or overrides_file.read_text() != overrides_text:
+            overrides_file.write_text(overrides_text)
+    except OSError as exc:
+        raise WorkflowFailed(
+            f"{out}: cannot write the run folder ({exc.strerror or exc}); choose another --out"
+        ) from None
     config_files = (
         ([profile_file] if profile_file else [])
         + ([config_file.resolve()] if config_file else [])
         + [overrides_file]
     )
     stop_file = (stop_file or out / "STOP").resolve()
+    check_metadata = bool(config.get("check_metadata", True)) and not ignore_metadata_mismatch
+    acquisition = _acquisition_config(config)
+    pass_print = idle.fingerprint(config)
 
-    lock = None if dry_run else hold_run_lock(out)  # noqa: F841 - held until we exit
+    run_lock = None if dry_run else control.acquire(state)
+    recon = background.Reconstruction(state / "reconstruct.out", run_lock)
+    echo = not sys.stderr.isatty()
     slurm = slurm_jobs.is_slurm_profile(profile_path)
 
-    def invoke(final: bool) -> None:
+    def check_movies(final: bool):
+        scan = scan_raw(raw_dir, config["movies"])
+        metadata.refuse_eer(raw_dir, scan.eligible)
+        if check_metadata:
+            from workflows import batching
+
+            assigned = {m for ms in batching.read_manifests(out).values() for m in ms}
+            new = [m for m in scan.eligible if m not in assigned]
+            metadata.refuse_mismatch(acquisition, raw_dir, new)
+        return scan
+
+    def files_for(final: bool) -> list[Path]:
         files = list(config_files)
         if final:
             flush_file = state / "flush.yaml"
-            flush_file.write_text("flush: true\n")
+            if not flush_file.exists():
+                flush_file.write_text("flush: true\n")
             files.append(flush_file)
+        return files
+
+    def reconstruct(final: bool, block: bool) -> None:
+        """Start the reconstruction due now (if none runs); ``block``: wait for it."""
+        if dry_run:
+            return
+        if recon.running():
+            if not block:
+                return
+            _wait_reconstruction(recon)
+            report_reconstruction(recon.finished(), block)
+        target = background.due_target(out, config, final)
+        if target is None:
+            return
+        command = snakemake_command(
+            raw_dir,
+            out,
+            files_for(final),
+            profile_path,
+            cores,
+            False,
+            reconstruction=target,
+        )
+        if echo:
+            click.echo(f"{time.strftime('%H:%M:%S')} reconstruction started: {target}", err=True)
+        recon.start(command, target)
+        if block:
+            _wait_reconstruction(recon)
+            report_reconstruction(recon.finished(), block, target)
+
+    def report_reconstruction(code: int | None, block: bool, target: str | None = None) -> None:
+        if code is None:
+            return
+        where = target or recon.target or "reconstruct"
+        if code != 0:
+            message = (
+                f"reconstruction {where} failed (exit {code}); "
+                f"job log: {out / 'logs' / 'reconstruct'}, Snakemake output: {recon.log_path}"
+            )
+            if block:
+                raise WorkflowFailed(message)
+            click.echo(f"Error: {message}", err=True)
+        elif echo:
+            click.echo(f"{time.strftime('%H:%M:%S')} reconstruction finished: {where}", err=True)
+
+    def invoke(final: bool, block_reconstruction: bool) -> None:
+        scan = check_movies(final)
+        ended = recon.finished()
+        report_reconstruction(ended, False)
+        forcerun = failed_batch_targets(out) if retry_failed and not final else []
+        if (
+            watch
+            and not final
+            and not dry_run
+            and not unlock
+            and not forcerun
+            and idle.is_idle(out, state, scan, config)
+        ):
+            now = "running" if recon.running() else "idle"
+            _refresh_if_changed(out, raw_dir, scan, now, force=ended is not None)
+            return
+        files = files_for(final)
         stale = not dry_run and any((out / ".snakemake" / "locks").glob("*.lock"))
         if unlock or stale:
-            # we hold OUT's run lock, so no other cryofac process runs here: a
-            # Snakemake lock left behind is from a killed run
+            # control.acquire proved that no process of an earlier run is alive (they
+            # hold jobs.lock), so a Snakemake lock left behind is stale
             Run(
                 snakemake_command(raw_dir, out, files, profile_path, cores, False, unlock=True),
                 state / "snakemake.out",
                 False,
+                run_lock,
             )()
+        idle.forget_pass(state)
         if slurm and not dry_run:
             wait_for_previous_jobs(raw_dir, out, config)
-        run_once(raw_dir, out, files, profile_path, cores, dry_run, config, final)
+        run_once(
+            raw_dir,
+            out,
+            files,
+            profile_path,
+            cores,
+            dry_run,
+            config,
+            final,
+            run_lock=run_lock,
+            forcerun=forcerun,
+            reconstruction_running=recon.running,
+        )
+        reconstruct(final, block=block_reconstruction)
+        if not dry_run:
+            idle.record_pass(state, pass_print)
+            _refresh_if_changed(
+                out, raw_dir, scan_raw(raw_dir, config["movies"]), final_state(final), force=True
+            )
 
-    if not watch:
-        invoke(flush)
-        return
+    def final_state(final: bool) -> str:
+        if recon.running():
+            return "running"
+        return "complete" if final and not scan_raw(raw_dir, config["movies"]).recent else "idle"
 
-    click.echo(f"Watching {raw_dir}; stop with Ctrl-C or by creating {stop_file}", err=True)
-    stopped = {"signal": None}
+    try:
+        if not watch:
+            invoke(flush, block_reconstruction=True)
+            _exit_for_failed_movies(out, dry_run or allow_failed_movies)
+            return
+
+        click.echo(f"Watching {raw_dir}; stop with Ctrl-C or by creating {stop_file}", err=True)
+        stopped = {"signal": None}
+
+        def stop(signum, _frame):
+            stopped["signal"] = signum
+
+        while True:
+            invoke(final=False, block_reconstruction=False)
+            deadline = time.time() + interval
+            previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                while time.time() < deadline and stopped["signal"] is None:
+                    if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
+                        break
+                    time.sleep(min(1.0, max(0.0, deadline - time.time())))
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+            if stopped["signal"] is not None:
+                recon.stop()
+                click.echo("Stopped; run again to continue.", err=True)
+                return
+            if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
+                click.echo("Acquisition over: processing the remaining movies.", err=True)
+                wait_until_quiet(raw_dir, config["movies"])
+                if recon.running():
+                    _wait_reconstruction(recon)
+                    report_reconstruction(recon.finished(), False)
+                invoke(final=True, block_reconstruction=True)
+                _exit_for_failed_movies(out, allow_failed_movies)
+                return
+    finally:
+        recon.stop()
+
+
+def _acquisition_config(config: dict) -> dict[str, float]:
+    """The acquisition section the steps will run with (facility defaults + overrides)."""
+    from cryofac.config import load_pipeline
+
+    sections = {k: config[k] for k in PIPELINE_SECTIONS if k in config}
+    return dict(load_pipeline(overrides=sections)["acquisition"])
+
+
+def _wait_reconstruction(recon) -> None:
+    """Wait for the running reconstruction; SIGTERM/SIGINT stop it (and then us)."""
+    stopped: dict[str, int | None] = {"signal": None}
 
     def stop(signum, _frame):
         stopped["signal"] = signum
 
-    while True:
-        invoke(final=False)
-        deadline = time.time() + interval
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            while time.time() < deadline and stopped["signal"] is None:
-                if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
-                    break
-                time.sleep(min(1.0, max(0.0, deadline - time.time())))
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        if stopped["signal"] is not None:
-            click.echo("Stopped; run again to continue.", err=True)
+    try:
+        while recon.running() and stopped["signal"] is None:
+            time.sleep(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped["signal"] is not None:
+        recon.stop()
+        raise WorkflowFailed(
+            f"stopped by signal {signal.Signals(stopped['signal']).name}; "
+            "run the same command again to continue"
+        )
+
+
+def failed_batch_targets(out: Path) -> list[str]:
+    """Motion-correction outputs of every batch with a failed movie (for --forcerun)."""
+    from workflows import batching
+    from workflows.summary import read_tsv
+
+    targets = []
+    for batch in batching.read_manifests(out):
+        rows = read_tsv(out / batching.BATCHES_DIR / batch / "movies.tsv")
+        if any(r.get("status") == "failed" for r in rows):
+            targets.append(f"{batching.BATCHES_DIR}/{batch}/motioncorr/status.tsv")
+    return targets
+
+
+class MoviesFailed(click.ClickException):
+    """The run finished, but some movies failed (exit status 3)."""
+
+    exit_code = 3
+
+
+def _exit_for_failed_movies(out: Path, allowed: bool) -> None:
+    """Exit 3 with one line when movies failed (unless ``allowed``)."""
+    from workflows.summary import read_tsv
+
+    rows = read_tsv(out / "movies.tsv")
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        first = failed[0]
+        message = (
+            f"{len(failed)} of {len(rows)} movies failed (first: {first['movie']}: "
+            f"{first.get('reason') or 'see its batch log'}); reasons in {out / 'movies.tsv'}"
+        )
+        if allowed:
+            click.echo(f"Warning: {message}", err=True)
             return
-        if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
-            click.echo("Acquisition over: processing the remaining movies.", err=True)
-            wait_until_quiet(raw_dir, config["movies"])
-            invoke(final=True)
+        raise MoviesFailed(message)
+
+
+def _refresh_if_changed(out: Path, raw_dir: Path, scan, state: str, force: bool = False) -> None:
+    """Rewrite the summary when its state or movie count changed (or ``force``)."""
+    import json
+
+    from workflows import summary
+
+    try:
+        current = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        current = None
+    if current is not None and not force:
+        seen = len(scan.eligible) + len(scan.recent)
+        if current.get("state") == state and current.get("movies_seen") == seen:
             return
+    with contextlib.suppress(OSError, ValueError):
+        summary.write_summary(out, raw_dir, state, scan)
 
 
 def scan_raw(raw_dir: Path, movies: dict):
@@ -586,14 +837,27 @@ def run_once(
     dry_run: bool,
     config: dict,
     final: bool,
+    run_lock: control.RunLock | None = None,
+    forcerun: list[str] | None = None,
+    reconstruction_running=lambda: False,
 ) -> None:
-    """One Snakemake invocation; raises :class:`WorkflowFailed` with one line on error."""
+    """One preprocessing Snakemake pass; raises :class:`WorkflowFailed` with one line."""
     from workflows import summary
 
-    command = snakemake_command(raw_dir, out, config_files, profile, cores, dry_run)
+    command = snakemake_command(
+        raw_dir, out, config_files, profile, cores, dry_run, forcerun=forcerun
+    )
     log_path = out / STATE_DIR / "snakemake.out"
-    log_path.write_text("")
-    run = Run(command, log_path, show_progress=sys.stderr.isatty() and not dry_run)
+    if not dry_run:
+        log_path.write_text("")
+    interactive = sys.stderr.isatty()
+    run = Run(
+        command,
+        log_path if not dry_run else out / STATE_DIR / "dry-run.out",
+        show_progress=interactive and not dry_run,
+        run_lock=run_lock,
+        echo_progress=not interactive and not dry_run,
+    )
 
     def scan():
         return scan_raw(raw_dir, config["movies"])
@@ -628,11 +892,16 @@ def run_once(
         with contextlib.suppress(OSError, ValueError):
             summary.write_summary(out, raw_dir, "failed", scan())
         raise WorkflowFailed(explain_failure(output, out))
-    # the final word on the state (a refresh may have raced Snakemake's own hook)
+    # the state until the controller's final word (a reconstruction may follow, or run)
     latest = scan()
-    summary.write_summary(
-        out, raw_dir, "complete" if final and not latest.recent else "idle", latest
-    )
+    state = "running" if final or reconstruction_running() else "idle"
+    written = summary.write_summary(out, raw_dir, state, latest)
+    if not interactive:
+        click.echo(
+            f"{time.strftime('%H:%M:%S')} pass done: {written['movies_processed']} movies "
+            f"processed, {written['movies_failed']} failed, {written['particles']} particles",
+            err=True,
+        )
 
 
 def _job_table(output: str) -> str:

@@ -17,11 +17,12 @@ import csv
 import datetime as dt
 import json
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryofac.fileio import atomic_write
 from cryofac.run_folder import MOVIE_COLUMNS
 from cryofac.run_folder import RUN_STATES as STATES
 from cryofac.run_folder import SUMMARY_SCHEMA as SCHEMA
@@ -51,17 +52,8 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` atomically (:func:`cryofac.fileio.atomic_write`, mode from the umask)."""
+    atomic_write(path, text, newline="")
 
 
 def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -144,14 +136,7 @@ def batch_table(batch_dir: str | os.PathLike, processed_at: float | None = None)
     rows = []
     for movie in movies:
         stem = batching.stem(movie)
-        # a movie is absent from the status of steps after the one it failed in
-        if steps["motioncorr"].get(stem, ("failed", ""))[0] == "ok":
-            ctf_status = steps["ctf"].get(stem, ("failed", ""))[0]
-            failed = ctf_status == "failed" or (
-                ctf_status == "ok" and steps["pick"].get(stem, ("failed", ""))[0] == "failed"
-            )
-        else:
-            failed = True
+        failed, reason = movie_outcome(steps, stem)
         m, c = motion.get(stem, {}), ctf.get(stem, {})
         du, dv = c.get("rlnDefocusU"), c.get("rlnDefocusV")
         rows.append(
@@ -170,9 +155,33 @@ def batch_table(batch_dir: str | os.PathLike, processed_at: float | None = None)
                 "ctf_fom": c.get("rlnCtfFigureOfMerit"),
                 "n_particles": 0 if failed else counts.get(stem, 0),
                 "processed_at": when,
+                "reason": reason,
             }
         )
     return rows
+
+
+def movie_outcome(
+    steps: Mapping[str, Mapping[str, tuple[str, str]]], stem: str
+) -> tuple[bool, str]:
+    """(failed, reason) of one movie from the steps' status tables, in step order.
+
+    A movie is absent from the status of the steps after the one it failed in. The
+    reason names the step and its message (``motioncorr: gain ... does not match``);
+    a micrograph rejected for its CTF fit is not failed but says why it has no particles.
+    """
+    motion_state, motion_message = steps["motioncorr"].get(stem, ("failed", "no result"))
+    if motion_state != "ok":
+        return True, f"motioncorr: {motion_message or 'no output written'}"
+    ctf_state, ctf_message = steps["ctf"].get(stem, ("failed", "no result"))
+    if ctf_state == "failed":
+        return True, f"ctf: {ctf_message or 'no output written'}"
+    if ctf_state != "ok":
+        return False, f"ctf {ctf_state}: {ctf_message}"
+    pick_state, pick_message = steps["pick"].get(stem, ("failed", "no result"))
+    if pick_state == "failed":
+        return True, f"pick: {pick_message or 'no output written'}"
+    return False, ""
 
 
 def write_batch_table(batch_dir: str | os.PathLike, path: str | os.PathLike) -> list[dict]:
@@ -198,6 +207,35 @@ def latest_reconstruction(out_dir: Path) -> Path | None:
 def latest_log(out_dir: Path) -> str | None:
     logs = sorted((out_dir / ".snakemake" / "log").glob("*.snakemake.log"))
     return str(logs[-1].relative_to(out_dir)) if logs else None
+
+
+_EPU_TIME = re.compile(r"_(\d{8})_(\d{6})(?:_fractions|_EER)?\.[A-Za-z]+$")
+
+
+def acquisition_times(scan: batching.MovieScan) -> dict[str, float]:
+    """When each movie was acquired (seconds since the epoch), from its metadata.
+
+    EPU names carry the exposure's time (``..._<YYYYMMDD>_<HHMMSS>_fractions.tiff``,
+    microscope local time); when every eligible movie has one, those times are used.
+    Otherwise the files' modification times (which a plain copy resets).
+    """
+    times: dict[str, float] = {}
+    for name in scan.eligible:
+        match = _EPU_TIME.search(name)
+        if match is None:
+            return dict(scan.mtimes)
+        try:
+            moment = dt.datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")
+        except ValueError:
+            return dict(scan.mtimes)
+        times[name] = moment.timestamp()
+    return times
+
+
+def keeping_up(backlog: int, batch_size: int) -> bool:
+    """Processing keeps pace when no more than two batches' worth of movies wait
+    (one batch filling, one being processed); a growing backlog says otherwise."""
+    return backlog <= 2 * max(1, batch_size)
 
 
 def _rate_per_h(count: int, first: float | None, last: float | None) -> float | None:
@@ -243,8 +281,18 @@ def write_summary(
         for r in rows
         if r.get("processed_at")
     ]
-    first_movie = scan.first_mtime if scan else None
-    last_movie = scan.last_mtime if scan else None
+    acquired = acquisition_times(scan) if scan else {}
+    first_movie = min(acquired.values(), default=None)
+    last_movie = max(acquired.values(), default=None)
+    done = len(rows)
+    backlog = max(0, seen - done)
+    batch_size = max((len(m) for m in manifests.values()), default=0)
+    # processing rate: movies through the pipeline per hour of acquisition so far (from
+    # the first movie's arrival on disk to the last batch's end), not within one batch
+    arrived = min(scan.mtimes.values(), default=None) if scan else None
+    processing_rate = None
+    if times and arrived is not None and max(times) > arrived:
+        processing_rate = round(done * 3600.0 / (max(times) - arrived), 2)
 
     outputs: dict[str, str | None] = dict.fromkeys(OUTPUT_FILES)
     resolution = b_factor = None
@@ -274,12 +322,10 @@ def write_summary(
         "batches_total": max(len(manifests), batches_planned or 0),
         "first_movie_at": iso(first_movie),
         "last_movie_at": iso(last_movie),
-        "acquisition_rate_per_h": _rate_per_h(
-            len(scan.eligible) if scan else 0, first_movie, last_movie
-        ),
-        "processing_rate_per_h": _rate_per_h(
-            len(times), min(times, default=None), max(times, default=None)
-        ),
+        "acquisition_rate_per_h": _rate_per_h(len(acquired), first_movie, last_movie),
+        "processing_rate_per_h": processing_rate,
+        "backlog": backlog,
+        "keeping_up": keeping_up(backlog, batch_size) if seen else None,
         "resolution_A": resolution,
         "b_factor": b_factor,
         "warnings": warnings,

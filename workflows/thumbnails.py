@@ -10,10 +10,11 @@ atomically (temporary file, rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from cryofac.fileio import atomic_path
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -27,15 +28,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def _save_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def block_average(image: np.ndarray, size: int) -> np.ndarray:

@@ -60,10 +60,14 @@ def demo(
     Creates the database and facility, simulates the rooms and an acquisition,
     processes it with the Snakemake workflow and serves the result in the portal.
     """
+    import signal
     from pathlib import Path
 
     from cryofac.demo.story import Demo, preset
 
+    # SIGTERM stops the demo like Ctrl-C: every child (portal, feed, cryofac process,
+    # Snakemake, steps) is stopped on the way out, none left running
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = preset("fast" if fast else "full", movies=movies, seed=seed)
     story = Demo(Path(workdir), settings, host=host, port=port, fresh=fresh)
     story.run(serve=not no_serve)

@@ -474,6 +474,7 @@ class Demo:
             sys.executable, "-m", "cryofac.cli", "process", str(self.raw_dir),
             "--out", str(self.run_dir), "--config", str(config), "--watch",
             "--interval", str(s.watch_interval_s), "--stop-file", str(stop_file),
+            "--allow-failed-movies",  # failed movies are counted in the demo's result
         ]  # fmt: skip
         errors: list[BaseException] = []
 
@@ -497,8 +498,14 @@ class Demo:
         acquisition = threading.Thread(target=acquire, name="acquisition", daemon=True)
         t0 = time.monotonic()
         with open(log_path, "w") as log:
+            from workflows.control import die_with_parent
+
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # a killed demo leaves no workflow behind
             )
             acquisition.start()
             bar = _bar(s.movies, "movies processed")
@@ -525,8 +532,13 @@ class Demo:
                 self._update_bar(bar)
             except BaseException:
                 if process.poll() is None:
+                    note("stopping: cryofac process and its jobs (a few seconds)")
                     os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(timeout=60)
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        process.wait()
                 raise
             finally:
                 bar.close()

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 from pipeline.io.particles import (
     ORIGIN_COLUMNS,
     POSE_COLUMNS,
@@ -65,8 +66,10 @@ def _micrograph_shapes(
             found[name] = (int(shapes[name][0]), int(shapes[name][1]))
             continue
         path = Path(name)
-        if not path.is_absolute() and base_dir is not None:
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
             path = base_dir / path
+        # else relative to the working folder: the run folder, where RELION-style
+        # paths (rlnMicrographName in the workflow's STAR files) resolve
         try:
             import mrcfile
 
@@ -212,20 +215,14 @@ def write_cs(
 
     Poses (``rlnAngleRot/Tilt/Psi``, ``rlnOriginX/YAngst``) become ``alignments3D/*``
     when present. ``micrograph_shapes`` maps rlnMicrographName → (rows, columns); without
-    it the MRC headers are read (relative names resolved against ``base_dir``), and
+    it the MRC headers are read (relative names resolved against ``base_dir``, else
+    against the working folder, the run folder for the workflow's files), and
     ``location/*`` is left out if a micrograph cannot be read.
     """
     path = Path(path)
     dataset = table_to_dataset(table, micrograph_shapes, base_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            dataset.save(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        dataset.save(handle)
     return path
 
 

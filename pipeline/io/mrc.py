@@ -7,13 +7,13 @@ Errors are :class:`MRCError` with the file name and what is wrong.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 
 
 class MRCError(CryofacError):
@@ -62,18 +62,10 @@ def write_mrc(
     data = np.asarray(data)
     if data.dtype == np.float64:
         data = data.astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with mrcfile.new(tmp, overwrite=True) as handle:
-            handle.set_data(np.ascontiguousarray(data))
-            if stack and data.ndim == 3:
-                handle.set_image_stack()
-            handle.voxel_size = voxel_size_A
-            handle.update_header_stats()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as handle:
+        handle.set_data(np.ascontiguousarray(data))
+        if stack and data.ndim == 3:
+            handle.set_image_stack()
+        handle.voxel_size = voxel_size_A
+        handle.update_header_stats()
     return path

@@ -15,7 +15,6 @@ file that is renamed into place, so readers never see half a file.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 
 
 class ParticleStarError(CryofacError):
@@ -170,10 +170,7 @@ def write_particles_star(path: str | os.PathLike, table: ParticleTable) -> Path:
 
     path = Path(path)
     validate(table, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         starfile.write(
             {
                 "optics": table.optics.reset_index(drop=True),
@@ -188,10 +185,6 @@ def write_particles_star(path: str | os.PathLike, table: ParticleTable) -> Path:
         for block in ("data_optics", "data_particles"):
             text = text.replace(f"\n{block}\n", f"\n# version 30001\n\n{block}\n", 1)
         Path(tmp).write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -14,7 +14,6 @@ against the reference and shifts frames by −peak). See :func:`write_shifts`.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 
 
 class StarError(CryofacError):
@@ -83,15 +83,8 @@ def write_star(
     import starfile
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         starfile.write(dict(blocks), tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,7 +10,6 @@ block when the file has one, otherwise from the caller.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path
 from pipeline.ctf_model import CTFParams
 
 
@@ -33,15 +33,8 @@ def coordinate_path(out_dir: str | os.PathLike, micrograph: str | os.PathLike) -
 def _write_star(path: Path, blocks: dict[str, pd.DataFrame]) -> Path:
     import starfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         starfile.write(blocks, tmp, overwrite=True, float_format="%.6f")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from cryofac.fileio import atomic_write
 
 #: share of the whole run's time each stage takes (the bar's fraction and ETA)
 STAGE_WEIGHTS = {
@@ -26,10 +27,7 @@ STAGE_WEIGHTS = {
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data))
 
 
 class Progress:

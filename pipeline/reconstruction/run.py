@@ -20,13 +20,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_path, atomic_write
 from pipeline.reconstruction.options import (
     Class2DOptions,
     ReconstructOptions,
@@ -39,21 +39,12 @@ class ReconstructionError(CryofacError):
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def write_fsc_star(
@@ -78,10 +69,8 @@ def write_fsc_star(
     for name, values in (extra or {}).items():
         columns[name] = np.asarray(values, dtype=float)
     frame = pd.DataFrame(columns)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    starfile.write({"fsc": frame}, tmp, overwrite=True, float_format="%.6f")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        starfile.write({"fsc": frame}, tmp, overwrite=True, float_format="%.6f")
 
 
 def code_version() -> str:

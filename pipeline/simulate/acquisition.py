@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryofac.fileio import atomic_path, atomic_write
 from pipeline.ctf_model import CTFParams
 from pipeline.simulate.micrograph import random_ctf_values
 from pipeline.simulate.movie import (
@@ -72,29 +73,15 @@ def _stem(name: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-        readable(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    readable(atomic_write(path, text))
 
 
 def _write_star(path: Path, blocks: dict) -> None:
     import starfile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         starfile.write(blocks, tmp, overwrite=True, float_format="%.6f")
-        os.replace(tmp, path)
-        readable(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    readable(path)
 
 
 def _epu_xml(name: str, truth: MovieTruth, params: dict, stamp: datetime) -> str:

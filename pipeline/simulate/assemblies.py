@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryofac.fileio import atomic_write
 from pipeline.simulate.volume import (
     SimulationError,
     _check,
@@ -167,13 +168,7 @@ def assembly_volume(
     volume = _potential_on_grid(int(box), pixel_size_A, structure=structure)
     volume = np.ascontiguousarray(volume, dtype=np.float32)
     try:
-        import tempfile
-
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, volume)
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write(path, lambda handle: np.save(handle, volume))
+    except OSError:  # a cache only: an unwritable cache folder is not an error
         pass
     return volume

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryofac.fileio import atomic_path
 from pipeline.ctf_model import CTFParams
 from pipeline.simulate.micrograph import (
     MicrographTruth,
@@ -301,7 +302,6 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
     value is an integer count in range, else float32; the pixel size goes into the TIFF
     resolution tags (pixels per cm) and the ImageDescription. Returns the path.
     """
-    import tempfile
 
     path = Path(path)
     frames = np.asarray(frames)
@@ -321,11 +321,8 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
         data = frames.astype(np.uint8 if frames.max() < 256 else np.uint16)
     else:
         data = frames.astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        per_cm = 1e8 / pixel_size_A
+    per_cm = 1e8 / pixel_size_A
+    with atomic_path(path) as tmp:
         tifffile.imwrite(
             tmp,
             data,
@@ -337,10 +334,6 @@ def write_movie(path: str | os.PathLike, frames: np.ndarray, pixel_size_A: float
             description=f"cryofac simulated movie; pixel_size_A={pixel_size_A}",
             metadata=None,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return readable(path)
 
 

@@ -16,18 +16,19 @@ simulation reuses them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cryofac.errors import CryofacError
+from cryofac.fileio import atomic_write
 
 #: h²/(2π m0 e): converts gemmi's electron-scattering density (Å⁻²) to potential (V)
 POTENTIAL_V_A2 = 47.87801
@@ -224,14 +225,8 @@ def reference_volume(
         volume = lowpass(volume, pixel_size_A, resolution_A)
     lo = n_big // 2 - box // 2
     volume = np.ascontiguousarray(volume[lo : lo + box, lo : lo + box, lo : lo + box], np.float32)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, volume)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an unwritable cache only costs time
+    with contextlib.suppress(OSError):  # an unwritable cache only costs time
+        atomic_write(path, lambda handle: np.save(handle, volume))
     return volume
 
 

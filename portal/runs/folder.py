@@ -123,15 +123,22 @@ class RunSummary:
     per_movie: str = "movies.tsv"
     thumbnails: str = "thumbnails/"
     log: str | None = None
+    #: the workflow's own verdict (``summary["keeping_up"]``, from its backlog), if written
+    reported_keeping_up: bool | None = None
 
     @property
     def keeping_up(self) -> bool | None:
         """Whether processing keeps pace with acquisition (None when unknown).
 
+        The workflow's verdict when the summary has one (it knows its batch size).
+        Otherwise:
+
         A run keeps up when its processing rate is at least 90 % of the acquisition
         rate, or when the backlog (seen − processed − failed) is under one batch'
         worth of a few movies, i.e. it has caught up.
         """
+        if self.reported_keeping_up is not None:
+            return self.reported_keeping_up
         backlog = self.movies_seen - self.movies_processed - self.movies_failed
         if backlog <= 2:
             return True
@@ -283,6 +290,9 @@ def read_summary(path: str | Path) -> RunSummary:
         per_movie=str(data.get("per_movie") or "movies.tsv"),
         thumbnails=str(data.get("thumbnails") or "thumbnails/"),
         log=data.get("log"),
+        reported_keeping_up=(
+            data.get("keeping_up") if isinstance(data.get("keeping_up"), bool) else None
+        ),
     )
 
 

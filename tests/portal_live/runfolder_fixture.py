@@ -39,6 +39,7 @@ def realistic_rows(n: int, seed: int = 0, failed_every: int = 37) -> list[dict]:
                 "ctf_fom": f"{rng.uniform(0.1, 0.35):.3f}" if ok else "",
                 "n_particles": str(int(rng.poisson(160))) if ok else "",
                 "processed_at": (T0 + timedelta(seconds=7 * i)).isoformat(),
+                "reason": "" if ok else "motioncorr: not an MRC or TIFF movie",
             }
         )
     return rows
@@ -65,6 +66,7 @@ def movie_rows(n: int, failed: tuple[int, ...] = ()) -> list[dict]:
                 "ctf_fom": "0.25" if ok else "",
                 "n_particles": str(100 + i) if ok else "",
                 "processed_at": (T0 + timedelta(seconds=7 * i)).isoformat(),
+                "reason": "" if ok else "motioncorr: not an MRC or TIFF movie",
             }
         )
     return rows

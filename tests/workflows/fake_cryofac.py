@@ -11,6 +11,11 @@ with values derived from the input names, so reruns give identical bytes:
 - ``FAKE_CRYOFAC_HANG_ONCE=STEP:MARKER:SECONDS`` makes the first call of STEP (while
   MARKER does not exist; it is created) hang for SECONDS, like a stuck job, for
   time-limit tests; later calls (the retry) run normally.
+- fault injection: ``FAKE_CRYOFAC_BAD_GAIN=1`` fails every movie of motion correction
+  as a content error (a gain reference of the wrong shape); while the file named by
+  ``FAKE_CRYOFAC_DISK_FULL`` exists, motion correction fails each movie with the
+  ``OSError`` of a full disk (``[Errno 28] No space left on device``), as the real
+  step reports it; ``FAKE_CRYOFAC_RECON_SLEEP`` (seconds) slows the reconstruction.
 """
 
 from __future__ import annotations
@@ -70,7 +75,20 @@ def _star(path: Path, blocks: dict) -> None:
 
 def motioncorr(inputs, out: Path) -> list[str]:
     failed, rows = [], []
+    full = os.environ.get("FAKE_CRYOFAC_DISK_FULL")
     for movie in inputs:
+        if full and os.path.exists(full):
+            error = OSError(28, os.strerror(28), str(out / f"{_stem(movie)}.mrc"))
+            print(f"Error: {os.path.basename(movie)}: {error}", file=sys.stderr)
+            failed.append(movie)
+            continue
+        if os.environ.get("FAKE_CRYOFAC_BAD_GAIN"):
+            print(
+                f"Error: {os.path.basename(movie)}: gain reference is 4096x4096, frames 8x8",
+                file=sys.stderr,
+            )
+            failed.append(movie)
+            continue
         if Path(movie).read_bytes()[:7] == b"CORRUPT":
             print(f"Error: {os.path.basename(movie)}: not an MRC or TIFF movie", file=sys.stderr)
             failed.append(movie)
@@ -176,6 +194,7 @@ def reconstruct(star: str, out: Path) -> None:
     from pipeline.io.particles import read_particles_star
     from pipeline.reconstruction.particles import load_particles
 
+    time.sleep(float(os.environ.get("FAKE_CRYOFAC_RECON_SLEEP", "0")))
     table = read_particles_star(star)
     load_particles(star)  # every stack the STAR names must be readable from here
     n = len(table)

@@ -132,7 +132,10 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     args = (str(raw), "--out", str(out), "--config", str(small_config), "--cores", "2")
 
     first = run_process(*args, env=env)
-    assert first.returncode == 0, first.stderr
+    # finished, but a movie failed: exit 3 with the reason, progress lines without a tty
+    assert first.returncode == 3, first.stderr
+    assert "1 of 12 movies failed (first: movie_006.mrc: motioncorr: not an MRC" in first.stderr
+    assert "pass done: 11 movies processed, 1 failed" in first.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["schema"] == "cryofac-run-summary/1"
     assert summary["state"] == "idle"
@@ -146,6 +149,8 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     assert [r["movie"] for r in rows] == MOVIES
     failed = [r for r in rows if r["status"] == "failed"]
     assert [r["movie"] for r in failed] == ["movie_006.mrc"]
+    assert failed[0]["reason"] == "motioncorr: not an MRC or TIFF movie"
+    assert all(r["reason"] == "" for r in rows if r["status"] == "ok")
     assert summary["particles"] == sum(int(r["n_particles"]) for r in rows) >= 20
     assert summary["outputs"]["map"].startswith("reconstruct/p")
     thumbnails = sorted(p.name for p in (out / "thumbnails").iterdir())
@@ -165,13 +170,14 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     assert sum(c.startswith("reconstruct") for c in first_calls) == 1
 
     before = _outputs(out)
-    second = run_process(*args, env=env)
+    second = run_process(*args, "--allow-failed-movies", env=env)
     assert second.returncode == 0, second.stderr
+    assert "Warning: 1 of 12 movies failed" in second.stderr
     assert _calls(calls) == first_calls  # no step ran
     assert _outputs(out) == before
 
     write_movies(raw, [f"movie_{i:03d}.mrc" for i in range(13, 17)])
-    third = run_process(*args, env=env)
+    third = run_process(*args, "--allow-failed-movies", env=env)
     assert third.returncode == 0, third.stderr
     new_calls = _calls(calls)[len(first_calls) :]
     assert [c.split()[0] for c in new_calls] == [

@@ -22,6 +22,7 @@ if not os.path.isdir(RAW_DIR):
     raise WorkflowError(f"{RAW_DIR}: acquisition folder not found")
 
 CRYOFAC = config["cryofac"]
+RECONSTRUCT_MODE = config.get("reconstruct_mode", "inline")
 
 SCAN = batching.scan_movies(
     RAW_DIR,
@@ -107,5 +108,11 @@ def reconstruction_targets(wildcards):
 
 
 def final_state():
-    """After a successful run: complete once the acquisition is over and all ran."""
+    """After a successful run: complete once the acquisition is over and all ran.
+
+    In a pass of `cryofac process` (reconstruct_mode skip) the controller has the
+    final word (a reconstruction may still run beside it): still running here.
+    """
+    if RECONSTRUCT_MODE == "skip":
+        return "running"
     return "complete" if config["flush"] and not WAITING and not SCAN.recent else "idle"

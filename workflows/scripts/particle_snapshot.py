@@ -6,4 +6,9 @@ from workflows.particles import snapshot
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - tracebacks go to the job log
-snapshot(snakemake.params.gathered, int(snakemake.wildcards.n), snakemake.output[0])
+snapshot(
+    snakemake.params.gathered,
+    int(snakemake.wildcards.n),
+    snakemake.output[0],
+    state_dir=".cryofac",
+)

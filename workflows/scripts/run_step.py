@@ -19,14 +19,30 @@ run and empty results are written.
 """
 
 import argparse
+import errno
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
+from cryofac.fileio import atomic_path
+from cryofac.fileio import atomic_write as _atomic_write
+from workflows import control
+
 PARTIAL_FAILURE = "inputs failed"
+#: errno values that say the machine, not the movie, is at fault: retried, never a
+#: failed movie (disk full, quota, I/O error, permission, stale NFS handle, no memory)
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM, errno.ESTALE, errno.ENOMEM}
+)
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+#: file beside the step's folder that says the step waits on a transient error
+WAITING = "waiting.json"
 
 
 def _stem(name: str) -> str:
@@ -38,17 +54,26 @@ def _stem(name: str) -> str:
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (cryofac.fileio), mode from the umask."""
+    _atomic_write(path, text)
+
+
+def is_transient(message: str) -> bool:
+    """Whether a step's error message is an OS error the machine may recover from."""
+    match = _ERRNO.search(message)
+    return bool(match) and int(match.group(1)) in TRANSIENT_ERRNOS
+
+
+def clear_folder(out: str | os.PathLike) -> None:
+    """Remove everything in ``out`` (the step's own folder) so no old product survives."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def run(command: list[str], log_path: str) -> tuple[int, str]:
@@ -56,7 +81,13 @@ def run(command: list[str], log_path: str) -> tuple[int, str]:
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=control.die_with_parent,  # a killed job leaves no step behind
+        )
 
         def forward(signum, _frame):
             child.send_signal(signum)
@@ -119,16 +150,33 @@ def run_step(
     max_fit_resolution: float | None = None,
     selected: str | None = None,
     single: bool = False,
+    retry_wait_s: float = 30.0,
+    retry_limit_s: float = 1800.0,
 ) -> int:
-    """Run the step on the inputs listed in ``inputs_file``; 0 unless the step crashed."""
+    """Run the step on the inputs listed in ``inputs_file``; 0 unless the step crashed.
+
+    The step's folder ``out`` is emptied first, so a movie is ``ok`` only for what this
+    run produced. When an input fails with a transient OS error (disk full, I/O error,
+    permission: :data:`TRANSIENT_ERRNOS`) the step waits ``retry_wait_s`` seconds
+    (doubling, at most 5 min) and runs again, with ``OUT/waiting.json`` saying why;
+    after ``retry_limit_s`` seconds (and at least one retry) it gives up with exit 1 (the job fails, no movie is
+    marked failed, and the next run retries the batch).
+    """
     names = [line.strip() for line in Path(inputs_file).read_text().splitlines() if line.strip()]
     inputs = [os.path.join(input_dir, n) if input_dir else n for n in names]
-    Path(out).mkdir(parents=True, exist_ok=True)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     Path(log).write_text("")
 
     messages: dict[str, str] = {}
-    if inputs:
+    started = time.monotonic()
+    wait = max(0.0, retry_wait_s)
+    attempt = 0
+    while True:
+        attempt += 1
+        clear_folder(out)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if not inputs:
+            break
         arguments = [] if single else inputs
         code, stderr = run([*command, *arguments, "--out", out], log)
         if code != 0 and not (code == 1 and PARTIAL_FAILURE in stderr):
@@ -136,6 +184,36 @@ def run_step(
             print(f"{' '.join(command[:2])} failed (exit {code}): {last[0]}", file=sys.stderr)
             return 1
         messages = error_messages(stderr, inputs)
+        transient = {k: v for k, v in messages.items() if is_transient(v)}
+        if not transient:
+            break
+        first, reason = next(iter(transient.items()))
+        reason = f"{os.path.basename(first)}: {reason}"
+        elapsed = time.monotonic() - started
+        gave_up = attempt > 1 and elapsed + wait > retry_limit_s  # at least one retry
+        state = {
+            "step": command[1] if len(command) > 1 else command[0],
+            "reason": reason,
+            "inputs": len(transient),
+            "attempt": attempt,
+            "since_s": round(elapsed, 1),
+            "gave_up": gave_up,
+        }
+        atomic_write(Path(out) / WAITING, json.dumps(state) + "\n")
+        with open(log, "a") as fh:
+            if gave_up:
+                fh.write(f"gave up after {attempt} attempts: {reason}\n")
+            else:
+                fh.write(f"waiting {wait:g} s (transient error, attempt {attempt}): {reason}\n")
+        if gave_up:
+            print(
+                f"{state['step']}: transient error persisted for {elapsed:.0f} s "
+                f"({reason}); the next run retries this batch",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(wait)
+        wait = min(max(wait * 2, 0.1), 300.0)
 
     rows = star_rows(star, column) if star else {}
     status_lines = ["input\tstatus\tmessage"]
@@ -172,9 +250,8 @@ def run_step(
             data = starfile.read(star, always_dict=True)
             key, table = star_block(data, column)
             keep = table[column_stems(table, column).isin(kept)]
-            tmp = Path(selected).with_name(f".{Path(selected).name}.tmp")
-            starfile.write({**data, key: keep.reset_index(drop=True)}, tmp, overwrite=True)
-            os.replace(tmp, selected)
+            with atomic_path(selected, suffix=".star") as tmp:
+                starfile.write({**data, key: keep.reset_index(drop=True)}, tmp, overwrite=True)
         else:
             atomic_write(selected, "")
     atomic_write(ok, "".join(f"{line}\n" for line in ok_lines))
@@ -204,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-fit-resolution", type=float, default=None)
     parser.add_argument("--selected", help="write the selected rows of --star here")
     parser.add_argument("--single", action="store_true", help="inputs are not arguments")
+    parser.add_argument("--retry-wait", type=float, default=30.0, help="seconds (transient)")
+    parser.add_argument("--retry-limit", type=float, default=1800.0, help="seconds (transient)")
     args = parser.parse_args(argv[:split])
     return run_step(
         argv[split + 1 :],
@@ -219,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         max_fit_resolution=args.max_fit_resolution,
         selected=args.selected,
         single=args.single,
+        retry_wait_s=args.retry_wait,
+        retry_limit_s=args.retry_limit,
     )
 
 
@@ -244,6 +325,9 @@ def from_snakemake(smk) -> int:
         max_fit_resolution=p.get("max_fit_resolution"),
         selected=smk.output.get("selected"),
         single=bool(p.get("single", False)),
+        # from the config, not params: a change of patience must not redo finished batches
+        retry_wait_s=float(smk.config.get("retry", {}).get("wait_s", 30.0)),
+        retry_limit_s=float(smk.config.get("retry", {}).get("limit_s", 1800.0)),
     )
 
 
@@ -253,6 +337,9 @@ def column_stems(table, column: str):
 
 
 if "snakemake" in globals():
+    # held until this job ends: a new controller waits for it (workflows.control)
+    _JOBS_LOCK = control.hold_jobs_lock()
+    control.set_parent_death_signal()
     sys.exit(from_snakemake(globals()["snakemake"]))
 elif __name__ == "__main__":
     sys.exit(main())

@@ -112,3 +112,20 @@ def test_unreadable_cs(tmp_path):
         read_cs(bad)
     with pytest.raises(CSError, match="not found"):
         read_cs(tmp_path / "none.cs")
+
+
+def test_refined_particles_keep_location_when_micrographs_resolve_from_the_run_folder(
+    tmp_path, monkeypatch
+):
+    """reconstruct/pN/particles.cs: micrograph names are relative to the run folder (the
+    working folder of the job), not to the .cs file's folder: location/* is kept."""
+    table = _table(6, posed=True)
+    for i in range(3):
+        write_mrc(tmp_path / f"m{i}.mrc", np.zeros((400, 600), np.float32), 1.3)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "reconstruct" / "p0000006"
+    from cryosparc.dataset import Dataset
+
+    ds = Dataset.load(str(write_cs(out / "particles.cs", table, base_dir=out)))
+    assert ds["location/micrograph_shape"][0].tolist() == [400, 600]
+    assert (tmp_path / str(ds["location/micrograph_path"][0])).exists()
