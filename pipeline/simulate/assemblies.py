@@ -19,6 +19,7 @@ for apoferritin (:func:`pipeline.simulate.volume.reference_volume`) and cached o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -167,8 +168,6 @@ def assembly_volume(
     structure = assembly_structure(name)
     volume = _potential_on_grid(int(box), pixel_size_A, structure=structure)
     volume = np.ascontiguousarray(volume, dtype=np.float32)
-    try:
+    with contextlib.suppress(OSError):  # a cache only: an unwritable folder is no error
         atomic_write(path, lambda handle: np.save(handle, volume))
-    except OSError:  # a cache only: an unwritable cache folder is not an error
-        pass
     return volume
