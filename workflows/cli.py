@@ -712,7 +712,7 @@ def _wait_reconstruction(recon) -> None:
 def failed_batch_targets(out: Path) -> list[str]:
     """Motion-correction outputs of every batch with a failed movie (for --forcerun)."""
     from workflows import batching
-    from workflows.summary import read_tsv
+    from workflows.tables import read_tsv
 
     targets = []
     for batch in batching.read_manifests(out):
@@ -730,7 +730,7 @@ class MoviesFailed(click.ClickException):
 
 def _exit_for_failed_movies(out: Path, allowed: bool) -> None:
     """Exit 3 with one line when movies failed (unless ``allowed``)."""
-    from workflows.summary import read_tsv
+    from workflows.tables import read_tsv
 
     rows = read_tsv(out / "movies.tsv")
     failed = [r for r in rows if r.get("status") == "failed"]

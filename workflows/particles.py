@@ -276,6 +276,6 @@ def snapshot(
 
 
 def write_count(path: str | os.PathLike, count: int, batches: int) -> None:
-    from workflows.summary import atomic_write_text
+    from workflows.tables import atomic_write_text
 
     atomic_write_text(path, json.dumps({"particles": count, "batches": batches}) + "\n")

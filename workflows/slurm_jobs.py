@@ -248,7 +248,7 @@ def job_table(out: str | os.PathLike) -> list[dict[str, str]]:
 
 def write_job_table(out: str | os.PathLike) -> list[dict[str, str]]:
     """Write ``OUT/cluster_jobs.tsv`` (atomically) and return its rows."""
-    from workflows.summary import atomic_write_text, format_tsv
+    from workflows.tables import atomic_write_text, format_tsv
 
     rows = job_table(out)
     atomic_write_text(Path(out) / TABLE, format_tsv(rows, COLUMNS))
@@ -269,7 +269,7 @@ def cluster_section(out: str | os.PathLike) -> dict | None:
     Counts of jobs queued, running, done and failed; per batch its latest job's
     state and node; every failed job with SLURM's state and reason.
     """
-    from workflows.summary import read_tsv
+    from workflows.tables import read_tsv
 
     path = Path(out) / TABLE
     if not path.is_file():

@@ -13,20 +13,18 @@ runs, and the Snakefile's ``onsuccess``/``onerror`` handlers call it too.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from cryofac.fileio import atomic_write
 from cryofac.run_folder import MOVIE_COLUMNS
 from cryofac.run_folder import RUN_STATES as STATES
 from cryofac.run_folder import SUMMARY_SCHEMA as SCHEMA
 from workflows import batching, slurm_jobs
+from workflows.tables import atomic_write_text, format_tsv, read_tsv
 
 #: Output key (cryofac.run_folder.OUTPUT_KEYS) -> file name in a reconstruction folder.
 OUTPUT_FILES = {
@@ -49,37 +47,6 @@ def iso(timestamp: float | None) -> str | None:
         return None
     moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` atomically (:func:`cryofac.fileio.atomic_write`, mode from the umask)."""
-    atomic_write(path, text, newline="")
-
-
-def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a tab-separated file with a header; [] when it does not exist."""
-    try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh, delimiter="\t"))
-    except FileNotFoundError:
-        return []
-
-
-def format_tsv(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
-    columns = list(columns)
-    lines = ["\t".join(columns)]
-    for row in rows:
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if value is None or value == "":
-                cells.append("")
-            elif isinstance(value, float):
-                cells.append(f"{value:.6g}")
-            else:
-                cells.append(str(value).replace("\t", " ").replace("\n", " "))
-        lines.append("\t".join(cells))
-    return "\n".join(lines) + "\n"
 
 
 def _star_table(path: Path, column: str):

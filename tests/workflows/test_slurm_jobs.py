@@ -8,7 +8,7 @@ import yaml
 
 from cryofac.config import ConfigError
 from workflows import cli, slurm_jobs
-from workflows.summary import format_tsv
+from workflows.tables import format_tsv
 
 OUTPUT = """\
 Job 0a1b has been submitted with SLURM jobid 41 (log: /r/.snakemake/slurm_logs/group_preprocess_ctf_extract_motioncorr_pick/41.log).

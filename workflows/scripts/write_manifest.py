@@ -2,7 +2,7 @@
 
 import sys
 
-from workflows.summary import atomic_write_text
+from workflows.tables import atomic_write_text
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - tracebacks go to the job log
