@@ -78,9 +78,26 @@ def _http_error(exc: HTTPException):
     return json_error(status, _HTTP_CODES.get(status, "error"), exc.description or exc.name)
 
 
+def _database_unavailable(exc: Exception) -> bool:
+    """True for a database that refuses, drops or times out the connection (not a bug)."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    )
+
+
 def _unexpected_error(exc: Exception):
     if isinstance(exc, HTTPException):
         return _http_error(exc)
+    if _database_unavailable(exc):
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc.orig)
+        message = "the database is not answering; try again in a minute"
+        if not is_api_request():
+            from portal.views.common import render_error
+
+            return render_error(503, message)
+        return json_error(503, "unavailable", message, {"Retry-After": "30"})
     log.exception("unhandled error on %s %s", request.method, request.path)
     if not is_api_request():
         from portal.views.common import render_error
