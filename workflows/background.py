@@ -53,8 +53,9 @@ class Reconstruction:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, command: list[str], target: str) -> None:
-        """Start ``command`` (a Snakemake command line ending with ``target``)."""
+    def start(self, command: list[str], target: str, nice: bool = True) -> None:
+        """Start ``command`` (a Snakemake command line ending with ``target``); ``nice``:
+        at a lower CPU priority (beside preprocessing; not for the final, awaited one)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.run_lock is not None:
@@ -62,7 +63,8 @@ class Reconstruction:
 
         def prepare() -> None:
             control.die_with_parent()
-            os.nice(NICENESS)
+            if nice:
+                os.nice(NICENESS)
 
         with open(self.log_path, "a") as log:
             log.write(f"$ {' '.join(command)}\n")

@@ -561,7 +561,7 @@ def process(
         )
         if echo:
             click.echo(f"{time.strftime('%H:%M:%S')} reconstruction started: {target}", err=True)
-        recon.start(command, target)
+        recon.start(command, target, nice=not block)
         if block:
             _wait_reconstruction(recon)
             report_reconstruction(recon.finished(), block, target)
