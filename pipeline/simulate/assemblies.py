@@ -19,20 +19,16 @@ for apoferritin (:func:`pipeline.simulate.volume.reference_volume`) and cached o
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 
-from cryofac.fileio import atomic_write
 from pipeline.simulate.volume import (
     SimulationError,
     _check,
     _potential_on_grid,
-    cache_dir,
+    cached_map,
     load_structure,
 )
 
@@ -155,19 +151,10 @@ def assembly_volume(
 
         return reference_volume(box, pixel_size_A, cache=cache)
     key = f"{name}-v{_VERSION}-{box}-{pixel_size_A:.6f}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    directory = Path(cache) if cache is not None else cache_dir()
-    path = directory / f"assembly_{name}_box{box}_px{pixel_size_A:.4g}_{digest}.npy"
-    if path.exists():
-        try:
-            volume = np.load(path)
-            if volume.shape == (box, box, box):
-                return volume
-        except (OSError, ValueError):
-            pass
-    structure = assembly_structure(name)
-    volume = _potential_on_grid(int(box), pixel_size_A, structure=structure)
-    volume = np.ascontiguousarray(volume, dtype=np.float32)
-    with contextlib.suppress(OSError):  # a cache only: an unwritable folder is no error
-        atomic_write(path, lambda handle: np.save(handle, volume))
-    return volume
+    return cached_map(
+        key,
+        f"assembly_{name}_box{box}_px{pixel_size_A:.4g}",
+        int(box),
+        cache,
+        lambda: _potential_on_grid(int(box), pixel_size_A, structure=assembly_structure(name)),
+    )

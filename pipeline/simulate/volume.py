@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,9 +208,35 @@ def reference_volume(
     _check(box, pixel_size_A, resolution_A)
     box = int(box)
     key = f"{STRUCTURE_ID}-v{_CACHE_VERSION}-{box}-{pixel_size_A:.6f}-{resolution_A}"
+
+    def compute() -> np.ndarray:
+        radius_px = (structure_atoms().max_radius_A + 6.0) / pixel_size_A
+        n_big = max(box, 2 * math.ceil(radius_px) + 2)
+        n_big += n_big % 2 != box % 2  # same parity keeps the centre voxel aligned
+        volume = _potential_on_grid(n_big, pixel_size_A)
+        if resolution_A is not None:
+            volume = lowpass(volume, pixel_size_A, resolution_A)
+        lo = n_big // 2 - box // 2
+        return volume[lo : lo + box, lo : lo + box, lo : lo + box]
+
+    name = f"{STRUCTURE_ID}_box{box}_px{pixel_size_A:.4g}"
+    return cached_map(key, name, box, cache, compute)
+
+
+def cached_map(
+    key: str,
+    name: str,
+    box: int,
+    cache: str | os.PathLike | None,
+    compute: Callable[[], np.ndarray],
+) -> np.ndarray:
+    """A (box, box, box) float32 map from the cache folder (``cache`` or
+    :func:`cache_dir`), or ``compute()`` it and store it there. ``key`` says everything
+    the map depends on; an unreadable entry is recomputed, an unwritable folder only
+    costs time."""
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     directory = Path(cache) if cache is not None else cache_dir()
-    path = directory / f"{STRUCTURE_ID}_box{box}_px{pixel_size_A:.4g}_{digest}.npy"
+    path = directory / f"{name}_{digest}.npy"
     if path.exists():
         try:
             volume = np.load(path)
@@ -217,15 +244,8 @@ def reference_volume(
                 return volume
         except (OSError, ValueError):
             pass
-    radius_px = (structure_atoms().max_radius_A + 6.0) / pixel_size_A
-    n_big = max(box, 2 * math.ceil(radius_px) + 2)
-    n_big += n_big % 2 != box % 2  # same parity keeps the centre voxel aligned
-    volume = _potential_on_grid(n_big, pixel_size_A)
-    if resolution_A is not None:
-        volume = lowpass(volume, pixel_size_A, resolution_A)
-    lo = n_big // 2 - box // 2
-    volume = np.ascontiguousarray(volume[lo : lo + box, lo : lo + box, lo : lo + box], np.float32)
-    with contextlib.suppress(OSError):  # an unwritable cache only costs time
+    volume = np.ascontiguousarray(compute(), dtype=np.float32)
+    with contextlib.suppress(OSError):
         atomic_write(path, lambda handle: np.save(handle, volume))
     return volume
 
