@@ -62,9 +62,11 @@ def served(tmp_path_factory):
     )
     alarm_id = seed_environment(world, history_h=24)
     server = make_server("127.0.0.1", 0, world.app, threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    world.app.config["EXTERNAL_URL"] = base  # links people copy (curl) are built from it
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", world, alarm_id
+    yield base, world, alarm_id
     server.shutdown()
     thread.join(timeout=5)
     world.app.extensions["cryofac.engine"].dispose()
