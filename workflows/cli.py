@@ -569,6 +569,9 @@ def process(
     def report_reconstruction(code: int | None, block: bool, target: str | None = None) -> None:
         if code is None:
             return
+        if slurm:  # its SLURM jobs join the run's job table (cluster_jobs.tsv, summary)
+            with contextlib.suppress(OSError, ValueError, slurm_jobs.SlurmError):
+                slurm_jobs.update(out, recon.log_path.read_text().splitlines())
         where = target or recon.target or "reconstruct"
         if code != 0:
             message = (
@@ -803,9 +806,10 @@ def wait_for_previous_jobs(
     """
     from workflows import summary
 
-    previous = out / STATE_DIR / "snakemake.out"
-    with contextlib.suppress(OSError):
-        slurm_jobs.record_submissions(out, previous.read_text().splitlines())
+    for name in ("snakemake.out", "reconstruct.out"):  # preprocessing, reconstruction
+        with contextlib.suppress(OSError):
+            previous = (out / STATE_DIR / name).read_text().splitlines()
+            slurm_jobs.record_submissions(out, previous)
     waited: list[str] = []
     while True:
         try:

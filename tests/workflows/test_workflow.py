@@ -254,12 +254,18 @@ def _digest(path: Path) -> str:
 
 
 def _digests(out: Path) -> dict[str, str]:
-    """Digest of every result file (not logs, benchmarks, bookkeeping or timestamps)."""
+    """Digest of every result file (not logs, benchmarks, bookkeeping or timestamps).
+
+    Bookkeeping includes a reconstruction's ``progress.json`` (times, ETA) and its stage
+    ``*.key`` files, which hash the stacks' paths and modification times: they tell
+    whether a stage may be reused, not what it computed (the maps are compared)."""
     skip = {".snakemake", ".cryofac", "logs", "benchmarks", "summary.json", "movies.tsv"}
     return {
         str(p.relative_to(out)): _digest(p)
         for p in sorted(out.rglob("*"))
-        if p.is_file() and not (set(p.relative_to(out).parts) & skip)
+        if p.is_file()
+        and not (set(p.relative_to(out).parts) & skip)
+        and not (p.suffix == ".key" or p.name == "progress.json")
     }
 
 
