@@ -595,7 +595,7 @@ def process(
             and not dry_run
             and not unlock
             and not forcerun
-            and idle.is_idle(out, state, scan, config)
+            and idle.is_idle(out, state, scan, config, reconstruction_running=recon.running())
         ):
             now = "running" if recon.running() else "idle"
             _refresh_if_changed(out, raw_dir, scan, now, force=ended is not None)

@@ -7,7 +7,7 @@ finished cleanly with the same configuration and workflow code:
 - no new batch can be cut from the eligible movies (``batching.plan_batches``),
 - every batch has its ``movies.tsv`` (it finished),
 - the particles were gathered after the last batch finished, and
-- the reconstruction due at the gathered particle count exists.
+- the reconstruction due at the gathered particle count exists (or is running).
 
 Cost: one ``scandir`` of the raw folder, one read of each manifest, one ``stat``
 per batch. An idle pass writes nothing.
@@ -62,8 +62,18 @@ def forget_pass(state_dir: Path) -> None:
     (state_dir / LAST_PASS).unlink(missing_ok=True)
 
 
-def is_idle(out: Path, state_dir: Path, scan: batching.MovieScan, config: dict) -> bool:
-    """True when a pass would do nothing (see the module docstring)."""
+def is_idle(
+    out: Path,
+    state_dir: Path,
+    scan: batching.MovieScan,
+    config: dict,
+    reconstruction_running: bool = False,
+) -> bool:
+    """True when a pass would do nothing (see the module docstring).
+
+    ``reconstruction_running``: a reconstruction runs beside preprocessing; the one due
+    is then on its way (a later one can only start once it ends), so a missing
+    ``result.json`` gives the preprocessing pass nothing to do."""
     try:
         last = json.loads((state_dir / LAST_PASS).read_text())
     except (OSError, ValueError):
@@ -95,4 +105,6 @@ def is_idle(out: Path, state_dir: Path, scan: batching.MovieScan, config: dict) 
         return False
     downstream = config["downstream"]
     n = batching.reconstruction_target(downstream["min_particles"], downstream["growth"], count)
-    return n is None or (out / "reconstruct" / f"p{n:07d}" / "result.json").exists()
+    if n is None or reconstruction_running:
+        return True
+    return (out / "reconstruct" / f"p{n:07d}" / "result.json").exists()
