@@ -6,7 +6,7 @@ finished cleanly with the same configuration and workflow code:
 
 - no new batch can be cut from the eligible movies (``batching.plan_batches``),
 - every batch has its ``movies.tsv`` (it finished),
-- the particles were gathered after the last batch finished, and
+- the particles were gathered after the last batch's extraction, and
 - the reconstruction due at the gathered particle count exists (or is running).
 
 Cost: one ``scandir`` of the raw folder, one read of each manifest, one ``stat``
@@ -88,10 +88,12 @@ def is_idle(
         return False
     newest = 0.0
     for batch in existing:
+        folder = out / batching.BATCHES_DIR / batch
         try:
-            newest = max(
-                newest, os.stat(out / batching.BATCHES_DIR / batch / "movies.tsv").st_mtime
-            )
+            os.stat(folder / "movies.tsv")  # the batch finished
+            # what gathering depends on (rule gather_particles): the extraction's status;
+            # the batch table may be written after the gathering, so it is no measure
+            newest = max(newest, os.stat(folder / "extract" / "status.tsv").st_mtime)
         except FileNotFoundError:
             return False
     if not existing:
