@@ -314,11 +314,13 @@ def worker(
     import signal
 
     from portal import db as portal_db
+    from portal.domain.login_throttle import policy_from_config
     from portal.notify import SmtpSettings
     from portal.worker import Worker, WorkerOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    url = _app(database_url, config_dir).config["DATABASE_URL"]
+    app_config = _app(database_url, config_dir).config
+    url = app_config["DATABASE_URL"]
     options = WorkerOptions(
         poll_s=poll_s,
         jobs_every_s=jobs_every_s,
@@ -328,6 +330,8 @@ def worker(
         evaluate_alarms=evaluate_alarms,
         lease_s=lease_s,
         config_dir=str(config_dir) if config_dir else None,
+        timezone=app_config.get("FACILITY_TIMEZONE"),
+        login_policy=policy_from_config(app_config),
     )
     smtp = (
         SmtpSettings(smtp_host, smtp_port, smtp_from, smtp_user, smtp_password, smtp_starttls)
@@ -341,7 +345,8 @@ def worker(
         report = loop.run_once()
         click.echo(
             f"outbox: {report.sent} delivered, {report.retried} to retry, {report.failed} "
-            f"failed; queued {report.queued}; {report.pruned} pruned"
+            f"failed; queued {report.queued}; {report.pruned} pruned, "
+            f"{report.throttle_pruned} log-in throttle rows pruned"
         )
         engine.dispose()
         return

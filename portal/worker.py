@@ -12,8 +12,9 @@ after the lease (the Message-ID stays the same): at least once, never lost.
 Periodic jobs (every ``jobs_every_s``): notices of finished processing runs (once per
 session and state, read from the run folders whatever pages anyone opens), alarm
 evaluation and escalations (instrument_env's ``env_notifications`` moved into the outbox
-in the transaction that marks them relayed), and pruning of delivered rows older than
-``keep_delivered_days``. No Flask.
+in the transaction that marks them relayed), pruning of delivered rows older than
+``keep_delivered_days``, and pruning of log-in throttle rows whose failures are forgotten
+(``login_policy.forget_after_min``). No Flask.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from email.message import EmailMessage
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal.domain import outbox
+from portal.domain import login_throttle, outbox
+from portal.domain.login_throttle import LoginPolicy
+from portal.domain.timezones import facility_zone, localise_times, use_display_zone
 from portal.models import AcqSession, OutboxMessage, utcnow
 from portal.notify import SmtpConnection, SmtpSettings, to_email
 
@@ -52,7 +55,10 @@ class WorkerOptions:
     lease_s: float = 300.0
     keep_delivered_days: float = 30.0
     evaluate_alarms: bool = True
-    config_dir: str | None = None  # facility.yaml/limits.yaml for alarm evaluation
+    config_dir: str | None = None  # facility.yaml (time zone), limits.yaml (alarms)
+    timezone: str | None = None  # overrides facility.yaml's zone for notice texts
+    #: failures older than its ``forget_after_min`` are pruned from the throttle table
+    login_policy: LoginPolicy = field(default_factory=LoginPolicy)
 
     def __post_init__(self) -> None:
         for name in ("poll_s", "jobs_every_s", "backoff_base_s", "backoff_max_s", "lease_s"):
@@ -73,6 +79,7 @@ class Report:
     failed: int = 0
     queued: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
+    throttle_pruned: int = 0
 
 
 def backoff_s(attempts: int, options: WorkerOptions) -> float:
@@ -267,12 +274,12 @@ def relay_escalations(db: Session, now: datetime) -> int:
         query = query.with_for_update(skip_locked=True)
     rows = list(db.scalars(query))
     for row in rows:
-        outbox.enqueue_raw(
+        outbox.enqueue_raw(  # times as people read them: the facility's zone, named
             db,
             "alarm",
             row.recipient,
-            row.subject,
-            row.body or row.subject,
+            localise_times(row.subject),
+            localise_times(row.body or row.subject),
             dedupe_key=f"env_notification:{row.id}",
             now=now,
         )
@@ -307,8 +314,10 @@ def run_jobs(
     factory: sessionmaker[Session], options: WorkerOptions, now: datetime | None = None
 ) -> Report:
     """One round of the periodic jobs, each in its own transaction (one failing job does
-    not stop the others; it is logged and retried next round)."""
+    not stop the others; it is logged and retried next round). Notice texts show times
+    in the facility's zone (``config_dir``'s facility.yaml, or ``timezone``)."""
     now = now or utcnow()
+    use_display_zone(facility_zone(options.config_dir, options.timezone))
     report = Report()
     jobs: list[tuple[str, Callable[[Session], int]]] = [
         ("run_complete", lambda db: queue_finished_runs(db, now)),
@@ -318,6 +327,7 @@ def run_jobs(
     jobs += [
         ("alarm", lambda db: relay_escalations(db, now)),
         ("pruned", lambda db: prune_delivered(db, now, options.keep_delivered_days)),
+        ("throttle_pruned", lambda db: login_throttle.prune(db, now, options.login_policy)),
     ]
     for name, job in jobs:
         try:
@@ -327,8 +337,8 @@ def run_jobs(
         except Exception:  # logged; the next round tries again
             log.exception("worker job %s failed", name)
             continue
-        if name == "pruned":
-            report.pruned = count
+        if name in ("pruned", "throttle_pruned"):
+            setattr(report, name, count)
         else:
             report.queued[name] = count
     return report

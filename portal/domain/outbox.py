@@ -10,11 +10,12 @@ No Flask here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from portal.domain.timezones import local_text
 from portal.models import Booking, Instrument, OutboxMessage, Project, User, utcnow
 from portal.notify import compose
 
@@ -83,8 +84,10 @@ def enqueue(
 
 
 def when(moment: datetime | None) -> str:
-    """How a notice writes a time (UTC, to the minute)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "?"
+    """How a notice writes a time: in the facility's zone, named, to the minute
+    (``2026-12-15 03:00 CET (Europe/Berlin)``). The zone is the display zone of the
+    request or worker (:func:`portal.domain.timezones.use_display_zone`)."""
+    return local_text(moment) if moment else "?"
 
 
 def booking_context(db: Session, booking: Booking) -> dict[str, str]:

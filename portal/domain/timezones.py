@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
@@ -52,6 +53,42 @@ def local_text(moment: datetime | None, zone: tzinfo | None = None, seconds: boo
     if abbreviation and abbreviation != name:
         return f"{text} {abbreviation} ({name})"
     return f"{text} {name}"
+
+
+def facility_zone(config_dir: str | None, override: str | None = None) -> ZoneInfo:
+    """``facility.timezone`` from facility.yaml in ``config_dir`` (embedded config if None);
+    ``override`` (the ``FACILITY_TIMEZONE`` setting) wins when given."""
+    from pathlib import Path
+
+    from cryofac.config import load_facility
+    from cryofac.errors import CryofacError
+
+    if override:
+        return ZoneInfo(override)
+    path = Path(config_dir) / "facility.yaml" if config_dir else None
+    try:
+        return ZoneInfo(load_facility(path)["facility"].get("timezone", "UTC"))
+    except (CryofacError, OSError, KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+_ISO_MOMENT = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[+-]\d{2}:\d{2}|Z)?"
+)
+
+
+def localise_times(text: str, zone: tzinfo | None = None) -> str:
+    """``text`` with every ISO 8601 moment in it (``2026-12-15T02:00:00+00:00``; no offset:
+    UTC) rewritten as :func:`local_text` writes it (to the minute), for texts composed elsewhere."""
+
+    def _local(match: re.Match[str]) -> str:
+        try:
+            moment = datetime.fromisoformat(match.group(0).replace("Z", "+00:00"))
+        except ValueError:
+            return match.group(0)
+        return local_text(moment, zone)
+
+    return _ISO_MOMENT.sub(_local, text)
 
 
 def hours_between(start: datetime, end: datetime) -> float:

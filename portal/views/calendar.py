@@ -25,6 +25,7 @@ from portal.domain import permissions
 from portal.domain.actions import holds_overlapping
 from portal.domain.bounds import bounded_date
 from portal.domain.errors import BookingConflict, BookingRuleViolation, PortalError
+from portal.domain.timezones import facility_zone
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
 from portal.views.common import login_required
 
@@ -43,20 +44,8 @@ def facility_tz() -> ZoneInfo:
 
 
 def load_facility_tz(config_dir: str | None, override: str | None = None) -> ZoneInfo:
-    """``facility.timezone`` from facility.yaml in ``config_dir`` (embedded config if None);
-    ``override`` (the ``FACILITY_TIMEZONE`` setting) wins when given."""
-    from pathlib import Path
-
-    from cryofac.config import load_facility
-    from cryofac.errors import CryofacError
-
-    if override:
-        return ZoneInfo(override)
-    path = Path(config_dir) / "facility.yaml" if config_dir else None
-    try:
-        return ZoneInfo(load_facility(path)["facility"].get("timezone", "UTC"))
-    except (CryofacError, OSError, KeyError, ValueError):
-        return ZoneInfo("UTC")
+    """The facility's zone (:func:`portal.domain.timezones.facility_zone`)."""
+    return facility_zone(config_dir, override)
 
 
 def _instruments():

@@ -284,3 +284,35 @@ def test_kill_9_mid_burst_loses_neither_bookings_nor_notices(world, smtp, tmp_pa
     assert {m.status for m in _rows(world)} == {"sent"}
     delivered = set(smtp.received.ids())
     assert {f"<outbox-{m.id}@cryofac>" for m in rows} <= delivered  # at least once each
+
+
+def test_the_worker_prunes_forgotten_log_in_throttle_rows(world):
+    """Log-in failures older than the policy's window are deleted by the worker's
+    periodic jobs (nothing else prunes them); recent ones stay and still count."""
+    from portal.domain import login_throttle
+    from portal.domain.login_throttle import LoginPolicy
+    from portal.models import LoginThrottle
+    from portal.worker import Worker
+
+    engine = world.app.extensions["cryofac.engine"]
+    policy = LoginPolicy(forget_after_min=60)
+    now = datetime.now(UTC)
+    for k in range(30):  # strangers' guesses two hours ago, from 30 addresses
+        login_throttle.reserve(engine, f"guess{k}", f"10.0.0.{k}", policy, now - timedelta(hours=2))
+    login_throttle.reserve(engine, "alice", "10.9.9.9", policy, now - timedelta(minutes=5))
+
+    def keys() -> set[str]:
+        with world.db() as db:
+            return set(db.scalars(sa.select(LoginThrottle.key)))
+
+    assert len(keys()) == 62
+    factory = world.app.extensions["cryofac.sessionmaker"]
+    report = Worker(
+        factory, None, WorkerOptions(evaluate_alarms=False, login_policy=policy)
+    ).run_once()
+    assert report.throttle_pruned == 60
+    assert keys() == {"user:alice", "addr:10.9.9.9"}
+    # a shorter window (the option) prunes the recent ones too
+    short = WorkerOptions(evaluate_alarms=False, login_policy=LoginPolicy(forget_after_min=1))
+    assert Worker(factory, None, short).run_once().throttle_pruned == 2
+    assert keys() == set()

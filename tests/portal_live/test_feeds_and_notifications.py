@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+from portal.domain.timezones import local_text
 from portal.ical import parse_calendar
+
+#: The embedded facility.yaml's zone: every time a notice shows is in it, named.
+FACILITY_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _times_are_local(message, *moments: datetime) -> None:
+    """``message`` (an outbox row) shows ``moments`` in the facility's zone, named, and
+    no time in UTC."""
+    text = message.subject + "\n" + message.body
+    for moment in moments:
+        assert local_text(moment, FACILITY_ZONE) in text, text
+    assert "(Asia/Shanghai)" in text
+    assert "UTC" not in text and "+00:00" not in text, text
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", text), text  # no ISO 8601 moment
 
 
 def _book(client, headers, project_id, instrument="glacios1", hours=48):
@@ -142,6 +158,7 @@ def test_staff_approval_sends_booking_approved(live, client):
     approved = live.outbox("booking_approved")
     assert len(approved) == 1 and approved[0].to == ["alice@lab.test"]
     assert "Krios" in approved[0].subject
+    _times_are_local(approved[0], start, start + timedelta(hours=24))
 
 
 def test_freed_slot_offers_the_waiting_list(live, client):
@@ -166,12 +183,16 @@ def test_freed_slot_offers_the_waiting_list(live, client):
     offers = live.outbox("waitlist_offer")
     assert len(offers) == 1 and offers[0].to == ["mallory@lab.test"]
     assert "Glacios" in offers[0].subject
+    slot = [datetime.fromisoformat(booking[k]) for k in ("start", "end")]
+    _times_are_local(offers[0], *slot)
+    (confirmed,) = live.outbox("booking_confirmed")
+    _times_are_local(confirmed, *slot)
 
 
 def test_the_worker_evaluates_alarms_and_relays_escalations_on_its_own(live):
     """Readings ingested, nobody evaluating alarms nor opening a page: the worker's
     periodic jobs fire the alarm, escalate it and queue its notice, once."""
-    from instrument_env.models import Notification
+    from instrument_env.models import Alarm, Notification
     from tests.portal_live.conftest import seed_environment
 
     seed_environment(live, evaluate=False)
@@ -182,5 +203,10 @@ def test_the_worker_evaluates_alarms_and_relays_escalations_on_its_own(live):
     alarms = live.outbox("alarm")
     assert alarms and report.queued["alarm"] == len(alarms)
     assert alarms[0].subject.startswith("[critical] unacknowledged alarm")
+    with live.db() as db:  # instrument_env writes ISO 8601 in UTC; the notice does not
+        raw = db.query(Notification).order_by(Notification.id).first()
+        fired = db.get(Alarm, raw.alarm_id).fired_at
+    assert fired.isoformat() in raw.body
+    _times_are_local(alarms[0], fired)
     live.run_worker_jobs(evaluate_alarms=True)
     assert len(live.outbox("alarm")) == len(alarms)  # escalated once
