@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +27,7 @@ from portal.domain.outbox import messages
 from portal.models import Booking, OutboxMessage, User
 from portal.notify import SmtpSettings
 from portal.worker import WorkerOptions, deliver_due, prune_delivered
+from tests.portal.served import cryofac, wait_for_port
 from tests.portal.smtp_server import SmtpServer, free_port
 
 
@@ -178,29 +176,6 @@ def test_a_booking_inserts_one_row_whatever_the_outbox_holds(world, client):
 # -- kill -9 in the middle of a burst -----------------------------------------------------
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            assert proc.poll() is None, f"{what} exited with {proc.returncode}"
-            time.sleep(0.2)
-    raise AssertionError(f"{what} did not listen on {port}")
-
-
-def _cryofac(*args: str, **popen) -> subprocess.Popen:
-    env = dict(os.environ, CRYOFAC_SECRET_KEY="kill-test-secret")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cryofac.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        **popen,
-    )
-
-
 @pytest.mark.slow
 def test_kill_9_mid_burst_loses_neither_bookings_nor_notices(world, smtp, tmp_path):
     _give_emails(world, "alice", "mallory")
@@ -210,13 +185,13 @@ def test_kill_9_mid_burst_loses_neither_bookings_nor_notices(world, smtp, tmp_pa
         tokens = {name: accounts.issue_token(db, users[name], 1) for name in ("alice", "mallory")}
         db.commit()
     port = free_port()
-    server = _cryofac("portal", "serve", "--database-url", url, "--port", str(port))
+    server = cryofac("portal", "serve", "--database-url", url, "--port", str(port))
     worker_args = ["portal", "worker", "--database-url", url, "--smtp-host", "127.0.0.1"]
     worker_args += ["--smtp-port", str(smtp.port), "--poll-s", "0.05", "--lease-s", "1"]
     worker_args += ["--jobs-every-s", "3600", "--no-evaluate-alarms"]
-    worker = _cryofac(*worker_args)
+    worker = cryofac(*worker_args)
     try:
-        _wait_for_port(port, server, "cryofac portal serve")
+        wait_for_port(port, server, "cryofac portal serve")
         base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
         n = 80
         answered: list[tuple[int, int | None]] = []  # (status, booking id)
@@ -279,7 +254,7 @@ def test_kill_9_mid_burst_loses_neither_bookings_nor_notices(world, smtp, tmp_pa
     assert sorted(m.to[0] for m in rows) == sorted(email for _, email in held)
 
     time.sleep(1.5)  # past the killed worker's lease on the messages it had claimed
-    again = _cryofac(*worker_args, "--once")
+    again = cryofac(*worker_args, "--once")
     assert again.wait(120) == 0
     assert {m.status for m in _rows(world)} == {"sent"}
     delivered = set(smtp.received.ids())
