@@ -41,3 +41,16 @@ MOVIE_COLUMNS = (
     #: why a movie failed (step: message), or why an ok movie has no particles; "" otherwise
     "reason",
 )
+
+#: A run's reconstructions: ``reconstruct/p<N>/`` (N: the particles it used), the
+#: folder ``cryofac reconstruct --out`` writes.
+RECONSTRUCTION_DIR = "reconstruct"
+#: Written by the running reconstruction (pipeline/reconstruction/progress.py), rewritten
+#: atomically at most once a second and at every stage change; its keys:
+RECONSTRUCTION_PROGRESS = "progress.json"
+PROGRESS_KEYS = ("stage", "stage_fraction", "fraction", "message", "elapsed_s", "eta_s", "updated")
+#: Its stages in order (``start`` before the first, ``done`` after the last).
+RECONSTRUCTION_STAGES = ("start", "load", "class2d", "abinitio", "refine", "postprocess", "done")
+#: Written last, when the reconstruction finished; ``warnings`` (list of plain-language
+#: strings) says when the map may be wrong although its half-maps agree.
+RECONSTRUCTION_RESULT = "result.json"

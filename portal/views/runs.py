@@ -32,6 +32,7 @@ from portal.models import AcqSession, Instrument, Project
 from portal.runs import plots
 from portal.runs.folder import RunFolder, read_classes2d
 from portal.runs.progress import summarize_run
+from portal.runs.reconstruction import result_warnings, running_reconstruction
 from portal.views.common import login_required
 
 bp = Blueprint("runs", __name__)
@@ -66,10 +67,28 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
         pace = f"no update for {minutes:,.0f} min"
     ok = [m for m in run.movies if m.ok]
     latest = max(ok, key=lambda m: m.processed_at or datetime.min.replace(tzinfo=UTC), default=None)
+    summary = summarize_run(run)
+    # the map's warnings: the summary's, and the finished reconstruction's own (the
+    # summary is rewritten only after the workflow's next pass)
+    summary["warnings"] += [w for w in result_warnings(run.path) if w not in summary["warnings"]]
+    recon = running_reconstruction(run.path)
+    stall_s = current_app.config.get("RUN_STALL_AFTER_S", 900.0)
     return {
         "session_id": session.id,
         "has_run": True,
-        **summarize_run(run),
+        **summary,
+        "reconstruction": None
+        if recon is None
+        else {
+            "stage": recon.stage,
+            "stage_text": recon.stage_text,
+            "stage_fraction": recon.stage_fraction,
+            "fraction": recon.fraction,
+            "eta_s": recon.eta_s,
+            "particles": recon.particles,
+            "message": recon.message,
+            "updated_at": recon.updated_at.isoformat() if recon.updated_at else None,
+        },
         "stalled": stalled,
         "keeping_up": False if stalled else s.keeping_up,
         "latest_movie": latest.movie if latest else None,
@@ -86,6 +105,7 @@ def run_status(session: AcqSession, run: RunFolder | None) -> dict[str, Any]:
             "batches": f"{s.batches_done} / {s.batches_total}",
             "keeping_up": pace,
             "updated_at": local_text(s.updated_at, seconds=True),
+            "reconstruction": recon.describe(datetime.now(UTC), stall_s) if recon else "",
         },
     }
 

@@ -272,3 +272,60 @@ def test_run_page_shows_the_reconstructions_warnings(live, client):
     assert 'role="alert" hidden' not in html
     status = client.get(f"/sessions/{live.session_id}/run/status.json").get_json()
     assert status["warnings"] == summary["warnings"]
+
+
+def test_run_page_shows_the_reconstructions_progress_and_result_warnings(live, client):
+    """The running reconstruction's progress.json (written by the pipeline's own
+    Progress) shows as stage, fractions and ETA; when it finishes, its result.json's
+    warnings show although the run summary has none yet; a broken file shows nothing."""
+    import json
+    import time
+
+    from cryofac.run_folder import RECONSTRUCTION_STAGES
+    from pipeline.reconstruction.progress import STAGE_WEIGHTS, Progress
+    from portal.runs.reconstruction import STAGE_NAMES
+
+    assert tuple(STAGE_NAMES) == RECONSTRUCTION_STAGES
+    assert set(STAGE_WEIGHTS) <= set(RECONSTRUCTION_STAGES)  # the writer's stages are named
+    live.login(client, "alice")
+    page = f"/sessions/{live.session_id}/run"
+    assert 'data-field="reconstruction" hidden' in client.get(page).get_data(as_text=True)
+
+    folder = live.run_dir / "reconstruct" / "p3000"
+    progress = Progress(folder)
+    progress.stage("load")
+    progress.t0 = time.monotonic() - 620.0  # 620 s so far
+    progress.stage("refine")("iteration 3 of 8", 0.4)  # 0.03 + 0.12 + 0.25 + 0.55 · 0.4
+    html = client.get(page).get_data(as_text=True)
+    assert 'data-field="reconstruction" hidden' not in html
+    shown = "3D refinement (3,000 particles): 40 % of this stage, 62 % in all, about 7 min left"
+    assert shown in html  # ETA 620 s · 0.38 / 0.62 = 380 s
+    assert 'value="0.62"' in html
+    status = client.get(f"{page}/status.json").get_json()
+    assert status["reconstruction"]["stage"] == "refine"
+    assert status["reconstruction"]["fraction"] == 0.62
+    assert status["display"]["reconstruction"] == shown
+
+    # no word for a while: said so instead of an ETA
+    data = json.loads((folder / "progress.json").read_text())
+    data["updated"] = "2026-01-01T00:00:00Z"
+    (folder / "progress.json").write_text(json.dumps(data))
+    assert (
+        "no progress for"
+        in client.get(f"{page}/status.json").get_json()["display"]["reconstruction"]
+    )
+    # half-written (or not ours): no progress shown, no error
+    (folder / "progress.json").write_text('{"stage": "refi')
+    assert client.get(page).status_code == 200
+    assert client.get(f"{page}/status.json").get_json()["reconstruction"] is None
+
+    # finished: progress done, result.json with a warning the map may be wrong
+    progress.finish()
+    warning = "2 of the 3 ab-initio runs led refinement to a different map <check it>"
+    (folder / "result.json").write_text(json.dumps({"resolution_A": 6.1, "warnings": [warning]}))
+    html = client.get(page).get_data(as_text=True)
+    assert 'data-field="reconstruction" hidden' in html
+    assert "led refinement to a different map &lt;check it&gt;" in html
+    assert json.loads((live.run_dir / "summary.json").read_text()).get("warnings") in (None, [])
+    status = client.get(f"{page}/status.json").get_json()
+    assert status["reconstruction"] is None and status["warnings"] == [warning]

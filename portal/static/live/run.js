@@ -42,6 +42,12 @@
       }));
       warnings.hidden = status.warnings.length === 0;
     }
+    var recon = root.querySelector("[data-field=reconstruction]");
+    if (recon) {
+      recon.hidden = !status.reconstruction;
+      var bar = root.querySelector("[data-field=reconstruction_fraction]");
+      if (bar && status.reconstruction) { bar.value = status.reconstruction.fraction; }
+    }
     if (status.updated_at) { setText("[data-field=updated_at]", status.display.updated_at); }
     if (status.latest_movie) { setText("[data-field=latest_movie]", status.latest_movie); }
     if (String(status.stamp) !== String(stamp)) {
