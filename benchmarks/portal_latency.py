@@ -246,6 +246,7 @@ class Client:
         self.username = username
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         self.token, self.project_id, self.cookie = token, project_id, ""
+        self.cookies: dict[str, str] = {}
         status, body, headers = self.request("GET", "/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
         form = f"csrf_token={csrf}&username={username}&password={PASSWORD}"
@@ -253,6 +254,8 @@ class Client:
             "POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
         )
         assert status == 302, f"log-in failed for {username}: {status}"
+        status, _, _ = self.request("GET", "/bookings/mine")  # the session cookie works
+        assert status == 200, f"{username} is not logged in after the log-in form: {status}"
 
     def request(self, method: str, path: str, body: str | None = None, headers=None):
         headers = dict(headers or {})
@@ -266,9 +269,11 @@ class Client:
             self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
         data = response.read().decode()
-        cookie = response.getheader("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
+        # every cookie set (log-in sets the session and the known-device cookie)
+        for cookie in response.headers.get_all("Set-Cookie") or []:
+            name, _, value = cookie.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value
+        self.cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items() if v)
         return response.status, data, response.headers
 
 

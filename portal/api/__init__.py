@@ -6,7 +6,14 @@ importing this package registers every route module on it.
 
 from __future__ import annotations
 
-from portal.api import bookings, env, instruments, sessions, tokens  # noqa: F401  (routes)
+from portal.api import (  # noqa: F401  (routes)
+    bookings,
+    env,
+    env_spec,  # noqa: F401  (the environment routes' declarations)
+    instruments,
+    sessions,
+    tokens,
+)
 from portal.api.common import bp
 
 __all__ = ["bp"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from portal.api.common import bp, json_body, parse_int, parse_time, token_required
+from portal.api.schemas import ISO_TIME
+from portal.api.spec import array_of, empty, error, ok, operation, query
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
@@ -12,6 +14,18 @@ from portal.domain.errors import InvalidInput
 
 
 @bp.post("/bookings")
+@operation(
+    {
+        201: ok("Booking", "booked"),
+        400: error("malformed request"),
+        403: error("not allowed to book for this project"),
+        404: error("no such instrument or project"),
+        409: error("overlaps another booking or a maintenance block"),
+        422: error("breaks a booking rule (the message says which)"),
+    },
+    summary="Book an instrument for a project",
+    body="BookingRequest",
+)
 @token_required()
 def create_booking():
     data = json_body()
@@ -37,6 +51,15 @@ def create_booking():
 
 
 @bp.get("/bookings")
+@operation(
+    {200: ok(array_of("Booking")), 400: error("malformed query")},
+    summary="Bookings visible to the caller",
+    parameters=[
+        query("instrument_id", {"type": "string"}),
+        query("start", ISO_TIME),
+        query("end", ISO_TIME),
+    ],
+)
 @token_required()
 def list_bookings():
     args = request.args
@@ -56,12 +79,21 @@ def list_bookings():
 
 
 @bp.get("/bookings/<int:booking_id>")
+@operation({200: ok("Booking"), 404: error("not found")})
 @token_required()
 def get_booking(booking_id: int):
     return jsonify(permissions.visible_booking(get_db(), g.user, booking_id).as_dict())
 
 
 @bp.delete("/bookings/<int:booking_id>")
+@operation(
+    {
+        204: empty("cancelled"),
+        403: error("not allowed to cancel"),
+        404: error("not found"),
+        409: error("past the cancellation deadline"),
+    }
+)
 @token_required()
 def cancel_booking(booking_id: int):
     db = get_db()
@@ -72,6 +104,17 @@ def cancel_booking(booking_id: int):
 
 
 @bp.post("/bookings/<int:booking_id>/decision")
+@operation(
+    {
+        200: ok("Booking", "decided"),
+        400: error("malformed request"),
+        403: error("staff only"),
+        404: error("not found"),
+        409: error("the booking is not pending"),
+    },
+    summary="Staff approve or reject a pending booking",
+    body="Decision",
+)
 @token_required(roles=permissions.STAFF_ROLES)
 def decide_booking(booking_id: int):
     data = json_body()
@@ -86,6 +129,16 @@ def decide_booking(booking_id: int):
 
 
 @bp.post("/waitlist")
+@operation(
+    {
+        201: ok("WaitlistEntry", "on the waiting list"),
+        400: error("malformed request"),
+        403: error("not a member of the project"),
+        404: error("no such instrument or project"),
+    },
+    summary="Ask to be offered a taken slot if it is freed",
+    body="WaitlistRequest",
+)
 @token_required()
 def join_waitlist():
     data = json_body()

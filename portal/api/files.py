@@ -15,6 +15,7 @@ from flask import Blueprint, g, jsonify, request
 
 from portal import downloads_service as service
 from portal.api.common import token_required
+from portal.api.spec import RANGE_PARAM, binary, empty, error, ok, operation
 from portal.db import get_db
 from portal.domain.errors import NotFound
 from portal.domain.permissions import visible_session
@@ -23,6 +24,10 @@ bp = Blueprint("api_files", __name__, url_prefix="/api/v1")
 
 
 @bp.get("/sessions/<int:session_id>/files")
+@operation(
+    {200: ok("FileList"), 404: error("not found (also for anyone outside the project)")},
+    summary="Downloadable outputs, environmental provenance and manifest",
+)
 @token_required()
 def list_files(session_id: int):
     session = visible_session(get_db(), g.user, session_id)
@@ -31,6 +36,17 @@ def list_files(session_id: int):
 
 
 @bp.route("/sessions/<int:session_id>/files/<path:name>", methods=["GET", "HEAD"])
+@operation(
+    {
+        200: binary("the whole file"),
+        206: binary("the requested range"),
+        304: empty("not modified"),
+        404: error("not found (also for anyone outside the project)"),
+        416: empty("range not satisfiable"),
+    },
+    summary="The file, streamed; supports HTTP Range (206) and If-None-Match",
+    parameters=[RANGE_PARAM],
+)
 @token_required()
 def get_file(session_id: int, name: str):
     session = visible_session(get_db(), g.user, session_id)
@@ -41,6 +57,13 @@ def get_file(session_id: int, name: str):
 
 
 @bp.post("/sessions/<int:session_id>/files/<path:name>/link")
+@operation(
+    {
+        201: ok("SignedLink", "link issued"),
+        404: error("not found (also for anyone outside the project)"),
+    },
+    summary="An expiring signed URL for curl/wget (no token needed to use it)",
+)
 @token_required()
 def make_link(session_id: int, name: str):
     session = visible_session(get_db(), g.user, session_id)

@@ -6,11 +6,13 @@ import sqlalchemy as sa
 from flask import jsonify
 
 from portal.api.common import bp, token_required
+from portal.api.spec import array_of, ok, operation
 from portal.db import get_db
 from portal.models import Instrument
 
 
 @bp.get("/instruments")
+@operation({200: ok(array_of("Instrument"))}, summary="The facility's bookable instruments")
 @token_required()
 def list_instruments():
     rows = get_db().scalars(

@@ -7,6 +7,7 @@ import re
 from flask import current_app, g, jsonify
 
 from portal.api.common import bp, json_body, token_required
+from portal.api.spec import error, ok, operation
 from portal.db import get_db
 from portal.domain import permissions
 from portal.domain import sessions as lifecycle
@@ -35,6 +36,10 @@ def for_viewer(body: dict, session) -> dict:
 
 
 @bp.get("/sessions/<int:session_id>")
+@operation(
+    {200: ok("Session"), 404: error("not found (also for anyone outside the project)")},
+    summary="State, times, processing progress and statistics of a session",
+)
 @token_required()
 def get_session(session_id: int):
     session = permissions.visible_session(get_db(), g.user, session_id)
@@ -42,6 +47,17 @@ def get_session(session_id: int):
 
 
 @bp.post("/sessions/<int:session_id>/transition")
+@operation(
+    {
+        200: ok("SessionAfterTransition", "moved"),
+        400: error("malformed request"),
+        403: error("operators only"),
+        404: error("not found"),
+        409: error("not allowed from this state, or the environment gate is closed"),
+    },
+    summary="Operators move a session along its lifecycle (gate checked)",
+    body="TransitionRequest",
+)
 @token_required(roles=permissions.OPERATOR_ROLES)
 def transition_session(session_id: int):
     data = json_body()

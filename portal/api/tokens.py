@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request
 
 from portal.api.common import bp, json_body, token_required
+from portal.api.spec import empty, error, ok, operation
 from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import InvalidInput, PortalError
@@ -12,6 +13,21 @@ from portal.domain.login_throttle import policy_from_config
 
 
 @bp.post("/tokens")
+@operation(
+    {
+        201: ok("Token", "token issued"),
+        400: error("malformed request"),
+        401: error("wrong username or password"),
+        429: error(
+            "too many failed attempts for this account or address: wait the"
+            " seconds in the Retry-After header (delays double after each"
+            " failure, capped; never a lock-out)"
+        ),
+    },
+    summary="Exchange a username and password for a bearer token",
+    body="TokenRequest",
+    auth=False,
+)
 def create_token():
     data = json_body()
     username, password = data.get("username"), data.get("password")
@@ -37,6 +53,7 @@ def create_token():
 
 
 @bp.delete("/tokens")
+@operation({204: empty("revoked")}, summary="Revoke the bearer token of this request")
 @token_required()
 def revoke_token():
     """Revoke the bearer token of this request."""

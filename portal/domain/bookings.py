@@ -189,7 +189,7 @@ def check_request_rules(
         raise BookingRuleViolation(
             "horizon",
             f"{instrument.id} can be booked up to {instrument.horizon_days:g} days ahead "
-            f"(until {horizon.isoformat(timespec='minutes')})",
+            f"(until {local_text(horizon)})",
         )
     if for_booking is not None:
         _check_sample_prep(instrument, project, end, for_booking)
