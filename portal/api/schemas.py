@@ -8,115 +8,114 @@ from __future__ import annotations
 
 from typing import Any
 
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+NUMBER = {"type": "number"}
+BOOLEAN = {"type": "boolean"}
+ISO_TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-ISO_TIME = {"type": "string", "format": "date-time"}
-NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+def array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+def obj(properties: dict, required: list[str] | None = None, closed: bool = False) -> dict:
+    """An object schema; ``closed``: no other properties allowed."""
+    schema: dict[str, Any] = {"type": "object"}
+    if required is not None:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    schema["properties"] = properties
+    return schema
+
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "additionalProperties": False,
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "additionalProperties": False,
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": STRING,
+                    "message": STRING,
                     "rule": {"type": "string", "description": "the booking rule broken (422)"},
                     "reasons": {
                         "type": "array",
-                        "items": {"type": "string"},
+                        "items": STRING,
                         "description": "why the environment gate is closed (409)",
                     },
                 },
-            }
+                required=["code", "message"],
+                closed=True,
+            )
         },
-    },
-    "UserPublic": {
-        "type": "object",
-        "required": ["id", "username", "full_name"],
-        "properties": {
-            "id": {"type": "integer"},
-            "username": {"type": "string"},
-            "full_name": {"type": "string"},
+        required=["error"],
+        closed=True,
+    ),
+    "UserPublic": obj(
+        {"id": INTEGER, "username": STRING, "full_name": STRING},
+        required=["id", "username", "full_name"],
+    ),
+    "TokenRequest": obj(
+        {"username": STRING, "password": STRING}, required=["username", "password"]
+    ),
+    "Token": obj(
+        {"token": {"type": "string", "minLength": 20}, "user": _ref("UserPublic"), "role": STRING},
+        required=["token"],
+    ),
+    "Instrument": obj(
+        {
+            "id": STRING,
+            "name": STRING,
+            "kind": STRING,
+            "room": STRING,
+            "requires_approval": BOOLEAN,
+            "environment_gated": BOOLEAN,
+            "booking": obj(
+                {
+                    "min_duration_h": NUMBER,
+                    "max_duration_h": NUMBER,
+                    "lead_time_h": NUMBER,
+                    "cancellation_deadline_h": NUMBER,
+                }
+            ),
         },
-    },
-    "TokenRequest": {
-        "type": "object",
-        "required": ["username", "password"],
-        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-    },
-    "Token": {
-        "type": "object",
-        "required": ["token"],
-        "properties": {
-            "token": {"type": "string", "minLength": 20},
-            "user": _ref("UserPublic"),
-            "role": {"type": "string"},
-        },
-    },
-    "Instrument": {
-        "type": "object",
-        "required": ["id", "name", "kind", "room"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "kind": {"type": "string"},
-            "room": {"type": "string"},
-            "requires_approval": {"type": "boolean"},
-            "environment_gated": {"type": "boolean"},
-            "booking": {
-                "type": "object",
-                "properties": {
-                    "min_duration_h": {"type": "number"},
-                    "max_duration_h": {"type": "number"},
-                    "lead_time_h": {"type": "number"},
-                    "cancellation_deadline_h": {"type": "number"},
-                },
-            },
-        },
-    },
-    "BookingRequest": {
-        "type": "object",
-        "required": ["instrument_id", "project_id", "start", "end"],
-        "properties": {
-            "instrument_id": {"type": "string"},
-            "project_id": {"type": "integer"},
+        required=["id", "name", "kind", "room"],
+    ),
+    "BookingRequest": obj(
+        {
+            "instrument_id": STRING,
+            "project_id": INTEGER,
             "start": ISO_TIME,
             "end": ISO_TIME,
             "for_booking_id": {"type": ["integer", "null"]},
-            "note": {"type": "string"},
+            "note": STRING,
         },
-    },
-    "Booking": {
-        "type": "object",
-        "required": ["id", "instrument_id", "project_id", "start", "end", "status"],
-        "properties": {
-            "id": {"type": "integer"},
-            "instrument_id": {"type": "string"},
-            "project_id": {"type": "integer"},
+        required=["instrument_id", "project_id", "start", "end"],
+    ),
+    "Booking": obj(
+        {
+            "id": INTEGER,
+            "instrument_id": STRING,
+            "project_id": INTEGER,
             "user": _ref("UserPublic"),
             "start": ISO_TIME,
             "end": ISO_TIME,
             "status": {"enum": ["pending", "confirmed", "rejected", "cancelled"]},
             "for_booking_id": {"type": ["integer", "null"]},
         },
-    },
-    "Session": {
-        "type": "object",
-        "required": ["id", "instrument_id", "project_id", "state", "start", "end"],
-        "properties": {
-            "id": {"type": "integer"},
-            "booking_id": {"type": "integer"},
-            "instrument_id": {"type": "string"},
-            "project_id": {"type": "integer"},
+        required=["id", "instrument_id", "project_id", "start", "end", "status"],
+    ),
+    "Session": obj(
+        {
+            "id": INTEGER,
+            "booking_id": INTEGER,
+            "instrument_id": STRING,
+            "project_id": INTEGER,
             "state": {
                 "enum": ["scheduled", "ready", "acquiring", "processing", "complete", "aborted"]
             },
@@ -134,22 +133,23 @@ SCHEMAS: dict[str, Any] = {
                 "description": "server folder; shown to staff and technicians only (else null)",
             },
             "processing": _ref("Processing"),
-            "allowed_transitions": {"type": "array", "items": {"type": "string"}},
+            "allowed_transitions": array(STRING),
         },
-    },
+        required=["id", "instrument_id", "project_id", "state", "start", "end"],
+    ),
     "Processing": {
         "type": "object",
         "description": "progress of the session's run folder; {} before processing starts",
         "properties": {
             "state": {"enum": ["running", "idle", "complete", "failed", "unreadable"]},
             "updated_at": NULLABLE_TIME,
-            "movies_seen": {"type": "integer"},
-            "movies_processed": {"type": "integer"},
-            "movies_failed": {"type": "integer"},
-            "backlog": {"type": "integer"},
-            "particles": {"type": "integer"},
-            "batches_done": {"type": "integer"},
-            "batches_total": {"type": "integer"},
+            "movies_seen": INTEGER,
+            "movies_processed": INTEGER,
+            "movies_failed": INTEGER,
+            "backlog": INTEGER,
+            "particles": INTEGER,
+            "batches_done": INTEGER,
+            "batches_total": INTEGER,
             "acquisition_rate_per_h": {"type": ["number", "null"]},
             "processing_rate_per_h": {"type": ["number", "null"]},
             "keeping_up": {"type": ["boolean", "null"]},
@@ -157,167 +157,117 @@ SCHEMAS: dict[str, Any] = {
             "b_factor": {"type": ["number", "null"]},
             "warnings": {
                 "type": "array",
-                "items": {"type": "string"},
+                "items": STRING,
                 "description": "about the map, from the reconstruction (e.g. a doubtful start)",
             },
             "median_total_motion_A": {"type": ["number", "null"]},
             "median_defocus_A": {"type": ["number", "null"]},
             "median_ctf_max_resolution_A": {"type": ["number", "null"]},
             "median_particles_per_micrograph": {"type": ["number", "null"]},
-            "error": {"type": "string"},
+            "error": STRING,
         },
     },
-    "Decision": {
-        "type": "object",
-        "required": ["approve"],
-        "properties": {"approve": {"type": "boolean"}, "reason": {"type": "string"}},
-    },
-    "WaitlistRequest": {
-        "type": "object",
-        "required": ["instrument_id", "project_id", "start", "end"],
-        "properties": {
-            "instrument_id": {"type": "string"},
-            "project_id": {"type": "integer"},
-            "start": ISO_TIME,
-            "end": ISO_TIME,
-        },
-    },
-    "WaitlistEntry": {
-        "type": "object",
-        "required": ["id", "state"],
-        "properties": {
-            "id": {"type": "integer"},
-            "state": {"enum": ["waiting", "offered", "accepted", "withdrawn"]},
-        },
-    },
-    "TransitionRequest": {
-        "type": "object",
-        "required": ["state"],
-        "properties": {
-            "state": {"type": "string"},
-            "reason": {"type": "string"},
-            "override_gate": {"type": "boolean"},
-        },
-    },
+    "Decision": obj({"approve": BOOLEAN, "reason": STRING}, required=["approve"]),
+    "WaitlistRequest": obj(
+        {"instrument_id": STRING, "project_id": INTEGER, "start": ISO_TIME, "end": ISO_TIME},
+        required=["instrument_id", "project_id", "start", "end"],
+    ),
+    "WaitlistEntry": obj(
+        {"id": INTEGER, "state": {"enum": ["waiting", "offered", "accepted", "withdrawn"]}},
+        required=["id", "state"],
+    ),
+    "TransitionRequest": obj(
+        {"state": STRING, "reason": STRING, "override_gate": BOOLEAN}, required=["state"]
+    ),
     "SessionAfterTransition": {
         "allOf": [
-            {"$ref": "#/components/schemas/Session"},
-            {
-                "type": "object",
-                "properties": {
-                    "gate": {
-                        "type": "object",
-                        "required": ["allowed", "reasons"],
-                        "properties": {
-                            "allowed": {"type": "boolean"},
-                            "reasons": {"type": "array", "items": {"type": "string"}},
-                            "checked_at": NULLABLE_TIME,
-                        },
-                    }
-                },
-            },
+            _ref("Session"),
+            obj(
+                {
+                    "gate": obj(
+                        {"allowed": BOOLEAN, "reasons": array(STRING), "checked_at": NULLABLE_TIME},
+                        required=["allowed", "reasons"],
+                    )
+                }
+            ),
         ]
     },
-    "File": {
-        "type": "object",
-        "required": ["name", "kind", "label", "size", "modified_at", "url"],
-        "additionalProperties": False,
-        "properties": {
+    "File": obj(
+        {
             "name": {"type": "string", "pattern": "^[^/]+$"},
-            "kind": {"type": "string"},
-            "label": {"type": "string"},
+            "kind": STRING,
+            "label": STRING,
             "size": {
                 "type": ["integer", "null"],
                 "minimum": 0,
                 "description": "bytes; null for a manifest not built yet (built on request)",
             },
             "modified_at": NULLABLE_TIME,
-            "url": {"type": "string"},
+            "url": STRING,
         },
-    },
-    "FileList": {
-        "type": "object",
-        "required": ["session_id", "files"],
-        "additionalProperties": False,
-        "properties": {
-            "session_id": {"type": "integer"},
-            "files": {"type": "array", "items": _ref("File")},
-        },
-    },
-    "SignedLink": {
-        "type": "object",
-        "required": ["url", "expires_at"],
-        "additionalProperties": False,
-        "properties": {"url": {"type": "string"}, "expires_at": ISO_TIME},
-    },
-    "Reading": {
-        "type": "object",
-        "required": ["sensor", "quantity", "ts", "value", "unit"],
-        "properties": {
-            "sensor": {"type": "string"},
-            "quantity": {"type": "string"},
+        required=["name", "kind", "label", "size", "modified_at", "url"],
+        closed=True,
+    ),
+    "FileList": obj(
+        {"session_id": INTEGER, "files": array(_ref("File"))},
+        required=["session_id", "files"],
+        closed=True,
+    ),
+    "SignedLink": obj(
+        {"url": STRING, "expires_at": ISO_TIME}, required=["url", "expires_at"], closed=True
+    ),
+    "Reading": obj(
+        {
+            "sensor": STRING,
+            "quantity": STRING,
             "ts": ISO_TIME,
-            "value": {"type": "number"},
-            "unit": {"type": "string"},
+            "value": NUMBER,
+            "unit": STRING,
             "band": {"type": ["string", "number"]},
         },
-    },
-    "ReadingsAccepted": {
-        "type": "object",
-        "required": ["accepted", "rejected"],
-        "properties": {
+        required=["sensor", "quantity", "ts", "value", "unit"],
+    ),
+    "ReadingsAccepted": obj(
+        {
             "accepted": {"type": "integer", "minimum": 0},
-            "rejected": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "reason"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "reason": {"type": "string"},
+            "rejected": array(
+                obj(
+                    {
+                        "index": INTEGER,
+                        "reason": STRING,
                         "kind": {
                             "enum": ["invalid", "implausible", "conflict", "clock"],
-                            "description": "why: malformed; outside the quantity's physical "
-                            "range or a no-value code; another value for a stored time "
-                            "(second publisher); too far ahead or implausibly old",
+                            "description": "why: malformed; outside the quantity's physical range or a no-value code; another value for a stored time (second publisher); too far ahead or implausibly old",
                         },
                     },
-                },
-            },
+                    required=["index", "reason"],
+                )
+            ),
         },
-    },
-    "Gate": {
-        "type": "object",
-        "required": ["allowed", "reasons", "checked_at"],
-        "properties": {
-            "allowed": {"type": "boolean"},
-            "reasons": {"type": "array", "items": {"type": "string"}},
-            "checked_at": ISO_TIME,
-        },
-    },
-    "Alarm": {
-        "type": "object",
-        "required": ["id", "room", "severity", "state", "message"],
-        "properties": {
-            "id": {"type": "integer"},
-            "rule_id": {"type": "string"},
-            "room": {"type": "string"},
-            "sensor": {"type": "string"},
-            "quantity": {"type": "string"},
-            "kind": {"type": "string"},
-            "severity": {"type": "string"},
-            "state": {"type": "string"},
-            "message": {"type": "string"},
+        required=["accepted", "rejected"],
+    ),
+    "Gate": obj(
+        {"allowed": BOOLEAN, "reasons": array(STRING), "checked_at": ISO_TIME},
+        required=["allowed", "reasons", "checked_at"],
+    ),
+    "Alarm": obj(
+        {
+            "id": INTEGER,
+            "rule_id": STRING,
+            "room": STRING,
+            "sensor": STRING,
+            "quantity": STRING,
+            "kind": STRING,
+            "severity": STRING,
+            "state": STRING,
+            "message": STRING,
             "started_at": ISO_TIME,
             "acknowledged_at": NULLABLE_TIME,
             "acknowledged_by": {"type": ["string", "null"]},
             "ack_comment": {"type": ["string", "null"]},
             "resolved_at": NULLABLE_TIME,
         },
-    },
-    "AckRequest": {
-        "type": "object",
-        "required": ["comment"],
-        "properties": {"comment": {"type": "string"}},
-    },
+        required=["id", "room", "severity", "state", "message"],
+    ),
+    "AckRequest": obj({"comment": STRING}, required=["comment"]),
 }
