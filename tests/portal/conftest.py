@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,34 @@ class Facility:
         )
         assert response.status_code == 201, response.get_json()
         return {"Authorization": f"Bearer {response.get_json()['token']}"}
+
+    def book(self, client, headers, instrument_id, start, end, project_id=None, **extra):
+        """``POST /api/v1/bookings`` (the project: the active one unless named); the
+        response."""
+        body = {
+            "instrument_id": instrument_id,
+            "project_id": self.project_id if project_id is None else project_id,
+            "start": start,
+            "end": end,
+            **extra,
+        }
+        return client.post("/api/v1/bookings", json=body, headers=headers)
+
+    def login(self, client, username: str, password: str | None = None, **kwargs):
+        """Log in through the form; the response."""
+        return login(client, username, self.password if password is None else password, **kwargs)
+
+
+def login(client, username: str, password: str, **kwargs):
+    """Log in through the form (its CSRF token read from the page); the response."""
+    form = {"csrf_token": csrf(client, "/login"), "username": username, "password": password}
+    return client.post("/login", data=form, **kwargs)
+
+
+def csrf(client, url: str) -> str:
+    """The CSRF token of the form on page ``url``."""
+    page = client.get(url).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
 
 def make_app(database_url: str, **extra):

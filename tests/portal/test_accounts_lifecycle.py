@@ -19,20 +19,8 @@ from portal.domain import accounts
 from portal.domain.errors import TooManyAttempts, Unauthorized
 from portal.domain.login_throttle import LoginPolicy
 from portal.models import AuditEntry, LoginAttempt, LoginThrottle, User, utcnow
-
-
-def _csrf(client, url: str) -> str:
-    page = client.get(url).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def _login(client, username: str, password: str, **kwargs):
-    token = _csrf(client, "/login")
-    return client.post(
-        "/login",
-        data={"csrf_token": token, "username": username, "password": password},
-        **kwargs,
-    )
+from tests.portal.conftest import csrf as _csrf
+from tests.portal.conftest import login as _login
 
 
 def _post_form(client, url: str, page: str, **data):

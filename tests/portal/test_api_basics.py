@@ -29,31 +29,13 @@ def test_errors_are_json_with_real_status(world, client):
 def test_book_read_cancel(world, client, slot):
     headers = world.token(client, "alice")
     start, end = slot(48, 4)
-    created = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=headers,
-    )
+    created = world.book(client, headers, "glacios1", start, end)
     assert created.status_code == 201, created.get_json()
     body = created.get_json()
     assert body["status"] == "confirmed" and body["instrument_id"] == "glacios1"
     listed = client.get("/api/v1/bookings?instrument_id=glacios1", headers=headers).get_json()
     assert [b["id"] for b in listed] == [body["id"]]
-    again = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=headers,
-    )
+    again = world.book(client, headers, "glacios1", start, end)
     assert again.status_code == 409
     assert client.delete(f"/api/v1/bookings/{body['id']}", headers=headers).status_code == 204
     assert client.get(f"/api/v1/bookings/{body['id']}", headers=headers).get_json()["status"] == (
@@ -80,16 +62,7 @@ def test_unexpected_errors_are_json_500_without_a_traceback(world, client):
 def test_rule_and_gate_reasons_are_named_in_the_error(world, client, slot):
     headers = world.token(client, "alice")
     start, end = slot(2, 4)
-    response = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=headers,
-    )
+    response = world.book(client, headers, "glacios1", start, end)
     assert response.status_code == 422
     assert response.get_json()["error"]["rule"] == "lead_time"
 

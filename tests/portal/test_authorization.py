@@ -152,17 +152,7 @@ def _probe(world, client, admin_client, alice, slot, payload, n):
         if response.request.path.startswith("/api/"):
             assert response.is_json
     assert probes[0].get_json() == []
-    noted = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-            "note": payload,
-        },
-        headers=alice,
-    )
+    noted = world.book(client, alice, "glacios1", start, end, note=payload)
     assert noted.status_code == 201
     for url in (
         f"/calendar/{q}",

@@ -6,17 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from portal.models import Booking
-
-
-def _csrf(client, url: str) -> str:
-    page = client.get(url).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def _login(client, world, username: str) -> None:
-    data = {"csrf_token": _csrf(client, "/login"), "username": username}
-    data["password"] = world.password
-    assert client.post("/login", data=data).status_code == 302
+from tests.portal.conftest import csrf as _csrf
 
 
 def _local(moment: datetime) -> str:
@@ -50,7 +40,7 @@ def test_my_bookings_title_and_cancel_only_before_the_deadline(world, client):
         db.add_all([soon, later])
         db.commit()
         soon_id, later_id = soon.id, later.id
-    _login(client, world, "alice")
+    assert world.login(client, "alice").status_code == 302
     page = client.get("/bookings/mine").get_data(as_text=True)
     title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
     assert title.strip() == "My bookings · cryofac"
@@ -65,29 +55,27 @@ def test_my_bookings_title_and_cancel_only_before_the_deadline(world, client):
 
 
 def test_researchers_see_no_staff_project_moves(world, client):
-    _login(client, world, "alice")
+    assert world.login(client, "alice").status_code == 302
     page = client.get(f"/projects/{world.project_id}").get_data(as_text=True)
     assert "→ closed" not in page
     staff = world.app.test_client()
-    _login(staff, world, "staff")
+    assert world.login(staff, "staff").status_code == 302
     assert "→ closed" in staff.get(f"/projects/{world.project_id}").get_data(as_text=True)
 
 
 def test_waitlist_is_offered_for_someone_elses_slot_only(world, client):
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=60)
     headers = world.token(client, "mallory")
-    taken = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.other_project_id,
-            "start": start.isoformat(),
-            "end": (start + timedelta(hours=4)).isoformat(),
-        },
-        headers=headers,
+    taken = world.book(
+        client,
+        headers,
+        "glacios1",
+        start.isoformat(),
+        (start + timedelta(hours=4)).isoformat(),
+        project_id=world.other_project_id,
     )
     assert taken.status_code == 201
-    _login(client, world, "alice")
+    assert world.login(client, "alice").status_code == 302
     form = {
         "csrf_token": _csrf(client, "/bookings/new"),
         "instrument_id": "glacios1",
@@ -107,7 +95,7 @@ def test_waitlist_is_offered_for_someone_elses_slot_only(world, client):
 
 
 def test_rule_errors_are_plain_words(world, client):
-    _login(client, world, "alice")
+    assert world.login(client, "alice").status_code == 302
     start = datetime.now(UTC) + timedelta(hours=48)
     form = {
         "csrf_token": _csrf(client, "/bookings/new"),

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import sqlalchemy as sa
 
 from portal.models import Booking, LoginAttempt
-
-
-def _csrf(client, url: str) -> str:
-    page = client.get(url).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def _login(client, world, username: str):
-    token = _csrf(client, "/login")
-    return client.post(
-        "/login", data={"csrf_token": token, "username": username, "password": world.password}
-    )
+from tests.portal.conftest import csrf as _csrf
 
 
 def test_login_calendar_book_and_cancel(world, client, slot):
     assert client.get("/calendar/glacios1").status_code == 302  # logged out → login page
-    response = _login(client, world, "alice")
+    response = world.login(client, "alice")
     assert response.status_code == 302
     with world.db() as db, client.session_transaction() as cookie:
         from portal.models import User
@@ -77,13 +64,13 @@ def test_login_is_slowed_after_failures(world, client):
             "/login", data={"csrf_token": token, "username": "alice", "password": "wrong-one"}
         )
         assert bad.status_code == 401
-    throttled = _login(client, world, "alice")
+    throttled = world.login(client, "alice")
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 299  # capped
     api = client.post("/api/v1/tokens", json={"username": "alice", "password": world.password})
     assert api.status_code == 429 and api.get_json()["error"]["code"] == "too_many_attempts"
     assert "Retry-After" in api.headers
     # other users are unaffected
-    assert _login(client, world, "pi").status_code == 302
+    assert world.login(client, "pi").status_code == 302
     with world.db() as db:
         assert db.scalar(sa.select(sa.func.count(LoginAttempt.id))) >= 6
 
@@ -101,18 +88,9 @@ def test_open_redirect_is_refused(world, client):
 def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
     alice = world.token(client, "alice")
     start, end = slot(120, 24)
-    pending = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "krios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=alice,
-    ).get_json()
+    pending = world.book(client, alice, "krios1", start, end).get_json()
     assert pending["status"] == "pending"
-    _login(client, world, "staff")
+    world.login(client, "staff")
     page = client.get("/staff/").get_data(as_text=True)
     assert f"<td>{pending['id']}</td>" in page
     token = _csrf(client, "/staff/")
@@ -134,7 +112,7 @@ def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
     project_page = client.get(f"/projects/{world.project_id}").get_data(as_text=True)
     assert "<td>microscope</td><td>36</td><td>24.0</td>" in project_page
     client.post("/logout", data={"csrf_token": token})
-    _login(client, world, "admin")
+    world.login(client, "admin")
     audit = client.get("/admin/audit?entity=booking").get_data(as_text=True)
     assert "approve" in audit and "fits the schedule" in audit and "staff" in audit
 
@@ -142,17 +120,8 @@ def test_staff_approves_and_admin_reads_the_audit_log(world, client, slot):
 def test_waitlist_through_the_pages(world, client, slot):
     alice = world.token(client, "alice")
     start, end = slot(60, 6)
-    held = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=alice,
-    ).get_json()
-    _login(client, world, "mallory")
+    held = world.book(client, alice, "glacios1", start, end).get_json()
+    world.login(client, "mallory")
     token = _csrf(client, "/bookings/new")
     form = {
         "csrf_token": token,

@@ -16,16 +16,7 @@ from portal.models import AcqSession, AuditEntry, User
 
 def _session_for(world, client, slot, instrument="glacios1") -> int:
     alice = world.token(client, "alice")
-    booking = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": instrument,
-            "project_id": world.project_id,
-            "start": slot(48, 8)[0],
-            "end": slot(48, 8)[1],
-        },
-        headers=alice,
-    ).get_json()
+    booking = world.book(client, alice, instrument, slot(48, 8)[0], slot(48, 8)[1]).get_json()
     with world.db() as db:
         return db.scalar(sa.select(AcqSession.id).where(AcqSession.booking_id == booking["id"]))
 

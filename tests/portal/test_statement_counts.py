@@ -8,7 +8,6 @@ deliberate choice (raise the bound here and say why), not an accident.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -44,33 +43,15 @@ def statements(app):
         sa.event.remove(engine, "before_cursor_execute", record)
 
 
-def _login(client, world, username: str) -> None:
-    page = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    response = client.post(
-        "/login", data={"csrf_token": csrf, "username": username, "password": world.password}
-    )
-    assert response.status_code == 302
-
-
 @pytest.mark.parametrize("username", ["alice", "pi", "staff"])
 def test_hot_requests_stay_within_their_statement_budget(world, client, slot, username):
     """A member, a PI and staff: cookie and bearer token both sent, as a browser-based
     client of the benchmark does."""
     backend = world.app.extensions["cryofac.engine"].dialect.name
-    _login(client, world, username)
+    assert world.login(client, username).status_code == 302
     headers = world.token(client, username)
     start, end = slot(72, 4)
-    created = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": world.project_id,
-            "start": start,
-            "end": end,
-        },
-        headers=headers,
-    )
+    created = world.book(client, headers, "glacios1", start, end)
     assert created.status_code == 201, created.get_json()
 
     with world.app.app_context():
@@ -90,15 +71,6 @@ def test_hot_requests_stay_within_their_statement_budget(world, client, slot, us
 
     start, end = slot(96, 4)
     with statements(world.app) as sent:
-        again = client.post(
-            "/api/v1/bookings",
-            json={
-                "instrument_id": "glacios1",
-                "project_id": world.project_id,
-                "start": start,
-                "end": end,
-            },
-            headers=headers,
-        )
+        again = world.book(client, headers, "glacios1", start, end)
     assert again.status_code == 201, again.get_json()
     assert len(sent) <= LIMITS["bookings_post"][backend], sent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 from portal.domain.errors import InvalidInput
 from portal.domain.timezones import hours_between, local_text, resolve_local
 from portal.models import Booking
+from tests.portal.conftest import csrf as _csrf
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -52,11 +52,6 @@ def test_local_text_names_the_zone():
     assert local_text(moment, ZoneInfo("UTC")) == "2026-12-15 02:00 UTC"
 
 
-def _csrf(client, url: str) -> str:
-    page = client.get(url).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
 def test_booking_form_across_clock_changes(world):
     from tests.portal.conftest import make_app
 
@@ -93,15 +88,13 @@ def test_booking_form_across_clock_changes(world):
 
         # a clash is reported in the facility's zone, named, in the API too
         headers = world.token(client, "mallory")
-        clash = client.post(
-            "/api/v1/bookings",
-            json={
-                "instrument_id": "glacios1",
-                "project_id": world.other_project_id,
-                "start": "2027-10-30T22:00:00+00:00",
-                "end": "2027-10-31T03:00:00+00:00",
-            },
-            headers=headers,
+        clash = world.book(
+            client,
+            headers,
+            "glacios1",
+            "2027-10-30T22:00:00+00:00",
+            "2027-10-31T03:00:00+00:00",
+            project_id=world.other_project_id,
         )
         assert clash.status_code == 409
         message = clash.get_json()["error"]["message"]

@@ -8,29 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.portal.conftest import Facility
 from tests.portal_live.runfolder_fixture import make_run
 
 
 @dataclass
-class LiveWorld:
-    app: object
-    password: str
-    users: dict[str, int]
-    project_id: int
-    other_project_id: int
-    session_id: int
-    other_session_id: int
-    run_dir: Path
+class LiveWorld(Facility):
+    """The seeded portal (:class:`tests.portal.conftest.Facility`) with a session of each
+    project whose run folder exists."""
 
-    def db(self):
-        return self.app.extensions["cryofac.sessionmaker"]()
-
-    def token(self, client, username: str) -> dict[str, str]:
-        response = client.post(
-            "/api/v1/tokens", json={"username": username, "password": self.password}
-        )
-        assert response.status_code == 201, response.get_json()
-        return {"Authorization": f"Bearer {response.get_json()['token']}"}
+    session_id: int = 0
+    other_session_id: int = 0
+    run_dir: Path = Path()
 
     def outbox(self, kind: str | None = None) -> list:
         """The outbox rows (of ``kind``), oldest first."""
