@@ -111,12 +111,17 @@ class User(Base):
         return {"id": self.id, "username": self.username, "full_name": self.full_name}
 
 
-lab_members = sa.Table(
-    "lab_members",
-    Base.metadata,
-    sa.Column("lab_id", sa.ForeignKey("labs.id"), primary_key=True),
-    sa.Column("user_id", sa.ForeignKey("users.id"), primary_key=True),
-)
+def _members_table(name: str, group: str) -> sa.Table:
+    """The membership table ``name``: (``<group>_id``, ``user_id``) pairs."""
+    return sa.Table(
+        name,
+        Base.metadata,
+        sa.Column(f"{group}_id", sa.ForeignKey(f"{group}s.id"), primary_key=True),
+        sa.Column("user_id", sa.ForeignKey("users.id"), primary_key=True),
+    )
+
+
+lab_members = _members_table("lab_members", "lab")
 
 
 class Lab(Base):
@@ -131,12 +136,7 @@ class Lab(Base):
     members: Mapped[list[User]] = relationship(secondary=lab_members)
 
 
-project_members = sa.Table(
-    "project_members",
-    Base.metadata,
-    sa.Column("project_id", sa.ForeignKey("projects.id"), primary_key=True),
-    sa.Column("user_id", sa.ForeignKey("users.id"), primary_key=True),
-)
+project_members = _members_table("project_members", "project")
 
 
 class Project(Base):

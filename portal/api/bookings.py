@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import g, jsonify, request
 
 from portal.api.common import bp, json_body, parse_int, parse_time, token_required
@@ -11,6 +13,19 @@ from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
 from portal.domain.errors import InvalidInput
+
+
+def _slot_request(data: dict) -> tuple[str, int, datetime, datetime]:
+    """(instrument_id, project_id, start, end) of a booking or waiting-list request."""
+    instrument_id = data.get("instrument_id")
+    if not isinstance(instrument_id, str):
+        raise InvalidInput("instrument_id must be a string")
+    return (
+        instrument_id,
+        parse_int(data.get("project_id"), "project_id"),
+        parse_time(data.get("start"), "start"),
+        parse_time(data.get("end"), "end"),
+    )
 
 
 @bp.post("/bookings")
@@ -29,18 +44,12 @@ from portal.domain.errors import InvalidInput
 @token_required()
 def create_booking():
     data = json_body()
-    instrument_id = data.get("instrument_id")
-    if not isinstance(instrument_id, str):
-        raise InvalidInput("instrument_id must be a string")
     for_booking_id = data.get("for_booking_id")
     db = get_db()
     booking = booking_rules.create_booking(
         db,
         g.user,
-        instrument_id,
-        parse_int(data.get("project_id"), "project_id"),
-        parse_time(data.get("start"), "start"),
-        parse_time(data.get("end"), "end"),
+        *_slot_request(data),
         for_booking_id=parse_int(for_booking_id, "for_booking_id")
         if for_booking_id is not None
         else None,
@@ -141,18 +150,7 @@ def decide_booking(booking_id: int):
 )
 @token_required()
 def join_waitlist():
-    data = json_body()
-    instrument_id = data.get("instrument_id")
-    if not isinstance(instrument_id, str):
-        raise InvalidInput("instrument_id must be a string")
     db = get_db()
-    entry = booking_rules.join_waitlist(
-        db,
-        g.user,
-        instrument_id,
-        parse_int(data.get("project_id"), "project_id"),
-        parse_time(data.get("start"), "start"),
-        parse_time(data.get("end"), "end"),
-    )
+    entry = booking_rules.join_waitlist(db, g.user, *_slot_request(json_body()))
     db.commit()
     return jsonify({"id": entry.id, "state": entry.state}), 201

@@ -11,6 +11,12 @@ class PortalError(CryofacError):
     status = 400
     code = "bad_request"
 
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kw):
+        """``class Gone(PortalError, status=410, code="gone")`` sets both at once."""
+        super().__init_subclass__(**kw)
+        cls.status = cls.status if status is None else status
+        cls.code = cls.code if code is None else code
+
     def __init__(self, message: str):
         self.message = message
         super().__init__(message)
@@ -21,50 +27,40 @@ class PortalError(CryofacError):
         return getattr(self, "plain", None) or self.message
 
 
-class InvalidInput(PortalError):
-    status = 400
-    code = "invalid_input"
+class InvalidInput(PortalError, status=400, code="invalid_input"):
+    """Malformed or out-of-range input."""
 
 
-class Unauthorized(PortalError):
-    status = 401
-    code = "unauthorized"
+class Unauthorized(PortalError, status=401, code="unauthorized"):
+    """No valid credentials."""
 
 
-class Forbidden(PortalError):
-    status = 403
-    code = "forbidden"
+class Forbidden(PortalError, status=403, code="forbidden"):
+    """Not allowed for this user."""
 
 
-class NotFound(PortalError):
-    status = 404
-    code = "not_found"
+class NotFound(PortalError, status=404, code="not_found"):
+    """No such thing (or not visible to this user)."""
 
 
-class Conflict(PortalError):
-    status = 409
-    code = "conflict"
+class Conflict(PortalError, status=409, code="conflict"):
+    """The request conflicts with the current state."""
 
 
-class BookingConflict(Conflict):
+class BookingConflict(Conflict, code="booking_conflict"):
     """The slot overlaps another booking or a maintenance block on the same instrument."""
 
-    code = "booking_conflict"
+
+class CancellationTooLate(Conflict, code="cancellation_deadline"):
+    """Past the cancellation deadline."""
 
 
-class CancellationTooLate(Conflict):
-    code = "cancellation_deadline"
+class InvalidTransition(Conflict, code="invalid_transition"):
+    """Not allowed from the current state."""
 
 
-class InvalidTransition(Conflict):
-    code = "invalid_transition"
-
-
-class BookingRuleViolation(PortalError):
+class BookingRuleViolation(PortalError, status=422, code="booking_rule"):
     """A booking breaks a rule; ``rule`` names it (e.g. ``lead_time``, ``allocation``)."""
-
-    status = 422
-    code = "booking_rule"
 
     #: What each rule means, for people (the message then says what exactly).
     RULE_TITLES = {
@@ -92,22 +88,16 @@ class BookingRuleViolation(PortalError):
             self.plain += "."
 
 
-class GateClosed(PortalError):
+class GateClosed(PortalError, status=409, code="gate_closed"):
     """The environment gate refuses to start acquisition; ``reasons`` lists why."""
-
-    status = 409
-    code = "gate_closed"
 
     def __init__(self, reasons: list[str]):
         self.reasons = list(reasons)
         super().__init__("environment gate closed: " + "; ".join(self.reasons))
 
 
-class TooManyAttempts(PortalError):
+class TooManyAttempts(PortalError, status=429, code="too_many_attempts"):
     """Refused for now; ``retry_after_s`` says when to try again (HTTP ``Retry-After``)."""
-
-    status = 429
-    code = "too_many_attempts"
 
     def __init__(self, message: str, retry_after_s: int | None = None):
         self.retry_after_s = retry_after_s

@@ -21,18 +21,13 @@ from portal.db import get_db
 from portal.domain import accounts, permissions
 from portal.domain.errors import PortalError
 from portal.models import AuditEntry, User
+from portal.views.common import role_gate
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PAGE = 100
 
 
-@bp.before_request
-def _admins_only():
-    if g.get("user") is None:
-        return redirect(url_for("auth.login", next=request.full_path))
-    if not permissions.is_admin(g.user):
-        abort(403)
-    return None
+bp.before_request(role_gate(permissions.is_admin))
 
 
 @bp.get("/audit")

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import g, redirect, render_template, request, session, url_for
+from flask import abort, g, redirect, render_template, request, session, url_for
 
 from portal.db import get_db
 from portal.models import User
@@ -45,6 +45,20 @@ def load_user() -> None:
             g.user = user
         else:
             session.clear()
+
+
+def role_gate(allowed: Callable[[User], bool]) -> Callable[[], Any]:
+    """A ``before_request`` hook for a blueprint of one role: log in first, then 403
+    unless ``allowed(user)``."""
+
+    def gate():
+        if g.get("user") is None:
+            return redirect(url_for("auth.login", next=request.full_path))
+        if not allowed(g.user):
+            abort(403)
+        return None
+
+    return gate
 
 
 def login_required(view: Callable) -> Callable:

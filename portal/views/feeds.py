@@ -58,18 +58,23 @@ def _window() -> tuple[datetime, datetime]:
     return now - timedelta(days=PAST_DAYS), now + timedelta(days=FUTURE_DAYS)
 
 
-def user_feed(db, user: User) -> tuple[str, list[CalendarEvent]]:
+def _holding_bookings(db, which) -> list[Booking]:
+    """Bookings matching ``which`` that hold their slot within the feed's window."""
     start, end = _window()
-    bookings = db.scalars(
+    return db.scalars(
         sa.select(Booking)
         .where(
-            Booking.user_id == user.id,
+            which,
             Booking.status.in_(HOLDING_BOOKING_STATES),
             Booking.end_at > start,
             Booking.start_at < end,
         )
         .order_by(Booking.start_at)
     ).all()
+
+
+def user_feed(db, user: User) -> tuple[str, list[CalendarEvent]]:
+    bookings = _holding_bookings(db, Booking.user_id == user.id)
     return f"cryofac: {user.full_name or user.username}", [booking_event(b, True) for b in bookings]
 
 
@@ -77,16 +82,7 @@ def instrument_feed(db, user: User, instrument: Instrument) -> tuple[str, list[C
     start, end = _window()
     mine = project_ids_of(db, user)
     operator = is_operator(user)
-    bookings = db.scalars(
-        sa.select(Booking)
-        .where(
-            Booking.instrument_id == instrument.id,
-            Booking.status.in_(HOLDING_BOOKING_STATES),
-            Booking.end_at > start,
-            Booking.start_at < end,
-        )
-        .order_by(Booking.start_at)
-    ).all()
+    bookings = _holding_bookings(db, Booking.instrument_id == instrument.id)
     events = [booking_event(b, operator or b.project_id in mine) for b in bookings]
     blocks = db.scalars(
         sa.select(MaintenanceBlock).where(

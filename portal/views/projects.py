@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
 
 from portal.db import get_db
 from portal.domain import actions, permissions
 from portal.domain import bookings as booking_rules
 from portal.domain import projects as project_rules
-from portal.domain.errors import PortalError
+from portal.domain.errors import InvalidInput, PortalError
 from portal.models import Booking, Instrument, Project, User
 from portal.views.calendar import facility_tz
 from portal.views.common import login_required
@@ -78,65 +81,60 @@ def new():
     )
 
 
-@bp.post("/<int:project_id>/state")
-@login_required
-def change_state(project_id: int):
+def _on_project(project_id: int, action: Callable[[Session, Project], str | None]):
+    """Run ``action`` on a project the user can see (404 otherwise) and commit; a refusal
+    is rolled back and shown; back to the project's page either way."""
     db = get_db()
     try:
         project = permissions.visible_project(db, g.user, project_id)
     except PortalError:
         abort(404)
     try:
-        project_rules.change_state(
-            db, g.user, project, request.form.get("state", ""), request.form.get("reason", "")
-        )
+        done = action(db, project)
         db.commit()
-        flash(f"Project {project.code} is now {project.state}.")
+        if done:
+            flash(done)
     except PortalError as exc:
         db.rollback()
         flash(exc.human, "error")
     return redirect(url_for("projects.show", project_id=project_id))
+
+
+@bp.post("/<int:project_id>/state")
+@login_required
+def change_state(project_id: int):
+    def change(db: Session, project: Project) -> str:
+        form = request.form
+        project_rules.change_state(
+            db, g.user, project, form.get("state", ""), form.get("reason", "")
+        )
+        return f"Project {project.code} is now {project.state}."
+
+    return _on_project(project_id, change)
 
 
 @bp.post("/<int:project_id>/members")
 @login_required
 def add_member(project_id: int):
-    db = get_db()
-    try:
-        project = permissions.visible_project(db, g.user, project_id)
-    except PortalError:
-        abort(404)
-    member = db.scalar(sa.select(User).where(User.username == request.form.get("username", "")))
-    try:
+    def add(db: Session, project: Project) -> None:
+        username = request.form.get("username", "")
+        member = db.scalar(sa.select(User).where(User.username == username))
         if member is None:
             raise PortalError("no such user")
         project_rules.add_member(db, g.user, project, member)
-        db.commit()
-    except PortalError as exc:
-        db.rollback()
-        flash(exc.human, "error")
-    return redirect(url_for("projects.show", project_id=project_id))
+
+    return _on_project(project_id, add)
 
 
 @bp.post("/<int:project_id>/allocation")
 @login_required
 def set_allocation(project_id: int):
-    db = get_db()
-    try:
-        project = permissions.visible_project(db, g.user, project_id)
-    except PortalError:
-        abort(404)
-    try:
-        hours = float(request.form.get("hours", ""))
-    except ValueError:
-        flash("hours must be a number", "error")
-        return redirect(url_for("projects.show", project_id=project_id))
-    try:
-        project_rules.set_allocation(
-            db, g.user, project, request.form.get("instrument_kind", ""), hours
-        )
-        db.commit()
-    except PortalError as exc:
-        db.rollback()
-        flash(exc.human, "error")
-    return redirect(url_for("projects.show", project_id=project_id))
+    def allocate(db: Session, project: Project) -> None:
+        try:
+            hours = float(request.form.get("hours", ""))
+        except ValueError:
+            raise InvalidInput("hours must be a number") from None
+        kind = request.form.get("instrument_kind", "")
+        project_rules.set_allocation(db, g.user, project, kind, hours)
+
+    return _on_project(project_id, allocate)

@@ -23,18 +23,12 @@ from portal.domain import sessions as lifecycle
 from portal.domain.errors import InvalidInput, PortalError
 from portal.models import AcqSession, Booking, Instrument, Project, User
 from portal.views.calendar import _local_time, facility_tz
-from portal.views.common import login_required
+from portal.views.common import login_required, role_gate
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
 
-@bp.before_request
-def _operators_only():
-    if g.get("user") is None:
-        return redirect(url_for("auth.login", next=request.full_path))
-    if not permissions.is_operator(g.user):
-        abort(403)
-    return None
+bp.before_request(role_gate(permissions.is_operator))
 
 
 @bp.get("/")
