@@ -178,22 +178,27 @@ def _set_active(database_url: str | None, username: str, active: bool, reason: s
     click.echo(f"{username} {state}")
 
 
-@portal_group.command("deactivate")
-@DB_OPTION
-@click.argument("username")
-@click.option("--reason", default="", help="Kept in the audit log.")
-def deactivate_cmd(database_url: str | None, username: str, reason: str) -> None:
-    """Deactivate USERNAME: log-in refused, cookies, API tokens and feed links dead at once."""
-    _set_active(database_url, username, False, reason)
+def _activation_command(name: str, active: bool, help_text: str) -> click.Command:
+    """``cryofac portal NAME USERNAME [--reason]``: set the account's active flag."""
+
+    @portal_group.command(name, help=help_text)
+    @DB_OPTION
+    @click.argument("username")
+    @click.option("--reason", default="", help="Kept in the audit log.")
+    def command(database_url: str | None, username: str, reason: str) -> None:
+        _set_active(database_url, username, active, reason)
+
+    return command
 
 
-@portal_group.command("activate")
-@DB_OPTION
-@click.argument("username")
-@click.option("--reason", default="", help="Kept in the audit log.")
-def activate_cmd(database_url: str | None, username: str, reason: str) -> None:
-    """Reactivate USERNAME (old cookies and tokens stay dead)."""
-    _set_active(database_url, username, True, reason)
+deactivate_cmd = _activation_command(
+    "deactivate",
+    False,
+    "Deactivate USERNAME: log-in refused, cookies, API tokens and feed links dead at once.",
+)
+activate_cmd = _activation_command(
+    "activate", True, "Reactivate USERNAME (old cookies and tokens stay dead)."
+)
 
 
 @portal_group.command("revoke-sessions")
