@@ -56,6 +56,22 @@ class Facility:
         return login(client, username, self.password if password is None else password, **kwargs)
 
 
+def book_ok(client, headers, project_id, start: datetime, instrument="glacios1", hours=4.0):
+    """Book ``hours`` from ``start`` through the API; the booking (201 asserted)."""
+    response = client.post(
+        "/api/v1/bookings",
+        json={
+            "instrument_id": instrument,
+            "project_id": project_id,
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=hours)).isoformat(),
+        },
+        headers=headers,
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
 def login(client, username: str, password: str, **kwargs):
     """Log in through the form (its CSRF token read from the page); the response."""
     form = {"csrf_token": csrf(client, "/login"), "username": username, "password": password}

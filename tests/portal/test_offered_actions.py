@@ -21,21 +21,16 @@ def _local(moment: datetime) -> str:
 def test_my_bookings_title_and_cancel_only_before_the_deadline(world, client):
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with world.db() as db:
-        soon = Booking(  # glacios1: 24 h cancellation deadline, so inside it
-            instrument_id="glacios1",
-            project_id=world.project_id,
-            user_id=world.users["alice"],
-            start_at=now + timedelta(hours=13),
-            end_at=now + timedelta(hours=17),
-            status="confirmed",
-        )
-        later = Booking(
-            instrument_id="glacios1",
-            project_id=world.project_id,
-            user_id=world.users["alice"],
-            start_at=now + timedelta(hours=100),
-            end_at=now + timedelta(hours=104),
-            status="confirmed",
+        soon, later = (  # glacios1: 24 h cancellation deadline, so the first is inside it
+            Booking(
+                instrument_id="glacios1",
+                project_id=world.project_id,
+                user_id=world.users["alice"],
+                start_at=now + timedelta(hours=h),
+                end_at=now + timedelta(hours=h + 4),
+                status="confirmed",
+            )
+            for h in (13, 100)
         )
         db.add_all([soon, later])
         db.commit()

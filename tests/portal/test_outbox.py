@@ -27,6 +27,7 @@ from portal.domain.outbox import messages
 from portal.models import Booking, OutboxMessage, User
 from portal.notify import SmtpSettings
 from portal.worker import WorkerOptions, deliver_due, prune_delivered
+from tests.portal.conftest import book_ok
 from tests.portal.served import cryofac, wait_for_port
 from tests.portal.smtp_server import SmtpServer, free_port
 
@@ -46,18 +47,7 @@ def _give_emails(world, *names: str) -> None:
 
 
 def _book(client, headers, project_id, start: datetime, instrument="glacios1", hours=4):
-    response = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": instrument,
-            "project_id": project_id,
-            "start": start.isoformat(),
-            "end": (start + timedelta(hours=hours)).isoformat(),
-        },
-        headers=headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    return book_ok(client, headers, project_id, start, instrument, hours)
 
 
 def _rows(world, kind: str | None = None) -> list[OutboxMessage]:

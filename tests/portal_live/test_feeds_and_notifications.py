@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from portal.domain.timezones import local_text
 from portal.ical import parse_calendar
+from tests.portal.conftest import book_ok
 
 #: The embedded facility.yaml's zone: every time a notice shows is in it, named.
 FACILITY_ZONE = ZoneInfo("Asia/Shanghai")
@@ -26,18 +27,7 @@ def _times_are_local(message, *moments: datetime) -> None:
 
 def _book(client, headers, project_id, instrument="glacios1", hours=48):
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours)
-    response = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": instrument,
-            "project_id": project_id,
-            "start": start.isoformat(),
-            "end": (start + timedelta(hours=4)).isoformat(),
-        },
-        headers=headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    return book_ok(client, headers, project_id, start, instrument)
 
 
 def _feed_urls(live, client, username):
