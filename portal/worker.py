@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.domain import login_throttle, outbox
 from portal.domain.login_throttle import LoginPolicy
-from portal.domain.timezones import facility_zone, localise_times, use_display_zone
+from portal.domain.timezones import facility_zone, localise_times, showing_zone
 from portal.models import AcqSession, OutboxMessage, utcnow
 from portal.notify import SmtpConnection, SmtpSettings, to_email
 
@@ -317,7 +317,11 @@ def run_jobs(
     not stop the others; it is logged and retried next round). Notice texts show times
     in the facility's zone (``config_dir``'s facility.yaml, or ``timezone``)."""
     now = now or utcnow()
-    use_display_zone(facility_zone(options.config_dir, options.timezone))
+    with showing_zone(facility_zone(options.config_dir, options.timezone)):
+        return _run_jobs(factory, options, now)
+
+
+def _run_jobs(factory: sessionmaker[Session], options: WorkerOptions, now: datetime) -> Report:
     report = Report()
     jobs: list[tuple[str, Callable[[Session], int]]] = [
         ("run_complete", lambda db: queue_finished_runs(db, now)),

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
@@ -29,6 +31,16 @@ FOLD_CHOICES = ("first", "second")
 def use_display_zone(zone: tzinfo) -> None:
     """Show times in ``zone`` for the rest of this request or command (context-local)."""
     _DISPLAY_ZONE.set(zone)
+
+
+@contextmanager
+def showing_zone(zone: tzinfo) -> Iterator[None]:
+    """Show times in ``zone`` inside the ``with`` block only (a worker's jobs)."""
+    token = _DISPLAY_ZONE.set(zone)
+    try:
+        yield
+    finally:
+        _DISPLAY_ZONE.reset(token)
 
 
 def display_zone() -> tzinfo:

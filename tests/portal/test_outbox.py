@@ -256,6 +256,7 @@ def test_the_worker_prunes_forgotten_log_in_throttle_rows(world):
     periodic jobs (nothing else prunes them); recent ones stay and still count."""
     from portal.domain import login_throttle
     from portal.domain.login_throttle import LoginPolicy
+    from portal.domain.timezones import display_zone, use_display_zone
     from portal.models import LoginThrottle
     from portal.worker import Worker
 
@@ -272,10 +273,12 @@ def test_the_worker_prunes_forgotten_log_in_throttle_rows(world):
 
     assert len(keys()) == 62
     factory = world.app.extensions["cryofac.sessionmaker"]
+    use_display_zone(UTC)  # (requests of the test client leave theirs set in this thread)
     report = Worker(
         factory, None, WorkerOptions(evaluate_alarms=False, login_policy=policy)
     ).run_once()
     assert report.throttle_pruned == 60
+    assert display_zone() is UTC  # the jobs' facility zone did not leak out of them
     assert keys() == {"user:alice", "addr:10.9.9.9"}
     # a shorter window (the option) prunes the recent ones too
     short = WorkerOptions(evaluate_alarms=False, login_policy=LoginPolicy(forget_after_min=1))
