@@ -40,13 +40,18 @@ class _Ctx:
         if self._sessions is None:
             import sqlalchemy as sa
 
+            from instrument_env import deadline
             from instrument_env.db import current_revision, make_engine, session_factory
 
             engine = make_engine(self.url)
+            deadline.watch_engine(engine)  # for commands that bound their work (gate)
             try:
                 revision = current_revision(engine)
             except sa.exc.SQLAlchemyError as exc:
+                watch = deadline.current()
                 detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                if watch is not None and watch.fired.is_set():
+                    detail = f"no answer within {watch.seconds:g} s"
                 raise click.ClickException(f"cannot open the database: {detail}") from None
             if revision is None:
                 raise click.ClickException(
@@ -525,10 +530,19 @@ def _post_readings(batches, base_url: str, token: str, pace) -> int:
 @click.argument("instrument")
 @click.option("--at", help="ISO 8601 time to judge (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Refuse when the database has not answered within this many seconds "
+    "(plus the connect timeout for a new connection).",
+)
 @pass_ctx
-def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
+def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool, timeout: float) -> None:
     """May a session start on INSTRUMENT? Exit status 0 allowed, 1 refused."""
     from cryofac.errors import ConfigError
+    from instrument_env.deadline import bounded
     from instrument_env.gate import GateDecision, evaluate_gate
 
     when = _parse_time(at, "--at")
@@ -538,8 +552,9 @@ def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
         config = None
         decision = GateDecision(False, [f"configuration cannot be read: {exc}"], decided=False)
     if config is not None:
-        with obj.sessions()() as session:
-            decision = evaluate_gate(session, instrument, when, config=config)
+        # all of it bounded: the schema check, the decision, the rollback at the end
+        with bounded(timeout), obj.sessions()() as session:
+            decision = evaluate_gate(session, instrument, when, config=config, timeout_s=timeout)
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -514,6 +514,11 @@ def _paths() -> dict[str, Any]:
                     "403": _error("operators only"),
                     "404": _error("not found"),
                     "409": _error("not allowed from this state, or the environment gate is closed"),
+                    "503": _error(
+                        "the environment gate cannot decide (database silent or unreachable, "
+                        "configuration broken): refused; the body also carries "
+                        '"allowed": false and "reasons"'
+                    ),
                     **COMMON_ERRORS,
                 },
             }

@@ -57,7 +57,10 @@ def transition_session(session_id: int):
         to_state,
         reason=str(data.get("reason", "")),
         override_gate=bool(data.get("override_gate", False)),
-        gate=lifecycle.gate_for(current_app.config.get("FACILITY_CONFIG_DIR")),
+        gate=lifecycle.gate_for(
+            current_app.config.get("FACILITY_CONFIG_DIR"),
+            current_app.config.get("ENV_GATE_TIMEOUT_S"),
+        ),
     )
     db.commit()
     body = lifecycle.as_dict(session)

@@ -103,6 +103,20 @@ class GateClosed(PortalError):
         super().__init__("environment gate closed: " + "; ".join(self.reasons))
 
 
+class GateUnavailable(PortalError):
+    """The environment gate could not decide (database silent or unreachable,
+    configuration broken): acquisition is refused, ``reasons`` says why (HTTP 503,
+    body ``{"allowed": false, "reasons": [...]}`` beside the error)."""
+
+    status = 503
+    code = "gate_unavailable"
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        self.allowed = False
+        super().__init__("environment gate cannot decide: " + "; ".join(self.reasons))
+
+
 class TooManyAttempts(PortalError):
     """Refused for now; ``retry_after_s`` says when to try again (HTTP ``Retry-After``)."""
 
