@@ -104,6 +104,9 @@ def test_readings_gate_alarms_ack(api, env_config):
     )
     conflict = client.post(url, json={"comment": "again"}, headers=tech)
     assert conflict.status_code == 409 and conflict.get_json()["error"]["code"] == "conflict"
+    assert conflict.get_json()["error"]["message"].startswith(
+        f"alarm {vib[0]['id']} was already acknowledged by tech at "
+    )
     assert (
         client.post("/api/v1/alarms/999999/ack", json={"comment": "x"}, headers=tech).status_code
         == 404
