@@ -526,18 +526,17 @@ def _post_readings(batches, base_url: str, token: str, pace) -> int:
     return count
 
 
+_GATE_TIMEOUT = (
+    "Refuse when the database has not answered within this many seconds, default 5 "
+    "(plus the connect timeout for a new connection)."
+)
+
+
 @env_group.command("gate")
 @click.argument("instrument")
 @click.option("--at", help="ISO 8601 time to judge (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Refuse when the database has not answered within this many seconds "
-    "(plus the connect timeout for a new connection).",
-)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, help=_GATE_TIMEOUT)
 @pass_ctx
 def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool, timeout: float) -> None:
     """May a session start on INSTRUMENT? Exit status 0 allowed, 1 refused."""
