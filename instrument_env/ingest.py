@@ -285,6 +285,27 @@ def ingest_readings(
     )
 
 
+def keep_refused(
+    session: Session,
+    refused: list[tuple[Any, str]],
+    *,
+    source: str,
+    kind: str = "invalid",
+    now: datetime | None = None,
+) -> None:
+    """Keep readings refused before validation — at the edge (control characters in an
+    MQTT message) or unreadable (a CSV row that is not UTF-8) — in
+    ``env_rejected_readings`` with their reason: ``(item, reason)`` each, the item as
+    received (a dict, or the raw text), its kept text bounded to :data:`PAYLOAD_CHARS`.
+    Adds to ``session`` without committing."""
+    if not refused:
+        return
+    now = now or now_utc()
+    source = _CONTROL.sub("?", str(source))[:32]
+    rows = [_rejected_row(item, reason, kind, {}, source, now) for item, reason in refused]
+    session.execute(sa.insert(RejectedReading), rows)
+
+
 def _conflict_reason(row: dict, other: float, where: str) -> str:
     return (
         f"conflict: {row['sensor']} {row['quantity']}"

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from cryofac.config import PACKAGE_DIR
 from instrument_env.db import session_factory
+from instrument_env.models import RejectedReading
 from instrument_env.mosquitto import LocalBroker
 from instrument_env.mqtt import (
     BatchOptions,
@@ -331,6 +332,19 @@ def test_poison_messages_are_refused_acknowledged_and_ingest_goes_on(
     assert "payload is not UTF-8 (byte 0xff" in logged
     assert "over the limit of 1048576 bytes" in logged
     assert "cannot be stored" in logged and ("refuse_poison" in logged or "poison row" in logged)
+    # the refused readings are kept with their reason, not only logged
+    with sessions() as session:
+        kept = session.execute(
+            sa.select(RejectedReading.sensor, RejectedReading.reason, RejectedReading.payload)
+            .where(RejectedReading.source == "mqtt")
+            .order_by(RejectedReading.id)
+        ).all()
+    assert [(sensor, reason) for sensor, reason, _ in kept][0] == (
+        "krios-t1",
+        "band 'a\\x00' contains control characters",
+    )
+    assert '"band": "a\\u0000"' in kept[0].payload
+    assert kept[1].reason.startswith("cannot be stored (") and "21.2345" in kept[1].payload
 
     # Every one of them was acknowledged: the same session gets none of them again.
     again = Subscriber(sessions, broker=options)
