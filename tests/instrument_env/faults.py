@@ -1,5 +1,6 @@
-"""Fault-injection helpers of the instrument_env tests: a TCP proxy that forwards,
-black-holes or refuses a database, and a portal session ready to start acquisition."""
+"""Helpers of the instrument_env tests: a TCP proxy that forwards, black-holes or
+refuses a database, a portal with instrument_env's tables and users, and a portal
+session ready to start acquisition."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import sqlalchemy as sa
 
 from portal.models import AcqSession
-from tests.portal.conftest import make_slot
+from tests.portal.conftest import PASSWORD, make_app, make_slot
 
 
 class FaultProxy:
@@ -104,3 +105,28 @@ def ready_session(world, client, instrument_id: str = "glacios1") -> int:
     )
     assert ready.status_code == 200, ready.get_json()
     return session_id
+
+
+def env_portal(database_url: str, users=(("tech", "technician"),), **config):
+    """A migrated portal (its tables and instrument_env's) with ``users`` (name, role);
+    returns (app, test client, ``headers(user)`` giving a bearer-token header)."""
+    from instrument_env.db import upgrade as env_upgrade
+    from portal import db as portal_db
+    from portal.domain import accounts
+
+    portal_db.upgrade(database_url)
+    env_upgrade(database_url)
+    app = make_app(database_url, **config)
+    with app.extensions["cryofac.sessionmaker"]() as db:
+        hasher = app.extensions["cryofac.hasher"]
+        for name, role in users:
+            accounts.create_user(db, hasher, name, PASSWORD, role)
+        db.commit()
+    client = app.test_client()
+
+    def headers(user: str) -> dict[str, str]:
+        r = client.post("/api/v1/tokens", json={"username": user, "password": PASSWORD})
+        assert r.status_code == 201, r.get_json()
+        return {"Authorization": f"Bearer {r.get_json()['token']}"}
+
+    return app, client, headers

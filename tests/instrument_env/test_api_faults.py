@@ -16,37 +16,13 @@ from click.testing import CliRunner
 from cryofac.config import PACKAGE_DIR
 from instrument_env import alarms
 from instrument_env.cli import env_group
-from instrument_env.db import upgrade as env_upgrade
 from instrument_env.sim import EnvSimulator
-from portal import create_app
-from portal import db as portal_db
-from portal.domain import accounts
-from tests.instrument_env.faults import FaultProxy
-
-PASSWORD = "correct horse battery"
+from tests.instrument_env.faults import FaultProxy, env_portal
 
 
 def make_api(database_url, **config):
-    portal_db.upgrade(database_url)
-    env_upgrade(database_url)
-    app = create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test",
-            "TESTING": True,
-            "PASSWORD_TIME_COST": 1,
-            "PASSWORD_MEMORY_KIB": 256,
-            **config,
-        }
-    )
-    with app.extensions["cryofac.sessionmaker"]() as db:
-        hasher = app.extensions["cryofac.hasher"]
-        accounts.create_user(db, hasher, "tech", PASSWORD, "technician")
-        db.commit()
-    client = app.test_client()
-    r = client.post("/api/v1/tokens", json={"username": "tech", "password": PASSWORD})
-    assert r.status_code == 201, r.get_json()
-    return app, client, {"Authorization": f"Bearer {r.get_json()['token']}"}
+    app, client, headers = env_portal(database_url, **config)
+    return app, client, headers("tech")
 
 
 def dispose(app):
