@@ -186,6 +186,20 @@ def _vibration_max() -> tuple[tuple[str, str, str], float]:
     return vib_max, base_max
 
 
+_COLUMNS = "env_readings (sensor, quantity, ts_us, band, value, unit, source)"
+
+
+def _write_rows(backend: str, cursor, rows: list[tuple]) -> int:
+    """Bulk-insert ``rows`` (executemany on SQLite, COPY on PostgreSQL); their count."""
+    if backend == "sqlite":
+        cursor.executemany(f"INSERT INTO {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    else:
+        with cursor.copy(f"COPY {_COLUMNS} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
 def bulk_load_numpy(db: Database, days: float) -> int:
     """``days`` of 1 Hz readings for the 25 channels ending at END (all in limits),
     Gaussian noise generated in Python and sent with executemany / COPY."""
@@ -205,19 +219,7 @@ def bulk_load_numpy(db: Database, days: float) -> int:
                     (sensor, quantity, int(t) * 1_000_000, band, float(v), unit, "bulk")
                     for t, v in zip(ts, values, strict=True)
                 ]
-                if db.backend == "sqlite":
-                    cursor.executemany(
-                        "INSERT INTO env_readings (sensor, quantity, ts_us, band, value, unit, source) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                else:
-                    with cursor.copy(
-                        "COPY env_readings (sensor, quantity, ts_us, band, value, unit, source) FROM STDIN"
-                    ) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                total += len(rows)
+                total += _write_rows(db.backend, cursor, rows)
             # the derived per-time maximum over bands, as ingest_readings writes it
             # (a constant bound on every band: base + 5 sigma)
             vib_max, base_max = _vibration_max()
@@ -225,19 +227,7 @@ def bulk_load_numpy(db: Database, days: float) -> int:
                 (vib_max[0], vib_max[1], int(t) * 1_000_000, "max", base_max, vib_max[2], "bulk")
                 for t in ts
             ]
-            if db.backend == "sqlite":
-                cursor.executemany(
-                    "INSERT INTO env_readings (sensor, quantity, ts_us, band, value, unit, source) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            else:
-                with cursor.copy(
-                    "COPY env_readings (sensor, quantity, ts_us, band, value, unit, source) FROM STDIN"
-                ) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            total += len(rows)
+            total += _write_rows(db.backend, cursor, rows)
             raw.commit()
         if db.backend == "postgresql":
             cursor.execute("ANALYZE env_readings")
@@ -569,7 +559,7 @@ def main() -> None:
                 loaded = "reused" if r["load_s"] is None else f"loaded in {r['load_s']:.0f} s"
                 allowed, refused = r["allowed"], r["refused"]
                 print(
-                    f"gate   {backend:<10} {days:g} d x 20 ch @ 1 Hz ({r['rows']:,} rows, "
+                    f"gate   {backend:<10} {days:g} d x {len(CHANNELS)} ch @ 1 Hz ({r['rows']:,} rows, "
                     f"{r['size_bytes'] / 2**30:.2f} GiB, {loaded}): "
                     f"allowed median {allowed['median_ms']:.1f} ms "
                     f"(p95 {allowed['p95_ms']:.1f}, cpu {allowed['cpu_median_ms']:.1f}/"

@@ -389,19 +389,14 @@ def list_alarms(
     session: Session,
     state: str | None = None,
     *,
-    room: str | None = None,
-    sensor: str | None = None,
-    severity: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     limit: int | None = None,
     offset: int = 0,
+    **filters,
 ) -> list[Alarm]:
     """Alarms, newest first; ``state`` one of pending/firing/acknowledged/resolved, or
-    ``open`` / ``unacknowledged``; ``limit``/``offset`` page through them."""
-    query = alarm_query(
-        state, room=room, sensor=sensor, severity=severity, since=since, until=until
-    )
+    ``open`` / ``unacknowledged``; ``filters``: those of :func:`alarm_query` (room,
+    sensor, severity, since, until); ``limit``/``offset`` page through them."""
+    query = alarm_query(state, **filters)
     if limit is not None:
         query = query.limit(limit)
     if offset:

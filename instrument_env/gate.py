@@ -44,6 +44,7 @@ from instrument_env import coverage
 from instrument_env.deadline import deadline
 from instrument_env.limits import (
     ANY_BAND,
+    MAX_BAND,
     EnvConfig,
     UnknownInstrument,
     load_env_config,
@@ -292,19 +293,28 @@ def _coverage_reasons(
         if channel in seen or channel in stale_channels:
             continue
         seen.add(channel)
-        if not stats[_channel_key(rule)].n:
+        stat = stats[_channel_key(rule)]
+        if not stat.n:
             continue  # "no readings in the settling window", from the rule
         interval_s = config.sensors[rule.sensor].interval_s
         buckets_needed = -(-window_us // bucket_us[rule.sensor])
-        expected = window_us / 1e6 / interval_s
+        covered = (
+            stat.n / (window_us / 1e6 / interval_s) >= need.min_fraction
+            and stat.buckets >= buckets_needed
+        )
         bands = config.bands.get(rule.quantity)
-        if bands:
-            reasons += _band_coverage_reasons(
-                session, rule, bands, need, start_us, at_us, bucket_us[rule.sensor], interval_s
-            )
+        if bands:  # stat counts the channel's reading times (any band) for these keys
+            every_time = _channel_key(rule)[2] in (MAX_BAND, None)
+            if not (
+                covered
+                and every_time
+                and _every_band_at_every_time(session, rule, bands, stat.n, start_us, at_us)
+            ):
+                reasons += _band_coverage_reasons(
+                    session, rule, bands, need, start_us, at_us, bucket_us[rule.sensor], interval_s
+                )
             continue
-        stat = stats[_channel_key(rule)]
-        if stat.n / expected >= need.min_fraction and stat.buckets >= buckets_needed:
+        if covered:
             continue
         judged = _judge_window(session, rule, None, need, (start_us, at_us), interval_s)
         if not judged.ok:
@@ -328,6 +338,24 @@ _BAND_STATS_SQL = (
     "FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
     "AND ts_us >= :start AND ts_us <= :at AND band <> '' AND band <> 'max' GROUP BY band"
 )
+
+
+def _every_band_at_every_time(
+    session: Session, rule, bands: tuple[str, ...], times: int, start_us: int, at_us: int
+) -> bool:
+    """True when each of ``bands`` has a reading at each of the ``times`` reading times
+    of the channel in the window (one count: a band's times are among the channel's, so
+    ``times`` × bands readings of those bands means every band at every time). Cheaper
+    than the per-band statistics, which then only a channel with a band missing needs."""
+    names = {f"b{i}": band for i, band in enumerate(bands)}
+    sql = (
+        "SELECT count(*) FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
+        "AND ts_us >= :start AND ts_us <= :at AND band IN "
+        f"({', '.join(':' + name for name in names)})"
+    )
+    params = {"sensor": rule.sensor, "quantity": rule.quantity, "start": start_us, "at": at_us}
+    (count,) = driver_fetchall(session, sql, {**params, **names})[0]
+    return count == times * len(bands)
 
 
 def _band_coverage_reasons(

@@ -224,16 +224,9 @@ def _rule_summary(
     }
 
 
-def write_provenance(
-    path: str | os.PathLike,
-    session: Session,
-    target: str,
-    start: datetime,
-    end: datetime,
-    *,
-    config: EnvConfig | None = None,
-) -> dict:
-    """Write :func:`summarize` as JSON to ``path`` (atomically); returns the summary."""
-    summary = summarize(session, target, start, end, config=config)
+def write_provenance(path: str | os.PathLike, session: Session, *args, **options) -> dict:
+    """Write :func:`summarize` (``args``: target, start, end; ``options``: config) as
+    JSON to ``path`` (atomically); returns the summary."""
+    summary = summarize(session, *args, **options)
     atomic_write(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
