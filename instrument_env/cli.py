@@ -162,6 +162,11 @@ def ingest_csv(
         raise click.ClickException(f"{failed} file(s) had rejected readings or could not be read")
 
 
+_QOS_HELP = (
+    "Subscription QoS. 1 (default): at least once, acknowledged after commit. 0: no guarantee."
+)
+
+
 @env_group.command("mqtt")
 @click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
 @click.option("--port", default=1883, show_default=True, help="MQTT broker port (TLS: often 8883).")
@@ -187,13 +192,7 @@ def ingest_csv(
     show_default=True,
     help="Seconds the broker keeps the session while the ingester is away (MQTT 5).",
 )
-@click.option(
-    "--qos",
-    type=click.Choice(["1", "0"]),
-    default="1",
-    show_default=True,
-    help="Subscription QoS. 1: at least once, acknowledged after commit. 0: no guarantee.",
-)
+@click.option("--qos", type=click.IntRange(0, 1), default=1, help=_QOS_HELP)
 @click.option(
     "--username", envvar="CRYOFAC_MQTT_USERNAME", help="Broker user (env CRYOFAC_MQTT_USERNAME)."
 )
@@ -213,24 +212,9 @@ def ingest_csv(
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate (PEM): use TLS.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Client certificate's key (PEM).")
-@click.option(
-    "--batch-size",
-    default=20000,
-    show_default=True,
-    help="Most readings per database commit.",
-)
-@click.option(
-    "--flush-interval",
-    default=1.0,
-    show_default=True,
-    help="Most seconds a received reading waits for its commit.",
-)
-@click.option(
-    "--idle-flush",
-    default=0.05,
-    show_default=True,
-    help="Commit when no message arrived for this many seconds.",
-)
+@click.option("--batch-size", default=20000, help="Most readings per commit (20000).")
+@click.option("--flush-interval", default=1.0, help="Most seconds a reading waits for commit (1).")
+@click.option("--idle-flush", default=0.05, help="Commit after this many idle seconds (0.05).")
 @click.option(
     "--receive-maximum",
     type=click.IntRange(1, 65535),
@@ -267,7 +251,7 @@ def mqtt_cmd(
     client_id: str,
     protocol: str,
     session_expiry: int,
-    qos: str,
+    qos: int,
     username: str | None,
     password_file: str | None,
     share_group: str | None,
@@ -319,7 +303,7 @@ def mqtt_cmd(
             client_id=client_id,
             protocol=protocol,
             session_expiry_s=session_expiry,
-            qos=int(qos),
+            qos=qos,
             username=username,
             password=password,
             tls_ca=tls_ca,
