@@ -24,6 +24,7 @@ SESSION_START_S = 1.5
 GATE_S = 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_session_start_and_cli_gate_answer_503_when_the_database_goes_silent(
     postgres_database_url,
