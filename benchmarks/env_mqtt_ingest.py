@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from instrument_env.db import upgrade  # noqa: E402
-from instrument_env.mosquitto import LocalBroker  # noqa: E402
+from instrument_env.mosquitto import LocalBroker, spawn_ingester  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
     "CRYOFAC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -158,36 +158,8 @@ def cpu_seconds(pid: int) -> float:
 def start_ingester(
     url: str, port: int, batch_size: int, index: int, group: bool
 ) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        "-c",
-        "import sys; from cryofac.cli import main; sys.exit(main())",
-        "env",
-        "--db",
-        url,
-        "mqtt",
-        "--port",
-        str(port),
-        "--client-id",
-        f"bench-ingest-{index}",
-        "--evaluate-every",
-        "0",
-        "--batch-size",
-        str(batch_size),
-        *(["--share-group", "bench"] if group else []),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-    )
-    while True:
-        line = process.stderr.readline()
-        if "subscribed to" in line:
-            break
-        if not line:
-            raise RuntimeError(f"ingester did not start: {process.stderr.read()}")
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    return process
+    extra = ["--batch-size", str(batch_size), *(["--share-group", "bench"] if group else [])]
+    return spawn_ingester(url, port, f"bench-ingest-{index}", *extra, source_root=REPO)
 
 
 def run(args) -> dict:

@@ -389,19 +389,14 @@ def list_alarms(
     session: Session,
     state: str | None = None,
     *,
-    room: str | None = None,
-    sensor: str | None = None,
-    severity: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     limit: int | None = None,
     offset: int = 0,
+    **filters,
 ) -> list[Alarm]:
     """Alarms, newest first; ``state`` one of pending/firing/acknowledged/resolved, or
-    ``open`` / ``unacknowledged``; ``limit``/``offset`` page through them."""
-    query = alarm_query(
-        state, room=room, sensor=sensor, severity=severity, since=since, until=until
-    )
+    ``open`` / ``unacknowledged``; ``filters``: those of :func:`alarm_query` (room,
+    sensor, severity, since, until); ``limit``/``offset`` page through them."""
+    query = alarm_query(state, **filters)
     if limit is not None:
         query = query.limit(limit)
     if offset:
@@ -479,12 +474,23 @@ def acknowledge(
         alarm.state == "resolved" and alarm.fired_at is not None and alarm.acknowledged_at is None
     )
     if alarm.state != "firing" and not unacked_resolved:
-        raise AlarmStateConflict(
-            f"alarm {alarm_id} is {alarm.state}"
-            + (" and acknowledged" if alarm.acknowledged_at else "")
-            + "; only a firing alarm, or one that fired and resolved unacknowledged, "
-            "can be acknowledged"
-        )
+        if alarm.acknowledged_at is not None:
+            when = alarm.acknowledged_at.isoformat(timespec="seconds")
+            message = (
+                f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} at "
+                f"{when}; nothing more to do"
+            )
+        elif alarm.state == "pending":
+            message = (
+                f"alarm {alarm_id} has not fired yet (its condition has not lasted long "
+                "enough); only an alarm that fired can be acknowledged"
+            )
+        else:
+            message = (
+                f"alarm {alarm_id} never fired (it cleared before it had to); only an alarm "
+                "that fired can be acknowledged"
+            )
+        raise AlarmStateConflict(message)
     now = now or now_utc()
     alarm.acknowledged_at = now
     alarm.acknowledged_by = user

@@ -40,13 +40,18 @@ class _Ctx:
         if self._sessions is None:
             import sqlalchemy as sa
 
+            from instrument_env import deadline
             from instrument_env.db import current_revision, make_engine, session_factory
 
             engine = make_engine(self.url)
+            deadline.watch_engine(engine)  # for commands that bound their work (gate)
             try:
                 revision = current_revision(engine)
             except sa.exc.SQLAlchemyError as exc:
+                watch = deadline.current()
                 detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                if watch is not None and watch.fired.is_set():
+                    detail = f"no answer within {watch.seconds:g} s"
                 raise click.ClickException(f"cannot open the database: {detail}") from None
             if revision is None:
                 raise click.ClickException(
@@ -157,6 +162,11 @@ def ingest_csv(
         raise click.ClickException(f"{failed} file(s) had rejected readings or could not be read")
 
 
+_QOS_HELP = (
+    "Subscription QoS. 1 (default): at least once, acknowledged after commit. 0: no guarantee."
+)
+
+
 @env_group.command("mqtt")
 @click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
 @click.option("--port", default=1883, show_default=True, help="MQTT broker port (TLS: often 8883).")
@@ -182,13 +192,7 @@ def ingest_csv(
     show_default=True,
     help="Seconds the broker keeps the session while the ingester is away (MQTT 5).",
 )
-@click.option(
-    "--qos",
-    type=click.Choice(["1", "0"]),
-    default="1",
-    show_default=True,
-    help="Subscription QoS. 1: at least once, acknowledged after commit. 0: no guarantee.",
-)
+@click.option("--qos", type=click.IntRange(0, 1), default=1, help=_QOS_HELP)
 @click.option(
     "--username", envvar="CRYOFAC_MQTT_USERNAME", help="Broker user (env CRYOFAC_MQTT_USERNAME)."
 )
@@ -208,24 +212,9 @@ def ingest_csv(
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate (PEM): use TLS.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Client certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="Client certificate's key (PEM).")
-@click.option(
-    "--batch-size",
-    default=20000,
-    show_default=True,
-    help="Most readings per database commit.",
-)
-@click.option(
-    "--flush-interval",
-    default=1.0,
-    show_default=True,
-    help="Most seconds a received reading waits for its commit.",
-)
-@click.option(
-    "--idle-flush",
-    default=0.05,
-    show_default=True,
-    help="Commit when no message arrived for this many seconds.",
-)
+@click.option("--batch-size", default=20000, help="Most readings per commit (20000).")
+@click.option("--flush-interval", default=1.0, help="Most seconds a reading waits for commit (1).")
+@click.option("--idle-flush", default=0.05, help="Commit after this many idle seconds (0.05).")
 @click.option(
     "--receive-maximum",
     type=click.IntRange(1, 65535),
@@ -262,7 +251,7 @@ def mqtt_cmd(
     client_id: str,
     protocol: str,
     session_expiry: int,
-    qos: str,
+    qos: int,
     username: str | None,
     password_file: str | None,
     share_group: str | None,
@@ -314,7 +303,7 @@ def mqtt_cmd(
             client_id=client_id,
             protocol=protocol,
             session_expiry_s=session_expiry,
-            qos=int(qos),
+            qos=qos,
             username=username,
             password=password,
             tls_ca=tls_ca,
@@ -521,14 +510,22 @@ def _post_readings(batches, base_url: str, token: str, pace) -> int:
     return count
 
 
+_GATE_TIMEOUT = (
+    "Refuse when the database has not answered within this many seconds, default 5 "
+    "(plus the connect timeout for a new connection)."
+)
+
+
 @env_group.command("gate")
 @click.argument("instrument")
 @click.option("--at", help="ISO 8601 time to judge (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, help=_GATE_TIMEOUT)
 @pass_ctx
-def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
+def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool, timeout: float) -> None:
     """May a session start on INSTRUMENT? Exit status 0 allowed, 1 refused."""
     from cryofac.errors import ConfigError
+    from instrument_env.deadline import bounded
     from instrument_env.gate import GateDecision, evaluate_gate
 
     when = _parse_time(at, "--at")
@@ -538,8 +535,9 @@ def gate(obj: _Ctx, instrument: str, at: str | None, as_json: bool) -> None:
         config = None
         decision = GateDecision(False, [f"configuration cannot be read: {exc}"], decided=False)
     if config is not None:
-        with obj.sessions()() as session:
-            decision = evaluate_gate(session, instrument, when, config=config)
+        # all of it bounded: the schema check, the decision, the rollback at the end
+        with bounded(timeout), obj.sessions()() as session:
+            decision = evaluate_gate(session, instrument, when, config=config, timeout_s=timeout)
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -61,7 +61,18 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class RowError(str):
-    """A row refused before ingest (not UTF-8, not splittable): the reason."""
+    """A row refused before ingest (not UTF-8, not splittable): the reason; ``item``:
+    the row as read (its line and raw text, bytes that are not UTF-8 as ``\\xNN``), kept
+    in env_rejected_readings with the reason."""
+
+    item: dict
+
+    @classmethod
+    def of(cls, reason: str, line: int, cells: list[str]) -> RowError:
+        error = cls(reason)
+        raw = ",".join(cells).encode("utf-8", "surrogateescape")
+        error.item = {"line": line, "raw": raw.decode("utf-8", "backslashreplace")[:2000]}
+        return error
 
 
 def _rows(reader) -> Iterator[tuple[int, list[str] | RowError]]:
@@ -72,12 +83,13 @@ def _rows(reader) -> Iterator[tuple[int, list[str] | RowError]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield reader.line_num, RowError(f"not a CSV row ({exc})")
+            yield reader.line_num, RowError.of(f"not a CSV row ({exc})", reader.line_num, [])
             continue
         bad = next((cell for cell in row if _UNDECODABLE.search(cell)), None)
         if bad is not None:
             raw = bad.encode("utf-8", "surrogateescape")
-            yield reader.line_num, RowError(f"not UTF-8 ({raw[:40]!r})")
+            error = RowError.of(f"not UTF-8 ({raw[:40]!r})", reader.line_num, row)
+            yield reader.line_num, error
             continue
         yield reader.line_num, row
 
@@ -112,6 +124,10 @@ def read_csv_readings(
         index = {name: header.index(name) for name in (*LONG_COLUMNS, "band") if name in header}
         for line, row in _rows(reader):
             if isinstance(row, RowError):
+                for key in ("sensor", "quantity", "ts"):  # for the kept row, when readable
+                    cells = row.item["raw"].split(",")
+                    if index[key] < len(cells):
+                        row.item[key] = cells[index[key]].strip()
                 yield f"line {line}", row
                 continue
             if not any(cell.strip() for cell in row):
@@ -211,7 +227,7 @@ def import_csv(
     """
     import itertools
 
-    from instrument_env.ingest import ingest_readings
+    from instrument_env.ingest import ingest_readings, keep_refused
 
     summary = CsvSummary()
     items = read_csv_readings(handle, config, timezone=timezone)
@@ -219,15 +235,15 @@ def import_csv(
         chunk = list(itertools.islice(items, batch_size))
         if not chunk:
             return summary
-        readings = []
+        readings, refused = [], []
         for where, reading in chunk:
             if isinstance(reading, RowError):
                 summary.add(where, str(reading), "row")
+                refused.append((reading.item, f"{where}: {reading}"))
             else:
                 readings.append((where, reading))
-        if not readings:
-            continue
-        with sessionmaker() as session:
+        with sessionmaker() as session:  # the refused rows are kept with their reason
+            keep_refused(session, refused, source=source)
             result = ingest_readings(
                 session, [r for _, r in readings], source=source, config=config
             )

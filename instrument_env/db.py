@@ -24,7 +24,8 @@ def make_engine(url: str, *, connect_timeout_s: float = 5.0, **kwargs) -> sa.Eng
         kwargs.setdefault("connect_args", {"timeout": 30})
     elif url.startswith("postgresql"):
         connect_args = dict(kwargs.pop("connect_args", {}))
-        connect_args.setdefault("connect_timeout", max(2, int(round(connect_timeout_s))))
+        if "connect_timeout" not in sa.engine.make_url(url).query:  # the URL's own wins
+            connect_args.setdefault("connect_timeout", max(2, int(round(connect_timeout_s))))
         kwargs["connect_args"] = connect_args
     engine = sa.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":

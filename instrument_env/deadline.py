@@ -63,3 +63,116 @@ def _shutdown_socket(dbapi) -> None:
         dup.shutdown(socket.SHUT_RDWR)
     finally:
         dup.close()
+
+
+class Watch:
+    """A deadline for all database work of one thread on watched engines (see
+    :func:`bounded`): at the deadline every connection the thread holds from them has
+    its socket shut, so a blocked read returns and the driver raises; a connection
+    checked out after the deadline is shut at once. Such a connection is invalidated
+    when it goes back to the pool, never reused."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.fired = threading.Event()
+        self._lock = threading.Lock()
+        self._held: dict[int, tuple[object, str]] = {}
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired.set()
+            held = list(self._held.values())
+        if held:
+            log.warning("database did not answer within %.1f s: interrupting", self.seconds)
+        for dbapi, dialect in held:
+            _interrupt(dbapi, dialect)
+
+    def hold(self, dbapi, dialect: str) -> None:
+        with self._lock:
+            self._held[id(dbapi)] = (dbapi, dialect)
+            fired = self.fired.is_set()
+        if fired:
+            _interrupt(dbapi, dialect)
+
+    def release(self, dbapi) -> None:
+        with self._lock:
+            self._held.pop(id(dbapi), None)
+
+
+def _interrupt(dbapi, dialect: str) -> None:
+    with contextlib.suppress(Exception):
+        if dialect == "sqlite":
+            dbapi.interrupt()
+        else:
+            _shutdown_socket(dbapi)
+
+
+_current = threading.local()
+_WATCH_KEY = "cryofac.watch"
+
+
+def watch_engine(engine) -> None:
+    """Let :func:`bounded` blocks bound ``engine``'s connections (idempotent)."""
+    import sqlalchemy as sa
+
+    pool = engine.pool
+    if getattr(pool, "_cryofac_watched", False):
+        return
+    dialect = engine.dialect.name
+
+    def _hold(dbapi_connection, record, *_proxy) -> None:
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            record.info[_WATCH_KEY] = watch
+            watch.hold(dbapi_connection, dialect)
+
+    # on connect too, before the dialect's first queries on a new connection (insert)
+    sa.event.listen(pool, "connect", _hold, insert=True)
+    sa.event.listen(pool, "checkout", _hold)
+
+    @sa.event.listens_for(pool, "checkin")
+    def _checkin(dbapi_connection, record) -> None:
+        watch = record.info.pop(_WATCH_KEY, None)
+        if watch is None:
+            return
+        watch.release(dbapi_connection)
+        if watch.fired.is_set() and dbapi_connection is not None:
+            record.invalidate()  # its socket may be shut or its reply still on the way
+
+    pool._cryofac_watched = True
+
+
+@contextlib.contextmanager
+def bounded(seconds: float) -> Iterator[Watch]:
+    """Bound this thread's database work on watched engines (:func:`watch_engine`) to
+    ``seconds`` from now; yields the :class:`Watch` (``fired`` is set at the deadline).
+    New connections are bounded by their own connect timeout."""
+    previous = getattr(_current, "watch", None)
+    watch = Watch(seconds)
+    _current.watch = watch
+    watch._timer.start()
+    try:
+        yield watch
+    finally:
+        watch._timer.cancel()
+        _current.watch = previous
+
+
+def current() -> Watch | None:
+    """The :class:`Watch` of this thread's innermost :func:`bounded` block, if any."""
+    return getattr(_current, "watch", None)
+
+
+def start(seconds: float) -> Watch:
+    """Enter a :func:`bounded` block by hand (e.g. at a request's first database use);
+    leave it with :func:`stop`."""
+    manager = bounded(seconds)
+    watch = manager.__enter__()
+    watch._manager = manager
+    return watch
+
+
+def stop(watch: Watch) -> None:
+    watch._manager.__exit__(None, None, None)

@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -40,9 +40,11 @@ from sqlalchemy.orm import Session
 
 from cryofac.errors import CryofacError
 from instrument_env import conditions as cond
+from instrument_env import coverage
 from instrument_env.deadline import deadline
 from instrument_env.limits import (
     ANY_BAND,
+    MAX_BAND,
     EnvConfig,
     UnknownInstrument,
     load_env_config,
@@ -275,9 +277,12 @@ def _coverage_reasons(
     at_us: int,
     bucket_us: dict[str, int],
 ) -> list[str]:
-    """One reason per gated channel whose settling window is not covered densely
-    enough (see :class:`~instrument_env.limits.Coverage`); silent channels and
-    channels without any reading in the window are reported elsewhere."""
+    """One reason per gated channel (per band of a banded quantity) whose settling
+    window is not covered (:mod:`~instrument_env.coverage`); silent channels and
+    channels without any reading in the window are reported elsewhere.
+
+    The statistics (count, non-empty buckets of half the allowed gap) prove most
+    channels covered; only the others are read in full and judged."""
     room = rules[0].room
     need = config.coverage_for(room)
     window_us = at_us - start_us
@@ -292,40 +297,120 @@ def _coverage_reasons(
         if not stat.n:
             continue  # "no readings in the settling window", from the rule
         interval_s = config.sensors[rule.sensor].interval_s
-        expected = window_us / 1e6 / interval_s
-        allowed_gap_us = need.max_gap_intervals * interval_s * 1e6
-        fraction = stat.n / expected if expected else 1.0
-        gap_start = gap_end = 0
-        if stat.buckets < -(-window_us // bucket_us[rule.sensor]):  # a bucket is empty
-            gap_start, gap_end = _longest_gap(session, rule, start_us, at_us)
-        too_long = gap_end - gap_start > allowed_gap_us
-        if fraction >= need.min_fraction and not too_long:
-            continue
-        gap_text = ""
-        if too_long:
-            gap_text = (
-                f"; longest gap {(gap_end - gap_start) / 1e6:.0f} s, {_fmt(gap_start)} to "
-                f"{_fmt(gap_end)} (allowed {allowed_gap_us / 1e6:g} s)"
-            )
-        reasons.append(
-            f"{rule.sensor} {rule.quantity}: readings cover {100 * min(fraction, 1.0):.0f}% of "
-            f"the settling window {_fmt(start_us)} to {_fmt(at_us)} ({stat.n} of "
-            f"{expected:.0f} expected every {interval_s:g} s, {100 * need.min_fraction:g}% "
-            f"needed){gap_text}"
+        buckets_needed = -(-window_us // bucket_us[rule.sensor])
+        covered = (
+            stat.n / (window_us / 1e6 / interval_s) >= need.min_fraction
+            and stat.buckets >= buckets_needed
         )
+        bands = config.bands.get(rule.quantity)
+        if bands:  # stat counts the channel's reading times (any band) for these keys
+            every_time = _channel_key(rule)[2] in (MAX_BAND, None)
+            if not (
+                covered
+                and every_time
+                and _every_band_at_every_time(session, rule, bands, stat.n, start_us, at_us)
+            ):
+                reasons += _band_coverage_reasons(
+                    session, rule, bands, need, start_us, at_us, bucket_us[rule.sensor], interval_s
+                )
+            continue
+        if covered:
+            continue
+        judged = _judge_window(session, rule, None, need, (start_us, at_us), interval_s)
+        if not judged.ok:
+            reasons.append(judged.reason("settling window"))
     return reasons
 
 
-def _longest_gap(session: Session, rule, start_us: int, at_us: int) -> tuple[int, int]:
-    """(start, end) of the longest gap of ``rule``'s channel within ``[start, at]``,
-    counting from ``start`` to the first reading (µs)."""
+def _judge_window(session: Session, rule, band, need, window, interval_s: float):
+    """Read ``rule``'s channel (one ``band`` of it, or the rule's own band filter for
+    None) over the settling ``window`` and judge its coverage (no tail: freshness is
+    judged apart)."""
     ts, _ = channel_values_us(
-        session, rule.sensor, rule.quantity, start_us, at_us, band=rule_band_filter(rule)
+        session, rule.sensor, rule.quantity, *window, band=band or rule_band_filter(rule)
     )
-    edges = np.concatenate([[start_us], np.unique(ts)])
-    gaps = np.diff(edges)
-    longest = int(np.argmax(gaps))
-    return int(edges[longest]), int(edges[longest + 1])
+    channel = (rule.sensor, rule.quantity, band, False)
+    return coverage.judge(ts, window, interval_s, need, channel)
+
+
+_BAND_STATS_SQL = (
+    "SELECT band, count(*), count(DISTINCT (ts_us - :start) / CAST(:w AS BIGINT)) "
+    "FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
+    "AND ts_us >= :start AND ts_us <= :at AND band <> '' AND band <> 'max' GROUP BY band"
+)
+
+
+def _every_band_at_every_time(
+    session: Session, rule, bands: tuple[str, ...], times: int, start_us: int, at_us: int
+) -> bool:
+    """True when each of ``bands`` has a reading at each of the ``times`` reading times
+    of the channel in the window (one count: a band's times are among the channel's, so
+    ``times`` × bands readings of those bands means every band at every time). Cheaper
+    than the per-band statistics, which then only a channel with a band missing needs."""
+    names = {f"b{i}": band for i, band in enumerate(bands)}
+    sql = (
+        "SELECT count(*) FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
+        "AND ts_us >= :start AND ts_us <= :at AND band IN "
+        f"({', '.join(':' + name for name in names)})"
+    )
+    params = {"sensor": rule.sensor, "quantity": rule.quantity, "start": start_us, "at": at_us}
+    (count,) = driver_fetchall(session, sql, {**params, **names})[0]
+    return count == times * len(bands)
+
+
+def _band_coverage_reasons(
+    session: Session,
+    rule,
+    bands: tuple[str, ...],
+    need,
+    start_us: int,
+    at_us: int,
+    bucket: int,
+    interval_s: float,
+) -> list[str]:
+    """Coverage band by band (each band a channel of its own): one reason for the bands
+    without a single plausible reading, one per band covered only in part."""
+    params = {
+        "sensor": rule.sensor,
+        "quantity": rule.quantity,
+        "start": start_us,
+        "at": at_us,
+        "w": bucket,
+    }
+    counts = {band: (n, b) for band, n, b in driver_fetchall(session, _BAND_STATS_SQL, params)}
+    window_us = at_us - start_us
+    expected = window_us / 1e6 / interval_s
+    buckets_needed = -(-window_us // bucket)
+    empty, failed = [], {}
+    for band in bands:
+        n, filled = counts.get(band, (0, 0))
+        if not n:
+            empty.append(band)
+            continue
+        if n / expected >= need.min_fraction and filled >= buckets_needed:
+            continue
+        judged = _judge_window(session, rule, band, need, (start_us, at_us), interval_s)
+        if not judged.ok:  # bands with the same gaps and counts: one reason
+            key = (judged.received, judged.covered_us, judged.longest_gap)
+            failed.setdefault(key, []).append(judged)
+    reasons = []
+    for alike in failed.values():
+        if len(alike) == len(bands):
+            whole = f"{rule.sensor} {rule.quantity}"
+            text = replace(alike[0], band=None).reason("settling window")
+            reasons.append(text.replace(whole, f"{whole} (all {len(bands)} bands)", 1))
+        else:
+            label = ", ".join(j.band for j in alike)
+            reasons.append(replace(alike[0], band=label).reason("settling window"))
+    if empty:
+        reasons.insert(
+            0,
+            f"{rule.sensor} {rule.quantity}: {len(empty)} of {len(bands)} bands without a "
+            f"plausible reading in the {coverage.duration_text(window_us / 1e6)} settling "
+            f"window ({_fmt(start_us)} to {_fmt(at_us)}): "
+            f"{', '.join(empty)} Hz (each band must be covered)",
+        )
+    return reasons
 
 
 _CONFLICTS_SQL = (

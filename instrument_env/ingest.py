@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,26 +125,10 @@ def _check_text(item: dict) -> None:
             raise _Bad(f"{key} holds a control character ({ascii(value)[:60]})")
 
 
-def validate_reading(
-    item: Any,
-    config: EnvConfig,
-    latest_us: int,
-    *,
-    earliest_us: int = EARLIEST_US,
-) -> dict:
-    """One row for ``env_readings`` from one reading dict, or raise _Bad with the reason.
-
-    Refused: anything but an object with the CONTRACT fields; text with control
-    characters; an unknown sensor, a quantity the sensor does not measure, another unit
-    than the quantity's; a value that is not a finite number or not plausible for the
-    quantity (:class:`~instrument_env.limits.Plausibility`); a time after ``latest_us``
-    or before ``earliest_us`` (µs since the epoch).
-    """
-    if type(item) is not dict and not isinstance(item, dict):
-        raise _Bad(f"expected an object, got {type(item).__name__}")
-    missing = [k for k in REQUIRED if k not in item]
-    if missing:
-        raise _Bad(f"missing {', '.join(repr(k) for k in missing)}")
+def _check_channel(item: dict, config: EnvConfig) -> tuple:
+    """(sensor id, quantity, band label, plausibility) of a reading's channel, or _Bad:
+    control characters, unknown sensor, a quantity it does not report, a wrong unit,
+    a band that is not a label."""
     _check_text(item)
     sensor_id = item["sensor"]
     sensor = config.sensors.get(sensor_id) if type(sensor_id) is str else None
@@ -160,6 +145,48 @@ def validate_reading(
         raise _Bad(f"unit {item['unit']!r} for {quantity} (expected {expected_unit!r})")
     if type(item["unit"]) is not str or len(item["unit"]) > 16:
         raise _Bad(f"unit {item['unit']!r} is not a unit")
+    return sensor.id, quantity, _band(item.get("band")), config.plausibility_of(quantity)
+
+
+def validate_reading(
+    item: Any,
+    config: EnvConfig,
+    latest_us: int,
+    *,
+    earliest_us: int = EARLIEST_US,
+    channels: dict | None = None,
+) -> dict:
+    """One row for ``env_readings`` from one reading dict, or raise _Bad with the reason.
+
+    Refused: anything but an object with the CONTRACT fields; text with control
+    characters; an unknown sensor, a quantity the sensor does not measure, another unit
+    than the quantity's; a value that is not a finite number or not plausible for the
+    quantity (:class:`~instrument_env.limits.Plausibility`); a time after ``latest_us``
+    or before ``earliest_us`` (µs since the epoch).
+
+    ``channels``: a cache of the checks of (sensor, quantity, unit, band) for one batch
+    (a logger sends many readings of few channels: each channel is checked once).
+    """
+    if type(item) is not dict and not isinstance(item, dict):
+        raise _Bad(f"expected an object, got {type(item).__name__}")
+    try:
+        key = (item["sensor"], item["quantity"], item["unit"], item.get("band"), item["ts"])
+        item["value"]
+    except KeyError:
+        missing = [k for k in REQUIRED if k not in item]
+        raise _Bad(f"missing {', '.join(repr(k) for k in missing)}") from None
+    ts = key[4]
+    if type(ts) is str and _CONTROL.search(ts):
+        raise _Bad(f"ts holds a control character ({ascii(ts)[:60]})")
+    key = key[:4]
+    hashable = type(key[0]) is str and type(key[1]) is str and type(key[2]) is str
+    if channels is not None and hashable and (key[3] is None or type(key[3]) is str):
+        checked = channels.get(key)
+        if checked is None:
+            checked = channels[key] = _check_channel(item, config)
+    else:
+        checked = _check_channel(item, config)
+    sensor, quantity, band, plausible = checked
     value = item["value"]
     kind = type(value)  # exact type checks first: the ABC check is slow at 10^5/s
     if not (kind is float or kind is int) and (
@@ -168,12 +195,12 @@ def validate_reading(
         raise _Bad(f"value {value!r} is not a finite number")
     if not math.isfinite(value):
         raise _Bad(f"value {value!r} is not a finite number")
-    ts_us = to_us(parse_ts(item["ts"]))
+    ts_us = to_us(parse_ts(ts))
     row = {
-        "sensor": sensor.id,
+        "sensor": sensor,
         "quantity": quantity,
         "ts_us": ts_us,
-        "band": _band(item.get("band")),
+        "band": band,
         "value": float(value),
         "unit": item["unit"],
     }
@@ -190,7 +217,6 @@ def validate_reading(
             "clock",
             row,
         )
-    plausible = config.plausibility_of(quantity)
     if plausible is not None:
         problem = plausible.problem(row["value"])
         if problem is not None:
@@ -228,6 +254,7 @@ def ingest_readings(
     bad_indices: set[int] = set()
     good_indices: set[int] = set()
     source = _CONTROL.sub("?", str(source))[:32]
+    channels: dict = {}  # checked (sensor, quantity, unit, band) of this batch
 
     def refuse(index: int, item: Any, reason: str, kind: str, row: dict | None) -> None:
         if index in bad_indices:  # one reason per input reading
@@ -238,7 +265,9 @@ def ingest_readings(
 
     for index, item in _expanded(readings, config, refuse):
         try:
-            row = validate_reading(item, config, latest_us, earliest_us=earliest_us)
+            row = validate_reading(
+                item, config, latest_us, earliest_us=earliest_us, channels=channels
+            )
         except _Bad as exc:
             refuse(index, item, str(exc), exc.kind, exc.row)
             continue
@@ -283,6 +312,27 @@ def ingest_readings(
     return IngestResult(
         accepted=len(good_indices - bad_indices), rejected=rejected, conflicts=conflicts
     )
+
+
+def keep_refused(
+    session: Session,
+    refused: list[tuple[Any, str]],
+    *,
+    source: str,
+    kind: str = "invalid",
+    now: datetime | None = None,
+) -> None:
+    """Keep readings refused before validation — at the edge (control characters in an
+    MQTT message) or unreadable (a CSV row that is not UTF-8) — in
+    ``env_rejected_readings`` with their reason: ``(item, reason)`` each, the item as
+    received (a dict, or the raw text), its kept text bounded to :data:`PAYLOAD_CHARS`.
+    Adds to ``session`` without committing."""
+    if not refused:
+        return
+    now = now or now_utc()
+    source = _CONTROL.sub("?", str(source))[:32]
+    rows = [_rejected_row(item, reason, kind, {}, source, now) for item, reason in refused]
+    session.execute(sa.insert(RejectedReading), rows)
 
 
 def _conflict_reason(row: dict, other: float, where: str) -> str:
@@ -338,6 +388,7 @@ def _conflict_alarms(session: Session, kept: list[dict], config: EnvConfig, now:
 
 
 _COLUMNS = ("sensor", "quantity", "ts_us", "band", "value", "unit", "source")
+_ROW_TUPLE = operator.itemgetter(*_COLUMNS)
 
 
 def _expanded(readings: list, config: EnvConfig, refuse):
@@ -396,7 +447,7 @@ def _insert_checked(session: Session, rows: dict[tuple, dict]) -> dict[tuple, fl
         driver = session.connection().connection.driver_connection
         driver.executemany(
             f"INSERT OR IGNORE INTO env_readings ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [tuple(row[c] for c in _COLUMNS) for row in fresh],
+            list(map(_ROW_TUPLE, fresh)),
         )
         return conflicts
     from sqlalchemy.dialects.postgresql import insert
@@ -443,7 +494,7 @@ def _copy_insert_checked(session: Session, rows: list[dict]) -> dict[tuple, floa
     import psycopg
 
     columns = ", ".join(_COLUMNS)
-    tuples = [tuple(row[c] for c in _COLUMNS) for row in rows]
+    tuples = list(map(_ROW_TUPLE, rows))
     with driver.cursor() as cursor:
         cursor.execute("SAVEPOINT env_ingest_copy")
         try:

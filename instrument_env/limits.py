@@ -152,6 +152,8 @@ class EnvConfig:
     plausibility: dict[str, Plausibility] = field(default_factory=dict)  # quantity ->
     coverage: dict[str, Coverage] = field(default_factory=dict)  # room ->
     ingest: IngestOptions = field(default_factory=IngestOptions)
+    #: quantity -> the band labels each of its reading times carries (coverage per band)
+    bands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def coverage_for(self, room: str) -> Coverage:
         """The coverage requirement of ``room`` (the defaults when not configured)."""
@@ -205,6 +207,11 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
             maximum=None if high is None else float(high),
             sentinels=tuple(float(v) for v in spec.get("sentinels", default_sentinels)),
         )
+    bands = {
+        quantity: tuple(dict.fromkeys(_band_label(b) for b in spec["bands"]))
+        for quantity, spec in limits["quantities"].items()
+        if spec.get("bands")
+    }
     default_coverage = Coverage(**defaults.get("coverage", {}))
     coverage: dict[str, Coverage] = {}
     rules: list[Rule] = []
@@ -305,6 +312,7 @@ def build_env_config(facility: dict, limits: dict, source: str = "limits.yaml") 
         plausibility=plausibility,
         coverage=coverage,
         ingest=IngestOptions(**limits.get("ingest", {})),
+        bands=bands,
     )
 
 

@@ -127,3 +127,53 @@ class LocalBroker:
     def log(self) -> str:
         path = self.folder / "mosquitto.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def spawn_ingester(
+    url: str, port: int, client_id: str, *extra: str, source_root: Path | None = None
+) -> subprocess.Popen:
+    """``cryofac env mqtt`` as its own process (killable with -9), returned once it has
+    subscribed; its log (stderr) is drained by a thread from then on. ``source_root``:
+    the checkout the child imports (PYTHONPATH)."""
+    import threading
+
+    process = subprocess.Popen(
+        ingester_argv(url, port, client_id, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(source_root),
+        text=True,
+    )
+    seen = []
+    while True:  # "subscribed to ..." once connected and subscribed
+        line = process.stderr.readline()
+        seen.append(line)
+        if "subscribed to" in line:
+            break
+        if not line:
+            process.wait(10)
+            raise RuntimeError(f"ingester did not start: {''.join(seen)}")
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    return process
+
+
+def ingester_argv(url: str, port: int, client_id: str, *extra: str) -> list[str]:
+    """The command line of ``cryofac env mqtt`` for :func:`spawn_ingester` (alarm
+    evaluation off: the ingester alone)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from cryofac.cli import main; sys.exit(main())",
+        *("env", "--db", url, "mqtt", "--port", str(port), "--client-id", client_id),
+        *("--evaluate-every", "0", *extra),
+    ]
+
+
+def child_env(source_root: Path | None = None) -> dict[str, str]:
+    """The environment of a child process importing ``source_root`` (default: this
+    checkout) first."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(source_root or PACKAGE_DIR.parent.parent)}

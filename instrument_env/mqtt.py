@@ -132,6 +132,8 @@ class _Delivery:
     topic: bytes
     payload: bytes
     readings: list[dict] = field(default_factory=list)
+    #: readings refused at the edge (control characters), with why: kept at the flush
+    refused: list[tuple[dict, str]] = field(default_factory=list)
 
     def where(self) -> str:
         return f"message {self.mid} on {self.topic[:120].decode('utf-8', 'replace')!r}"
@@ -291,9 +293,10 @@ class Subscriber:
             log.error("skipped %s: cannot parse it (%s)", delivery.where(), _one_line(exc))
             return
         delivery.readings = parsed.readings
-        for position, reason in parsed.refused:
+        for (position, reason), item in zip(parsed.refused, parsed.refused_items, strict=True):
             self.stats.refused += 1
             log.warning("rejected reading %d from %s: %s", position, parsed.sensor, reason)
+            delivery.refused.append((item, reason))
 
     # writer (the thread that calls run) ------------------------------------------
     def _commit(self, readings: list[dict]) -> None:
@@ -314,6 +317,21 @@ class Subscriber:
             log.warning("rejected reading from %s: %s", reading.get("sensor", "?"), item["reason"])
         if len(result.rejected) > 20:
             log.warning("... and %d more rejected readings", len(result.rejected) - 20)
+
+    def _keep_refused(self, batch: list[_Delivery]) -> None:
+        """Keep the batch's readings refused at the edge in env_rejected_readings, with
+        their reason (one transaction, before the batch is acknowledged; once)."""
+        from instrument_env.ingest import keep_refused
+
+        refused = [entry for delivery in batch for entry in delivery.refused]
+        if not refused:
+            return
+        with self.sessions() as session:
+            now = self.now() if self.now else None
+            keep_refused(session, refused, source="mqtt", now=now)
+            session.commit()
+        for delivery in batch:
+            delivery.refused = []
 
     def _isolate(self, parts: list[list[dict]]) -> tuple[int, list[tuple[dict, str]]]:
         """Commit the readings of ``parts`` (one list per message), halving on a data error
@@ -347,10 +365,17 @@ class Subscriber:
 
     def flush(self, batch: list[_Delivery]) -> list[_Delivery]:
         """Commit and acknowledge what can be; returns the deliveries to retry later."""
+        from instrument_env.ingest import keep_refused
+
         if not batch:
             return []
         parts = [d.readings for d in batch if d.readings]
         self._failed_in_row = 0
+        try:
+            self._keep_refused(batch)
+        except Exception as exc:  # the database is unreachable: keep everything, retry
+            self._record_error(exc)
+            return batch
         try:
             stored, failed = self._isolate(parts) if parts else (0, [])
         except Exception as exc:  # the database is unreachable: keep everything, retry
@@ -360,6 +385,15 @@ class Subscriber:
             self._record_error(RuntimeError(failed[0][1]))
             return batch
         self.stats.poison += len(failed)
+        if failed:  # kept with the reason, like every refused reading (best effort)
+            try:
+                with self.sessions() as session:
+                    now = self.now() if self.now else None
+                    kept = [(reading, f"cannot be stored ({why})") for reading, why in failed]
+                    keep_refused(session, kept, source="mqtt", now=now)
+                    session.commit()
+            except Exception as exc:
+                log.error("could not keep the unstorable readings: %s", _one_line(exc))
         for reading, why in failed[:20]:
             log.error(
                 "dropped reading from %s at %s: cannot be stored (%s)",

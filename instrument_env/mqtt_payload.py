@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,8 @@ class ParsedMessage:
     sensor: str
     readings: list[dict]
     refused: list[tuple[int, str]]
+    #: the refused readings as received (``sensor`` from the topic), to be kept
+    refused_items: list[dict] = field(default_factory=list)
 
 
 def topic_for(room: str, sensor: str) -> str:
@@ -135,16 +137,17 @@ def parse_message(
     if not items or not all(isinstance(item, dict) for item in items):
         raise MalformedMessage(f"topic {topic!r}: payload must be an object or a list of objects")
     check_controls = "\\u00" in text and _ESCAPED_CONTROL.search(text) is not None
-    readings, refused = [], []
+    readings, refused, refused_items = [], [], []
     for position, item in enumerate(items):
         if check_controls:
             reason = _control_characters(item)
             if reason is not None:
                 refused.append((position, reason))
+                refused_items.append({**item, "sensor": sensor_id})
                 continue
         item["sensor"] = sensor_id  # the topic names the sensor (a fresh dict: no copy)
         readings.append(item)
-    return ParsedMessage(sensor_id, readings, refused)
+    return ParsedMessage(sensor_id, readings, refused, refused_items)
 
 
 def _control_characters(item: dict) -> str | None:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from cryofac.fileio import atomic_write
 from instrument_env import conditions as cond
+from instrument_env import coverage
 from instrument_env.limits import EnvConfig, Rule, load_env_config
 from instrument_env.models import Alarm, GateOverride, Reading, RejectedReading, from_us, to_us
 from instrument_env.storage import channel_values_us
@@ -141,10 +142,10 @@ def summarize(
 def channel_coverage(
     session: Session, config: EnvConfig, room: str, start_us: int, end_us: int
 ) -> list[dict]:
-    """How well the readings of each gated channel of ``room`` cover ``[start, end]``:
-    readings received and expected (window / the sensor's ``interval_s``), the longest
-    gap and every gap longer than the room's ``coverage.max_gap_intervals`` intervals
-    (the same test as the gate's; the tail after the last reading counts as a gap)."""
+    """How well the readings of each gated channel of ``room`` cover ``[start, end]``, by
+    the gate's own test (:func:`instrument_env.coverage.judge`, the tail after the last
+    reading counting as a gap): time covered, the longest gap, every gap longer than
+    allowed, readings received and expected; a banded quantity band by band."""
     need = config.coverage_for(room)
     out = []
     seen = set()
@@ -154,27 +155,15 @@ def channel_coverage(
             continue
         seen.add(channel)
         interval_s = config.sensors[rule.sensor].interval_s
-        ts, _ = channel_values_us(session, rule.sensor, rule.quantity, start_us, end_us)
-        times = np.unique(ts)
-        edges = np.concatenate([[start_us], times, [end_us]])
-        gaps = np.diff(edges)
-        allowed_us = need.max_gap_intervals * interval_s * 1e6
-        expected = (end_us - start_us) / 1e6 / interval_s
-        long = np.flatnonzero(gaps > allowed_us)
-        fraction = min(len(times) / expected, 1.0) if expected else 1.0
-        out.append(
-            {
-                "sensor": rule.sensor,
-                "quantity": rule.quantity,
-                "interval_s": interval_s,
-                "received": int(len(times)),
-                "expected": round(expected, 1),
-                "fraction": round(fraction, 4),
-                "longest_gap_s": float(gaps.max() / 1e6) if len(gaps) else 0.0,
-                "gaps": [{"start": _iso(edges[i]), "end": _iso(edges[i + 1])} for i in long[:100]],
-                "covered": bool(fraction >= need.min_fraction and not len(long)),
-            }
-        )
+        for band in config.bands.get(rule.quantity) or (None,):
+            ts, _ = channel_values_us(
+                session, rule.sensor, rule.quantity, start_us, end_us, band=band
+            )
+            judged = coverage.judge(
+                ts, (start_us, end_us), interval_s, need, (rule.sensor, rule.quantity, band)
+            )
+            # the same words as the gate's reason, for the acquisition
+            out.append({**judged.to_dict(), "summary": judged.reason("acquisition")})
     return out
 
 
@@ -235,16 +224,9 @@ def _rule_summary(
     }
 
 
-def write_provenance(
-    path: str | os.PathLike,
-    session: Session,
-    target: str,
-    start: datetime,
-    end: datetime,
-    *,
-    config: EnvConfig | None = None,
-) -> dict:
-    """Write :func:`summarize` as JSON to ``path`` (atomically); returns the summary."""
-    summary = summarize(session, target, start, end, config=config)
+def write_provenance(path: str | os.PathLike, session: Session, *args, **options) -> dict:
+    """Write :func:`summarize` (``args``: target, start, end; ``options``: config) as
+    JSON to ``path`` (atomically); returns the summary."""
+    summary = summarize(session, *args, **options)
     atomic_write(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary

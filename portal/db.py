@@ -45,7 +45,10 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
     kwargs.setdefault("pool_timeout", 60)
     kwargs.setdefault("pool_recycle", 1800)
     # a database that does not answer the connection is an error within seconds, not a hang
-    connect_args = {"connect_timeout": 5, **kwargs.pop("connect_args", {})}
+    # (the URL's own ``?connect_timeout=`` wins)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if "connect_timeout" not in parsed.query:
+        connect_args.setdefault("connect_timeout", 5)
     return sa.create_engine(url, connect_args=connect_args, **kwargs)
 
 
@@ -126,11 +129,34 @@ def lock_instrument(db: Session, instrument_id: str, shared: bool = False) -> No
 READ_ONLY_ENDPOINTS = frozenset({"calendar.week", "api.list_bookings"})
 
 
+#: Views that ask the environment gate whether a session may start. All their database
+#: work — the log-in or token check, the gate, the writes, the rollback at the end — is
+#: bounded in time (``SESSION_START_TIMEOUT_S``, :func:`instrument_env.deadline.bounded`):
+#: a database that accepts and never answers makes them answer 503 within that time
+#: (plus a new connection's connect timeout), and the stuck connection is discarded.
+GATE_ENDPOINTS = frozenset({"api.transition_session", "staff.transition"})
+#: Default bound (seconds) on a session transition's database work.
+SESSION_START_TIMEOUT_S = 10.0
+
+
+def _bound_request() -> None:
+    from flask import current_app, g
+
+    from instrument_env import deadline
+
+    engine = current_app.extensions["cryofac.engine"]
+    deadline.watch_engine(engine)
+    seconds = float(current_app.config.get("SESSION_START_TIMEOUT_S", SESSION_START_TIMEOUT_S))
+    g.cryofac_watch = deadline.start(seconds)
+
+
 def get_db() -> Session:
     """The request's database session (opened on first use, closed at teardown)."""
     from flask import current_app, g, has_request_context, request
 
     if "cryofac_db" not in g:
+        if has_request_context() and request.endpoint in GATE_ENDPOINTS:
+            _bound_request()
         maker = current_app.extensions["cryofac.sessionmaker"]
         autocommit = current_app.extensions.get("cryofac.autocommit_engine")
         if (
@@ -148,5 +174,12 @@ def close_db(_exc: BaseException | None = None) -> None:
     from flask import g
 
     session = g.pop("cryofac_db", None)
-    if session is not None:
-        session.close()
+    watch = g.pop("cryofac_watch", None)
+    try:
+        if session is not None:
+            session.close()  # its connection's reset is bounded too
+    finally:
+        if watch is not None:
+            from instrument_env import deadline
+
+            deadline.stop(watch)

@@ -54,7 +54,12 @@ _HTTP_CODES = {
 
 
 def _portal_error(exc: PortalError):
-    get_db().rollback()
+    import sqlalchemy.exc
+
+    try:
+        get_db().rollback()
+    except sqlalchemy.exc.DBAPIError:  # the database is gone; the error says so already
+        log.warning("rollback failed on %s %s", request.method, request.path)
     if not is_api_request():
         from portal.views.common import render_error
 
@@ -67,6 +72,8 @@ def _portal_error(exc: PortalError):
     if extra:  # e.g. the booking rule broken, the gate's reasons
         body = response.get_json()
         body["error"].update(extra)
+        if getattr(exc, "allowed", None) is False:  # the gate's own shape too (CONTRACT)
+            body.update(allowed=False, reasons=exc.reasons)
         response.set_data(json.dumps(body))
     return response
 
@@ -93,6 +100,17 @@ def _unexpected_error(exc: Exception):
     if _database_unavailable(exc):
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc.orig)
         message = "the database is not answering; try again in a minute"
+        watch = g.get("cryofac_watch")
+        if watch is not None:  # a gate decision (session start): refused, with the reason
+            from portal.domain.errors import GateUnavailable
+
+            if watch.fired.is_set():
+                detail = f"no answer within {watch.seconds:g} s"
+            else:
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            return _portal_error(
+                GateUnavailable([f"database unavailable ({exc.__class__.__name__}: {detail})"])
+            )
         if not is_api_request():
             from portal.views.common import render_error
 

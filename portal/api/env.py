@@ -20,6 +20,7 @@ wrong state → 409, malformed request → 400/422, body too large → 413).
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlencode
 
 from flask import current_app, g, jsonify, request
@@ -112,9 +113,11 @@ def _gate_engine():
     engine = current_app.extensions.get("cryofac.env_gate_engine")
     if engine is None:
         from instrument_env.db import make_engine
+        from instrument_env.deadline import watch_engine
 
         timeout = float(current_app.config.get("ENV_GATE_TIMEOUT_S", GATE_TIMEOUT_S))
         engine = make_engine(current_app.config["DATABASE_URL"], connect_timeout_s=timeout)
+        watch_engine(engine)
         current_app.extensions["cryofac.env_gate_engine"] = engine
     return engine
 
@@ -140,7 +143,7 @@ def get_gate(instrument_id: str):
     from sqlalchemy.orm import Session
 
     from cryofac.errors import ConfigError
-    from instrument_env.deadline import deadline
+    from instrument_env.deadline import bounded, deadline
     from instrument_env.gate import evaluate_gate
     from instrument_env.limits import UnknownInstrument, load_env_config
     from portal.domain.accounts import user_for_token
@@ -156,7 +159,10 @@ def get_gate(instrument_id: str):
     except ConfigError as exc:
         return _undecided(f"configuration cannot be read: {exc}")
     fired = None
-    with Session(_gate_engine()) as db:
+    engine = _gate_engine()
+    # the whole of it bounded too (the final rollback, the connection's reset): a
+    # connection still waiting when the bound fires is discarded, never pooled again
+    with bounded(2 * timeout + 1), Session(engine) as db:
         try:
             with deadline(db, timeout) as fired:
                 g.user = user_for_token(db, token.strip())
@@ -171,7 +177,8 @@ def get_gate(instrument_id: str):
         except UnknownInstrument as exc:
             raise NotFound(str(exc)) from None
         finally:
-            db.rollback()  # the gate only reads
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                db.rollback()  # the gate only reads (a silent database: discarded at close)
     if not decision.decided:
         return _undecided("; ".join(decision.reasons), decision.checked_at)
     return jsonify(decision.to_dict())

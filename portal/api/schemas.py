@@ -46,7 +46,7 @@ SCHEMAS: dict[str, Any] = {
                     "reasons": {
                         "type": "array",
                         "items": STRING,
-                        "description": "why the environment gate is closed (409)",
+                        "description": "why the environment gate is closed (409) or cannot decide (503)",
                     },
                 },
                 required=["code", "message"],

@@ -54,6 +54,10 @@ def get_session(session_id: int):
         403: error("operators only"),
         404: error("not found"),
         409: error("not allowed from this state, or the environment gate is closed"),
+        503: error(
+            "the environment gate cannot decide (database silent or unreachable, "
+            'configuration broken): refused; the body also carries "allowed": false and "reasons"'
+        ),
     },
     summary="Operators move a session along its lifecycle (gate checked)",
     body="TransitionRequest",
@@ -73,7 +77,10 @@ def transition_session(session_id: int):
         to_state,
         reason=str(data.get("reason", "")),
         override_gate=bool(data.get("override_gate", False)),
-        gate=lifecycle.gate_for(current_app.config.get("FACILITY_CONFIG_DIR")),
+        gate=lifecycle.gate_for(
+            current_app.config.get("FACILITY_CONFIG_DIR"),
+            current_app.config.get("ENV_GATE_TIMEOUT_S"),
+        ),
     )
     db.commit()
     body = lifecycle.as_dict(session)

@@ -96,6 +96,17 @@ class GateClosed(PortalError, status=409, code="gate_closed"):
         super().__init__("environment gate closed: " + "; ".join(self.reasons))
 
 
+class GateUnavailable(PortalError, status=503, code="gate_unavailable"):
+    """The environment gate could not decide (database silent or unreachable,
+    configuration broken): acquisition is refused, ``reasons`` says why (HTTP 503,
+    body ``{"allowed": false, "reasons": [...]}`` beside the error)."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        self.allowed = False
+        super().__init__("environment gate cannot decide: " + "; ".join(self.reasons))
+
+
 class TooManyAttempts(PortalError, status=429, code="too_many_attempts"):
     """Refused for now; ``retry_after_s`` says when to try again (HTTP ``Retry-After``)."""
 

@@ -18,7 +18,13 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from portal.domain import audit, permissions
-from portal.domain.errors import Forbidden, GateClosed, InvalidInput, InvalidTransition
+from portal.domain.errors import (
+    Forbidden,
+    GateClosed,
+    GateUnavailable,
+    InvalidInput,
+    InvalidTransition,
+)
 from portal.models import AcqSession, Instrument, User, utcnow
 from portal.runs.progress import processing_summary
 
@@ -41,15 +47,24 @@ class GateResult:
     allowed: bool
     reasons: list[str] = field(default_factory=list)
     checked_at: datetime | None = None
+    #: False when the gate could not judge (database silent or unreachable,
+    #: configuration broken): refused with 503, not 409
+    decided: bool = True
 
 
 def default_gate(
-    db: Session, instrument_id: str, at: datetime, *, config_dir: str | None = None
+    db: Session,
+    instrument_id: str,
+    at: datetime,
+    *,
+    config_dir: str | None = None,
+    timeout_s: float | None = None,
 ) -> GateResult:
     """Ask instrument_env; fail closed when it is not installed or errs.
 
     ``config_dir``: the facility configuration (facility.yaml, limits.yaml) to judge by;
     default cryofac's own (``CRYOFAC_CONFIG_DIR`` or the embedded ``config/``).
+    ``timeout_s``: bound on the decision's database work (default the gate's own).
     """
     try:
         from instrument_env.gate import evaluate_gate
@@ -62,27 +77,37 @@ def default_gate(
         )
     # The gate only reads. Run it inside a savepoint that is always rolled back, so a
     # database error inside it (even one it catches itself) cannot poison our transaction.
+    # A database that fails or does not answer breaks the savepoint's rollback too: that
+    # error leaves here (the request then answers 503, see portal.api.common).
     savepoint = db.begin_nested()
+    bound = {} if timeout_s is None else {"timeout_s": timeout_s}
     try:
-        decision = evaluate_gate(db, instrument_id, at, config=load_env_config(config_dir))
+        decision = evaluate_gate(db, instrument_id, at, config=load_env_config(config_dir), **bound)
     except Exception as exc:  # a broken monitor must not open the gate
         savepoint.rollback()
         message = str(exc).splitlines()[0] if str(exc) else ""
         return GateResult(
-            False, [f"environment gate failed: {exc.__class__.__name__}: {message}"], at
+            False,
+            [f"environment gate failed: {exc.__class__.__name__}: {message}"],
+            at,
+            decided=False,
         )
     savepoint.rollback()
     return GateResult(
         bool(decision.allowed),
         [str(r) for r in decision.reasons],
         getattr(decision, "checked_at", at),
+        bool(getattr(decision, "decided", True)),
     )
 
 
-def gate_for(config_dir: str | None) -> Callable[[Session, str, datetime], GateResult]:
+def gate_for(
+    config_dir: str | None, timeout_s: float | None = None
+) -> Callable[[Session, str, datetime], GateResult]:
     """:func:`default_gate` judging by the configuration in ``config_dir`` (the portal's
-    ``FACILITY_CONFIG_DIR``); None: cryofac's own."""
-    return functools.partial(default_gate, config_dir=config_dir)
+    ``FACILITY_CONFIG_DIR``; None: cryofac's own), its database work bounded by
+    ``timeout_s`` (the portal's ``ENV_GATE_TIMEOUT_S``)."""
+    return functools.partial(default_gate, config_dir=config_dir, timeout_s=timeout_s)
 
 
 def _record_env_override(
@@ -145,7 +170,7 @@ def transition(
 
     Raises :class:`InvalidTransition` (409) for a move the lifecycle does not allow,
     :class:`GateClosed` (409) when the environment gate refuses acquisition and no staff
-    override was given, :class:`Forbidden` when ``actor`` may not operate sessions.
+    override was given (:class:`GateUnavailable`, 503, when it could not decide), :class:`Forbidden` when ``actor`` may not operate sessions.
     """
     permissions.require_operator(actor)
     now = now or utcnow()
@@ -162,6 +187,8 @@ def transition(
         if instrument is not None and instrument.environment_gated:
             result = gate(db, session.instrument_id, now)
             if not result.allowed:
+                if not getattr(result, "decided", True) and not override_gate:
+                    raise GateUnavailable(result.reasons or ["gate could not decide"])
                 if not override_gate:
                     raise GateClosed(result.reasons or ["gate closed"])
                 if not permissions.is_staff(actor):

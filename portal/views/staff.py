@@ -20,7 +20,7 @@ from portal.domain import bookings as booking_rules
 from portal.domain import permissions
 from portal.domain import projects as project_rules
 from portal.domain import sessions as lifecycle
-from portal.domain.errors import InvalidInput, PortalError
+from portal.domain.errors import GateUnavailable, InvalidInput, PortalError
 from portal.models import AcqSession, Booking, Instrument, Project, User
 from portal.views.calendar import _local_time, facility_tz
 from portal.views.common import login_required, role_gate
@@ -126,13 +126,18 @@ def transition(session_id: int):
             request.form.get("state", ""),
             reason=request.form.get("reason", ""),
             override_gate=request.form.get("override_gate") == "1",
-            gate=lifecycle.gate_for(current_app.config.get("FACILITY_CONFIG_DIR")),
+            gate=lifecycle.gate_for(
+                current_app.config.get("FACILITY_CONFIG_DIR"),
+                current_app.config.get("ENV_GATE_TIMEOUT_S"),
+            ),
         )
         folders = {k: request.form.get(k, "").strip() for k in ("raw_dir", "run_dir")}
         if any(folders.values()):
             lifecycle.set_folders(
                 db, g.user, session, folders["raw_dir"] or None, folders["run_dir"] or None
             )
+    except GateUnavailable:
+        raise  # a 503 page with the reasons (portal.api.common), not a flash
     except PortalError as exc:
         return _done(error=exc)
     return _done(f"Session {session_id} is now {session.state}.")

@@ -86,8 +86,12 @@ def test_resolved_escalated_unacknowledged_alarm_is_listed_and_can_be_acknowledg
     env_session.commit()
     assert done.state == "resolved" and done.acknowledged_by == "tech"
     assert alarm.id not in {a.id for a in alarms.list_alarms(env_session, "unacknowledged")}
-    with pytest.raises(alarms.AlarmStateConflict, match="resolved and acknowledged"):
+    with pytest.raises(alarms.AlarmStateConflict) as again:
         alarms.acknowledge(env_session, alarm.id, "tech", "again")
+    assert str(again.value) == (
+        f"alarm {alarm.id} was already acknowledged by tech at "
+        f"{done.acknowledged_at.isoformat(timespec='seconds')}; nothing more to do"
+    )
     history = [(e.from_state, e.to_state) for e in alarms.alarm_history(env_session, alarm.id)]
     assert history[-1] == ("resolved", "resolved")
 

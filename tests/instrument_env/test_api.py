@@ -6,41 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from instrument_env import alarms  # noqa: E402
-from instrument_env.db import upgrade as env_upgrade  # noqa: E402
-from instrument_env.sim import EnvSimulator, fault_at  # noqa: E402
-from portal import create_app  # noqa: E402
-from portal import db as portal_db  # noqa: E402
-from portal.domain import accounts  # noqa: E402
-
-PASSWORD = "correct horse battery"
+from instrument_env import alarms
+from instrument_env.sim import EnvSimulator, fault_at
+from tests.instrument_env.faults import env_portal
 
 
 @pytest.fixture
 def api(database_url):
-    portal_db.upgrade(database_url)
-    env_upgrade(database_url)
-    app = create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test",
-            "TESTING": True,
-            "PASSWORD_TIME_COST": 1,
-            "PASSWORD_MEMORY_KIB": 256,
-        }
+    app, client, headers = env_portal(
+        database_url, users=(("tech", "technician"), ("alice", "researcher"))
     )
-    with app.extensions["cryofac.sessionmaker"]() as db:
-        hasher = app.extensions["cryofac.hasher"]
-        for name, role in (("tech", "technician"), ("alice", "researcher")):
-            accounts.create_user(db, hasher, name, PASSWORD, role)
-        db.commit()
-    client = app.test_client()
-
-    def headers(user):
-        r = client.post("/api/v1/tokens", json={"username": user, "password": PASSWORD})
-        assert r.status_code == 201, r.get_json()
-        return {"Authorization": f"Bearer {r.get_json()['token']}"}
-
     yield app, client, headers
     app.extensions["cryofac.engine"].dispose()
 
@@ -104,6 +79,9 @@ def test_readings_gate_alarms_ack(api, env_config):
     )
     conflict = client.post(url, json={"comment": "again"}, headers=tech)
     assert conflict.status_code == 409 and conflict.get_json()["error"]["code"] == "conflict"
+    assert conflict.get_json()["error"]["message"].startswith(
+        f"alarm {vib[0]['id']} was already acknowledged by tech at "
+    )
     assert (
         client.post("/api/v1/alarms/999999/ack", json={"comment": "x"}, headers=tech).status_code
         == 404

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import sqlalchemy as sa
 
 from instrument_env.csvimport import MalformedCSV, read_csv_readings
 
@@ -69,6 +70,7 @@ def test_one_latin1_row_among_6000_drops_only_itself(env_engine, env_config, tmp
 
     from instrument_env.csvimport import import_csv
     from instrument_env.db import session_factory
+    from instrument_env.models import RejectedReading
     from instrument_env.storage import channel_series
 
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=20)
@@ -100,4 +102,26 @@ def test_one_latin1_row_among_6000_drops_only_itself(env_engine, env_config, tmp
     )
     with sessions() as session:
         stored = channel_series(session, "krios-t1", "temperature", t0, t0 + timedelta(days=1))
+        kept = (
+            session.execute(sa.select(RejectedReading).order_by(RejectedReading.id)).scalars().all()
+        )
     assert len(stored) == 5999
+    # every refused row is kept with its reason, the undecodable one too (raw text, the
+    # byte that is not UTF-8 escaped)
+    assert sorted(r.kind for r in kept) == ["clock", "implausible", "invalid"]
+    row = next(r for r in kept if r.kind == "invalid")
+    assert row.reason.startswith(f"line {bad_line + 1}: not UTF-8 (")
+    assert row.sensor == "krios-t1" and row.quantity == "temperature" and row.source == "csv"
+    assert "20.0,\\\\xb0C" in row.payload, row.payload
+
+
+def test_kept_refusals_are_bounded(env_session):
+    from instrument_env.ingest import PAYLOAD_CHARS, keep_refused
+    from instrument_env.models import RejectedReading
+
+    huge = {"sensor": "krios-t1", "unit": "\x00" * 100_000, "band": "x" * 500}
+    keep_refused(env_session, [(huge, "unit contains control characters " * 100)], source="m")
+    env_session.commit()
+    row = env_session.execute(sa.select(RejectedReading)).scalar_one()
+    assert len(row.payload) == PAYLOAD_CHARS and row.payload.startswith('{"sensor": "krios-t1"')
+    assert len(row.reason) <= 1000 and "\x00" not in row.payload

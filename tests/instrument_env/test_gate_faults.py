@@ -39,18 +39,22 @@ def test_sensors_back_for_a_minute_after_three_days_silent_refuse(env_session, e
     at = back + timedelta(seconds=60)
     decision = evaluate_gate(env_session, "krios1", at, config=env_config)
     assert not decision.allowed
-    channels = {r.split(":")[0] for r in decision.reasons if "readings cover" in r}
+    channels = {r.split(":")[0] for r in decision.reasons if "settling window (" in r}
     assert channels == {
         "krios-t1 temperature",
         "krios-t1 humidity",
         "krios-t2 temperature",
         "krios-mag magnetic_field_ac",
         "krios-mag magnetic_field_dc",
-        "krios-vib vibration",
+        "krios-vib vibration (all 20 bands)",
     }
     text = next(r for r in decision.reasons if r.startswith("krios-t2 temperature"))
-    assert "readings cover 2% of the settling window 2026-03-04T23:01:00+00:00 to " in text
-    assert "(6 of 360 expected every 10 s, 80% needed); longest gap 3540 s" in text
+    assert text == (
+        "krios-t2 temperature: 1 min of the 60 min settling window (2026-03-04T23:01:00+00:00 "
+        "to 2026-03-05T00:01:00+00:00) covered, longest gap 59 min (2026-03-04T23:01:00+00:00 "
+        "to 2026-03-05T00:00:00+00:00, allowed 1 min); 6 of 360 expected readings every "
+        "10 s (2%, 80% needed)"
+    )
     # the coverage option changes the decision: a room that needs only 1 % and 1 h gaps
     lax = replace(
         env_config,
@@ -65,8 +69,8 @@ def test_fifty_minute_hole_in_the_settling_window_refuses(env_session, env_confi
     at = T0 + timedelta(hours=1)
     decision = evaluate_gate(env_session, "krios1", at, config=env_config)
     assert not decision.allowed
-    assert all("readings cover" in r for r in decision.reasons), decision.reasons
-    assert any("longest gap 30" in r for r in decision.reasons)  # 3000-3010 s
+    assert all("settling window (" in r for r in decision.reasons), decision.reasons
+    assert all("longest gap 50 min 10 s" in r for r in decision.reasons)  # 3000-3010 s
     # the provenance of that hour records the same coverage, and the gate override
     record_override(env_session, "krios1", "staff1", "FSE says the room is fine", decision, at=at)
     env_session.commit()
@@ -74,6 +78,13 @@ def test_fifty_minute_hole_in_the_settling_window_refuses(env_session, env_confi
     assert summary["covered"] is False
     t1 = next(c for c in summary["coverage"] if c["sensor"] == "krios-t1")
     assert t1["expected"] == 360 and t1["received"] < 70 and len(t1["gaps"]) == 1
+    # in time, in the gate's words: 10 min of the hour covered, one 50 min 10 s gap
+    assert t1["window_s"] == 3600 and t1["covered_s"] == 3600 - t1["longest_gap_s"]
+    assert t1["longest_gap_s"] == 3010 and t1["covered"] is False
+    assert t1["summary"].startswith(
+        "krios-t1 temperature: 9 min 50 s of the 60 min acquisition (2026-03-02T00:00:00+00:00 "
+        "to 2026-03-02T01:00:00+00:00) covered, longest gap 50 min 10 s"
+    )
     assert summary["gate_overrides"][0]["reason"] == "FSE says the room is fine"
 
 
@@ -137,3 +148,32 @@ def test_gate_reads_the_current_limits_and_refuses_on_a_broken_file(
     assert not broken.allowed and broken.decided is False
     assert broken.reasons[0].startswith("configuration cannot be read: ")
     assert "limit: nan is not a finite number" in broken.reasons[0]
+
+
+def test_vibration_coverage_is_judged_band_by_band(env_session, env_config):
+    """19 of 20 bands implausible (a logger's no-value code) for the whole hour: the
+    one good band must not cover the sensor; the bands are named."""
+    end = T0 + timedelta(hours=1)
+    sim = EnvSimulator(env_config, seed=7, rooms=["krios-room"])
+    readings = sim.readings(T0 - timedelta(minutes=10), end, [])
+    for reading in readings:
+        if reading["quantity"] == "vibration" and reading.get("band") != "12.5":
+            reading["value"] = -9999.0
+    result = ingest_readings(env_session, readings, source="sim", config=env_config, now=end)
+    assert len(result.rejected) == 19 * 420  # 70 min of 10 s readings, 19 bands
+    env_session.commit()
+    decision = evaluate_gate(env_session, "krios1", end, config=env_config)
+    assert not decision.allowed
+    assert decision.reasons == [
+        "krios-vib vibration: 19 of 20 bands without a plausible reading in the 60 min "
+        "settling window (2026-03-02T00:00:00+00:00 to 2026-03-02T01:00:00+00:00): 1, 1.25, "
+        "1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8, 10, 16, 20, 25, 31.5, 40, 50, 63, 80 Hz (each band "
+        "must be covered)"
+    ]
+    # without the bands in the configuration the one good band "covers" the sensor
+    assert evaluate_gate(env_session, "krios1", end, config=replace(env_config, bands={})).allowed
+    # the acquisition's provenance judges band by band too
+    summary = summarize(env_session, "krios1", T0, end, config=env_config)
+    vib = [c for c in summary["coverage"] if c["sensor"] == "krios-vib"]
+    assert len(vib) == 20 and summary["covered"] is False
+    assert [c["band"] for c in vib if c["covered"]] == ["12.5"]

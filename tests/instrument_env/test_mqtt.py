@@ -102,12 +102,7 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
                 .where(Reading.band != "max")  # derived at ingest, not published
             ).scalar()
 
-    deadline = time.monotonic() + 30
-    while stored() < expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stop.set()
-    thread.join(10)
-    assert stored() == expected
+    _wait_then_stop(stored, expected, stop, thread)
     assert subscriber.stats.malformed >= 2
     assert subscriber.stats.rejected >= 1  # the reading in kelvin
     assert subscriber.stats.errors == []
@@ -185,10 +180,16 @@ def test_database_outage_is_retried_without_losing_readings(broker, env_engine, 
                 .where(Reading.ts_us >= to_us(start), Reading.ts_us < to_us(start) + 120_000_000)
             ).scalar()
 
+    _wait_then_stop(stored, expected, stop, thread)
+    assert len(subscriber.stats.errors) == 2 and subscriber.stats.dropped == 0
+
+
+def _wait_then_stop(stored, expected: int, stop, thread) -> None:
+    """Wait (30 s at most) until ``stored()`` reaches ``expected``, stop the subscriber's
+    thread, and check the count is exactly ``expected``."""
     deadline = time.monotonic() + 30
     while stored() < expected and time.monotonic() < deadline:
         time.sleep(0.2)
     stop.set()
     thread.join(10)
     assert stored() == expected
-    assert len(subscriber.stats.errors) == 2 and subscriber.stats.dropped == 0

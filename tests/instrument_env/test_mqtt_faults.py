@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,8 @@ import sqlalchemy as sa
 
 from cryofac.config import PACKAGE_DIR
 from instrument_env.db import session_factory
-from instrument_env.mosquitto import LocalBroker
+from instrument_env.models import RejectedReading
+from instrument_env.mosquitto import LocalBroker, child_env, ingester_argv, spawn_ingester
 from instrument_env.mqtt import (
     BatchOptions,
     BrokerOptions,
@@ -117,39 +116,11 @@ class Ingester:
     """``cryofac env mqtt`` as a separate process (killable with -9)."""
 
     def __init__(self, url: str, port: int, *extra: str):
-        self.args = [
-            sys.executable,
-            "-c",
-            "import sys; from cryofac.cli import main; sys.exit(main())",
-            "env",
-            "--db",
-            url,
-            "mqtt",
-            "--port",
-            str(port),
-            "--client-id",
-            "cryofac-test-ingest",
-            "--evaluate-every",
-            "0",
-            *extra,
-        ]
+        self.args = (url, port, "cryofac-test-ingest", *extra)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Ingester:
-        env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-        )
-        seen = []
-        while True:  # "subscribed to ..." once connected and subscribed
-            line = self.process.stderr.readline()
-            seen.append(line)
-            if "subscribed to" in line:
-                break
-            if not line:
-                self.process.wait(10)
-                raise AssertionError(f"ingester did not start: {''.join(seen)}")
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()  # drain logs
+        self.process = spawn_ingester(*self.args, source_root=SOURCE_ROOT)
         return self
 
     def kill9(self) -> None:
@@ -331,6 +302,19 @@ def test_poison_messages_are_refused_acknowledged_and_ingest_goes_on(
     assert "payload is not UTF-8 (byte 0xff" in logged
     assert "over the limit of 1048576 bytes" in logged
     assert "cannot be stored" in logged and ("refuse_poison" in logged or "poison row" in logged)
+    # the refused readings are kept with their reason, not only logged
+    with sessions() as session:
+        kept = session.execute(
+            sa.select(RejectedReading.sensor, RejectedReading.reason, RejectedReading.payload)
+            .where(RejectedReading.source == "mqtt")
+            .order_by(RejectedReading.id)
+        ).all()
+    assert [(sensor, reason) for sensor, reason, _ in kept][0] == (
+        "krios-t1",
+        "band 'a\\x00' contains control characters",
+    )
+    assert '"band": "a\\u0000"' in kept[0].payload
+    assert kept[1].reason.startswith("cannot be stored (") and "21.2345" in kept[1].payload
 
     # Every one of them was acknowledged: the same session gets none of them again.
     again = Subscriber(sessions, broker=options)
@@ -490,38 +474,20 @@ def test_password_and_tls_options(secure_broker, tmp_path):
     # The CLI: password from a file, TLS with the facility's CA.
     password_file = tmp_path / "mqtt-password"
     password_file.write_text("s3cret\n")
-    ingester = Ingester(
-        url,
-        server.tls_port,
-        "--username",
-        "ingest",
-        "--password-file",
-        str(password_file),
-        "--tls-ca",
-        str(ca),
-    ).start()
+    cli = ("--username", "ingest", "--password-file", str(password_file), "--tls-ca", str(ca))
+    ingester = Ingester(url, server.tls_port, *cli).start()
     readings = stream(30, recent())
     publish_readings([readings], broker=good)
     wait_until(lambda: keys_of(readings) <= stored_keys(sessions), what="readings over TLS")
     ingester.stop()
     # Wrong password through the CLI: one line, exit status 1, no traceback.
     password_file.write_text("wrong\n")
-    bad = Ingester(
-        url,
-        server.tls_port,
-        "--username",
-        "ingest",
-        "--password-file",
-        str(password_file),
-        "--tls-ca",
-        str(ca),
-    )
     done = subprocess.run(
-        bad.args,
+        ingester_argv(url, server.tls_port, "cryofac-test-ingest", *cli),
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+        env=child_env(SOURCE_ROOT),
     )
     assert done.returncode == 1
     assert "refused the connection" in done.stderr and "Traceback" not in done.stderr

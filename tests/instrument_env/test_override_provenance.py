@@ -12,7 +12,8 @@ from instrument_env.models import GateOverride
 from instrument_env.provenance import summarize
 from portal import db as portal_db
 from portal.models import AcqSession
-from tests.portal.conftest import make_app, make_slot, seed_world
+from tests.instrument_env.faults import ready_session
+from tests.portal.conftest import make_app, seed_world
 
 
 def test_staff_override_reaches_env_gate_overrides_and_provenance(database_url, env_config):
@@ -22,25 +23,9 @@ def test_staff_override_reaches_env_gate_overrides_and_provenance(database_url, 
     world = seed_world(app)
     client = app.test_client()
     try:
-        alice = world.token(client, "alice")
-        start, end = make_slot(48, 8)
-        booking = client.post(
-            "/api/v1/bookings",
-            json={
-                "instrument_id": "glacios1",
-                "project_id": world.project_id,
-                "start": start,
-                "end": end,
-            },
-            headers=alice,
-        ).get_json()
-        with world.db() as db:
-            session_id = db.scalar(
-                sa.select(AcqSession.id).where(AcqSession.booking_id == booking["id"])
-            )
+        session_id = ready_session(world, client)
         staff = world.token(client, "staff")
         url = f"/api/v1/sessions/{session_id}/transition"
-        assert client.post(url, json={"state": "ready"}, headers=staff).status_code == 200
         reason = "FSE on site; room checked with a handheld meter"
         opened = client.post(
             url,

@@ -33,7 +33,11 @@ def test_gate_fails_closed_and_staff_override_is_audited(world, client, slot):
     staff = world.token(client, "staff")
     assert _move(client, tech, session_id, "acquiring").status_code == 409  # not ready yet
     assert _move(client, tech, session_id, "ready").status_code == 200
-    # no environment readings in this database: the gate must refuse
+    # no environment readings in this database: the gate must refuse (without even the
+    # environment's tables it cannot decide: 503, see tests/instrument_env)
+    from instrument_env import db as env_db
+
+    env_db.upgrade(world.app.config["DATABASE_URL"])
     closed = _move(client, tech, session_id, "acquiring")
     assert closed.status_code == 409, closed.get_json()
     assert closed.get_json()["error"]["code"] == "gate_closed"
