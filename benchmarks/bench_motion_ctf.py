@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import cpu_model  # noqa: E402
 from pipeline import backend  # noqa: E402
 from pipeline.ctf_model import CTFParams, ctf_2d  # noqa: E402
 
@@ -48,16 +48,8 @@ CTF_CASES = [
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = f"{cpu}, {os.cpu_count()} cores visible, load average {load:.1f} at start"
+    load = os.getloadavg()[0]
+    text = f"{cpu_model()}, {os.cpu_count()} cores visible, load average {load:.1f} at start"
     if backend.device() == "gpu":
         text += f"; GPU: {backend.gpu_available()[1]}"
     return text
