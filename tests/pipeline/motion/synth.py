@@ -13,6 +13,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from pipeline.ctf_model import CTFParams, ctf_2d
+from pipeline.io.star import read_table
 
 
 def specimen_image(shape, pixel_size_A, ctf: CTFParams, rng, contrast=0.25):
@@ -88,3 +89,10 @@ def synthetic_movie(
         )
         frames[f] = rng.poisson(np.clip(shifted, 0, None) * electrons)
     return frames, drift, clean
+
+
+def read_drift(path) -> np.ndarray:
+    """Specimen drift (n_frames, 2) [x, y] in pixels from a RELION ``_shifts.star``."""
+    columns = ("rlnMicrographFrameNumber", "rlnMicrographShiftX", "rlnMicrographShiftY")
+    table = read_table(path, "global_shift", columns).sort_values(columns[0])
+    return -table[list(columns[1:])].to_numpy(dtype=np.float64)

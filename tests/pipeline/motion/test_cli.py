@@ -5,9 +5,9 @@ from click.testing import CliRunner
 
 from pipeline.cli.motioncorr import motioncorr, parse_patches
 from pipeline.io.mrc import write_mrc
-from pipeline.io.star import read_shifts, read_table
+from pipeline.io.star import read_table
 
-from .synth import synthetic_movie
+from .synth import read_drift, synthetic_movie
 
 
 def test_parse_patches():
@@ -74,7 +74,7 @@ def test_motioncorr_outputs_and_bad_inputs(movies, tmp_path):
     with mrcfile.open(out / "good.mrc") as m:
         assert m.data.shape == (256, 256) and m.data.dtype == np.float32
         assert m.voxel_size.x == pytest.approx(1.0)
-    recovered = read_shifts(out / "good_shifts.star")
+    recovered = read_drift(out / "good_shifts.star")
     assert np.sqrt(np.mean(np.sum((recovered - (drift - drift[0])) ** 2, 1))) < 0.5
     shifts = read_table(out / "good_shifts.star", "global_shift")
     np.testing.assert_allclose(shifts["rlnMicrographShiftX"], -recovered[:, 0])
@@ -117,7 +117,6 @@ def test_gpu_device_without_gpu_is_one_line_error(movies, tmp_path):
 
 def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
     """Simulator movie (non-periodic field, integer counts, gain) through TIFF + gain MRC."""
-    from pipeline.io.star import read_shifts
     from pipeline.simulate import reference_volume
     from pipeline.simulate.movie import simulate_movie, write_gain, write_movie
 
@@ -155,7 +154,7 @@ def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
     assert (tmp_path / "out" / "sim_drift.png").stat().st_size > 1000  # with the local panel
     yy, xx = np.mgrid[0:512:16, 0:512:16]
     field_mean = np.array([truth.shift_px(f, xx, yy).reshape(-1, 2).mean(0) for f in range(12)])
-    recovered = read_shifts(tmp_path / "out" / "sim_shifts.star")
+    recovered = read_drift(tmp_path / "out" / "sim_shifts.star")
     err = recovered - (field_mean - field_mean[0])
     assert np.sqrt(np.mean(np.sum(err**2, 1))) < 0.5
 
@@ -170,7 +169,7 @@ def test_alignment_tolerance_and_iterations_change_the_shifts(movies, tmp_path):
         args += ["--dose-per-frame", "5.0", "--gain", str(d / "gain.mrc"), "--patches", "1x1"]
         result = CliRunner().invoke(motioncorr, [*args, *extra])
         assert result.exit_code == 0, result.output
-        return read_shifts(out / "good_shifts.star")
+        return read_drift(out / "good_shifts.star")
 
     converged = shifts()
     assert np.sqrt(np.mean((converged - (drift - drift[0])) ** 2)) < 0.3  # px, vs the truth
