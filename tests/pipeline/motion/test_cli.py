@@ -177,3 +177,51 @@ def test_alignment_tolerance_and_iterations_change_the_shifts(movies, tmp_path):
     loose = shifts("--tolerance", "100")  # stops after the first round
     assert not np.allclose(one_round, converged, atol=1e-3)
     assert np.allclose(loose, one_round, atol=1e-6)
+
+
+def _motioncorr_outputs(out) -> dict:
+    """Every file the step wrote (plots aside), as bytes of data and STAR text."""
+    written = {}
+    for path in sorted(out.iterdir()):
+        if path.suffix == ".mrc":
+            with mrcfile.open(path) as m:
+                written[path.name] = (m.data.tobytes(), float(m.voxel_size.x))
+        elif path.suffix == ".star":
+            written[path.name] = path.read_text().replace(str(out), "OUT")
+    return written
+
+
+# every option of `cryofac motioncorr` that shapes the result (--device/--threads do not;
+# --plots adds a picture: test_motioncorr_on_simulated_tiff_with_gain_file)
+OPTION_CHANGES = {
+    "pixel-size": ["--pixel-size", "1.3"],
+    "dose-per-frame": ["--dose-per-frame", "2.0"],
+    "voltage": ["--voltage", "200"],
+    "gain": ["--gain", "{d}/gain.mrc"],
+    "defects": ["--defects", "{d}/defects.mrc"],
+    "patches": ["--patches", "2x2"],
+    "pre-exposure": ["--pre-exposure", "20"],
+    "bfactor": ["--bfactor", "2000"],
+    "tolerance": ["--tolerance", "100"],
+    "max-iterations": ["--max-iterations", "1"],
+}
+
+
+def test_every_option_changes_the_output(movies, tmp_path):
+    d, _ = movies
+    defects = np.zeros((256, 256), np.float32)
+    defects[40:44, :] = 1.0  # a dead row band
+    write_mrc(d / "defects.mrc", defects, 1.0)
+
+    def run(name: str, *extra: str) -> dict:
+        out = tmp_path / name
+        args = [str(d / "good.mrcs"), "--out", str(out), "--pixel-size", "1.0"]
+        args += ["--dose-per-frame", "5.0", "--patches", "1x1"]
+        result = CliRunner().invoke(motioncorr, [*args, *(e.format(d=d) for e in extra)])
+        assert result.exit_code == 0, result.output
+        return _motioncorr_outputs(out)
+
+    baseline = run("baseline")
+    assert run("again") == baseline  # deterministic: a difference below is the option's
+    for name, extra in OPTION_CHANGES.items():
+        assert run(name, *extra) != baseline, f"--{name} changed nothing"
