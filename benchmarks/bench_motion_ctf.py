@@ -31,20 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cases import CTF_CASES  # noqa: E402
 from benchmarks.report import cpu_model  # noqa: E402
 from pipeline import backend  # noqa: E402
 from pipeline.ctf_model import CTFParams, ctf_2d  # noqa: E402
-
-CTF_CASES = [
-    (6000.0, 300.0, 20.0),
-    (9500.0, 800.0, -65.0),
-    (13000.0, 1200.0, 40.0),
-    (16500.0, 150.0, 85.0),
-    (20000.0, 600.0, -20.0),
-    (24000.0, 1500.0, 5.0),
-    (28500.0, 900.0, 60.0),
-    (35000.0, 700.0, -40.0),
-]
 
 
 def machine() -> str:

@@ -91,6 +91,14 @@ def synthetic_movie(
     return frames, drift, clean
 
 
+def rigid_movie(n_frames: int, drift_total_A: float, seed: int):
+    """A small movie with global drift only: 256², 1 Å/pixel, 5 e/Å² per frame, no local
+    motion; returns what :func:`synthetic_movie` returns."""
+    return synthetic_movie(
+        (256, 256), 1.0, n_frames, 5.0, drift_total_A, local_amplitude_A=0.0, seed=seed
+    )
+
+
 def read_drift(path) -> np.ndarray:
     """Specimen drift (n_frames, 2) [x, y] in pixels from a RELION ``_shifts.star``."""
     columns = ("rlnMicrographFrameNumber", "rlnMicrographShiftX", "rlnMicrographShiftY")

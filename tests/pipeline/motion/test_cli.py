@@ -7,7 +7,7 @@ from pipeline.cli.motioncorr import motioncorr, parse_patches
 from pipeline.io.mrc import write_mrc
 from pipeline.io.star import read_table
 
-from .synth import read_drift, synthetic_movie
+from .synth import read_drift, rigid_movie
 
 
 def test_parse_patches():
@@ -21,14 +21,7 @@ def test_parse_patches():
 @pytest.fixture(scope="module")
 def movies(tmp_path_factory):
     d = tmp_path_factory.mktemp("movies")
-    frames, drift, _ = synthetic_movie(
-        shape=(256, 256),
-        n_frames=8,
-        dose_per_frame_e_A2=5.0,
-        drift_total_A=8.0,
-        local_amplitude_A=0.0,
-        seed=11,
-    )
+    frames, drift, _ = rigid_movie(n_frames=8, drift_total_A=8.0, seed=11)
     gain = np.random.default_rng(2).uniform(0.8, 1.2, (256, 256)).astype(np.float32)
     raw = (frames / gain).astype(np.float32)  # the detector's raw counts
     write_mrc(d / "good.mrcs", raw, 1.0, stack=True)
