@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import shlex
+from collections.abc import Callable
 
 import pytest
 
@@ -12,15 +13,16 @@ def assert_every_option_changes() -> Callable:
     """``check(run, changes)``: each option changes what a command writes (issue 19).
 
     ``run(label, *extra_args)`` runs the command with its baseline arguments plus
-    ``extra_args`` and returns what it wrote, in a comparable form; ``changes`` maps an
-    option's name to the extra arguments that change it. The baseline is run twice and
-    must give the same result, so a difference is the option's doing.
+    ``extra_args`` and returns what it wrote, in a comparable form; ``changes`` holds one
+    option a line, as typed after the command (``--voltage 200  # why``). The baseline is run
+    twice and must give the same result, so a difference is the option's doing.
     """
 
-    def check(run: Callable, changes: Mapping[str, Sequence[str]]) -> None:
+    def check(run: Callable, changes: str) -> None:
         baseline = run("baseline")
         assert run("again") == baseline, "the command is not deterministic"
-        idle = [name for name, extra in changes.items() if run(name, *extra) == baseline]
+        changed = [shlex.split(line, comments=True) for line in changes.strip().splitlines()]
+        idle = [args[0] for args in changed if run(args[0].lstrip("-"), *args) == baseline]
         assert not idle, f"options that changed nothing: {idle}"
 
     return check

@@ -50,18 +50,18 @@ def test_ctf_command_star_plots_and_garbage(tmp_path):
 
 # every option of `cryofac ctf` that shapes the fit (--plots: the test above; --device and
 # --threads do not change it)
-OPTION_CHANGES = {
-    "pixel-size": ["--pixel-size", "1.05"],
-    "voltage": ["--voltage", "200"],
-    "cs": ["--cs", "0.01"],
-    "amplitude-contrast": ["--amplitude-contrast", "0.2"],
-    "defocus-min": ["--defocus-min", "3050"],  # the 100 Å search grid moves
-    "defocus-max": ["--defocus-max", "14900"],  # clips the search
-    "min-resolution": ["--min-resolution", "15"],
-    "max-resolution": ["--max-resolution", "6"],
-    "tile": ["--tile", "384"],
-    "phase-shift": ["--phase-shift"],
-}
+OPTION_CHANGES = """
+--pixel-size 1.05
+--voltage 200
+--cs 0.01
+--amplitude-contrast 0.2
+--defocus-min 3050  # the 100 Å search grid moves
+--defocus-max 14900  # clips the search
+--min-resolution 15
+--max-resolution 6
+--tile 384
+--phase-shift
+"""
 
 
 def test_every_option_changes_the_fit(tmp_path, assert_every_option_changes):

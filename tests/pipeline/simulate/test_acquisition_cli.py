@@ -228,19 +228,19 @@ def test_acquisition_out_option_and_missing_folder(tmp_path, capsys):
 
 # every option of `cryofac simulate acquisition` that shapes the session folder
 # (--interval: test_movies_land_over_time_with_an_interval; --device/--threads do not)
-OPTION_CHANGES = {
-    "movies": ["--movies", "2"],
-    "frames": ["--frames", "3"],
-    "size": ["--size", "160"],
-    "pixel-size": ["--pixel-size", "3.0"],
-    "dose-per-frame": ["--dose-per-frame", "2.0"],
-    "particles": ["--particles", "3"],
-    "defocus-range": ["--defocus-range", "20000", "30000"],
-    "start-index": ["--start-index", "4"],
-    "format": ["--format", "mrcs"],
-    "naming": ["--naming", "plain"],
-    "seed": ["--seed", "6"],
-}
+OPTION_CHANGES = """
+--movies 2
+--frames 3
+--size 160
+--pixel-size 3.0
+--dose-per-frame 2.0
+--particles 3
+--defocus-range 20000 30000
+--start-index 4
+--format mrcs
+--naming plain
+--seed 6
+"""
 
 
 def _folder(path) -> dict:
