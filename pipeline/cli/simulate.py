@@ -55,15 +55,35 @@ def _run(function, *args, **kwargs):
         raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
-_out_folder = option(
-    "--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True
-)
-
-
 def _seed_option(function):
     return click.option(
         "--seed", type=click.IntRange(min=0), default=None, help="Random seed (reproducible)."
     )(function)
+
+
+def _set_options(n: int, pixel_size_A: float, defocus_range_A: tuple[float, float]):
+    """What the commands that write a set of images share: ``--out`` (a folder), ``-n``,
+    ``--pixel-size`` (Å), ``--defocus-range`` (Å), ``--seed`` and the device."""
+    decorators = (
+        option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True),
+        option("-n", "n", type=click.IntRange(min=1), default=n),
+        option("--pixel-size", type=POSITIVE, default=pixel_size_A, help="Å/pixel."),
+        option(
+            "--defocus-range",
+            type=(POSITIVE, POSITIVE),
+            default=defocus_range_A,
+            help="Min, max Å.",
+        ),
+        _seed_option,
+        device_options,
+    )
+
+    def add(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return add
 
 
 @click.group("simulate")
@@ -88,20 +108,10 @@ def volume_command(out: Path, box: int, pixel_size: float, resolution: float | N
 
 
 @simulate_group.command("particles")
-@_out_folder
-@option("-n", "n", type=click.IntRange(min=1), default=3000)
+@_set_options(n=3000, pixel_size_A=1.5, defocus_range_A=(8000.0, 25000.0))
 @option("--box", type=click.IntRange(min=16), default=96, help="Pixels.")
-@option("--pixel-size", type=POSITIVE, default=1.5, help="Å/pixel.")
 @option("--snr", type=POSITIVE, default=0.05, help="Signal/noise var.")
-@option(
-    "--defocus-range",
-    type=(POSITIVE, POSITIVE),
-    default=(8000.0, 25000.0),
-    help="Min and max mean defocus (Å).",
-)
 @option("--with-poses", is_flag=True, help="Also put the true poses into particles.star.")
-@_seed_option
-@device_options
 def particles_command(
     out: Path,
     n: int,
@@ -134,16 +144,11 @@ def particles_command(
 
 
 @simulate_group.command("micrographs")
-@_out_folder
-@option("-n", "n", type=click.IntRange(min=1), default=4)
+@_set_options(n=4, pixel_size_A=1.0, defocus_range_A=(10000.0, 25000.0))
 @option("--size", type=click.IntRange(min=64), default=2048, help="Px.")
-@option("--pixel-size", type=POSITIVE, default=1.0, help="Å/pixel.")
 @option("--particles", type=click.IntRange(min=0), default=100)
 @option("--dose", type=POSITIVE, default=40.0, help="e/Å².")
-@option("--defocus-range", type=(POSITIVE, POSITIVE), default=(10000.0, 25000.0))
 @option("--carbon-edge", is_flag=True, help="Show the edge of the hole (carbon film).")
-@_seed_option
-@device_options
 def micrographs_command(
     out: Path,
     n: int,

@@ -19,17 +19,8 @@ def movie():
     from pipeline.simulate.movie import simulate_movie
 
     volume = reference_volume(128, PIXEL_A)
-    raw, truth = simulate_movie(
-        volume,
-        (1024, 1024),
-        PIXEL_A,
-        n_frames=20,
-        dose_per_frame_e_A2=1.0,
-        drift_total_A=20.0,
-        local_amplitude_A=3.0,
-        ctf=CTF,
-        rng=3,
-    )
+    # the simulator's default movie: 20 frames of 1 e/Å², 20 Å drift, 3 Å local motion
+    raw, truth = simulate_movie(volume, (1024, 1024), PIXEL_A, ctf=CTF, rng=3)
     return raw, truth
 
 
