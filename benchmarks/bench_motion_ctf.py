@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,32 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cases import CTF_CASES  # noqa: E402
+from benchmarks.report import cpu_model  # noqa: E402
 from pipeline import backend  # noqa: E402
 from pipeline.ctf_model import CTFParams, ctf_2d  # noqa: E402
 
-CTF_CASES = [
-    (6000.0, 300.0, 20.0),
-    (9500.0, 800.0, -65.0),
-    (13000.0, 1200.0, 40.0),
-    (16500.0, 150.0, 85.0),
-    (20000.0, 600.0, -20.0),
-    (24000.0, 1500.0, 5.0),
-    (28500.0, 900.0, 60.0),
-    (35000.0, 700.0, -40.0),
-]
-
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = f"{cpu}, {os.cpu_count()} cores visible, load average {load:.1f} at start"
+    load = os.getloadavg()[0]
+    text = f"{cpu_model()}, {os.cpu_count()} cores visible, load average {load:.1f} at start"
     if backend.device() == "gpu":
         text += f"; GPU: {backend.gpu_available()[1]}"
     return text

@@ -85,17 +85,7 @@ def overhead(batches: int, poll_s: int) -> None:
             }
         )
     )
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
-        + ["--config", str(config), "--profile", str(_profile(root, poll_s))],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(result.stderr)
+    _, wall = _process(raw, out, config, str(_profile(root, poll_s)))
     rows = list(csv.DictReader((out / "cluster_jobs.tsv").open(), delimiter="\t"))
     waits, elapsed, steps, over = [], [], [], []
     for row in rows:
@@ -122,6 +112,23 @@ def overhead(batches: int, poll_s: int) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _process(raw: Path, out: Path, config: Path, profile: str, *extra: str):
+    """Run ``cryofac process`` to the end; (the finished process, wall seconds). Exits with
+    its stderr when it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
+        + ["--config", str(config), "--profile", profile, *extra],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(result.stderr)
+    return result, wall
+
+
 def submit(movies: int, batch_size: int) -> None:
     from benchmarks.workflow_planning import make_acquisition
 
@@ -131,17 +138,7 @@ def submit(movies: int, batch_size: int) -> None:
     config = root / "config.yaml"
     resources = cluster_resources()
     config.write_text(yaml.safe_dump({"batch_size": batch_size, "resources": resources}))
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(root / "out")]
-        + ["--config", str(config), "--profile", "slurm", "-n"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    planning = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(result.stderr)
+    result, planning = _process(raw, root / "out", config, "slurm", "-n")
     total = next((x for x in result.stdout.splitlines() if x.strip().startswith("total")), "")
     batches = movies // batch_size
     print(f"planning {movies} movies ({batches} batches): {planning:.1f} s; jobs {total.split()}")

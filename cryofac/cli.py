@@ -22,33 +22,15 @@ from cryofac.errors import CryofacError
 #: name -> (import path "module:attribute", one-line help shown by ``cryofac --help``).
 #: Keep help text here so listing commands imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "config": (
-        "cryofac.config_cli:config_group",
-        "Check and show the facility and pipeline configuration.",
-    ),
-    "simulate": (
-        "pipeline.cli.simulate:simulate_group",
-        "Simulate ground-truth maps, micrographs, movies, particle stacks and acquisitions.",
-    ),
-    "motioncorr": (
-        "pipeline.cli.motioncorr:motioncorr",
-        "Align movie frames, dose-weight and sum them into micrographs.",
-    ),
+    "config": ("cryofac.config_cli:config_group", "Check and show the configuration."),
+    "simulate": ("pipeline.cli.simulate:simulate_group", "Simulate maps, micrographs, movies."),
+    "motioncorr": ("pipeline.cli.motioncorr:motioncorr", "Align, dose-weight and sum movies."),
     "ctf": ("pipeline.cli.ctf:ctf", "Estimate defocus and astigmatism of micrographs."),
     "pick": ("pipeline.cli.pick:pick", "Pick particles on micrographs (blob or template)."),
     "extract": ("pipeline.cli.extract:extract", "Extract particle boxes into stacks and STAR."),
-    "reconstruct": (
-        "pipeline.cli.reconstruct:reconstruct",
-        "From particles to a map: 2D, ab-initio, gold-standard refinement, FSC.",
-    ),
-    "process": (
-        "workflows.cli:process",
-        "Run the Snakemake workflow on an acquisition folder (incremental).",
-    ),
-    "env": (
-        "instrument_env.cli:env_group",
-        "Room environment: readings, limits, alarms, the session gate.",
-    ),
+    "reconstruct": ("pipeline.cli.reconstruct:reconstruct", "From particles to a map and FSC."),
+    "process": ("workflows.cli:process", "Run the Snakemake workflow on an acquisition folder."),
+    "env": ("instrument_env.cli:env_group", "Room environment: readings, alarms, the gate."),
     "portal": ("portal.cli:portal_group", "The facility web portal: database, users, serving."),
     "demo": ("cryofac.demo:demo", "Run the whole facility on this machine, in one command."),
 }

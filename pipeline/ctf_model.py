@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from pipeline import backend
 
 #: electron rest energy m0·c² in eV, h·c in eV·Å
@@ -134,33 +132,3 @@ def ctf_1d(k_per_A, defocus_A: float, params: CTFParams):
         + math.radians(params.phase_shift_deg)
     )
     return ctf_from_chi(chi_values, params.amplitude_contrast)
-
-
-def zero_frequencies_1d(defocus_A: float, params: CTFParams, k_max_per_A: float) -> np.ndarray:
-    """Frequencies (1/Å) of the CTF zeros up to ``k_max_per_A`` for a single defocus.
-
-    Solves χ(k) + arctan(A/√(1−A²)) = nπ (n = 1, 2, …) for k, using the quadratic in k².
-    """
-    lam = params.wavelength_A
-    cs_A = params.cs_mm * 1e7
-    offset = math.atan2(params.amplitude_contrast, math.sqrt(1 - params.amplitude_contrast**2))
-    offset += math.radians(params.phase_shift_deg)
-    zeros = []
-    for n in range(1, 10000):
-        target = n * math.pi - offset
-        # (π/2)·Cs·λ³·u² − π·λ·Δf·u + target = 0 with u = k²
-        a, b, c = 0.5 * math.pi * cs_A * lam**3, -math.pi * lam * defocus_A, target
-        if a == 0:
-            u = -c / b
-        else:
-            disc = b * b - 4 * a * c
-            if disc < 0:
-                break
-            u = (-b - math.sqrt(disc)) / (2 * a)
-        if u <= 0:
-            continue
-        k = math.sqrt(u)
-        if k > k_max_per_A:
-            break
-        zeros.append(k)
-    return np.asarray(zeros)

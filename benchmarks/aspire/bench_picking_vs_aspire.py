@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_ASPIRE_PYTHON, ROOT, machine_line, run_child, thread_env  # noqa: E402
 
+from benchmarks.report import write_report  # noqa: E402
+
 DIAMETER_A = 132.0  # apoferritin outer diameter used by the simulator's truth
 PIXEL_A = 1.0
 
@@ -219,9 +221,7 @@ def main() -> None:
         "the load average is given above. Each benchmark was run once.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_ASPIRE_PYTHON, ROOT, machine_line, run_child, thread_env  # noqa: E402
 
+from benchmarks.report import write_report  # noqa: E402
+
 
 def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
     """Resample a cubic map to ``box`` voxels per side by Fourier padding or cropping.
@@ -344,9 +346,7 @@ def main() -> None:
         "each benchmark was run once.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

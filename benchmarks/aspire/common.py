@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.report import cpu_model, load_average
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASPIRE_PYTHON = ROOT / ".venv-aspire" / "bin" / "python"
@@ -16,16 +17,9 @@ DEFAULT_ASPIRE_PYTHON = ROOT / ".venv-aspire" / "bin" / "python"
 
 def machine_line() -> str:
     """CPU model, visible cores and the 1/5/15-min load averages, for the results file."""
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{model}; {os.cpu_count()} cores visible; load average (1/5/15 min) {load}"
+    return (
+        f"{cpu_model()}; {os.cpu_count()} cores visible; load average (1/5/15 min) {load_average()}"
+    )
 
 
 @dataclass

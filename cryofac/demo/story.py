@@ -45,6 +45,22 @@ class Settings:
     watch_interval_s: float = 5.0
     workflow_overrides: dict[str, Any] = field(default_factory=dict)
 
+    def acquisition(self) -> dict[str, Any]:
+        """The settings :func:`pipeline.simulate.simulate_acquisition` takes, by its names."""
+        return {name: getattr(self, name) for name in _ACQUISITION_SETTINGS}
+
+
+#: Settings fields named as simulate_acquisition's keyword arguments
+_ACQUISITION_SETTINGS = (
+    "movie_shape",
+    "n_frames",
+    "pixel_size_A",
+    "dose_per_frame",
+    "particles_per_movie",
+    "interval_s",
+    "seed",
+)
+
 
 PRESETS: dict[str, Settings] = {
     # Minutes on 2 cores: 16 small movies of apoferritin (octahedral) at 1.5 Å/pixel.
@@ -480,18 +496,7 @@ class Demo:
 
         def acquire() -> None:
             try:
-                simulate_acquisition(
-                    self.raw_dir,
-                    s.movies,
-                    movie_shape=s.movie_shape,
-                    n_frames=s.n_frames,
-                    pixel_size_A=s.pixel_size_A,
-                    dose_per_frame=s.dose_per_frame,
-                    particles_per_movie=s.particles_per_movie,
-                    interval_s=s.interval_s,
-                    seed=s.seed,
-                    progress=False,
-                )
+                simulate_acquisition(self.raw_dir, s.movies, progress=False, **s.acquisition())
             except BaseException as exc:  # reported after the join
                 errors.append(exc)
 

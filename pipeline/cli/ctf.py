@@ -13,50 +13,20 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import device_options, run_each, select_device
+from pipeline.cli import micrograph_inputs, option, read_micrograph, run_each, select_device
 
 
 @click.command("ctf")
-@click.argument("micrographs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
+@micrograph_inputs()
+@option("--defocus-min", type=float, default=3000.0, help="Å.")
+@option("--defocus-max", type=float, default=50000.0, help="Å.")
+@option("--min-resolution", type=float, default=30.0, help="Low-resolution limit of the fit, Å.")
+@option(
+    "--max-resolution", type=float, help="High-resolution limit of the fit, Å [max(4, 2.5 px)]."
 )
-@click.option(
-    "--pixel-size",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Å per pixel [default: from the MRC header].",
-)
-@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
-@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
-@click.option(
-    "--amplitude-contrast", type=click.FloatRange(0, 0.5), default=0.07, show_default=True
-)
-@click.option("--defocus-min", type=float, default=3000.0, show_default=True, help="Å.")
-@click.option("--defocus-max", type=float, default=50000.0, show_default=True, help="Å.")
-@click.option(
-    "--min-resolution",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Low-resolution limit of the fit, Å.",
-)
-@click.option(
-    "--max-resolution",
-    type=float,
-    default=None,
-    help="High-resolution limit of the fit, Å [max(4, 2.5 px)].",
-)
-@click.option(
-    "--tile",
-    type=click.IntRange(min=128),
-    default=512,
-    show_default=True,
-    help="Power-spectrum tile, pixels.",
-)
-@click.option("--phase-shift", is_flag=True, help="Also fit a phase-plate phase shift.")
-@click.option("--plots", is_flag=True, help="Write OUT/<stem>_ctf.png per micrograph.")
-@device_options
+@option("--tile", type=click.IntRange(min=128), default=512, help="Power-spectrum tile, pixels.")
+@option("--phase-shift", is_flag=True, help="Also fit a phase-plate phase shift.")
+@option("--plots", is_flag=True, help="Write OUT/<stem>_ctf.png per micrograph.")
 def ctf(
     micrographs: tuple[Path, ...],
     out_dir: Path,
@@ -83,17 +53,9 @@ def ctf(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def work(path: Path) -> dict:
-        from pipeline.ctf_estimate import CTFEstimateError, estimate_ctf
-        from pipeline.io.mrc import read_mrc
+        from pipeline.ctf_estimate import estimate_ctf
 
-        data, header_pixel = read_mrc(path)
-        if data.ndim == 3 and data.shape[0] == 1:
-            data = data[0]
-        if data.ndim != 2:
-            raise CTFEstimateError(f"{path}: not a single micrograph (shape {data.shape})")
-        pixel = pixel_size or header_pixel
-        if not pixel or pixel <= 0:
-            raise CTFEstimateError(f"{path}: no pixel size in the header; give --pixel-size")
+        data, pixel = read_micrograph(path, pixel_size)
         est = estimate_ctf(
             data.astype("float32"),
             pixel,
@@ -128,18 +90,14 @@ def ctf(
             row["rlnPhaseShift"] = p.phase_shift_deg
         return row
 
-    rows: list[dict] = []
-
-    def record(path: Path) -> dict:
-        row = work(path)
-        rows.append(row)
-        return row
-
-    try:
-        run_each(list(micrographs), record, "ctf")
-    finally:
-        if rows:
-            _write_table(out_dir, rows, pixel_size, voltage, cs, amplitude_contrast)
+    run_each(
+        list(micrographs),
+        work,
+        "ctf",
+        finish=lambda rows: _write_table(
+            out_dir, rows, pixel_size, voltage, cs, amplitude_contrast
+        ),
+    )
 
 
 def _write_table(out_dir, rows, pixel_size, voltage, cs, amplitude_contrast) -> None:

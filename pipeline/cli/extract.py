@@ -12,38 +12,33 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import device_options, run_each, select_device
+from pipeline.cli import (
+    PATH,
+    device_options,
+    optics_options,
+    option,
+    out_option,
+    run_each,
+    select_device,
+)
 
 
 @click.command("extract")
-@click.option(
+@option(
     "--micrographs",
     "micrographs_star",
     required=True,
-    type=click.Path(path_type=Path),
+    type=PATH,
     help="micrographs_ctf.star (rlnMicrographName + CTF) from `cryofac ctf`.",
 )
-@click.option(
-    "--coords",
-    "coords_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder of <stem>_autopick.star files from `cryofac pick`.",
-)
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--box", "box_px", required=True, type=click.IntRange(min=8), help="Box, px.")
-@click.option("--bin", "bin_factor", type=click.FloatRange(min=1.0), default=1.0, show_default=True)
-@click.option("--pixel-size", type=float, default=None, help="Micrograph Å/px [header].")
-@click.option(
-    "--diameter",
-    type=float,
-    default=None,
-    help="Particle diameter in Å: background mask = 1.1× it [default: 0.75× box].",
-)
-@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
-@click.option("--cs", type=float, default=2.7, show_default=True, help="mm.")
-@click.option("--amplitude-contrast", type=float, default=0.07, show_default=True)
-@click.option("--invert/--no-invert", default=True, show_default=True, help="Make protein white.")
+@option("--coords", "coords_dir", required=True, type=PATH, help="<stem>_autopick.star folder.")
+@out_option()
+@option("--box", "box_px", required=True, type=click.IntRange(min=8), help="Box, px.")
+@option("--bin", "bin_factor", type=click.FloatRange(min=1.0), default=1.0)
+@option("--pixel-size", type=float, help="Micrograph Å/px [header].")
+@option("--diameter", type=float, help="Particle Å: background mask = 1.1× it [0.75× box].")
+@optics_options(voltage_help="kV (if no optics table).")
+@option("--invert/--no-invert", default=True, help="Make protein white.")
 @device_options
 def extract(
     micrographs_star: Path,

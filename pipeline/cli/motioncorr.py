@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import device_options, run_each, select_device
+from pipeline.cli import PATH, POSITIVE, device_options, option, out_option, run_each, select_device
 
 
 def parse_patches(text: str) -> tuple[int, int] | None:
@@ -38,63 +38,21 @@ def movie_stem(path: Path) -> str:
 
 
 @click.command("motioncorr")
-@click.argument("movies", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
+@click.argument("movies", nargs=-1, required=True, type=PATH)
+@out_option()
+@option("--pixel-size", type=POSITIVE, required=True, help="Å per pixel.")
+@option("--dose-per-frame", type=POSITIVE, required=True, help="Exposure per frame, e/Å².")
+@option("--voltage", type=float, default=300.0, help="kV.")
+@option("--gain", type=PATH, help="Gain reference (MRC/TIFF), multiplied into each frame.")
+@option("--defects", type=PATH, help="Defect map (non-zero = bad pixel).")
+@option("--patches", default="5x5", help="Local-motion patches COLUMNSxROWS; 1x1 = global only.")
+@option("--pre-exposure", type=float, default=0.0, help="e/Å² before frame 1.")
+@option("--bfactor", type=float, default=150.0, help="B-factor (Å²) on the global correlation.")
+@option("--tolerance", type=POSITIVE, default=0.01, help="Global stop: shift change, px RMS.")
+@option(
+    "--max-iterations", type=click.IntRange(min=1), default=15, help="Most global alignment rounds."
 )
-@click.option(
-    "--pixel-size", type=click.FloatRange(min=0, min_open=True), required=True, help="Å per pixel."
-)
-@click.option(
-    "--dose-per-frame",
-    type=click.FloatRange(min=0, min_open=True),
-    required=True,
-    help="Exposure per frame, e/Å².",
-)
-@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
-@click.option(
-    "--gain",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Gain reference (MRC/TIFF), multiplied into each frame.",
-)
-@click.option(
-    "--defects",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Defect map (non-zero = bad pixel).",
-)
-@click.option(
-    "--patches",
-    default="5x5",
-    show_default=True,
-    help="Local-motion patches COLUMNSxROWS; 1x1 = global only.",
-)
-@click.option(
-    "--pre-exposure", type=float, default=0.0, show_default=True, help="e/Å² before frame 1."
-)
-@click.option(
-    "--bfactor",
-    type=float,
-    default=150.0,
-    show_default=True,
-    help="B-factor (Å²) on the global cross-correlation.",
-)
-@click.option(
-    "--tolerance",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.01,
-    show_default=True,
-    help="Stop the global alignment when the frame shifts change less than this (pixels, RMS).",
-)
-@click.option(
-    "--max-iterations",
-    type=click.IntRange(min=1),
-    default=15,
-    show_default=True,
-    help="At most this many rounds of global alignment.",
-)
-@click.option("--plots", is_flag=True, help="Write OUT/<stem>_drift.png per movie.")
+@option("--plots", is_flag=True, help="Write OUT/<stem>_drift.png per movie.")
 @device_options
 def motioncorr(
     movies: tuple[Path, ...],
@@ -180,18 +138,12 @@ def motioncorr(
             "rlnAccumMotionLate": result.accum_motion_late_A,
         }
 
-    rows: list[dict] = []
-
-    def record(path: Path) -> dict:
-        row = work(path)
-        rows.append(row)
-        return row
-
-    try:
-        run_each(list(movies), record, "motioncorr")
-    finally:
-        if rows:
-            _write_table(out_dir, rows, pixel_size, voltage)
+    run_each(
+        list(movies),
+        work,
+        "motioncorr",
+        finish=lambda rows: _write_table(out_dir, rows, pixel_size, voltage),
+    )
 
 
 def _write_table(out_dir: Path, rows: list[dict], pixel_size: float, voltage: float) -> None:

@@ -10,79 +10,55 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import device_options, run_each, select_device
+from pipeline.cli import (
+    POSITIVE,
+    micrograph_inputs,
+    option,
+    read_micrograph,
+    run_each,
+    select_device,
+)
 
 
 @click.command("pick")
-@click.argument("micrographs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
-)
-@click.option(
-    "--pixel-size",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Micrograph pixel size in Å [default: from the MRC header].",
-)
-@click.option(
-    "--diameter",
-    type=click.FloatRange(min=0, min_open=True),
-    required=True,
-    help="Particle diameter in Å.",
-)
-@click.option(
-    "--min-diameter", type=float, default=None, help="Smallest blob diameter in Å [--diameter]."
-)
-@click.option(
-    "--max-diameter", type=float, default=None, help="Largest blob diameter in Å [--diameter]."
-)
-@click.option(
+@micrograph_inputs(voltage_help="kV (if no optics table).")
+@option("--diameter", type=POSITIVE, required=True, help="Particle diameter in Å.")
+@option("--min-diameter", type=float, help="Smallest blob diameter in Å [--diameter].")
+@option("--max-diameter", type=float, help="Largest blob diameter in Å [--diameter].")
+@option(
     "--ctf",
     "ctf_star",
     type=click.Path(path_type=Path),
-    default=None,
     help="micrographs_ctf.star from `cryofac ctf`: phase-flip before picking.",
 )
-@click.option(
-    "--voltage", type=float, default=300.0, show_default=True, help="kV (if no optics table)."
-)
-@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
-@click.option("--amplitude-contrast", type=float, default=0.07, show_default=True)
-@click.option(
-    "--method", type=click.Choice(["blob", "template"]), default="blob", show_default=True
-)
-@click.option(
+@option("--method", type=click.Choice(["blob", "template"]), default="blob")
+@option(
     "--templates",
     type=click.Path(path_type=Path),
-    default=None,
     help="Templates for --method template: 2D class averages (.mrcs stack or 2D image, "
     "protein bright), or a 3D map (.mrc, cubic) projected at --template-views directions.",
 )
-@click.option(
+@option(
     "--template-views",
     type=click.IntRange(min=1),
     default=50,
-    show_default=True,
     help="Projections of a 3D template map (spread evenly over the sphere; each gets the "
     "micrograph's CTF).",
 )
-@click.option("--template-pixel-size", type=float, default=None, help="Å [default: header].")
-@click.option(
+@option("--template-pixel-size", type=float, help="Å [default: header].")
+@option(
     "--angle-step",
     type=click.FloatRange(min=0, min_open=True, max=180),
     default=10.0,
-    show_default=True,
     help="In-plane rotation step of the templates, degrees.",
 )
-@click.option(
+@option(
     "--threshold",
     type=float,
-    default=None,
     help="Peak threshold: blob, background-noise SDs of the filter response [3.0]; "
     "template, MAD-based SDs of the NCC map's background [4.0].",
 )
-@click.option("--max-picks", type=click.IntRange(min=1), default=None, help="Keep the best N.")
-@device_options
+@option("--max-picks", type=click.IntRange(min=1), help="Keep the best N.")
 def pick(
     micrographs: tuple[Path, ...],
     out_dir: Path,
@@ -106,7 +82,6 @@ def pick(
 ) -> None:
     """Pick particles on MICROGRAPH... and write OUT/<stem>_autopick.star for each."""
     select_device(device, threads)
-    from pipeline.io.mrc import read_mrc
     from pipeline.picking.coords import (
         coordinate_path,
         find_ctf,
@@ -136,14 +111,7 @@ def pick(
     done: list[tuple[str, str, int]] = []
 
     def work(path: Path) -> None:
-        image, header_px = read_mrc(path)
-        if image.ndim == 3 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 2:
-            raise click.ClickException(f"{path}: not a 2D micrograph (shape {image.shape})")
-        px = pixel_size or header_px
-        if not px or px <= 0:
-            raise click.ClickException(f"{path}: no pixel size in the header; use --pixel-size")
+        image, px = read_micrograph(path, pixel_size)
         ctf = None
         if ctfs is not None:
             row = find_ctf(ctfs, path)

@@ -6,78 +6,45 @@ import sys
 
 import click
 
-from pipeline.cli import device_options, select_device
+from pipeline.cli import device_options, option, select_device
+
+_AT_LEAST_1 = click.IntRange(min=1)
+_RESOLUTION = click.FloatRange(min=1.0)  # Å; the images are cropped to match ([crops])
+_MARCH = "Most the refinement's search radius grows per iteration (fraction of itself)."
+_GLOBAL = "Refinement iterations with a global orientation search (local searches after)."
 
 
 @click.command()
 @click.argument("particles", type=click.Path(dir_okay=False))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Output folder (resumable).",
+@option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output (resumable)."
 )
-@click.option("--symmetry", default="C1", show_default=True, help="Point group: Cn, Dn, T or O.")
-@click.option(
-    "--classes",
-    "n_classes",
-    default=None,
-    type=click.IntRange(min=1),
-    help="2D classes [default: one per 300 particles, 2 to 200].",
+@option("--symmetry", default="C1", help="Point group: Cn, Dn, T or O.")
+@option("--classes", "n_classes", type=_AT_LEAST_1, help="2D classes [1 per 300 particles, 2–200].")
+@option("--class-iterations", default=6, type=_AT_LEAST_1)
+@option(
+    "--class-resolution", default=20.0, type=_RESOLUTION, help="Å of 2D classification [crops]."
 )
-@click.option("--class-iterations", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--class-resolution",
-    default=20.0,
-    show_default=True,
-    type=click.FloatRange(min=1.0),
-    help="Resolution (Å) 2D classification works at (images are cropped to match).",
+@option("--abinitio-iterations", default=30, type=_AT_LEAST_1)
+@option(
+    "--abinitio-resolution", default=15.0, type=_RESOLUTION, help="Å of the ab-initio map [crops]."
 )
-@click.option("--abinitio-iterations", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--abinitio-resolution",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(min=1.0),
-    help="Final resolution (Å) of the ab-initio map (images are cropped to match).",
+@option(
+    "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."
 )
-@click.option(
-    "--abinitio-attempts",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Ab-initio runs, each refined, the best kept [default: 2 for O, else 1].",
-)
-@click.option(
+@option(
     "--refine-iterations",
-    default=None,
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     help="Most refinement iterations [default: enough for the search to march from 30 Å "
     "to Nyquist, plus --settle-iterations; it stops earlier once the resolution stops improving].",
 )
-@click.option(
-    "--march-fraction",
-    default=0.2,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Most the refinement's search radius grows per iteration (fraction of itself).",
+@option("--march-fraction", default=0.2, type=click.FloatRange(min=0.01), help=_MARCH)
+@option("--settle-iterations", default=3, type=click.IntRange(min=0))
+@option("--global-iterations", default=3, type=_AT_LEAST_1, help=_GLOBAL)
+@option(
+    "--fixed-box", is_flag=True, help="Refine at the full box (default: grows with resolution)."
 )
-@click.option("--settle-iterations", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option(
-    "--global-iterations",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Refinement iterations with a global orientation search (local searches after).",
-)
-@click.option(
-    "--fixed-box",
-    is_flag=True,
-    help="Refine at the full box throughout (default: the box grows with the resolution).",
-)
-@click.option(
-    "--seed", default=0, show_default=True, type=int, help="Random seed (half split, starts)."
-)
+@option("--seed", default=0, type=int, help="Random seed (half split, starts).")
 @device_options
 def reconstruct(
     particles: str,

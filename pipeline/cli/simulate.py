@@ -12,9 +12,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import device_options, progress, select_device
-
-_POSITIVE = click.FloatRange(min=0, min_open=True)
+from pipeline.cli import POSITIVE, device_options, option, progress, select_device
 
 
 def _pipeline_default(key: str, fallback: float) -> float:
@@ -63,16 +61,41 @@ def _seed_option(function):
     )(function)
 
 
+def _set_options(n: int, pixel_size_A: float, defocus_range_A: tuple[float, float]):
+    """What the commands that write a set of images share: ``--out`` (a folder), ``-n``,
+    ``--pixel-size`` (Å), ``--defocus-range`` (Å), ``--seed`` and the device."""
+    decorators = (
+        option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True),
+        option("-n", "n", type=click.IntRange(min=1), default=n),
+        option("--pixel-size", type=POSITIVE, default=pixel_size_A, help="Å/pixel."),
+        option(
+            "--defocus-range",
+            type=(POSITIVE, POSITIVE),
+            default=defocus_range_A,
+            help="Min, max Å.",
+        ),
+        _seed_option,
+        device_options,
+    )
+
+    def add(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return add
+
+
 @click.group("simulate")
 def simulate_group() -> None:
     """Simulate ground-truth data of human apoferritin (wwPDB 6Z6U) for tests and demos."""
 
 
 @simulate_group.command("volume")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--box", type=click.IntRange(min=8), default=128, show_default=True, help="Pixels.")
-@click.option("--pixel-size", type=_POSITIVE, default=1.5, show_default=True, help="Å/pixel.")
-@click.option("--resolution", type=_POSITIVE, default=None, help="Low-pass to this many Å.")
+@option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@option("--box", type=click.IntRange(min=8), default=128, help="Pixels.")
+@option("--pixel-size", type=POSITIVE, default=1.5, help="Å/pixel.")
+@option("--resolution", type=POSITIVE, default=None, help="Low-pass to this many Å.")
 def volume_command(out: Path, box: int, pixel_size: float, resolution: float | None) -> None:
     """Write the ground-truth Coulomb potential map (V) as MRC."""
     from pipeline.io.mrc import write_mrc
@@ -85,21 +108,10 @@ def volume_command(out: Path, box: int, pixel_size: float, resolution: float | N
 
 
 @simulate_group.command("particles")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("-n", "n", type=click.IntRange(min=1), default=3000, show_default=True)
-@click.option("--box", type=click.IntRange(min=16), default=96, show_default=True, help="Pixels.")
-@click.option("--pixel-size", type=_POSITIVE, default=1.5, show_default=True, help="Å/pixel.")
-@click.option("--snr", type=_POSITIVE, default=0.05, show_default=True, help="Signal/noise var.")
-@click.option(
-    "--defocus-range",
-    type=(_POSITIVE, _POSITIVE),
-    default=(8000.0, 25000.0),
-    show_default=True,
-    help="Min and max mean defocus (Å).",
-)
-@click.option("--with-poses", is_flag=True, help="Also put the true poses into particles.star.")
-@_seed_option
-@device_options
+@_set_options(n=3000, pixel_size_A=1.5, defocus_range_A=(8000.0, 25000.0))
+@option("--box", type=click.IntRange(min=16), default=96, help="Pixels.")
+@option("--snr", type=POSITIVE, default=0.05, help="Signal/noise var.")
+@option("--with-poses", is_flag=True, help="Also put the true poses into particles.star.")
 def particles_command(
     out: Path,
     n: int,
@@ -132,18 +144,11 @@ def particles_command(
 
 
 @simulate_group.command("micrographs")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("-n", "n", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--size", type=click.IntRange(min=64), default=2048, show_default=True, help="Px.")
-@click.option("--pixel-size", type=_POSITIVE, default=1.0, show_default=True, help="Å/pixel.")
-@click.option("--particles", type=click.IntRange(min=0), default=100, show_default=True)
-@click.option("--dose", type=_POSITIVE, default=40.0, show_default=True, help="e/Å².")
-@click.option(
-    "--defocus-range", type=(_POSITIVE, _POSITIVE), default=(10000.0, 25000.0), show_default=True
-)
-@click.option("--carbon-edge", is_flag=True, help="Show the edge of the hole (carbon film).")
-@_seed_option
-@device_options
+@_set_options(n=4, pixel_size_A=1.0, defocus_range_A=(10000.0, 25000.0))
+@option("--size", type=click.IntRange(min=64), default=2048, help="Px.")
+@option("--particles", type=click.IntRange(min=0), default=100)
+@option("--dose", type=POSITIVE, default=40.0, help="e/Å².")
+@option("--carbon-edge", is_flag=True, help="Show the edge of the hole (carbon film).")
 def micrographs_command(
     out: Path,
     n: int,
@@ -216,53 +221,23 @@ def micrographs_command(
 
 @simulate_group.command("acquisition")
 @click.argument("raw_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
-@click.option(
+@option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Session folder to write (the same as giving RAW_DIR).",
 )
-@click.option("--movies", type=click.IntRange(min=1), default=12, show_default=True)
-@click.option("--frames", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--size", type=click.IntRange(min=64), default=1024, show_default=True, help="Px.")
-@click.option(
-    "--pixel-size",
-    type=_POSITIVE,
-    default=None,
-    help="Å/pixel [default: acquisition.pixel_size_A of the pipeline configuration].",
-)
-@click.option(
-    "--dose-per-frame",
-    type=_POSITIVE,
-    default=None,
-    help="e/Å² per frame [default: the pipeline configuration's].",
-)
-@click.option("--particles", type=click.IntRange(min=0), default=None, help="Per movie.")
-@click.option(
-    "--defocus-range", type=(_POSITIVE, _POSITIVE), default=(10000.0, 25000.0), show_default=True
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds between movies (they land one by one, like a live session).",
-)
-@click.option(
-    "--start-index",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Continue an acquisition from this movie number (0-based).",
-)
-@click.option(
-    "--format",
-    "movie_format",
-    type=click.Choice(["tiff", "mrcs"]),
-    default="tiff",
-    show_default=True,
-)
-@click.option("--naming", type=click.Choice(["epu", "plain"]), default="epu", show_default=True)
+@option("--movies", type=click.IntRange(min=1), default=12)
+@option("--frames", type=click.IntRange(min=1), default=20)
+@option("--size", type=click.IntRange(min=64), default=1024, help="Px.")
+@option("--pixel-size", type=POSITIVE, help="Å/pixel [pipeline configuration's].")
+@option("--dose-per-frame", type=POSITIVE, help="e/Å² per frame [pipeline configuration's].")
+@option("--particles", type=click.IntRange(min=0), default=None, help="Per movie.")
+@option("--defocus-range", type=(POSITIVE, POSITIVE), default=(10000.0, 25000.0))
+@option("--interval", type=click.FloatRange(min=0), default=0.0, help="Seconds between movies.")
+@option("--start-index", type=click.IntRange(min=0), default=0, help="First movie, 0-based.")
+@option("--format", "movie_format", type=click.Choice(["tiff", "mrcs"]), default="tiff")
+@option("--naming", type=click.Choice(["epu", "plain"]), default="epu")
 @_seed_option
 @device_options
 def acquisition_command(

@@ -219,13 +219,3 @@ class Movie:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def write_movie_tiff(path: str | os.PathLike, frames: np.ndarray) -> Path:
-    """Write frames (n, ny, nx) as a multi-page TIFF (tests and conversions)."""
-    import tifffile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, np.asarray(frames), photometric="minisblack")
-    return path

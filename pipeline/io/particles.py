@@ -23,6 +23,7 @@ import pandas as pd
 
 from cryofac.errors import CryofacError
 from cryofac.fileio import atomic_path
+from pipeline.io.star import StarError, read_star
 
 
 class ParticleStarError(CryofacError):
@@ -190,17 +191,11 @@ def write_particles_star(path: str | os.PathLike, table: ParticleTable) -> Path:
 
 def read_particles_star(path: str | os.PathLike) -> ParticleTable:
     """Read a RELION 3.1 particles STAR file; raises :class:`ParticleStarError` when unusable."""
-    import starfile
-
     path = Path(path)
-    if not path.exists():
-        raise ParticleStarError(f"{path}: file not found")
     try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises assorted parser errors
-        raise ParticleStarError(
-            f"{path}: not a readable STAR file ({exc})".splitlines()[0]
-        ) from None
+        blocks = read_star(path)
+    except StarError as exc:  # missing, unreadable or empty: the same message
+        raise ParticleStarError(str(exc)) from None
     if "optics" not in blocks:
         raise ParticleStarError(
             f"{path}: no data_optics block (RELION 3.0 or older layout; re-save in RELION 3.1+)"

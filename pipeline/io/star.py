@@ -115,14 +115,3 @@ def write_shifts(
         blocks["general"] = dict(general)
     blocks["global_shift"] = shifts_table(drift_px)
     return write_star(path, blocks)
-
-
-def read_shifts(path: str | os.PathLike) -> np.ndarray:
-    """Specimen drift (n_frames, 2) [x, y] in pixels from a RELION shifts STAR file."""
-    table = read_table(
-        path,
-        "global_shift",
-        ("rlnMicrographFrameNumber", "rlnMicrographShiftX", "rlnMicrographShiftY"),
-    )
-    table = table.sort_values("rlnMicrographFrameNumber")
-    return -table[["rlnMicrographShiftX", "rlnMicrographShiftY"]].to_numpy(dtype=np.float64)

@@ -50,31 +50,11 @@ def accumulated_dose(
     return pre_exposure_e_A2 + dose_per_frame_e_A2 * np.arange(1, n_frames + 1, dtype=np.float64)
 
 
-def frame_weights(
-    k_per_A: Any,
-    doses_e_A2: Any,
-    voltage_kV: float = 300.0,
-    normalise: bool = True,
-) -> Any:
-    """Weights w[f, ...] = exp(−N_f / (2 Nₑ(k))) for each frame, on the active device.
-
-    ``k_per_A``: array of spatial frequencies (any shape); ``doses_e_A2``: accumulated
-    exposure at the end of each frame (length n_frames). With ``normalise`` the weights
-    obey Σ_f w² = 1 at every frequency. Returns float32 of shape (n_frames, *k.shape).
-    """
-    xp = backend.xp()
-    ne = critical_exposure(k_per_A, voltage_kV)
-    doses = xp.asarray(doses_e_A2, dtype=xp.float64).reshape((-1,) + (1,) * ne.ndim)
-    w = xp.exp(-doses / (2.0 * ne[None]))
-    if normalise:
-        w = w / xp.sqrt(xp.sum(w * w, axis=0, keepdims=True))
-    return w.astype(xp.float32)
-
-
 class DoseWeighter:
     """Normalised weight of one frame at a time on a fixed frequency grid.
 
-    Same values as ``frame_weights(...)[f]`` without holding every frame's weights at once
+    w_f(k) = exp(−N_f / (2 Nₑ(k))), normalised so that Σ_f w_f² = 1 at every frequency,
+    without holding every frame's weights at once
     (a 4096² rfft grid is 33 MB per frame in float32). ``k_per_A`` lives on the device.
     Computed in float32; with evenly spaced doses the normalisation is the closed-form
     geometric sum and consecutive frames are obtained by one multiplication each.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.plots import pyplot
+from pipeline.plots import pyplot, save
 
 
 def plot_ctf(path: str | os.PathLike, estimate, title: str = "") -> Path:
@@ -53,12 +53,7 @@ def plot_ctf(path: str | os.PathLike, estimate, title: str = "") -> Path:
         or f"U {p.defocus_u_A:.0f} Å, V {p.defocus_v_A:.0f} Å, {p.defocus_angle_deg:.1f}°, "
         f"fit {estimate.max_resolution_A:.1f} Å"
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=90)
 
 
 def _full_from_rfft(half: np.ndarray, n: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.plots import pyplot
+from pipeline.plots import pyplot, save
 
 
 def plot_drift(
@@ -48,9 +48,4 @@ def plot_drift(
         ax.set_xlabel("x (pixels)")
         ax.set_ylabel("y (pixels)")
         ax.set_title(f"local motion ×{local_scale:g}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)

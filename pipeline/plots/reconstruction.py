@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.plots import pyplot
+from pipeline.plots import pyplot, save
 
 
 def plot_fsc(
@@ -29,11 +29,7 @@ def plot_fsc(
     ax.set_ylabel("FSC")
     ax.set_ylim(-0.1, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_slices(path: str | os.PathLike, volume: np.ndarray, title: str = "") -> Path:
@@ -48,8 +44,4 @@ def plot_slices(path: str | os.PathLike, volume: np.ndarray, title: str = "") ->
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)

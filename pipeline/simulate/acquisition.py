@@ -42,7 +42,13 @@ from pipeline.simulate.movie import (
     write_gain,
     write_movie,
 )
-from pipeline.simulate.volume import SimulationError, reference_volume, structure_atoms
+from pipeline.simulate.volume import (
+    SimulationError,
+    reference_volume,
+    require_count,
+    require_positive,
+    structure_atoms,
+)
 
 _START = datetime(2026, 1, 12, 9, 0, 0, tzinfo=UTC)
 
@@ -211,14 +217,11 @@ def simulate_acquisition(
     integer raw counts as a counting camera does (small zlib TIFFs; raw × gain ≈ counts);
     False writes float raw = counts / gain exactly. Returns the movie paths in order.
     """
-    if int(n_movies) != n_movies or n_movies < 1:
-        raise SimulationError(f"number of movies must be a positive integer (got {n_movies})")
+    require_count("number of movies", n_movies)
     if int(start_index) != start_index or start_index < 0:
         raise SimulationError(f"start index must be ≥ 0 (got {start_index})")
-    if not pixel_size_A > 0:
-        raise SimulationError(f"pixel size must be positive (got {pixel_size_A} Å)")
-    if not dose_per_frame > 0:
-        raise SimulationError(f"dose per frame must be positive (got {dose_per_frame} e/Å²)")
+    require_positive("pixel size", pixel_size_A, "Å")
+    require_positive("dose per frame", dose_per_frame, "e/Å²")
     if interval_s < 0:
         raise SimulationError(f"interval must be ≥ 0 s (got {interval_s})")
     if movie_format not in ("tiff", "mrcs"):

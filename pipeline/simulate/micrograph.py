@@ -34,7 +34,7 @@ from pipeline.ctf_model import CTFParams, electron_wavelength_A
 from pipeline.geometry import matrix_to_euler, random_rotations
 from pipeline.simulate.particles import _check_volume, _rng, random_ctf_values
 from pipeline.simulate.projection import FourierProjector, project_into, support_radius_px
-from pipeline.simulate.volume import SimulationError
+from pipeline.simulate.volume import SimulationError, require_positive
 
 #: mean inner potential of amorphous ice (V)
 ICE_POTENTIAL_V = 3.6
@@ -487,16 +487,13 @@ def simulate_micrograph(
     ny, nx = (int(s) for s in shape)
     if ny < 16 or nx < 16:
         raise SimulationError(f"micrograph shape must be at least 16×16 pixels (got {shape})")
-    if not pixel_size_A > 0:
-        raise SimulationError(f"pixel size must be positive (got {pixel_size_A} Å)")
-    if not dose_e_A2 > 0:
-        raise SimulationError(f"dose must be positive (got {dose_e_A2} e/Å²)")
+    require_positive("pixel size", pixel_size_A, "Å")
+    require_positive("dose", dose_e_A2, "e/Å²")
     if n_particles < 0 or n_contaminants < 0:
         raise SimulationError("numbers of particles and contaminants must be ≥ 0")
     if not 0.0 <= ice_gradient < 1.0:
         raise SimulationError(f"ice gradient must be in [0, 1) (got {ice_gradient})")
-    if not ice_thickness_A > 0:
-        raise SimulationError(f"ice thickness must be positive (got {ice_thickness_A} Å)")
+    require_positive("ice thickness", ice_thickness_A, "Å")
     rng = _rng(rng)
     ctf = ctf if ctf is not None else default_ctf(rng, voltage_kV=voltage_kV)
     margin = delocalisation_px(ctf, pixel_size_A)

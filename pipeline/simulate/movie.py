@@ -36,7 +36,7 @@ from pipeline.simulate.micrograph import (
     prepared_particle,
 )
 from pipeline.simulate.particles import _check_volume, _rng
-from pipeline.simulate.volume import SimulationError
+from pipeline.simulate.volume import SimulationError, require_count, require_positive
 
 
 @dataclass
@@ -207,12 +207,9 @@ def simulate_movie(
     ny, nx = (int(s) for s in shape)
     if ny < 16 or nx < 16:
         raise SimulationError(f"movie frames must be at least 16×16 pixels (got {shape})")
-    if int(n_frames) != n_frames or n_frames < 1:
-        raise SimulationError(f"number of frames must be a positive integer (got {n_frames})")
-    if not pixel_size_A > 0:
-        raise SimulationError(f"pixel size must be positive (got {pixel_size_A} Å)")
-    if not dose_per_frame_e_A2 > 0:
-        raise SimulationError(f"dose per frame must be positive (got {dose_per_frame_e_A2} e/Å²)")
+    require_count("number of frames", n_frames)
+    require_positive("pixel size", pixel_size_A, "Å")
+    require_positive("dose per frame", dose_per_frame_e_A2, "e/Å²")
     if drift_total_A < 0 or local_amplitude_A < 0:
         raise SimulationError("drift and local deformation amplitudes must be ≥ 0 Å")
     n_frames = int(n_frames)

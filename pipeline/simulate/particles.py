@@ -24,7 +24,7 @@ from pipeline import backend
 from pipeline.ctf_model import CTFParams, ctf_2d
 from pipeline.geometry import euler_to_matrix, matrix_to_euler, random_rotations
 from pipeline.simulate.projection import FourierProjector, project
-from pipeline.simulate.volume import SimulationError
+from pipeline.simulate.volume import SimulationError, require_count, require_positive
 
 
 @dataclass
@@ -128,12 +128,9 @@ def simulate_particle_stack(
     the noiseless counterpart. The CTF is applied on the active backend device.
     """
     volume = _check_volume(volume)
-    if int(n) != n or n < 1:
-        raise SimulationError(f"number of particles must be a positive integer (got {n})")
-    if not pixel_size_A > 0:
-        raise SimulationError(f"pixel size must be positive (got {pixel_size_A} Å)")
-    if not snr > 0:
-        raise SimulationError(f"SNR must be positive (got {snr})")
+    require_count("number of particles", n)
+    require_positive("pixel size", pixel_size_A, "Å")
+    require_positive("SNR", snr)
     n = int(n)
     rng = _rng(rng)
     box = volume.shape[0]

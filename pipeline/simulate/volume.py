@@ -43,6 +43,18 @@ class SimulationError(CryofacError):
     """A simulation was asked for with parameters that cannot work (named in the message)."""
 
 
+def require_positive(what: str, value: float, unit: str = "") -> None:
+    """Raise :class:`SimulationError` unless ``value`` > 0 (also for NaN)."""
+    if not value > 0:
+        raise SimulationError(f"{what} must be positive (got {value}{' ' + unit if unit else ''})")
+
+
+def require_count(what: str, value: float) -> None:
+    """Raise :class:`SimulationError` unless ``value`` is a whole number ≥ 1."""
+    if int(value) != value or value < 1:
+        raise SimulationError(f"{what} must be a positive integer (got {value})")
+
+
 @dataclass(frozen=True)
 class Atoms:
     """Atom coordinates of the shipped structure, centred on the centre of mass."""

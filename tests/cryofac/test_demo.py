@@ -30,6 +30,17 @@ def test_preset_overrides():
     assert PRESETS["fast"].movies != 8  # presets themselves are not changed
 
 
+def test_preset_acquisition_settings_are_simulate_acquisitions_arguments():
+    import inspect
+
+    from pipeline.simulate import simulate_acquisition
+
+    settings = preset("fast", seed=3)
+    given = settings.acquisition()
+    assert given["seed"] == 3 and given["movie_shape"] == settings.movie_shape
+    inspect.signature(simulate_acquisition).bind("raw", settings.movies, **given)
+
+
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path):
     (tmp_path / "precious.txt").write_text("user data")
     proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", cwd=tmp_path, timeout=60)

@@ -4,24 +4,15 @@ import pytest
 from pipeline.ctf_model import (
     CTFParams,
     chi,
-    ctf_1d,
     ctf_2d,
     electron_wavelength_A,
     frequency_grid,
-    zero_frequencies_1d,
 )
 
 
 def test_wavelengths_match_field_values():
     assert electron_wavelength_A(300) == pytest.approx(0.01969, abs=2e-5)
     assert electron_wavelength_A(200) == pytest.approx(0.02508, abs=2e-5)
-
-
-def test_zeros_are_zeros_of_ctf_1d():
-    params = CTFParams(15000, 15000, 0)
-    zeros = zero_frequencies_1d(15000, params, 0.3)
-    assert len(zeros) > 10
-    assert np.max(np.abs(np.asarray(ctf_1d(zeros, 15000, params)))) < 1e-6
 
 
 def test_astigmatism_convention():

@@ -6,23 +6,12 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks.cases import CTF_CASES
 from pipeline.ctf_estimate import CTFEstimateError, estimate_ctf
 from pipeline.ctf_estimate.fit import _chi, _ctf2, _Grid
 from pipeline.ctf_model import CTFParams, ctf_2d, electron_wavelength_A
 
 from .synth import synthetic_micrograph
-
-# (mean defocus Å, astigmatism U−V Å, angle °): spans 0.6–3.5 µm
-CASES = [
-    (6000.0, 300.0, 20.0),
-    (9500.0, 800.0, -65.0),
-    (13000.0, 1200.0, 40.0),
-    (16500.0, 150.0, 85.0),
-    (20000.0, 600.0, -20.0),
-    (24000.0, 1500.0, 5.0),
-    (28500.0, 900.0, 60.0),
-    (35000.0, 700.0, -40.0),
-]
 
 
 def test_internal_ctf_matches_ctf_model():
@@ -44,7 +33,7 @@ def estimates():
 
     volume = reference_volume(128, 1.0)
     out = []
-    for i, (mean, astig, angle) in enumerate(CASES):
+    for i, (mean, astig, angle) in enumerate(CTF_CASES):
         truth = CTFParams(mean + astig / 2, mean - astig / 2, angle)
         image, _ = simulate_micrograph(
             volume, (1024, 1024), 1.0, n_particles=40, ctf=truth, dose_e_A2=40.0, rng=100 + i

@@ -35,14 +35,7 @@ def test_extracted_particles_match_truth_and_formats_round_trip(tmp_path):
     volume = volume_module.reference_volume(160, 1.0)
     ctf = CTFParams(15300.0, 14700.0, 20.0)
     image, truth = simulate.simulate_micrograph(
-        volume,
-        (1024, 1024),
-        1.0,
-        n_particles=30,
-        ctf=ctf,
-        dose_e_A2=40.0,
-        n_contaminants=1,
-        rng=31,
+        volume, (1024, 1024), 1.0, n_particles=30, ctf=ctf, dose_e_A2=40.0, n_contaminants=1, rng=31
     )
     diameter = truth.particle_diameter_A
     box = volume.shape[0]  # 160 px = 1.2 × diameter

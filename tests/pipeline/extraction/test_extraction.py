@@ -78,11 +78,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 def test_extracted_particles_correlate_with_truth_far_better_than_random_boxes():
     synthetic = _synthetic()
     image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        n_particles=40,
-        n_contaminants=0,
-        rng=np.random.default_rng(4),
+        (1024, 1024), 2.0, n_particles=40, n_contaminants=0, rng=np.random.default_rng(4)
     )
     box = 96
     noisy = extract_particles(image, truth.coords_px, box, 2.0)

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline.geometry import euler_to_matrix, random_rotations
 from pipeline.io.cs import CSError, read_cs, write_cs
 from pipeline.io.mrc import write_mrc
 from pipeline.io.particles import ParticleTable, make_optics
+from tests.pipeline.io.particle_tables import random_particles
+
+MICROGRAPHS = ["m0.mrc", "m1.mrc", "m2.mrc"]
 
 
 def _table(n: int, posed: bool, seed: int = 1) -> ParticleTable:
     rng = np.random.default_rng(seed)
-    dv = rng.uniform(8000, 25000, n)
-    parts = pd.DataFrame(
-        {
-            "rlnImageName": [f"{i + 1:06d}@Extract/m{i % 3}.mrcs" for i in range(n)],
-            "rlnMicrographName": [f"m{i % 3}.mrc" for i in range(n)],
-            "rlnCoordinateX": rng.uniform(0, 600, n),
-            "rlnCoordinateY": rng.uniform(0, 400, n),
-            "rlnOpticsGroup": np.ones(n, dtype=int),
-            "rlnDefocusU": dv + rng.uniform(0, 800, n),
-            "rlnDefocusV": dv,
-            "rlnDefocusAngle": rng.uniform(-89, 89, n),
-        }
+    parts = random_particles(
+        n, rng, micrographs=MICROGRAPHS, size_px=(600, 400), max_astigmatism_A=800, max_angle_deg=89
     )
     if posed:
         from pipeline.geometry import matrix_to_euler
@@ -38,7 +30,7 @@ def _table(n: int, posed: bool, seed: int = 1) -> ParticleTable:
     return ParticleTable(make_optics(1.3, 128, 300.0, 2.7, 0.1, 1.3), parts)
 
 
-SHAPES = {f"m{i}.mrc": (400, 600) for i in range(3)}
+SHAPES = {name: (400, 600) for name in MICROGRAPHS}
 
 
 def test_unposed_round_trip(tmp_path):

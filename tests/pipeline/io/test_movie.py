@@ -1,8 +1,9 @@
 import mrcfile
 import numpy as np
 import pytest
+import tifffile
 
-from pipeline.io.movie import Movie, MovieError, write_movie_tiff
+from pipeline.io.movie import Movie, MovieError
 from pipeline.io.mrc import write_mrc
 
 
@@ -25,7 +26,8 @@ def test_mrc_movie_is_memory_mapped_with_gain_and_pixel_size(tmp_path, frames):
 
 
 def test_tiff_movie_and_defects(tmp_path, frames):
-    path = write_movie_tiff(tmp_path / "m.tiff", frames.astype(np.uint8))
+    path = tmp_path / "m.tiff"
+    tifffile.imwrite(path, frames.astype(np.uint8), photometric="minisblack")
     defects = np.zeros((48, 64), np.uint8)
     defects[10, 20] = 1
     frames_in = frames.astype(np.uint8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline.io.particles import (
@@ -13,24 +12,16 @@ from pipeline.io.particles import (
     read_particles_star,
     write_particles_star,
 )
+from tests.pipeline.io.particle_tables import random_particles
 
 
 def _table(n: int = 7, rng_seed: int = 0) -> ParticleTable:
     rng = np.random.default_rng(rng_seed)
-    dv = rng.uniform(8000, 25000, n)
-    parts = pd.DataFrame(
-        {
-            "rlnImageName": [f"{i + 1:06d}@Extract/mic_{i % 2}.mrcs" for i in range(n)],
-            "rlnMicrographName": [f"mic_{i % 2}.mrc" for i in range(n)],
-            "rlnCoordinateX": rng.uniform(0, 4096, n),
-            "rlnCoordinateY": rng.uniform(0, 4096, n),
-            "rlnOpticsGroup": np.ones(n, dtype=int),
-            "rlnDefocusU": dv + rng.uniform(0, 500, n),
-            "rlnDefocusV": dv,
-            "rlnDefocusAngle": rng.uniform(-90, 90, n),
-            "rlnAutopickFigureOfMerit": rng.normal(size=n),
-        }
+    mics = ["mic_0.mrc", "mic_1.mrc"]
+    parts = random_particles(
+        n, rng, micrographs=mics, size_px=(4096, 4096), max_astigmatism_A=500, max_angle_deg=90
     )
+    parts["rlnAutopickFigureOfMerit"] = rng.normal(size=n)
     return ParticleTable(make_optics(1.06, 256, micrograph_pixel_size_A=1.06), parts)
 
 

@@ -13,6 +13,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from pipeline.ctf_model import CTFParams, ctf_2d
+from pipeline.io.star import read_table
 
 
 def specimen_image(shape, pixel_size_A, ctf: CTFParams, rng, contrast=0.25):
@@ -88,3 +89,18 @@ def synthetic_movie(
         )
         frames[f] = rng.poisson(np.clip(shifted, 0, None) * electrons)
     return frames, drift, clean
+
+
+def rigid_movie(n_frames: int, drift_total_A: float, seed: int):
+    """A small movie with global drift only: 256², 1 Å/pixel, 5 e/Å² per frame, no local
+    motion; returns what :func:`synthetic_movie` returns."""
+    return synthetic_movie(
+        (256, 256), 1.0, n_frames, 5.0, drift_total_A, local_amplitude_A=0.0, seed=seed
+    )
+
+
+def read_drift(path) -> np.ndarray:
+    """Specimen drift (n_frames, 2) [x, y] in pixels from a RELION ``_shifts.star``."""
+    columns = ("rlnMicrographFrameNumber", "rlnMicrographShiftX", "rlnMicrographShiftY")
+    table = read_table(path, "global_shift", columns).sort_values(columns[0])
+    return -table[list(columns[1:])].to_numpy(dtype=np.float64)

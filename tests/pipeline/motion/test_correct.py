@@ -19,17 +19,8 @@ def movie():
     from pipeline.simulate.movie import simulate_movie
 
     volume = reference_volume(128, PIXEL_A)
-    raw, truth = simulate_movie(
-        volume,
-        (1024, 1024),
-        PIXEL_A,
-        n_frames=20,
-        dose_per_frame_e_A2=1.0,
-        drift_total_A=20.0,
-        local_amplitude_A=3.0,
-        ctf=CTF,
-        rng=3,
-    )
+    # the simulator's default movie: 20 frames of 1 e/Å², 20 Å drift, 3 Å local motion
+    raw, truth = simulate_movie(volume, (1024, 1024), PIXEL_A, ctf=CTF, rng=3)
     return raw, truth
 
 
@@ -101,16 +92,9 @@ def test_tiled_sum_equals_global_fourier_shift_sum_without_local_motion():
     from pipeline.motion.dose import accumulated_dose
     from pipeline.motion.patches import LocalMotionModel
 
-    from .synth import synthetic_movie
+    from .synth import rigid_movie
 
-    frames, drift, _ = synthetic_movie(
-        shape=(256, 256),
-        n_frames=6,
-        dose_per_frame_e_A2=5.0,
-        drift_total_A=6.0,
-        local_amplitude_A=0.0,
-        seed=5,
-    )
+    frames, drift, _ = rigid_movie(n_frames=6, drift_total_A=6.0, seed=5)
     glob = correct_movie(frames, 1.0, 5.0, patches=None)
     err = glob.drift_px - (drift - drift[0])
     assert np.sqrt(np.mean(np.sum(err**2, 1))) < 0.3

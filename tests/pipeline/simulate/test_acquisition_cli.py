@@ -224,3 +224,47 @@ def test_acquisition_out_option_and_missing_folder(tmp_path, capsys):
     assert len(list((tmp_path / "s").glob("*_fractions.tiff"))) == 1
     code, _, err = _cli(capsys, "acquisition", "--movies", 1)
     assert code != 0 and "RAW_DIR or --out" in err and "Traceback" not in err
+
+
+# every option of `cryofac simulate acquisition` that shapes the session folder
+# (--interval: test_movies_land_over_time_with_an_interval; --device/--threads do not)
+OPTION_CHANGES = """
+--movies 2
+--frames 3
+--size 160
+--pixel-size 3.0
+--dose-per-frame 2.0
+--particles 3
+--defocus-range 20000 30000
+--start-index 4
+--format mrcs
+--naming plain
+--seed 6
+"""
+
+
+def _folder(path) -> dict:
+    """Every file below ``path``: name -> content (times of writing left out)."""
+    files = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if f.suffix in (".mrc", ".mrcs"):
+            with mrcfile.open(f) as handle:
+                data = (handle.data.tobytes(), float(handle.voxel_size.x))
+        else:
+            lines = f.read_bytes().splitlines()
+            data = [line for line in lines if not line.startswith(b"# Created by")]
+        files[str(f.relative_to(path))] = data
+    return files
+
+
+def test_every_acquisition_option_changes_the_session(
+    tmp_path, capsys, assert_every_option_changes
+):
+    base = ["--movies", 1, "--frames", 2, "--size", 128, "--pixel-size", 2.5, "--particles", 2]
+
+    def session(name: str, *extra) -> dict:
+        code, _, err = _cli(capsys, "acquisition", tmp_path / name, *base, "--seed", 5, *extra)
+        assert code == 0, err
+        return _folder(tmp_path / name)
+
+    assert_every_option_changes(session, OPTION_CHANGES)

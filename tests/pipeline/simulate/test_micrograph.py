@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.ctf_model import CTFParams, chi, ctf_2d, frequency_grid, zero_frequencies_1d
+from pipeline.ctf_model import CTFParams, chi, ctf_2d, frequency_grid
 from pipeline.geometry import euler_to_matrix
 from pipeline.simulate import SimulationError, simulate_micrograph
 from pipeline.simulate.micrograph import (
@@ -116,11 +116,23 @@ def _equiphase_profile(image, px, ctf, oversample=2):
     return np.arange(profile.size) / (n * px * oversample), profile
 
 
+def _ctf_zeros(defocus_A: float, ctf: CTFParams, k_max: float) -> np.ndarray:
+    """Frequencies (1/Å) up to ``k_max`` where χ(k) + arcsin(A) = nπ (n ≥ 1): the CTF zeros."""
+    lam, cs = ctf.wavelength_A, ctf.cs_mm * 1e7
+    a, b = 0.5 * math.pi * cs * lam**3, -math.pi * lam * defocus_A  # in u = k²
+    target = np.arange(1, 10000) * math.pi - math.asin(ctf.amplitude_contrast)
+    target -= math.radians(ctf.phase_shift_deg)
+    disc = b * b - 4 * a * target
+    u = (-b - np.sqrt(disc[disc >= 0])) / (2 * a)
+    k = np.sqrt(u[u > 0])
+    return k[k <= k_max]
+
+
 def _zero_errors(image, px, simulated, predicted, k_max=0.3):
     """Relative error of each observed power minimum (n ≥ 2) vs the zeros of ``predicted``."""
     k, profile = _equiphase_profile(image, px, simulated)
     mean_df = 0.5 * (predicted.defocus_u_A + predicted.defocus_v_A)
-    zeros = zero_frequencies_1d(mean_df, predicted, k_max)
+    zeros = _ctf_zeros(mean_df, predicted, k_max)
     errors = []
     for i in range(1, len(zeros) - 1):
         z = zeros[i]
