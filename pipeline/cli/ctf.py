@@ -24,7 +24,11 @@ from pipeline.cli import micrograph_inputs, option, read_micrograph, run_each, s
 @option(
     "--max-resolution", type=float, help="High-resolution limit of the fit, Å [max(4, 2.5 px)]."
 )
-@option("--tile", type=click.IntRange(min=128), default=512, help="Power-spectrum tile, pixels.")
+@option(
+    "--tile",
+    type=click.IntRange(min=128),
+    help="Power-spectrum tile, pixels [automatic: 512, larger where high defocus needs it].",
+)
 @option("--phase-shift", is_flag=True, help="Also fit a phase-plate phase shift.")
 @option("--plots", is_flag=True, help="Write OUT/<stem>_ctf.png per micrograph.")
 def ctf(
@@ -38,7 +42,7 @@ def ctf(
     defocus_max: float,
     min_resolution: float,
     max_resolution: float | None,
-    tile: int,
+    tile: int | None,
     phase_shift: bool,
     plots: bool,
     device: str,
