@@ -97,6 +97,13 @@ def aspire_picks(
     return centers.reshape(-1, 2), time.perf_counter() - start
 
 
+def save_report(path: Path, lines: list[str]) -> None:
+    """Write the report's ``lines`` to ``path`` (folders made as needed) and print them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -199,9 +206,7 @@ def main() -> None:
         "shared with other jobs.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_report(args.out, lines)
 
 
 if __name__ == "__main__":
