@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_report  # noqa: E402
+
 
 def simulated(shape, seed, defocus_A):
     from pipeline.ctf_model import CTFParams
@@ -199,9 +201,7 @@ def main() -> None:
         "shared with other jobs.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,41 @@ def speed(threads: int, views: int, repeats: int = 2) -> None:
             )
 
 
+ROW_FIELDS = ("structure", "held_out", "micrograph", "method", "n_true", "n_picks")
+ROW_FIELDS += ("precision", "recall", "f1", "seconds", "load")
+
+
+def record(rows: list, totals: dict, structure, label: str, method: str, score, seconds: float):
+    """Add one micrograph's score to ``rows`` and the pooled ``totals``; print it."""
+    t = totals[method]
+    t[0] += score.n_picks
+    t[1] += score.n_true
+    t[2] += score.n_matched
+    t[3] += seconds
+    load = os.getloadavg()[0]
+    values = (structure.name, structure.held_out, label, method, score.n_true, score.n_picks)
+    values += (score.precision, score.recall, score.f1, seconds, load)
+    rows.append(dict(zip(ROW_FIELDS, values, strict=True)))
+    print(
+        f"{structure.name:12s} {label:24s} {method:8s} P {score.precision:.3f} "
+        f"R {score.recall:.3f} F1 {score.f1:.3f} ({score.n_matched}/{score.n_true}, "
+        f"{score.n_picks} picks) {seconds:.2f} s load {load:.1f}",
+        flush=True,
+    )
+
+
+def summarise(structure, totals: dict) -> None:
+    """Print the pooled precision, recall, F1 and time of each method on ``structure``."""
+    for method, (n_p, n_t, n_m, secs) in totals.items():
+        p = n_m / n_p if n_p else 0.0
+        r = n_m / n_t if n_t else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        print(
+            f"== {structure.name} {method}: P {p:.3f} R {r:.3f} F1 {f:.3f} ({secs:.1f} s)",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", default="all")
@@ -175,7 +210,7 @@ def main() -> None:
     rows = []
     print(f"# {platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     for structure in chosen:
-        totals = {m: [0, 0, 0] for m in methods}
+        totals = {m: [0, 0, 0, 0.0] for m in methods}
         for label, image, truth, volume in micrographs(structure, args.size):
             for method in methods:
                 start = time.perf_counter()
@@ -184,34 +219,8 @@ def main() -> None:
                 score = match_picks(
                     picks.coords_px, truth.coords_px, 0.3 * structure.diameter_A / PIXEL_A
                 )
-                t = totals[method]
-                t[0] += score.n_picks
-                t[1] += score.n_true
-                t[2] += score.n_matched
-                row = dict(
-                    structure=structure.name,
-                    held_out=structure.held_out,
-                    micrograph=label,
-                    method=method,
-                    n_true=score.n_true,
-                    n_picks=score.n_picks,
-                    precision=score.precision,
-                    recall=score.recall,
-                    f1=score.f1,
-                    seconds=seconds,
-                )
-                rows.append(row)
-                print(
-                    f"{structure.name:12s} {label:24s} {method:8s} P {score.precision:.3f} "
-                    f"R {score.recall:.3f} F1 {score.f1:.3f} ({score.n_matched}/{score.n_true}, "
-                    f"{score.n_picks} picks) {seconds:.2f} s",
-                    flush=True,
-                )
-        for method, (n_p, n_t, n_m) in totals.items():
-            p = n_m / n_p if n_p else 0.0
-            r = n_m / n_t if n_t else 0.0
-            f = 2 * p * r / (p + r) if p + r else 0.0
-            print(f"== {structure.name} {method}: P {p:.3f} R {r:.3f} F1 {f:.3f}", flush=True)
+                record(rows, totals, structure, label, method, score, seconds)
+        summarise(structure, totals)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -36,6 +36,7 @@ import numpy as np
 from pipeline import backend
 from pipeline.ctf_model import CTFParams
 from pipeline.picking.common import (
+    Candidates,
     Picks,
     background_sigma,
     bin_and_flip,
@@ -44,7 +45,6 @@ from pipeline.picking.common import (
     gaussian_blur,
     local_maxima,
     robust_stats,
-    subpixel_offsets,
     values_at,
 )
 
@@ -263,33 +263,11 @@ def pick_blobs(
         exclude=mask,
     )
     z = response / noise
-    heights = heights / noise
-    rejected: dict[str, np.ndarray] = {}
-
-    def to_xy(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        # Fourier cropping keeps pixel 0 at position 0: binned index j ↔ input pixel j·scale
-        dy, dx = subpixel_offsets(z, r, c)
-        sy, sx = binned.scale_yx
-        return np.stack([(c + dx) * sx, (r + dy) * sy], axis=1).reshape(-1, 2)
-
-    def reject(reason: str, bad: np.ndarray) -> None:
-        nonlocal rows, cols, heights
-        rejected[reason] = to_xy(rows[bad], cols[bad])
-        rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
-
-    reject("contamination", in_mask)
-    reject("below_threshold", heights < threshold_sigma)
-    if rows.size > 8:
-        # contamination is already handled: blank it so that its edges do not count here
-        spread = local_std(flattened, d_px)
-        values = values_at(spread, rows, cols)
-        vmed = float(np.median(values))
-        high = values > variance_ratio * vmed  # carbon edges and other strong steps
-        # empty areas: a particle adds its own variance to the noise, bare ice does not
-        low = values < empty_ratio * vmed
-        reject("high_variance", high)
-        low = low[~high]
-        reject("empty", low)
-    if max_picks is not None:
-        rows, cols, heights = rows[:max_picks], cols[:max_picks], heights[:max_picks]
-    return Picks(to_xy(rows, cols), heights.astype(np.float64), rejected)
+    found = Candidates(rows, cols, heights / noise, z, binned.scale_yx)
+    found.reject("contamination", in_mask)
+    found.reject("below_threshold", found.heights < threshold_sigma)
+    # contamination is already handled; empty areas: a particle adds its own variance to the
+    # noise, bare ice does not
+    found.screen_variance(local_std(flattened, d_px), variance_ratio, empty_ratio)
+    found.truncate(max_picks)
+    return Picks(found.xy(), found.heights.astype(np.float64), found.rejected)

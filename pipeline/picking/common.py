@@ -40,6 +40,54 @@ class Picks:
         return len(self.fom)
 
 
+class Candidates:
+    """Peaks on a binned score map on their way to becoming picks.
+
+    Holds (rows, cols, heights) in binned pixels, best first; :meth:`reject` drops some and
+    keeps their positions under a reason (``Picks.rejected``); :meth:`xy` turns binned
+    indices into (x, y) pixels of the input micrograph, with sub-pixel offsets from
+    ``score_map``. Fourier cropping keeps pixel 0 at position 0: binned index j is input
+    pixel j·scale.
+    """
+
+    def __init__(self, rows, cols, heights, score_map, scale_yx: tuple[float, float]):
+        self.rows, self.cols, self.heights = rows, cols, heights
+        self.score_map = score_map
+        self.scale_yx = scale_yx
+        self.rejected: dict[str, np.ndarray] = {}
+
+    def xy(self, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+        rows = self.rows if rows is None else rows
+        cols = self.cols if cols is None else cols
+        dy, dx = subpixel_offsets(self.score_map, rows, cols)
+        sy, sx = self.scale_yx
+        return np.stack([(cols + dx) * sx, (rows + dy) * sy], axis=1).reshape(-1, 2)
+
+    def reject(self, reason: str, bad: np.ndarray) -> None:
+        self.rejected[reason] = self.xy(self.rows[bad], self.cols[bad])
+        keep = ~np.asarray(bad, dtype=bool)
+        self.rows, self.cols, self.heights = self.rows[keep], self.cols[keep], self.heights[keep]
+
+    def screen_variance(self, spread, high_ratio: float, low_ratio: float) -> None:
+        """Reject picks whose local SD (``spread`` map) is above ``high_ratio`` × the
+        median over the picks (carbon edges and other strong steps) or below ``low_ratio``
+        × that median (empty areas); only with more than 8 picks, so a median means
+        something."""
+        if self.rows.size <= 8:
+            return
+        values = values_at(spread, self.rows, self.cols)
+        vmed = float(np.median(values))
+        high = values > high_ratio * vmed
+        low = values < low_ratio * vmed
+        self.reject("high_variance", high)
+        self.reject("empty", low[~high])
+
+    def truncate(self, max_picks: int | None) -> None:
+        if max_picks is not None:
+            self.rows, self.cols = self.rows[:max_picks], self.cols[:max_picks]
+            self.heights = self.heights[:max_picks]
+
+
 @dataclass
 class Binned:
     """A Fourier-cropped micrograph and the factors back to the input pixel grid."""

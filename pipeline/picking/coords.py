@@ -38,6 +38,21 @@ def _write_star(path: Path, blocks: dict[str, pd.DataFrame]) -> Path:
     return path
 
 
+def _read_star(path: Path, what: str) -> dict:
+    """Every block of a STAR file; :class:`CoordinatesError` naming ``what`` if it is
+    missing or unreadable."""
+    import starfile
+
+    if not path.exists():
+        raise CoordinatesError(f"{path}: {what} not found")
+    try:
+        return starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises assorted parser errors
+        raise CoordinatesError(
+            f"{path}: not a readable STAR file ({exc})".splitlines()[0]
+        ) from None
+
+
 def write_coordinates(path: str | os.PathLike, coords_px: np.ndarray, fom: np.ndarray) -> Path:
     """Write picks as a RELION coordinate STAR file (atomic)."""
     coords = np.asarray(coords_px, dtype=np.float64).reshape(-1, 2)
@@ -53,17 +68,9 @@ def write_coordinates(path: str | os.PathLike, coords_px: np.ndarray, fom: np.nd
 
 def read_coordinates(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(coords (n, 2) [x, y] in pixels, figure of merit (n,)) from a coordinate STAR file."""
-    import starfile
 
     path = Path(path)
-    if not path.exists():
-        raise CoordinatesError(f"{path}: coordinate file not found")
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises assorted parser errors
-        raise CoordinatesError(
-            f"{path}: not a readable STAR file ({exc})".splitlines()[0]
-        ) from None
+    blocks = _read_star(path, "coordinate file")
     frames = [b for b in blocks.values() if isinstance(b, pd.DataFrame)]
     frame = next((f for f in frames if "rlnCoordinateX" in f.columns), None)
     if frame is None:
@@ -103,17 +110,9 @@ def read_micrograph_ctfs(
     amplitude_contrast: float = 0.07,
 ) -> dict[str, MicrographCTF]:
     """Micrograph CTFs keyed by ``rlnMicrographName`` (also reachable via :func:`find_ctf`)."""
-    import starfile
 
     path = Path(path)
-    if not path.exists():
-        raise CoordinatesError(f"{path}: CTF STAR file not found")
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises assorted parser errors
-        raise CoordinatesError(
-            f"{path}: not a readable STAR file ({exc})".splitlines()[0]
-        ) from None
+    blocks = _read_star(path, "CTF STAR file")
     table = next(
         (
             b

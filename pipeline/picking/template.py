@@ -29,12 +29,12 @@ from pipeline import backend
 from pipeline.ctf_model import CTFParams, chi, ctf_from_chi
 from pipeline.picking.blob import contamination_mask, local_std
 from pipeline.picking.common import (
+    Candidates,
     Picks,
     background_stats,
     bin_and_flip,
     local_maxima,
     ndimage,
-    subpixel_offsets,
     values_at,
 )
 
@@ -256,33 +256,17 @@ def pick_templates(
             0.6 * d_px,
         )
         threshold = med + threshold_sigma * sd
-    rejected: dict[str, np.ndarray] = {}
-
-    def to_xy(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        dy, dx = subpixel_offsets(ncc, r, c)
-        sy, sx = binned.scale_yx
-        return np.stack([(c + dx) * sx, (r + dy) * sy], axis=1).reshape(-1, 2)
-
-    def reject(reason: str, bad: np.ndarray) -> None:
-        nonlocal rows, cols, heights
-        rejected[reason] = to_xy(rows[bad], cols[bad])
-        rows, cols, heights = rows[~bad], cols[~bad], heights[~bad]
-
-    reject("contamination", in_mask)
-    reject("below_threshold", heights < threshold)
-    if rows.size > 8:
-        spread = values_at(local_std(xp.where(cmask, 0.0, binned.image), d_px), rows, cols)
-        vmed = float(np.median(spread))
-        high = spread > variance_ratio * vmed
-        reject("high_variance", high)
-        low = spread[~high] < vmed / variance_ratio
-        reject("empty", low)
-    if max_picks is not None:
-        rows, cols, heights = rows[:max_picks], cols[:max_picks], heights[:max_picks]
+    found = Candidates(rows, cols, heights, ncc, binned.scale_yx)
+    found.reject("contamination", in_mask)
+    found.reject("below_threshold", found.heights < threshold)
+    spread = local_std(xp.where(cmask, 0.0, binned.image), d_px)
+    found.screen_variance(spread, variance_ratio, 1.0 / variance_ratio)
+    found.truncate(max_picks)
+    rows, cols = found.rows, found.cols
     return TemplatePicks(
-        to_xy(rows, cols),
-        heights.astype(np.float64),
-        rejected,
+        found.xy(),
+        found.heights.astype(np.float64),
+        found.rejected,
         template_index=values_at(best_t, rows, cols).astype(int),
         angle_deg=angles[values_at(best_a, rows, cols).astype(int)] if rows.size else np.zeros(0),
     )

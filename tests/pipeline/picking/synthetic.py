@@ -119,3 +119,15 @@ def simulate(
         angles,
     )
     return image, truth
+
+
+def field(size, n_particles, seed, n_contaminants=0, **kwargs):
+    """``simulate`` on a ``size``² field at 2 Å/px with the random generator of ``seed``."""
+    return simulate(
+        shape=(size, size),
+        pixel_size_A=2.0,
+        n_particles=n_particles,
+        n_contaminants=n_contaminants,
+        rng=np.random.default_rng(seed),
+        **kwargs,
+    )

@@ -11,14 +11,8 @@ from pipeline.picking.evaluate import match_picks
 
 @pytest.mark.parametrize("seed,defocus_A", [(0, 10000.0), (1, 25000.0)])
 def test_blob_picker_precision_recall_and_contaminants(synthetic, seed, defocus_A):
-    image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        diameter_A=120.0,
-        n_particles=40,
-        defocus_A=defocus_A,
-        n_contaminants=2,
-        rng=np.random.default_rng(seed),
+    image, truth = synthetic.field(
+        1024, 40, seed, n_contaminants=2, diameter_A=120.0, defocus_A=defocus_A
     )
     picks = pick_blobs(image, 2.0, 120.0, ctf=truth.ctf)
     score = match_picks(picks.coords_px, truth.coords_px, 0.3 * 120.0 / 2.0)
@@ -34,13 +28,7 @@ def test_blob_picker_precision_recall_and_contaminants(synthetic, seed, defocus_
 
 
 def test_blob_picker_without_ctf_inverts_contrast(synthetic):
-    image, truth = synthetic.simulate(
-        shape=(768, 768),
-        pixel_size_A=2.0,
-        n_particles=20,
-        n_contaminants=0,
-        rng=np.random.default_rng(5),
-    )
+    image, truth = synthetic.field(768, 20, 5)
     picks = pick_blobs(image, 2.0, 140.0)
     score = match_picks(picks.coords_px, truth.coords_px, 0.3 * 140.0 / 2.0)
     assert score.precision >= 0.85 and score.recall >= 0.85, score
@@ -48,13 +36,7 @@ def test_blob_picker_without_ctf_inverts_contrast(synthetic):
 
 def test_empty_area_picks_are_weak_and_thresholded_away(synthetic):
     """Left half pure shot noise: its peaks score well below every particle."""
-    image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        n_particles=40,
-        n_contaminants=0,
-        rng=np.random.default_rng(3),
-    )
+    image, truth = synthetic.field(1024, 40, 3)
     image[:, :512] = np.random.default_rng(13).poisson(160.0, size=(1024, 512))
     right = truth.coords_px[truth.coords_px[:, 0] > 512 + 35]
     picks = pick_blobs(image, 2.0, 140.0, ctf=truth.ctf)
@@ -68,13 +50,7 @@ def test_empty_area_picks_are_weak_and_thresholded_away(synthetic):
 
 
 def test_carbon_edge_is_not_picked(synthetic):
-    image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        n_particles=30,
-        n_contaminants=0,
-        rng=np.random.default_rng(7),
-    )
+    image, truth = synthetic.field(1024, 30, 7)
     # a carbon film over the left third: thicker, strongly scattering, with a sharp edge
     edge_col = 340
     carbon = np.zeros_like(image)

@@ -14,13 +14,7 @@ from pipeline.picking.evaluate import match_picks
 
 
 def test_pick_cli_writes_coordinates_and_reports_bad_inputs(synthetic, tmp_path):
-    image, truth = synthetic.simulate(
-        shape=(768, 768),
-        pixel_size_A=2.0,
-        n_particles=20,
-        n_contaminants=1,
-        rng=np.random.default_rng(11),
-    )
+    image, truth = synthetic.field(768, 20, 11, n_contaminants=1)
     mic = write_mrc(tmp_path / "mic_a.mrc", image, 2.0)
     bad = tmp_path / "broken.mrc"
     bad.write_bytes(b"garbage")
@@ -76,3 +70,44 @@ def test_pick_cli_user_errors(tmp_path):
         main, ["pick", str(mic), "--out", str(tmp_path), "--diameter", "50", "--device", "gpu"]
     )
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_each_blob_and_ctf_option_changes_the_picks(synthetic, tmp_path):
+    """--max-picks, --pixel-size, --ctf and the CTF constants used when the CTF table has no
+    optics block (--voltage, --cs, --amplitude-contrast) each change what is written."""
+    image, truth = synthetic.field(768, 20, 11, n_contaminants=1)
+    mic = write_mrc(tmp_path / "mic.mrc", image, 2.0)
+    ctf = truth.ctf
+    star = tmp_path / "ctf.star"
+    starfile.write(
+        pd.DataFrame(
+            {
+                "rlnMicrographName": [str(mic)],
+                "rlnDefocusU": [ctf.defocus_u_A],
+                "rlnDefocusV": [ctf.defocus_v_A],
+                "rlnDefocusAngle": [ctf.defocus_angle_deg],
+            }
+        ),
+        star,
+    )
+
+    def run(name, *args):
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            main, ["pick", str(mic), "--out", str(out), "--diameter", "140", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return read_coordinates(out / "mic_autopick.star")
+
+    base_c, base_f = run("base", "--ctf", str(star))
+    assert match_picks(base_c, truth.coords_px, 21.0).recall >= 0.9
+    few_c, few_f = run("few", "--ctf", str(star), "--max-picks", "5")
+    assert len(few_c) == 5 and np.allclose(few_f, base_f[:5])
+    plain_c, plain_f = run("plain")  # no CTF: contrast inverted instead of phase-flipped
+    assert len(plain_c) != len(base_c) or not np.allclose(plain_f, base_f)
+    # a pixel size that is not the header's: the particles look half the size
+    px_c, px_f = run("px", "--ctf", str(star), "--pixel-size", "4.0")
+    assert len(px_c) != len(base_c) or not np.allclose(px_f, base_f)
+    for option, value in (("--voltage", "120"), ("--cs", "0.01"), ("--amplitude-contrast", "0.3")):
+        c, f = run(option.strip("-"), "--ctf", str(star), option, value)
+        assert len(c) != len(base_c) or not np.allclose(f, base_f), option

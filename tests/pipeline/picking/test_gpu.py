@@ -20,14 +20,8 @@ def _need_gpu():
 
 
 def test_blob_picker_gpu_matches_cpu(synthetic):
-    image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        diameter_A=120.0,
-        n_particles=40,
-        defocus_A=15000.0,
-        n_contaminants=2,
-        rng=np.random.default_rng(0),
+    image, truth = synthetic.field(
+        1024, 40, 0, n_contaminants=2, diameter_A=120.0, defocus_A=15000.0
     )
     cpu = pick_blobs(image, 2.0, 120.0, ctf=truth.ctf)
     with backend.using("gpu"):

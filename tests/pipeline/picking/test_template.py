@@ -10,15 +10,8 @@ from pipeline.picking.template import ncc_map, pick_templates, resample
 
 
 def test_template_picker_finds_rotated_copies(synthetic):
-    image, truth = synthetic.simulate(
-        shape=(1024, 1024),
-        pixel_size_A=2.0,
-        diameter_A=120.0,
-        n_particles=40,
-        defocus_A=12000.0,
-        n_contaminants=2,
-        rng=np.random.default_rng(2),
-        same_particle=True,
+    image, truth = synthetic.field(
+        1024, 40, 2, n_contaminants=2, diameter_A=120.0, defocus_A=12000.0, same_particle=True
     )
     picks = pick_templates(image, 2.0, 120.0, truth.template, 2.0, ctf=truth.ctf)
     score = match_picks(picks.coords_px, truth.coords_px, 0.3 * 60.0)

@@ -160,3 +160,15 @@ def test_template_files_are_checked(tmp_path):
     # --template-pixel-size overrides the header (and so the templates' scale in picking)
     assert load_templates(tmp_path / "stack.mrcs", pixel_size_A=8.0).pixel_size_A == 8.0
     assert load_templates(tmp_path / "stack.mrcs").pixel_size_A == pytest.approx(4.0)
+
+
+def test_cli_template_pixel_size_changes_the_picks(field, tmp_path):
+    volume, image, truth = field
+    write_mrc(tmp_path / "mic.mrc", image, PIXEL_A)
+    write_mrc(tmp_path / "map.mrc", volume, PIXEL_A)
+    base = ["--diameter", "110", "--method", "template", "--templates", str(tmp_path / "map.mrc")]
+    base += ["--template-views", "4", "--angle-step", "30"]
+    (a, fa), _ = _pick(tmp_path, "a", *base)
+    # the header says 4 Å/px; read as 8 Å/px the templates are twice the particles' size
+    (b, fb), _ = _pick(tmp_path, "b", *base, "--template-pixel-size", str(2 * PIXEL_A))
+    assert len(a) != len(b) or not np.allclose(fa, fb)
