@@ -21,6 +21,13 @@ CONFIG_OPTION = click.option(
 )
 
 
+def _seconds_option(name: str, default: float, help_text: str):
+    """A positive duration in seconds, its default shown in ``--help``."""
+    return click.option(
+        name, default=default, show_default=True, type=click.FloatRange(min=0.01), help=help_text
+    )
+
+
 def _app(database_url: str | None, config_dir: Path | None = None, **extra):
     from portal import create_app
 
@@ -257,28 +264,12 @@ def seed_demo(database_url: str | None, config_dir: Path | None, password: str) 
 @click.option("--smtp-user", envvar="CRYOFAC_SMTP_USER", default=None)
 @click.option("--smtp-password", envvar="CRYOFAC_SMTP_PASSWORD", default=None)
 @click.option("--smtp-starttls/--no-smtp-starttls", envvar="CRYOFAC_SMTP_STARTTLS", default=False)
-@click.option(
-    "--poll-s",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Seconds between delivery rounds when idle.",
-)
-@click.option(
-    "--jobs-every-s",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Seconds between periodic jobs (finished runs, alarms, pruning).",
+@_seconds_option("--poll-s", 2.0, "Seconds between delivery rounds when idle.")
+@_seconds_option(
+    "--jobs-every-s", 30.0, "Seconds between periodic jobs (finished runs, alarms, pruning)."
 )
 @click.option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100))
-@click.option(
-    "--backoff-s",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="First retry delay; doubles per failed attempt.",
-)
+@_seconds_option("--backoff-s", 30.0, "First retry delay; doubles per failed attempt.")
 @click.option(
     "--keep-delivered-days", default=30.0, show_default=True, type=click.FloatRange(min=0)
 )
@@ -288,12 +279,8 @@ def seed_demo(database_url: str | None, config_dir: Path | None, password: str) 
     show_default=True,
     help="Also evaluate instrument_env's alarms (escalations) each round.",
 )
-@click.option(
-    "--lease-s",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="A message claimed by a worker that died is sent again after this long.",
+@_seconds_option(
+    "--lease-s", 300.0, "A message claimed by a worker that died is sent again after this long."
 )
 @click.option("--once", is_flag=True, help="One round of jobs and delivery, then exit.")
 def worker(

@@ -202,7 +202,19 @@ class MaintenanceBlock(Base):
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
 
 
-class Booking(Base):
+class _Slot:
+    """What a booking and a waitlist wish share: a slot ``[start_at, end_at)`` in UTC on
+    one instrument, for a project, asked for by a user."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instrument_id: Mapped[str] = mapped_column(sa.ForeignKey("instruments.id"))
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+
+
+class Booking(_Slot, Base):
     """A time slot on one instrument, ``[start_at, end_at)`` in UTC.
 
     ``for_booking_id`` links a sample-preparation slot to the microscope booking it
@@ -216,12 +228,6 @@ class Booking(Base):
         sa.Index("ix_bookings_instrument_start", "instrument_id", "start_at"),
         sa.Index("ix_bookings_project", "project_id"),
     )
-    id: Mapped[int] = mapped_column(primary_key=True)
-    instrument_id: Mapped[str] = mapped_column(sa.ForeignKey("instruments.id"))
-    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"))
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
-    start_at: Mapped[datetime]
-    end_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(sa.String(20))
     for_booking_id: Mapped[int | None] = mapped_column(sa.ForeignKey("bookings.id"))
     note: Mapped[str] = mapped_column(sa.Text, default="")
@@ -232,7 +238,7 @@ class Booking(Base):
 
     instrument: Mapped[Instrument] = relationship()
     project: Mapped[Project] = relationship()
-    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    user: Mapped[User] = relationship(foreign_keys="Booking.user_id")
 
     @property
     def duration_h(self) -> float:
@@ -252,16 +258,10 @@ class Booking(Base):
         }
 
 
-class WaitlistEntry(Base):
+class WaitlistEntry(_Slot, Base):
     """A wish for a slot that was taken; offered to the user when an overlapping booking is freed."""
 
     __tablename__ = "waitlist_entries"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    instrument_id: Mapped[str] = mapped_column(sa.ForeignKey("instruments.id"))
-    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"))
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
-    start_at: Mapped[datetime]
-    end_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(sa.String(20), default="waiting")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     offered_at: Mapped[datetime | None]

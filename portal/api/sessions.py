@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask import current_app, g, jsonify
+from flask import g, jsonify
 
 from portal.api.common import bp, json_body, token_required
 from portal.api.spec import error, ok, operation
@@ -12,6 +12,7 @@ from portal.db import get_db
 from portal.domain import permissions
 from portal.domain import sessions as lifecycle
 from portal.domain.errors import InvalidInput
+from portal.facility import session_gate
 
 
 def for_viewer(body: dict, session) -> dict:
@@ -77,10 +78,7 @@ def transition_session(session_id: int):
         to_state,
         reason=str(data.get("reason", "")),
         override_gate=bool(data.get("override_gate", False)),
-        gate=lifecycle.gate_for(
-            current_app.config.get("FACILITY_CONFIG_DIR"),
-            current_app.config.get("ENV_GATE_TIMEOUT_S"),
-        ),
+        gate=session_gate(),
     )
     db.commit()
     body = lifecycle.as_dict(session)

@@ -10,6 +10,7 @@ from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import InvalidInput, PortalError
 from portal.domain.login_throttle import policy_from_config
+from portal.facility import password_hasher
 
 
 @bp.post("/tokens")
@@ -38,7 +39,7 @@ def create_token():
     try:
         user = accounts.authenticate(
             db,
-            current_app.extensions["cryofac.hasher"],
+            password_hasher(),
             username,
             password,
             request.remote_addr or "unknown",

@@ -84,7 +84,7 @@ def _overlap_clause(dialect: str) -> sa.ColumnElement[bool]:
     """Bookings overlapping ``[:start, :end)``, written so the (instrument, start) index is used.
 
     No booking is longer than the longest an instrument allows (every booking passes
-    :func:`check_rules`), so ``start_at`` is bounded from below as well as above. Used
+    :func:`check_request_rules`), so ``start_at`` is bounded from below as well as above. Used
     for reading (calendars, lists); the write-path check :func:`check_free` is unbounded.
 
     On PostgreSQL the longest duration is read by the statement itself (an InitPlan,
@@ -112,22 +112,6 @@ def _overlap_params(db: Session, dialect: str, start: datetime, end: datetime) -
 
 def _hours(value: float) -> str:
     return f"{value:g} h"
-
-
-def check_rules(
-    db: Session,
-    user: User,
-    instrument: Instrument,
-    project: Project,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    for_booking: Booking | None = None,
-    ignore_booking_id: int | None = None,
-) -> None:
-    """Raise :class:`BookingRuleViolation` for the first rule the request breaks."""
-    check_request_rules(db, user, instrument, project, start, end, now, for_booking)
-    check_allocation(db, instrument, project, start, end, ignore_booking_id)
 
 
 _TRAINING_QUERY = sa.select(TrainingRecord).where(

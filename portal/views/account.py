@@ -9,6 +9,7 @@ from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import PortalError
 from portal.domain.login_throttle import policy_from_config
+from portal.facility import password_hasher
 from portal.models import ApiToken
 from portal.views.common import login_required, start_session
 
@@ -37,7 +38,7 @@ def change_password():
         try:
             accounts.change_password(
                 db,
-                current_app.extensions["cryofac.hasher"],
+                password_hasher(),
                 user,
                 form.get("current_password", ""),
                 form.get("new_password", ""),

@@ -5,21 +5,12 @@ from __future__ import annotations
 import secrets
 
 import sqlalchemy as sa
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.db import get_db
 from portal.domain import accounts, permissions
 from portal.domain.errors import PortalError
+from portal.facility import password_hasher
 from portal.models import AuditEntry, User
 from portal.views.common import role_gate
 
@@ -67,7 +58,7 @@ def reset_password(user_id: int):
     db = get_db()
     user = _user(user_id)
     password = secrets.token_urlsafe(12)
-    accounts.set_password(db, current_app.extensions["cryofac.hasher"], user, password, g.user)
+    accounts.set_password(db, password_hasher(), user, password, g.user)
     db.commit()
     if user.id == g.user.id:
         from portal.views.common import start_session

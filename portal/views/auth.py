@@ -20,6 +20,7 @@ from portal.db import get_db
 from portal.domain import accounts
 from portal.domain.errors import PortalError
 from portal.domain.login_throttle import policy_from_config
+from portal.facility import password_hasher
 from portal.views.common import start_session
 
 bp = Blueprint("auth", __name__)
@@ -85,7 +86,7 @@ def login():
         try:
             user = accounts.authenticate(
                 db,
-                current_app.extensions["cryofac.hasher"],
+                password_hasher(),
                 username,
                 request.form.get("password", ""),
                 request.remote_addr or "unknown",

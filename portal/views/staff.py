@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
@@ -21,6 +11,7 @@ from portal.domain import permissions
 from portal.domain import projects as project_rules
 from portal.domain import sessions as lifecycle
 from portal.domain.errors import GateUnavailable, InvalidInput, PortalError
+from portal.facility import session_gate
 from portal.models import AcqSession, Booking, Instrument, Project, User
 from portal.views.calendar import _local_time, facility_tz
 from portal.views.common import login_required, role_gate
@@ -126,10 +117,7 @@ def transition(session_id: int):
             request.form.get("state", ""),
             reason=request.form.get("reason", ""),
             override_gate=request.form.get("override_gate") == "1",
-            gate=lifecycle.gate_for(
-                current_app.config.get("FACILITY_CONFIG_DIR"),
-                current_app.config.get("ENV_GATE_TIMEOUT_S"),
-            ),
+            gate=session_gate(),
         )
         folders = {k: request.form.get(k, "").strip() for k in ("raw_dir", "run_dir")}
         if any(folders.values()):

@@ -12,6 +12,21 @@ from cryofac.run_folder import MOVIE_COLUMNS, SUMMARY_SCHEMA
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
+def _row(i: int, movie: str, batch: str, measured: dict[str, str] | None) -> dict:
+    """One row of movies.tsv; a failed movie (``measured`` None) has its measured columns
+    empty and a reason."""
+    row = dict.fromkeys(MOVIE_COLUMNS, "")
+    row.update(measured or {})
+    row.update(
+        movie=movie,
+        batch=batch,
+        status="ok" if measured else "failed",
+        processed_at=(T0 + timedelta(seconds=7 * i)).isoformat(),
+        reason="" if measured else "motioncorr: not an MRC or TIFF movie",
+    )
+    return row
+
+
 def realistic_rows(n: int, seed: int = 0, failed_every: int = 37) -> list[dict]:
     """n movies with plausible random statistics (for screenshots and browser tests)."""
     import numpy as np
@@ -23,25 +38,23 @@ def realistic_rows(n: int, seed: int = 0, failed_every: int = 37) -> list[dict]:
         total = float(rng.gamma(4.0, 0.6))
         defocus = float(rng.uniform(8000, 22000))
         astig = float(abs(rng.normal(0, 250)))
-        rows.append(
+        measured = (
             {
-                "movie": f"raw/FoilHole_{1000 + i}_Data.tiff",
-                "batch": f"b{i // 8:05d}",
-                "status": "ok" if ok else "failed",
-                "total_motion_A": f"{total:.2f}" if ok else "",
-                "early_motion_A": f"{0.6 * total:.2f}" if ok else "",
-                "late_motion_A": f"{0.4 * total:.2f}" if ok else "",
-                "defocus_u_A": f"{defocus + astig / 2:.1f}" if ok else "",
-                "defocus_v_A": f"{defocus - astig / 2:.1f}" if ok else "",
-                "defocus_angle_deg": f"{rng.uniform(0, 180):.1f}" if ok else "",
-                "astigmatism_A": f"{astig:.1f}" if ok else "",
-                "ctf_max_resolution_A": f"{2.8 + rng.gamma(2.0, 0.6):.2f}" if ok else "",
-                "ctf_fom": f"{rng.uniform(0.1, 0.35):.3f}" if ok else "",
-                "n_particles": str(int(rng.poisson(160))) if ok else "",
-                "processed_at": (T0 + timedelta(seconds=7 * i)).isoformat(),
-                "reason": "" if ok else "motioncorr: not an MRC or TIFF movie",
+                "total_motion_A": f"{total:.2f}",
+                "early_motion_A": f"{0.6 * total:.2f}",
+                "late_motion_A": f"{0.4 * total:.2f}",
+                "defocus_u_A": f"{defocus + astig / 2:.1f}",
+                "defocus_v_A": f"{defocus - astig / 2:.1f}",
+                "defocus_angle_deg": f"{rng.uniform(0, 180):.1f}",
+                "astigmatism_A": f"{astig:.1f}",
+                "ctf_max_resolution_A": f"{2.8 + rng.gamma(2.0, 0.6):.2f}",
+                "ctf_fom": f"{rng.uniform(0.1, 0.35):.3f}",
+                "n_particles": str(int(rng.poisson(160))),
             }
+            if ok
+            else None
         )
+        rows.append(_row(i, f"raw/FoilHole_{1000 + i}_Data.tiff", f"b{i // 8:05d}", measured))
     return rows
 
 
@@ -50,25 +63,23 @@ def movie_rows(n: int, failed: tuple[int, ...] = ()) -> list[dict]:
     rows = []
     for i in range(n):
         ok = i not in failed
-        rows.append(
+        measured = (
             {
-                "movie": f"raw/movie_{i:04d}.tiff",
-                "batch": f"b{i // 4:05d}",
-                "status": "ok" if ok else "failed",
-                "total_motion_A": f"{1.0 + i % 10:.2f}" if ok else "",
-                "early_motion_A": f"{0.5 + 0.1 * i:.2f}" if ok else "",
-                "late_motion_A": f"{0.2 + 0.05 * i:.2f}" if ok else "",
-                "defocus_u_A": f"{10100 + 100 * i:.1f}" if ok else "",
-                "defocus_v_A": f"{9900 + 100 * i:.1f}" if ok else "",
-                "defocus_angle_deg": "30.0" if ok else "",
-                "astigmatism_A": "200.0" if ok else "",
-                "ctf_max_resolution_A": f"{3.0 + 0.1 * i:.2f}" if ok else "",
-                "ctf_fom": "0.25" if ok else "",
-                "n_particles": str(100 + i) if ok else "",
-                "processed_at": (T0 + timedelta(seconds=7 * i)).isoformat(),
-                "reason": "" if ok else "motioncorr: not an MRC or TIFF movie",
+                "total_motion_A": f"{1.0 + i % 10:.2f}",
+                "early_motion_A": f"{0.5 + 0.1 * i:.2f}",
+                "late_motion_A": f"{0.2 + 0.05 * i:.2f}",
+                "defocus_u_A": f"{10100 + 100 * i:.1f}",
+                "defocus_v_A": f"{9900 + 100 * i:.1f}",
+                "defocus_angle_deg": "30.0",
+                "astigmatism_A": "200.0",
+                "ctf_max_resolution_A": f"{3.0 + 0.1 * i:.2f}",
+                "ctf_fom": "0.25",
+                "n_particles": str(100 + i),
             }
+            if ok
+            else None
         )
+        rows.append(_row(i, f"raw/movie_{i:04d}.tiff", f"b{i // 4:05d}", measured))
     return rows
 
 

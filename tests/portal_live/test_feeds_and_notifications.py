@@ -83,18 +83,8 @@ def test_booking_confirmation_goes_through_the_outbox(live, client):
     assert confirmed[0].status == "pending"  # written with the booking; the worker sends it
     assert "Glacios" in confirmed[0].subject
     # a rejected (conflicting) booking writes nothing
-    headers = live.token(client, "alice")
-    start = booking["start"]
-    refused = client.post(
-        "/api/v1/bookings",
-        json={
-            "instrument_id": "glacios1",
-            "project_id": live.project_id,
-            "start": start,
-            "end": booking["end"],
-        },
-        headers=headers,
-    )
+    alice = live.token(client, "alice")
+    refused = live.book(client, alice, "glacios1", booking["start"], booking["end"])
     assert refused.status_code == 409
     assert len(live.outbox()) == len(messages)
     # no SMTP server configured: the worker writes it to the log and marks it so
