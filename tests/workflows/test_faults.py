@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workflows.conftest import REPO, run_process, write_movies
+from tests.workflows.conftest import REPO, run_process, start_watch, write_movies
 
 MOVIES = [f"movie_{i:03d}.mrc" for i in range(1, 9)]
 
@@ -223,14 +223,8 @@ def test_watch_keeps_preprocessing_during_a_reconstruction_then_sigterm_stops_al
 ):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
-    controller = subprocess.Popen(
-        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
-        + ["--config", str(small_config), "--cores", "2", "--watch", "--interval", "0.5"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "FAKE_CRYOFAC_RECON_SLEEP": "600"},
+    controller = start_watch(
+        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
     )
     try:
         assert _wait(
