@@ -188,3 +188,37 @@ def _read(path: Path) -> ParticleTable:
     from pipeline.io.particles import read_particles_star
 
     return read_particles_star(path)
+
+
+@pytest.mark.parametrize("root", [None, "run"])
+def test_extract_paths_relative_to_the_run_folder_or_to_out(tmp_path, monkeypatch, root):
+    """`cryofac extract --paths-relative-to RUN` (what the workflow passes) against the
+    default (paths relative to OUT): the option changes every path, and both read."""
+    from click.testing import CliRunner
+
+    from cryofac.cli import cli
+    from pipeline.io.mrc import write_mrc
+    from pipeline.picking.coords import write_coordinates
+    from tests.pipeline.extraction.test_cli_extract import _ctf_star
+
+    run = tmp_path / "run"
+    mic = write_mrc(run / "motioncorr" / "mic.mrc", np.zeros((200, 200), np.float32), 1.0)
+    write_coordinates(run / "pick" / "mic_autopick.star", np.array([[100.0, 100.0]]), [1.0])
+    _ctf_star(run / "ctf.star", ["motioncorr/mic.mrc"])
+    monkeypatch.chdir(run)  # as Snakemake runs the step
+    args = ["extract", "--micrographs", "ctf.star", "--coords", "pick", "--out", "extract"]
+    args += ["--box", "32"] + (["--paths-relative-to", "."] if root else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    table = _read(run / "extract" / "particles.star")
+    name = table.particles["rlnImageName"][0]
+    assert name == ("000001@extract/Particles/mic.mrcs" if root else "000001@Particles/mic.mrcs")
+    assert table.particles["rlnMicrographName"][0] == "motioncorr/mic.mrc"
+    cs = read_cs(run / "extract" / "particles.cs")
+    assert cs.particles["rlnImageName"][0] == name
+    assert cs.particles["rlnMicrographName"][0] == "motioncorr/mic.mrc"
+    assert mic.exists()
+    monkeypatch.chdir(tmp_path)  # either layout reads from elsewhere
+    from pipeline.reconstruction.particles import load_particles
+
+    assert len(load_particles(run / "extract" / "particles.star").table) == 1
