@@ -674,9 +674,8 @@ def process(
             if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
                 click.echo("Acquisition over: processing the remaining movies.", err=True)
                 wait_until_quiet(raw_dir, config["movies"])
-                if recon.running():
-                    _wait_reconstruction(recon)
-                    report_reconstruction(recon.finished(), False)
+                # the last movies first (beside a running reconstruction, like every
+                # pass); invoke then waits for that reconstruction and runs the final one
                 invoke(final=True, block_reconstruction=True)
                 _exit_for_failed_movies(out, allow_failed_movies)
                 return

@@ -279,3 +279,27 @@ def test_outputs_follow_the_umask(tmp_path):
         os.umask(previous)
     assert (tmp_path / "a.txt").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_after_the_stop_file_the_last_movies_do_not_wait_for_the_reconstruction(
+    tmp_path, small_config
+):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
+    controller = start_watch(
+        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
+    )
+    try:
+        assert _wait(
+            lambda: any("fake_cryofac.py reconstruct" in c for c in _processes_on(out)), 600
+        )
+        write_movies(raw, ["movie_009.mrc", "movie_010.mrc"])  # an incomplete last batch
+        (out / "STOP").write_text("acquisition finished\n")
+        # the flush pass processes them while the reconstruction still runs
+        assert _wait(lambda: (out / "batches" / "b00002" / "movies.tsv").exists(), 600)
+        assert any("fake_cryofac.py reconstruct" in c for c in _processes_on(out))
+        assert not list((out / "reconstruct").glob("p*/result.json"))
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.communicate(timeout=60)
