@@ -38,6 +38,9 @@ def build(root: Path, n_movies: int, batch_size: int, config: dict) -> tuple[Pat
         (folder / "movies.txt").write_text("".join(f"{m}\n" for m in movies))
         rows = [{"movie": m, "batch": batch, "status": "ok", "n_particles": 20} for m in movies]
         (folder / "movies.tsv").write_text(summary.format_tsv(rows, summary.MOVIE_COLUMNS))
+        # what gathering depends on (idle.is_idle compares it with particles/count.json)
+        (folder / "extract").mkdir()
+        (folder / "extract" / "status.tsv").write_text("input\tstatus\tmessage\n")
     (out / "particles").mkdir()
     count = 20 * n_movies
     (out / "particles" / "count.json").write_text(json.dumps({"particles": count}))

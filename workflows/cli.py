@@ -119,6 +119,10 @@ def cryofac_executable() -> str:
     return str(candidate) if candidate.exists() else "cryofac"
 
 
+#: what makes Snakemake rerun a finished job (also in profiles/*/config.yaml)
+RERUN_TRIGGERS = ("mtime", "params", "input")
+
+
 def snakemake_command(
     raw_dir: Path,
     out: Path,
@@ -152,6 +156,9 @@ def snakemake_command(
         f"raw_dir={raw_dir}",
         f"reconstruct_mode={'only' if reconstruction else 'skip'}",
         "--rerun-incomplete",
+        # reruns follow inputs, parameters and the steps' versions (rules/common.smk),
+        # not the mtime of workflow scripts: an update of cryofac never redoes batches
+        *("--rerun-triggers", *RERUN_TRIGGERS),
         "--keep-going",
         "--nocolor",
     ]
@@ -615,16 +622,13 @@ def process(
         if slurm and not dry_run:
             wait_for_previous_jobs(raw_dir, out, config)
         run_once(
-            raw_dir,
-            out,
-            files,
+            snakemake_command(raw_dir, out, files, profile_path, cores, dry_run, forcerun=forcerun),
+            (raw_dir, out),
             profile_path,
-            cores,
             dry_run,
             config,
             final,
             run_lock=run_lock,
-            forcerun=forcerun,
             reconstruction_running=recon.running,
         )
         reconstruct(final, block=block_reconstruction)
@@ -670,9 +674,8 @@ def process(
             if stop_file.exists() or (until_ts is not None and time.time() >= until_ts):
                 click.echo("Acquisition over: processing the remaining movies.", err=True)
                 wait_until_quiet(raw_dir, config["movies"])
-                if recon.running():
-                    _wait_reconstruction(recon)
-                    report_reconstruction(recon.finished(), False)
+                # the last movies first (beside a running reconstruction, like every
+                # pass); invoke then waits for that reconstruction and runs the final one
                 invoke(final=True, block_reconstruction=True)
                 _exit_for_failed_movies(out, allow_failed_movies)
                 return
@@ -833,24 +836,20 @@ def wait_for_previous_jobs(
 
 
 def run_once(
-    raw_dir: Path,
-    out: Path,
-    config_files: list[Path],
+    command: list[str],
+    folders: tuple[Path, Path],
     profile: Path,
-    cores: int | None,
     dry_run: bool,
     config: dict,
     final: bool,
     run_lock: control.RunLock | None = None,
-    forcerun: list[str] | None = None,
     reconstruction_running=lambda: False,
 ) -> None:
-    """One preprocessing Snakemake pass; raises :class:`WorkflowFailed` with one line."""
+    """One preprocessing Snakemake pass (``command``: :func:`snakemake_command`) on
+    ``folders`` = (raw folder, run folder); raises :class:`WorkflowFailed` with one line."""
     from workflows import summary
 
-    command = snakemake_command(
-        raw_dir, out, config_files, profile, cores, dry_run, forcerun=forcerun
-    )
+    raw_dir, out = folders
     log_path = out / STATE_DIR / "snakemake.out"
     if not dry_run:
         log_path.write_text("")

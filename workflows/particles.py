@@ -3,7 +3,9 @@
 Batches are immutable, so the gathered list in batch order is append-only: the
 first ``n`` particles are always the same particles. A reconstruction at ``n``
 particles is therefore a function of the batches alone, whenever it runs.
-Stack paths (``N@stack.mrcs``) are rewritten relative to each written STAR file.
+Stack paths (``N@stack.mrcs``) are rewritten relative to the run folder (``root``,
+default: the working folder, where Snakemake runs the rules), where RELION resolves
+them when it runs there, like ``rlnMicrographName``.
 """
 
 from __future__ import annotations
@@ -17,34 +19,55 @@ from pathlib import Path
 
 import pandas as pd
 
-OPTICS_KEYS = (
-    "rlnAmplitudeContrast",
-    "rlnSphericalAberration",
-    "rlnVoltage",
-    "rlnImagePixelSize",
-    "rlnImageSize",
-    "rlnImageDimensionality",
-)
+from pipeline.io.particles import OPTICS_COLUMNS
+
+#: optics that make two groups one: every optics column but the group's number and name
+OPTICS_KEYS = tuple(c for c in OPTICS_COLUMNS if c not in ("rlnOpticsGroup", "rlnOpticsGroupName"))
 
 
-def _rebase_images(names: pd.Series, source_dir: Path, target_dir: Path) -> pd.Series:
-    """Rewrite ``N@stack`` so the stack path is relative to ``target_dir``."""
+#: particle columns that name files (``N@stack`` or a path)
+PATH_COLUMNS = ("rlnImageName", "rlnMicrographName")
+
+
+def _rebase_paths(names: pd.Series, source_dir: Path, root: Path) -> pd.Series:
+    """Rewrite ``N@stack`` so the stack path is relative to ``root`` (the run folder).
+
+    A stack is found relative to ``source_dir`` (files written before issue 18), a
+    folder above it or the working folder (pipeline.io.paths); one outside ``root``
+    is written absolute, one not found is left as it is. Each distinct stack is
+    looked up once.
+    """
+    from pipeline.io.paths import relative_to_root, resolve_data_path, split_image_name
+
+    anchor = Path(source_dir) / "particles.star"
+    stacks: dict[str, str] = {}
 
     def rebase(name: str) -> str:
-        index, _, stack = name.partition("@")
-        path = Path(stack)
-        if not path.is_absolute():
-            path = source_dir / path if (source_dir / path).exists() else path
-        return f"{index}@{os.path.relpath(path.resolve(), target_dir.resolve())}"
+        index, stack = split_image_name(name)
+        if stack not in stacks:
+            found = resolve_data_path(stack, anchor)
+            stacks[stack] = relative_to_root(found, root) if found.exists() else stack
+        return f"{index}@{stacks[stack]}" if index else stacks[stack]
 
     return names.astype(str).map(rebase)
+
+
+def _rows_for(table, source: Path, root: Path, remap: dict[int, int]) -> pd.DataFrame:
+    """A batch's particle rows with optics groups renumbered and paths from ``root``."""
+    frame = table.particles.copy()
+    frame["rlnOpticsGroup"] = frame["rlnOpticsGroup"].astype(int).map(remap)
+    for column in PATH_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _rebase_paths(frame[column], source, root)
+    return frame
 
 
 def merge_tables(tables: Sequence, sources: Sequence[Path], target: Path):
     """One :class:`ParticleTable` from several, with shared optics groups merged.
 
     Optics groups with identical optics (voltage, Cs, amplitude contrast, pixel
-    size, box) become one group; particle rows keep their order.
+    size, box) become one group; particle rows keep their order. Paths are written
+    relative to ``target`` (the run folder).
     """
     from pipeline.io.particles import ParticleTable
 
@@ -62,10 +85,7 @@ def merge_tables(tables: Sequence, sources: Sequence[Path], target: Path):
                 new["rlnOpticsGroupName"] = f"opticsGroup{key_to_group[key]}"
                 optics_rows.append(new)
             remap[int(row["rlnOpticsGroup"])] = key_to_group[key]
-        frame = table.particles.copy()
-        frame["rlnOpticsGroup"] = frame["rlnOpticsGroup"].astype(int).map(remap)
-        frame["rlnImageName"] = _rebase_images(frame["rlnImageName"], source, target)
-        frames.append(frame)
+        frames.append(_rows_for(table, source, target, remap))
     particles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return ParticleTable(optics=pd.DataFrame(optics_rows), particles=particles)
 
@@ -101,6 +121,7 @@ def gather(
     batch_stars: Sequence[str | os.PathLike],
     out_star: str | os.PathLike,
     state_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike = ".",
 ) -> int:
     """Concatenate the batches' ``particles.star`` (those that exist) into ``out_star``.
 
@@ -110,9 +131,9 @@ def gather(
     particles; with none, no STAR file is written (RELION files need at least one
     particle) and only the count file says 0. ``state_dir`` holds the record of what
     was gathered and the lock (default: beside ``out_star``; the workflow uses
-    ``OUT/.cryofac``).
+    ``OUT/.cryofac``). Paths are written relative to ``root`` (the run folder).
     """
-    out_star = Path(out_star)
+    out_star, root = Path(out_star), Path(root)
     state = Path(state_dir) if state_dir is not None else out_star.parent
     stars = _existing(batch_stars)
     with gathered_lock(state):
@@ -120,14 +141,15 @@ def gather(
         done = record.get("batches", [])
         if (
             record
+            and record.get("root") == _root_from(out_star, root)
             and out_star.exists()
             and len(done) <= len(stars)
             and all(_signature(stars[i]) == done[i] for i in range(len(done)))
         ):
-            appended = _append(out_star, stars[len(done) :], record, state)
+            appended = _append(out_star, stars[len(done) :], record, state, root)
             if appended is not None:
                 return appended
-        return _gather_all(stars, out_star, state)
+        return _gather_all(stars, out_star, state, root)
 
 
 def _read_record(state: Path) -> dict:
@@ -137,14 +159,25 @@ def _read_record(state: Path) -> dict:
         return {}
 
 
-def _write_record(state: Path, stars: Sequence[Path], count: int, columns: list[str]) -> None:
+def _root_from(out_star: Path, root: Path) -> str:
+    """The root of the gathered file's paths, from the file's folder (".." in the
+    workflow), so that a copied or moved run folder keeps its record."""
+    return os.path.relpath(os.path.abspath(root), os.path.abspath(out_star.parent))
+
+
+def _write_record(
+    state: Path, stars: Sequence[Path], count: int, columns: list[str], root: str
+) -> None:
     from cryofac.fileio import atomic_write
 
     record = {"batches": [_signature(p) for p in stars], "particles": count, "columns": columns}
+    # paths in the gathered file are relative to this folder (seen from the file's); a
+    # record without it is from before (paths relative to particles/): gather again
+    record["root"] = root
     atomic_write(state / RECORD, json.dumps(record) + "\n")
 
 
-def _gather_all(stars: Sequence[Path], out_star: Path, state: Path) -> int:
+def _gather_all(stars: Sequence[Path], out_star: Path, state: Path, root: Path) -> int:
     from pipeline.io.particles import read_particles_star, write_particles_star
 
     tables, sources = [], []
@@ -157,9 +190,11 @@ def _gather_all(stars: Sequence[Path], out_star: Path, state: Path) -> int:
     if not tables:
         out_star.unlink(missing_ok=True)
         return 0
-    merged = merge_tables(tables, sources, out_star.parent)
+    merged = merge_tables(tables, sources, root)
     write_particles_star(out_star, merged)
-    _write_record(state, stars, len(merged), list(merged.particles.columns))
+    _write_record(
+        state, stars, len(merged), list(merged.particles.columns), _root_from(out_star, root)
+    )
     return len(merged)
 
 
@@ -202,7 +237,9 @@ def _loop_body(text: str, block: str) -> str:
     return "".join(body)
 
 
-def _append(out_star: Path, new: Sequence[Path], record: dict, state: Path) -> int | None:
+def _append(
+    out_star: Path, new: Sequence[Path], record: dict, state: Path, root: Path
+) -> int | None:
     """Append the rows of the ``new`` batches to ``out_star``; None when they do not fit
     (other columns, or an optics group not already in the file): then gather all."""
     from pipeline.io.particles import ParticleTable, read_particles_star, write_particles_star
@@ -224,10 +261,7 @@ def _append(out_star: Path, new: Sequence[Path], record: dict, state: Path) -> i
             if _optics_key(row) not in groups:
                 return None  # a new optics group: the header changes
             remap[int(row["rlnOpticsGroup"])] = groups[_optics_key(row)]
-        frame = table.particles.copy()
-        frame["rlnOpticsGroup"] = frame["rlnOpticsGroup"].astype(int).map(remap)
-        frame["rlnImageName"] = _rebase_images(frame["rlnImageName"], path.parent, out_star.parent)
-        frames.append(frame)
+        frames.append(_rows_for(table, path.parent, root, remap))
     columns = list(record.get("columns") or [])
     if frames:
         rows = pd.concat(frames, ignore_index=True)
@@ -245,7 +279,7 @@ def _append(out_star: Path, new: Sequence[Path], record: dict, state: Path) -> i
             os.fsync(handle.fileno())
         count += len(rows)
     done = [Path(b[0]) for b in record["batches"]]
-    _write_record(state, [*done, *new], count, columns)
+    _write_record(state, [*done, *new], count, columns, _root_from(out_star, root))
     return count
 
 
@@ -254,8 +288,9 @@ def snapshot(
     n: int,
     out_star: str | os.PathLike,
     state_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike = ".",
 ) -> int:
-    """Write the first ``n`` gathered particles to ``out_star`` (paths rebased)."""
+    """Write the first ``n`` gathered particles to ``out_star`` (paths from ``root``)."""
     from pipeline.io.particles import ParticleTable, read_particles_star, write_particles_star
 
     gathered_star, out_star = Path(gathered_star), Path(out_star)
@@ -266,9 +301,9 @@ def snapshot(
         raise ValueError(f"{gathered_star}: {len(table)} particles, fewer than {n}")
     particles = table.particles.iloc[:n].copy()
     out_star.parent.mkdir(parents=True, exist_ok=True)
-    particles["rlnImageName"] = _rebase_images(
-        particles["rlnImageName"], gathered_star.parent, out_star.parent
-    )
+    for column in PATH_COLUMNS:
+        if column in particles.columns:
+            particles[column] = _rebase_paths(particles[column], gathered_star.parent, root)
     used = set(particles["rlnOpticsGroup"].astype(int))
     optics = table.optics[table.optics["rlnOpticsGroup"].astype(int).isin(used)]
     write_particles_star(out_star, ParticleTable(optics=optics, particles=particles))

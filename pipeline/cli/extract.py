@@ -4,6 +4,11 @@ For every micrograph in the CTF STAR that has ``COORDS/<stem>_autopick.star``, w
 ``OUT/Particles/<stem>.mrcs``; then ``OUT/particles.star`` (``data_optics`` +
 ``data_particles``, image names relative to OUT, CTF copied per particle) and
 ``OUT/particles.cs``. Boxes that do not fit inside the micrograph are skipped.
+
+``--paths-relative-to DIR`` writes every path (``rlnImageName``'s stack,
+``rlnMicrographName``, the ``.cs`` ``blob/path`` and ``location/micrograph_path``)
+relative to DIR instead, as RELION does with its project folder (the workflow passes
+its run folder, ``.``); paths outside DIR are written absolute.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ from pipeline.cli import (
 @option("--diameter", type=float, help="Particle Å: background mask = 1.1× it [0.75× box].")
 @optics_options(voltage_help="kV (if no optics table).")
 @option("--invert/--no-invert", default=True, help="Make protein white.")
+@option(
+    "--paths-relative-to",
+    "paths_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write paths relative to this folder (RELION's project folder) [OUT].",
+)
 @device_options
 def extract(
     micrographs_star: Path,
@@ -52,6 +63,7 @@ def extract(
     cs: float,
     amplitude_contrast: float,
     invert: bool,
+    paths_root: Path | None,
     device: str,
     threads: int | None,
 ) -> None:
@@ -66,6 +78,7 @@ def extract(
     from pipeline.io.cs import write_cs
     from pipeline.io.mrc import read_mrc, write_mrc
     from pipeline.io.particles import ParticleTable, make_optics, write_particles_star
+    from pipeline.io.paths import relative_to_root
     from pipeline.picking.coords import coordinate_path, read_coordinates, read_micrograph_ctfs
 
     ctfs = read_micrograph_ctfs(micrographs_star, voltage, cs, amplitude_contrast)
@@ -108,14 +121,18 @@ def extract(
         stack_rel = f"Particles/{Path(name).stem}.mrcs"
         if len(result.kept):
             write_mrc(out_dir / stack_rel, result.images, result.pixel_size_A, stack=True)
+        micrograph = name
+        if paths_root is not None:
+            stack_rel = relative_to_root(out_dir / stack_rel, paths_root)
+            micrograph = relative_to_root(resolve(name), paths_root)
         pixel_sizes.append(px)
-        shapes[name] = (int(image.shape[0]), int(image.shape[1]))
+        shapes[micrograph] = (int(image.shape[0]), int(image.shape[1]))
         ctf = row.ctf
         n = len(result.kept)
         frame = pd.DataFrame(
             {
                 "rlnImageName": [f"{i + 1:06d}@{stack_rel}" for i in range(n)],
-                "rlnMicrographName": [name] * n,
+                "rlnMicrographName": [micrograph] * n,
                 "rlnCoordinateX": coords[result.kept, 0],
                 "rlnCoordinateY": coords[result.kept, 1],
                 "rlnAutopickFigureOfMerit": fom[result.kept],

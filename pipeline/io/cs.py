@@ -3,6 +3,12 @@
 Field conventions (as written by cryoSPARC's own extraction and read by its
 "Import Particle Stack"):
 
+- Paths: ``blob/path`` and ``location/micrograph_path`` are copied from the STAR
+  table (``rlnImageName``'s stack, ``rlnMicrographName``), so both are relative to the
+  same folder: the run folder in the workflow's files, as cryoSPARC's are relative to
+  its project directory (``J42/extract/x_particles.mrc``; cryosparc-tools'
+  ``download_mrc(project, path)`` takes such a path). Import with the run folder as
+  the particle data path.
 - ``blob/path`` stack file (as in ``rlnImageName``), ``blob/idx`` 0-based index in it,
   ``blob/shape`` (rows, columns) in pixels, ``blob/psize_A`` Å/pixel, ``blob/sign``
   +1 because our stacks are contrast-inverted (protein white).
@@ -36,6 +42,7 @@ from pipeline.io.particles import (
     ParticleTable,
     validate,
 )
+from pipeline.io.paths import resolve_data_path
 
 
 class CSError(CryofacError):
@@ -65,11 +72,10 @@ def _micrograph_shapes(
         if shapes is not None and name in shapes:
             found[name] = (int(shapes[name][0]), int(shapes[name][1]))
             continue
-        path = Path(name)
-        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
-            path = base_dir / path
-        # else relative to the working folder: the run folder, where RELION-style
-        # paths (rlnMicrographName in the workflow's STAR files) resolve
+        # relative to base_dir (old layout), a folder above it (the run folder, whose
+        # paths the workflow's STAR files use) or the working folder
+        anchor = base_dir / "particles.cs" if base_dir is not None else None
+        path = resolve_data_path(name, anchor)
         try:
             import mrcfile
 
@@ -215,12 +221,14 @@ def write_cs(
 
     Poses (``rlnAngleRot/Tilt/Psi``, ``rlnOriginX/YAngst``) become ``alignments3D/*``
     when present. ``micrograph_shapes`` maps rlnMicrographName → (rows, columns); without
-    it the MRC headers are read (relative names resolved against ``base_dir``, else
-    against the working folder, the run folder for the workflow's files), and
+    it the MRC headers are read (relative names resolved against ``base_dir`` or a
+    folder above it, else against the working folder; default ``base_dir``: the
+    folder of ``path``), and
     ``location/*`` is left out if a micrograph cannot be read.
     """
     path = Path(path)
-    dataset = table_to_dataset(table, micrograph_shapes, base_dir)
+    base = base_dir if base_dir is not None else path.parent
+    dataset = table_to_dataset(table, micrograph_shapes, base)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         dataset.save(handle)
     return path

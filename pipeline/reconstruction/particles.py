@@ -94,6 +94,7 @@ def load_particles(star_path: str | Path) -> ParticleImages:
     """Read the STAR file and its stacks; raise :class:`ParticleInputError` with a one-line reason."""
     from pipeline.io.mrc import MRCError, read_mrc
     from pipeline.io.particles import ParticleStarError, read_particles_star
+    from pipeline.io.paths import resolve_data_path
 
     star_path = Path(star_path)
     try:
@@ -115,13 +116,12 @@ def load_particles(star_path: str | Path) -> ParticleImages:
         raise ParticleInputError(f"{star_path}: particles have different box sizes {list(boxes)}")
     pixel = float(pixel_sizes[0])
     box = int(boxes[0])
-    base = star_path.parent
     cache: dict[str, np.ndarray] = {}
     for idx, stack in zip(indices, stacks, strict=True):
         if stack not in cache:
-            path = Path(stack)
-            if not path.is_absolute():
-                path = base / path if (base / path).exists() or not path.exists() else path
+            # relative to the STAR file's folder, a folder above it (the run folder of
+            # the workflow's files, RELION's project folder) or the working folder
+            path = resolve_data_path(stack, star_path)
             if not path.exists():
                 raise ParticleInputError(f"{star_path}: particle stack {stack} not found")
             try:

@@ -673,13 +673,16 @@ def _write_particles(out, particles, keep, rotations, origins, halves, assignmen
 
     table = particles.table
     rows = table.particles.iloc[keep].copy()
-    # image paths relative to the output folder
+    # image paths: kept when absolute or relative to the project (run) folder, as RELION
+    # keeps them; those relative to the input STAR's folder made relative to the output
     source = Path(particles.star_path).resolve().parent
     names = []
     for name in rows["rlnImageName"].astype(str):
         idx, _, stack = name.partition("@")
-        path = Path(stack) if Path(stack).is_absolute() else source / stack
-        names.append(f"{idx}@{os.path.relpath(path, Path(out).resolve())}")
+        if Path(stack).is_absolute() or not (source / stack).exists():
+            names.append(name)
+        else:
+            names.append(f"{idx}@{os.path.relpath(source / stack, Path(out).resolve())}")
     rows["rlnImageName"] = names
     rot, tilt, psi = matrix_to_euler(rotations[keep])
     rows["rlnAngleRot"], rows["rlnAngleTilt"], rows["rlnAnglePsi"] = rot, tilt, psi

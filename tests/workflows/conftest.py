@@ -51,6 +51,19 @@ def small_config(tmp_path, fake_cryofac) -> Path:
     return path
 
 
+def start_watch(raw: Path, out: Path, config: Path, interval: float, stdout, env=None):
+    """``cryofac process --watch`` on ``raw`` in the background (as a user starts it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
+        + ["--config", str(config), "--cores", "2", "--watch", "--interval", str(interval)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def run_process(*args: str, env: dict | None = None, timeout: float = 300):
     """``cryofac process ARGS`` in a child process (as a user runs it)."""
     return subprocess.run(

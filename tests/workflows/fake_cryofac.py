@@ -166,13 +166,16 @@ def extract(options: dict, out: Path) -> None:
     table = next(t for t in micrographs.values() if "rlnMicrographName" in t.columns)
     box = int(options["box"])
     rows, images = [], []
+    stack = "particles.mrcs"
+    if options.get("paths-relative-to"):  # as the real step: paths from that folder
+        stack = os.path.relpath(out / stack, options["paths-relative-to"])
     for mic in table.to_dict("records"):
         stem = _stem(mic["rlnMicrographName"])
         coords = starfile.read(Path(options["coords"]) / f"{stem}_autopick.star")
         for k, c in enumerate(coords.to_dict("records")):
             rows.append(
                 {
-                    "rlnImageName": f"{len(images) + 1}@particles.mrcs",
+                    "rlnImageName": f"{len(images) + 1}@{stack}",
                     "rlnMicrographName": mic["rlnMicrographName"],
                     "rlnCoordinateX": c["rlnCoordinateX"],
                     "rlnCoordinateY": c["rlnCoordinateY"],

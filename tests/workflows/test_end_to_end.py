@@ -3,7 +3,8 @@
 12 simulated movies -> particles and a map;
 the second run does nothing; 4 more movies -> the third run processes only their
 batch plus the downstream steps; that third run is killed (SIGTERM) mid-run and
-the rerun gives the same results as an uninterrupted third run on a copy.
+the rerun gives the same results as an uninterrupted third run on a copy; every path
+in every STAR and .cs file of the run folder resolves from it (test_paths.py).
 Small sizes: 512² movies of 10 frames at 2 Å/pixel, batches of 4.
 """
 
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from tests.workflows.conftest import REPO, run_process
+from tests.workflows.test_paths import check_run_folder_paths
 from tests.workflows.test_workflow import _digests, _outputs
 
 pytestmark = pytest.mark.slow
@@ -137,3 +139,9 @@ def test_simulated_acquisition_incremental_killed_and_resumed(tmp_path):
     assert summary["movies_seen"] == 16 and summary["batches_done"] == 4
     maps = sorted(p.parent.name for p in (out / "reconstruct").glob("p*/result.json"))
     assert len(maps) == 2, maps  # one more reconstruction at the larger particle count
+    # every path of every STAR and .cs file resolves from the run folder (issue 18)
+    checked = check_run_folder_paths(out)
+    assert checked["files"]["cs"] >= 6 and checked["files"]["star"] >= 40, checked
+    for field in ("rlnImageName", "rlnMicrographName", "rlnMicrographMetadata"):
+        assert field in checked["fields"], checked
+    assert {"blob/path", "location/micrograph_path"} <= set(checked["fields"]), checked

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workflows.conftest import REPO, run_process, write_movies
+from tests.workflows.conftest import REPO, run_process, start_watch, write_movies
 
 MOVIES = [f"movie_{i:03d}.mrc" for i in range(1, 9)]
 
@@ -223,14 +223,8 @@ def test_watch_keeps_preprocessing_during_a_reconstruction_then_sigterm_stops_al
 ):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
-    controller = subprocess.Popen(
-        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
-        + ["--config", str(small_config), "--cores", "2", "--watch", "--interval", "0.5"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "FAKE_CRYOFAC_RECON_SLEEP": "600"},
+    controller = start_watch(
+        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
     )
     try:
         assert _wait(
@@ -285,3 +279,27 @@ def test_outputs_follow_the_umask(tmp_path):
         os.umask(previous)
     assert (tmp_path / "a.txt").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_after_the_stop_file_the_last_movies_do_not_wait_for_the_reconstruction(
+    tmp_path, small_config
+):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
+    controller = start_watch(
+        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
+    )
+    try:
+        assert _wait(
+            lambda: any("fake_cryofac.py reconstruct" in c for c in _processes_on(out)), 600
+        )
+        write_movies(raw, ["movie_009.mrc", "movie_010.mrc"])  # an incomplete last batch
+        (out / "STOP").write_text("acquisition finished\n")
+        # the flush pass processes them while the reconstruction still runs
+        assert _wait(lambda: (out / "batches" / "b00002" / "movies.tsv").exists(), 600)
+        assert any("fake_cryofac.py reconstruct" in c for c in _processes_on(out))
+        assert not list((out / "reconstruct").glob("p*/result.json"))
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.communicate(timeout=60)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflows.conftest import REPO, run_process, write_movies
+from tests.workflows.conftest import REPO, run_process, start_watch, write_movies
 from workflows.cli import SNAKEFILE
 
 MOVIES = [f"movie_{i:03d}.mrc" for i in range(1, 13)]
@@ -122,6 +122,15 @@ def _calls(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _assert_reconstruct_memory(out: Path, map_path: str) -> None:
+    from workflows.resources import node_mem_mb, reconstruct_mem_mb
+
+    n = int(map_path.split("/")[1][1:])
+    expected = min(reconstruct_mem_mb(n, 256), node_mem_mb())  # pipeline.yaml's box
+    log = (out / ".cryofac" / "reconstruct.out").read_text()
+    assert f"mem_mb={expected}," in log, log
+
+
 @pytest.mark.slow
 def test_orchestration_incremental_and_failures(tmp_path, small_config):
     """12 movies (one corrupt) -> map; rerun does nothing; 4 more -> only they + downstream."""
@@ -168,6 +177,8 @@ def test_orchestration_incremental_and_failures(tmp_path, small_config):
     first_calls = _calls(calls)
     assert sum(c.startswith("motioncorr") for c in first_calls) == 3
     assert sum(c.startswith("reconstruct") for c in first_calls) == 1
+    # the reconstruction asks for the memory its particles x box need (issue 18)
+    _assert_reconstruct_memory(out, summary["outputs"]["map"])
 
     before = _outputs(out)
     second = run_process(*args, "--allow-failed-movies", env=env)
@@ -316,14 +327,7 @@ def test_watch_processes_movies_as_they_land_until_the_stop_file(tmp_path, small
 
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_movies(raw, MOVIES[:4])
-    child = subprocess.Popen(
-        [sys.executable, "-m", "cryofac.cli", "process", str(raw), "--out", str(out)]
-        + ["--config", str(small_config), "--cores", "2", "--watch", "--interval", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    child = start_watch(raw, out, small_config, 1, subprocess.PIPE)
 
     def wait_for(path: Path, timeout: float = 120) -> None:
         deadline = time.time() + timeout

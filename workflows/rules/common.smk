@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from cryofac.config import load_pipeline
 from workflows import batching
+from workflows import resources as memory
 from workflows.summary import write_summary
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -57,13 +58,34 @@ def step_command(step, *options):
     return [CRYOFAC, step, *(str(o) for o in options), *extra]
 
 
+#: Version of each step's rule and script. Reruns follow the inputs, the parameters and
+#: these versions (`--rerun-triggers mtime params input`), never the code or mtime of
+#: the workflow's files: bump a step's version when a change of its rule or script
+#: changes what it produces, and that step (and what uses its outputs) runs again.
+STEP_VERSIONS = {
+    "motioncorr": 1,
+    "ctf": 1,
+    "pick": 1,
+    "extract": 1,
+    "batch_table": 1,
+    "reconstruct": 1,
+}
+
+
+def step_version(step):
+    """Params of a step's version: {"version": N}; none at version 1, so that run
+    folders made before versions existed are not redone."""
+    version = STEP_VERSIONS[step]
+    return {"version": version} if version != 1 else {}
+
+
 def step_resources(step):
     return config["resources"][step]
 
 
 def job_resources(step):
-    """Snakemake resources of a step from config["resources"][step]: memory (MB),
-    runtime (minutes; a retry gets runtime x runtime_growth^(attempt-1)), GPUs and,
+    """Snakemake resources of a step from config["resources"][step]: memory (MB;
+    auto: reconstruct_mem_mb), runtime (minutes; a retry gets runtime x runtime_growth^(attempt-1)), GPUs and,
     when set, the SLURM partition and account."""
     res = config["resources"][step]
     growth = res.get("runtime_growth", 1)
@@ -71,12 +93,27 @@ def job_resources(step):
     def runtime(wildcards, attempt):
         return int(math.ceil(res["runtime"] * growth ** (attempt - 1)))
 
-    resources = {"mem_mb": res["mem_mb"], "runtime": runtime, "gpu": res["gpu"]}
+    mem_mb = res["mem_mb"]
+    if mem_mb == "auto":
+        if step != "reconstruct":
+            raise WorkflowError(f"resources.{step}.mem_mb: auto is for reconstruct only")
+        mem_mb = reconstruct_mem_mb
+    resources = {"mem_mb": mem_mb, "runtime": runtime, "gpu": res["gpu"]}
     if res.get("partition"):
         resources["slurm_partition"] = res["partition"]
     if res.get("account"):
         resources["slurm_account"] = res["account"]
     return resources
+
+
+def reconstruct_mem_mb(wildcards):
+    """Memory of reconstruct/p<N>: estimated from N particles x the extracted box,
+    capped at max_mem_mb or the node's memory (workflows/resources.py)."""
+    res = config["resources"]["reconstruct"]
+    box = math.ceil(PIPELINE["extraction"]["box_px"] / config["extract_bin"])
+    need = memory.reconstruct_mem_mb(int(wildcards.n), box)
+    cap = res.get("max_mem_mb") or memory.node_mem_mb(res.get("partition", ""))
+    return memory.capped_mem_mb(need, cap)
 
 
 def step_device(step, gpu):

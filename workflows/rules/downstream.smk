@@ -47,6 +47,7 @@ rule reconstruct:
         ),
         out=subpath(output.result, parent=True),
         device=lambda wildcards, resources: step_device("reconstruct", resources.gpu),
+        **step_version("reconstruct"),
     threads: step_resources("reconstruct")["threads"]
     resources:
         **job_resources("reconstruct"),

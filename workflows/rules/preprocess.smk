@@ -49,6 +49,7 @@ rule motioncorr:
         ),
         input_dir=lambda wildcards, input: os.path.dirname(input.movies[0]),
         products=".mrc",
+        **step_version("motioncorr"),
     threads: step_resources("motioncorr")["threads"]
     resources:
         **job_resources("motioncorr"),
@@ -92,6 +93,7 @@ rule ctf:
         star="micrographs_ctf.star",
         column="rlnMicrographName",
         max_fit_resolution=PIPELINE["ctf"].get("max_fit_resolution_A"),
+        **step_version("ctf"),
     threads: step_resources("ctf")["threads"]
     resources:
         **job_resources("ctf"),
@@ -129,6 +131,7 @@ rule pick:
             ACQ["amplitude_contrast"],
         ),
         products="_autopick.star",
+        **step_version("pick"),
     threads: step_resources("pick")["threads"]
     resources:
         **job_resources("pick"),
@@ -171,6 +174,7 @@ rule extract:
             *(["--bin", config["extract_bin"]] if config["extract_bin"] != 1 else []),
         ),
         single=True,
+        **step_version("extract"),
     threads: step_resources("extract")["threads"]
     resources:
         **job_resources("extract"),
@@ -195,6 +199,7 @@ rule batch_table:
         "batches/{batch}/movies.tsv",
     params:
         thumbnails="thumbnails",
+        **step_version("batch_table"),
     log:
         "logs/{batch}/table.log",
     localrule: True

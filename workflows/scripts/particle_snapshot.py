@@ -11,4 +11,5 @@ snapshot(
     int(snakemake.wildcards.n),
     snakemake.output[0],
     state_dir=".cryofac",
+    root=".",  # paths relative to the run folder, where Snakemake runs the rule
 )

@@ -33,6 +33,7 @@ from pathlib import Path
 from cryofac.fileio import atomic_path
 from cryofac.fileio import atomic_write as _atomic_write
 from workflows import control
+from workflows.batching import stem as _stem
 
 PARTIAL_FAILURE = "inputs failed"
 #: errno values that say the machine, not the movie, is at fault: retried, never a
@@ -43,14 +44,6 @@ TRANSIENT_ERRNOS = frozenset(
 _ERRNO = re.compile(r"\[Errno (\d+)\]")
 #: file beside the step's folder that says the step waits on a transient error
 WAITING = "waiting.json"
-
-
-def _stem(name: str) -> str:
-    base = os.path.basename(name)
-    for ext in (".mrcs", ".mrc", ".tiff", ".tif", ".eer"):
-        if base.lower().endswith(ext):
-            return base[: -len(ext)]
-    return os.path.splitext(base)[0]
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:
@@ -283,23 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", action="store_true", help="inputs are not arguments")
     parser.add_argument("--retry-wait", type=float, default=30.0, help="seconds (transient)")
     parser.add_argument("--retry-limit", type=float, default=1800.0, help="seconds (transient)")
-    args = parser.parse_args(argv[:split])
+    options = vars(parser.parse_args(argv[:split]))
+    files = [options.pop(k) for k in ("inputs", "out", "status", "ok", "log")]
     return run_step(
         argv[split + 1 :],
-        args.inputs,
-        args.out,
-        args.status,
-        args.ok,
-        args.log,
-        input_dir=args.input_dir,
-        products=args.products,
-        star=args.star,
-        column=args.column,
-        max_fit_resolution=args.max_fit_resolution,
-        selected=args.selected,
-        single=args.single,
-        retry_wait_s=args.retry_wait,
-        retry_limit_s=args.retry_limit,
+        *files,
+        retry_wait_s=options.pop("retry_wait"),
+        retry_limit_s=options.pop("retry_limit"),
+        **options,  # input_dir, products, star, column, max_fit_resolution, selected, single
     )
 
 
@@ -310,6 +294,11 @@ def from_snakemake(smk) -> int:
     if device == "auto":
         device = "gpu" if getattr(smk.resources, "gpu", 0) > 0 else "cpu"
     command = [*p.command, "--device", device, "--threads", str(smk.threads)]
+    if smk.rule == "extract":
+        # paths in the STAR/.cs files relative to the run folder (RELION's project
+        # folder; Snakemake runs here). A layout, not a parameter: readers take both
+        # layouts, so it is left out of params and never redoes a finished batch.
+        command += ["--paths-relative-to", "."]
     out = os.path.dirname(smk.output.status)
     return run_step(
         command,
