@@ -78,22 +78,9 @@ def aspire_picks(
     assume a 4000² micrograph; they are set here from the real number of query windows
     (micrograph shrunk 2× after ~100 px margins, windows of ⅓ diameter at half overlap).
     """
-    from aspire.apple.apple import Apple
+    from benchmarks.aspire.run_aspire_apple import make_apple
 
-    particle = int(round(diameter_px))
-    query = int(round(particle * 2 / 3))
-    query -= query % 4
-    shrunk, q = (size_px - 199) // 2, query // 2
-    windows = ((shrunk - q) // (q // 2) + 1) ** 2
-    apple = Apple(
-        particle,
-        min_particle_size=particle // 2,
-        max_particle_size=int(1.3 * particle),
-        tau1=max(1, int(0.03 * windows)),
-        tau2=max(2, int(0.3 * windows)),
-        conv_map_nthreads=threads,
-        n_processes=1,
-    )
+    apple = make_apple(int(round(diameter_px)), size_px, threads)
     start = time.perf_counter()
     centers = np.asarray(apple.process_micrograph_centers(str(path)), dtype=np.float64)
     return centers.reshape(-1, 2), time.perf_counter() - start

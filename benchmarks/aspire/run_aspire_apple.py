@@ -31,6 +31,22 @@ def query_windows(particle_px: int, size_px: int, margin_px: int = 199, shrink: 
     return ((shrunk - q) // (q // 2) + 1) ** 2
 
 
+def make_apple(particle_px: int, size_px: int, threads: int):
+    """APPLE with the settings above for ``particle_px`` particles on ``size_px``² micrographs."""
+    from aspire.apple.apple import Apple
+
+    windows = query_windows(particle_px, size_px)
+    return Apple(
+        particle_px,
+        min_particle_size=particle_px // 2,
+        max_particle_size=int(1.3 * particle_px),
+        tau1=max(1, int(0.03 * windows)),
+        tau2=max(2, int(0.3 * windows)),
+        conv_map_nthreads=threads,
+        n_processes=1,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("micrographs", nargs="+")
@@ -41,19 +57,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import aspire
-    from aspire.apple.apple import Apple
 
-    particle = args.particle_size_px
-    windows = query_windows(particle, args.size_px)
-    apple = Apple(
-        particle,
-        min_particle_size=particle // 2,
-        max_particle_size=int(1.3 * particle),
-        tau1=max(1, int(0.03 * windows)),
-        tau2=max(2, int(0.3 * windows)),
-        conv_map_nthreads=args.threads,
-        n_processes=1,
-    )
+    apple = make_apple(args.particle_size_px, args.size_px, args.threads)
     rows = []
     for path in args.micrographs:
         wall, cpu = time.perf_counter(), time.process_time()

@@ -457,6 +457,60 @@ def image_intensity(
     return backend.to_numpy((image.real**2 + image.imag**2).astype(xp.float64))
 
 
+def imaged_specimen(
+    volume: np.ndarray,
+    field_shape: tuple[int, int],
+    margin_px: int,
+    pixel_size_A: float,
+    ctf: CTFParams,
+    *,
+    dose_e_A2: float,
+    rng: np.random.Generator,
+    projector: str,
+    n_particles: int,
+    n_contaminants: int,
+    ice_thickness_A: float,
+    carbon_edge: bool = False,
+    ice_gradient: float = 0.0,
+) -> tuple[np.ndarray, MicrographTruth]:
+    """A specimen on a canvas ``margin_px`` larger than the field on every side, imaged
+    through ``ctf``: the relative intensity on the whole canvas (mean ≈ 1; the field is
+    ``[margin:margin+ny, margin:margin+nx]``) and the truth of the field (particle centres
+    in field pixels, total dose ``dose_e_A2`` in e/Å²)."""
+    ny, nx = field_shape
+    canvas = (_fast_len(ny + 2 * margin_px), _fast_len(nx + 2 * margin_px))
+    spec = _specimen(
+        volume,
+        canvas,
+        (margin_px, margin_px),
+        field_shape,
+        pixel_size_A,
+        n_particles=n_particles,
+        voltage_kV=ctf.voltage_kV,
+        n_contaminants=n_contaminants,
+        ice_thickness_A=ice_thickness_A,
+        carbon_edge=carbon_edge,
+        rng=rng,
+        projector=projector,
+        ice_gradient=ice_gradient,
+    )
+    intensity = image_intensity(spec.pop("phase"), spec.pop("absorb"), pixel_size_A, ctf)
+    truth = MicrographTruth(
+        coords_px=spec["centres"],
+        eulers_deg=spec["eulers"],
+        ctf=ctf,
+        contaminant_coords_px=spec["contaminant_xy"],
+        contaminant_radii_px=spec["contaminant_r"],
+        pixel_size_A=float(pixel_size_A),
+        dose_e_A2=float(dose_e_A2),
+        particle_diameter_A=spec["particle_diameter_A"],
+        ice_thickness_A=float(ice_thickness_A),
+        shape=(ny, nx),
+        carbon_fraction=spec["carbon_fraction"],
+    )
+    return intensity, truth
+
+
 def simulate_micrograph(
     volume: np.ndarray,
     shape: tuple[int, int] = (2048, 2048),
@@ -497,38 +551,24 @@ def simulate_micrograph(
     rng = _rng(rng)
     ctf = ctf if ctf is not None else default_ctf(rng, voltage_kV=voltage_kV)
     margin = delocalisation_px(ctf, pixel_size_A)
-    canvas = (_fast_len(ny + 2 * margin), _fast_len(nx + 2 * margin))
-    spec = _specimen(
+    intensity, truth = imaged_specimen(
         volume,
-        canvas,
-        (margin, margin),
         (ny, nx),
+        margin,
         pixel_size_A,
+        ctf,
+        dose_e_A2=dose_e_A2,
+        rng=rng,
+        projector=projector,
         n_particles=n_particles,
-        voltage_kV=ctf.voltage_kV,
         n_contaminants=n_contaminants,
         ice_thickness_A=ice_thickness_A,
         carbon_edge=carbon_edge,
-        rng=rng,
-        projector=projector,
         ice_gradient=ice_gradient,
     )
-    intensity = image_intensity(spec["phase"], spec["absorb"], pixel_size_A, ctf)
     intensity = intensity[margin : margin + ny, margin : margin + nx]
     expected = intensity * (dose_e_A2 * pixel_size_A**2 / intensity.mean())
     image = rng.poisson(expected).astype(np.float32) if noise else expected.astype(np.float32)
-    truth = MicrographTruth(
-        coords_px=spec["centres"],
-        eulers_deg=spec["eulers"],
-        ctf=ctf,
-        contaminant_coords_px=spec["contaminant_xy"],
-        contaminant_radii_px=spec["contaminant_r"],
-        pixel_size_A=float(pixel_size_A),
-        dose_e_A2=float(dose_e_A2),
-        particle_diameter_A=spec["particle_diameter_A"],
-        ice_thickness_A=float(ice_thickness_A),
-        shape=(ny, nx),
-        carbon_fraction=spec["carbon_fraction"],
-        extra={"ice_gradient": float(ice_gradient)} if ice_gradient else {},
-    )
+    if ice_gradient:
+        truth.extra["ice_gradient"] = float(ice_gradient)
     return image, truth

@@ -27,12 +27,10 @@ from cryofac.fileio import atomic_path
 from pipeline.ctf_model import CTFParams
 from pipeline.simulate.micrograph import (
     MicrographTruth,
-    _fast_len,
     _random_field,
-    _specimen,
     default_ctf,
     delocalisation_px,
-    image_intensity,
+    imaged_specimen,
     prepared_particle,
 )
 from pipeline.simulate.particles import _check_volume, _rng
@@ -223,23 +221,19 @@ def simulate_movie(
         n_particles = int(0.25 * nx * ny / diameter_px**2)
     motion = float(np.abs(drift).max() + local.amplitude_px) if n_frames > 1 else 0.0
     margin = int(math.ceil(motion)) + delocalisation_px(ctf, pixel_size_A) + 4
-    canvas = (_fast_len(ny + 2 * margin), _fast_len(nx + 2 * margin))
-    spec = _specimen(
+    intensity, micrograph_truth = imaged_specimen(
         volume,
-        canvas,
-        (margin, margin),
         (ny, nx),
+        margin,
         pixel_size_A,
-        n_particles=n_particles,
-        voltage_kV=ctf.voltage_kV,
-        n_contaminants=n_contaminants,
-        ice_thickness_A=ice_thickness_A,
-        carbon_edge=False,
+        ctf,
+        dose_e_A2=dose_per_frame_e_A2 * n_frames,
         rng=rng,
         projector=projector,
+        n_particles=n_particles,
+        n_contaminants=n_contaminants,
+        ice_thickness_A=ice_thickness_A,
     )
-    intensity = image_intensity(spec["phase"], spec["absorb"], pixel_size_A, ctf)
-    del spec["phase"], spec["absorb"]
     scale = (
         dose_per_frame_e_A2
         * pixel_size_A**2
@@ -274,18 +268,6 @@ def simulate_movie(
         else:
             counts = rng.poisson(expected).astype(np.float32) if noise else expected
             frames[f] = counts / gain_ref
-    micrograph_truth = MicrographTruth(
-        coords_px=spec["centres"],
-        eulers_deg=spec["eulers"],
-        ctf=ctf,
-        contaminant_coords_px=spec["contaminant_xy"],
-        contaminant_radii_px=spec["contaminant_r"],
-        pixel_size_A=float(pixel_size_A),
-        dose_e_A2=float(dose_per_frame_e_A2 * n_frames),
-        particle_diameter_A=spec["particle_diameter_A"],
-        ice_thickness_A=float(ice_thickness_A),
-        shape=(ny, nx),
-    )
     truth = MovieTruth(
         drift, local, float(dose_per_frame_e_A2), float(pixel_size_A), gain_ref, micrograph_truth
     )
