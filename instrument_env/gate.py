@@ -156,13 +156,22 @@ def _serial_plans(session: Session, timeout_s: float) -> Iterator[None]:
     connection ``SET LOCAL`` does nothing (PostgreSQL warns), which is harmless.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        session.execute(sa.text(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"))
+    if postgres:  # both settings in one round trip (set_config(..., true): SET LOCAL)
+        timeout_ms = str(max(1, int(timeout_s * 1000)))
+        session.execute(_SET_GATE_SQL, {"timeout_ms": timeout_ms})
     yield
     if postgres:  # not after a failure: the transaction is then aborted anyway
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = DEFAULT"))
-        session.execute(sa.text("SET LOCAL statement_timeout = DEFAULT"))
+        session.execute(_RESET_GATE_SQL)  # each back to its default (SET LOCAL ... DEFAULT)
+
+
+_SET_GATE_SQL = sa.text(
+    "SELECT set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('statement_timeout', :timeout_ms, true)"
+)
+_RESET_GATE_SQL = sa.text(
+    "SELECT set_config(name, reset_val, true) FROM pg_settings "
+    "WHERE name IN ('max_parallel_workers_per_gather', 'statement_timeout')"
+)
 
 
 def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list[str]:
