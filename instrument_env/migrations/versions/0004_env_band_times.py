@@ -27,14 +27,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "env_band_times",
-        sa.Column("sensor", sa.String(64), primary_key=True),
-        sa.Column("quantity", sa.String(64), primary_key=True),
-        sa.Column("ts_us", sa.BigInteger(), primary_key=True),
-        sa.Column("bands", sa.Text(), nullable=False),
-        sqlite_with_rowid=False,
-    )
+    key = {"sensor": sa.String(64), "quantity": sa.String(64), "ts_us": sa.BigInteger()}
+    columns = [sa.Column(name, kind, primary_key=True) for name, kind in key.items()]
+    columns.append(sa.Column("bands", sa.Text(), nullable=False))
+    op.create_table("env_band_times", *columns, sqlite_with_rowid=False)
     bind = op.get_bind()
     bind.execute(sa.text(band_times_sql(bind.dialect.name, span=False)), {"sep": BAND_SEPARATOR})
 
