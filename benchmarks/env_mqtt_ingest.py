@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from instrument_env.db import upgrade  # noqa: E402
 from instrument_env.mosquitto import LocalBroker, spawn_ingester  # noqa: E402
+from instrument_env.sim import VIB_BANDS  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
     "CRYOFAC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -73,8 +74,11 @@ CHANNELS = [
 ]
 
 
-def make_messages(readings: int, per_message: int) -> list[tuple[str, bytes]]:
-    """(topic, payload) pairs: channel by channel in turn, 1 s between a channel's readings."""
+def make_messages(readings: int, per_message: int, bands: bool = False) -> list[tuple[str, bytes]]:
+    """(topic, payload) pairs: channel by channel in turn, 1 s between a channel's readings;
+    with ``bands``, the vibration sensor alone, every band at each time (a band logger)."""
+    if bands:
+        return _band_messages(readings, per_message)
     n_messages = math.ceil(readings / per_message)
     per_channel_s = math.ceil(n_messages / len(CHANNELS)) * per_message
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=per_channel_s + 600)
@@ -91,6 +95,27 @@ def make_messages(readings: int, per_message: int) -> list[tuple[str, bytes]]:
         left -= len(items)
         out.append((f"cryofac/env/{room}/{sensor}", json.dumps(items).encode()))
     return out
+
+
+def _band_messages(readings: int, per_message: int) -> list[tuple[str, bytes]]:
+    """The vibration sensor's 20 bands at each 1 s time, ``per_message`` readings each."""
+    times = math.ceil(readings / len(VIB_BANDS))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=times + 600)
+    items = [
+        {
+            "quantity": "vibration",
+            "ts": (start + timedelta(seconds=k)).isoformat(),
+            "band": band,
+            "value": round(0.2 + 0.01 * (b + math.sin(k / 300.0)), 4),
+            "unit": "µm/s",
+        }
+        for k in range(times)
+        for b, band in enumerate(VIB_BANDS)
+    ][:readings]
+    return [
+        ("cryofac/env/krios-room/krios-vib", json.dumps(items[i : i + per_message]).encode())
+        for i in range(0, len(items), per_message)
+    ]
 
 
 def publisher(port: int, chunk, rate: float, kill_mark, counter, start_evt, ready) -> None:
@@ -174,10 +199,10 @@ def run(args) -> dict:
         def stored() -> int:
             with engine.connect() as conn:
                 return conn.execute(
-                    sa.text("SELECT count(*) FROM env_readings WHERE band = ''")
+                    sa.text("SELECT count(*) FROM env_readings WHERE band <> 'max'")
                 ).scalar()
 
-        messages = make_messages(args.readings, args.per_message)
+        messages = make_messages(args.readings, args.per_message, args.bands)
         group = args.ingesters > 1
         ingesters = [
             start_ingester(db.url, broker.port, args.batch_size, i, group)
@@ -243,6 +268,7 @@ def run(args) -> dict:
             "backend": args.backend,
             "readings": sent_readings,
             "per_message": args.per_message,
+            "bands": args.bands,
             "messages": len(messages),
             "publishers": args.publishers,
             "ingesters": args.ingesters,
@@ -276,6 +302,9 @@ def main() -> None:
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--readings", type=int, default=400_000)
     parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument(
+        "--bands", action="store_true", help="vibration, all 20 bands per time (band logger)"
+    )
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s in total (0: max)")
     parser.add_argument("--kill-at", type=float, default=None, help="fraction of messages")

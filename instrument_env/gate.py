@@ -50,7 +50,14 @@ from instrument_env.limits import (
     load_env_config,
     rule_band_filter,
 )
-from instrument_env.models import Alarm, GateOverride, from_us, now_utc, to_us
+from instrument_env.models import (
+    Alarm,
+    GateOverride,
+    band_set_text,
+    from_us,
+    now_utc,
+    to_us,
+)
 from instrument_env.storage import (
     band_condition,
     channel_values_us,
@@ -149,13 +156,22 @@ def _serial_plans(session: Session, timeout_s: float) -> Iterator[None]:
     connection ``SET LOCAL`` does nothing (PostgreSQL warns), which is harmless.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        session.execute(sa.text(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"))
+    if postgres:  # both settings in one round trip (set_config(..., true): SET LOCAL)
+        timeout_ms = str(max(1, int(timeout_s * 1000)))
+        session.execute(_SET_GATE_SQL, {"timeout_ms": timeout_ms})
     yield
     if postgres:  # not after a failure: the transaction is then aborted anyway
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = DEFAULT"))
-        session.execute(sa.text("SET LOCAL statement_timeout = DEFAULT"))
+        session.execute(_RESET_GATE_SQL)  # each back to its default (SET LOCAL ... DEFAULT)
+
+
+_SET_GATE_SQL = sa.text(
+    "SELECT set_config('max_parallel_workers_per_gather', '0', true), "
+    "set_config('statement_timeout', :timeout_ms, true)"
+)
+_RESET_GATE_SQL = sa.text(
+    "SELECT set_config(name, reset_val, true) FROM pg_settings "
+    "WHERE name IN ('max_parallel_workers_per_gather', 'statement_timeout')"
+)
 
 
 def _reasons(session: Session, room: str, at_us: int, config: EnvConfig) -> list[str]:
@@ -344,18 +360,19 @@ def _every_band_at_every_time(
     session: Session, rule, bands: tuple[str, ...], times: int, start_us: int, at_us: int
 ) -> bool:
     """True when each of ``bands`` has a reading at each of the ``times`` reading times
-    of the channel in the window (one count: a band's times are among the channel's, so
-    ``times`` × bands readings of those bands means every band at every time). Cheaper
-    than the per-band statistics, which then only a channel with a band missing needs."""
-    names = {f"b{i}": band for i, band in enumerate(bands)}
-    sql = (
-        "SELECT count(*) FROM env_readings WHERE sensor = :sensor AND quantity = :quantity "
-        "AND ts_us >= :start AND ts_us <= :at AND band IN "
-        f"({', '.join(':' + name for name in names)})"
-    )
+    of the channel in the window: one :class:`~instrument_env.models.BandTimes` row per
+    time (kept at ingest), all ``times`` of them holding exactly ``bands``. One row per
+    time instead of one index entry per band and time; any other answer (a band missing
+    or extra at some time, a time without its row) goes to the per-band statistics."""
     params = {"sensor": rule.sensor, "quantity": rule.quantity, "start": start_us, "at": at_us}
-    (count,) = driver_fetchall(session, sql, {**params, **names})[0]
-    return count == times * len(bands)
+    (count, lo, hi), *_ = driver_fetchall(session, _BAND_TIMES_SQL, params)
+    return count == times and lo == hi == band_set_text(bands)
+
+
+_BAND_TIMES_SQL = (
+    "SELECT count(*), min(bands), max(bands) FROM env_band_times "
+    "WHERE sensor = :sensor AND quantity = :quantity AND ts_us >= :start AND ts_us <= :at"
+)
 
 
 def _band_coverage_reasons(

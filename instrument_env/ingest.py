@@ -31,7 +31,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from instrument_env.limits import ANY_BAND, MAX_BAND, EnvConfig, load_env_config
-from instrument_env.models import DirtyRange, Reading, RejectedReading, from_us, now_utc, to_us
+from instrument_env.models import (
+    BAND_SEPARATOR,
+    DirtyRange,
+    Reading,
+    RejectedReading,
+    from_us,
+    now_utc,
+    to_us,
+)
 from instrument_env.storage import driver_fetchall
 
 #: Readings further in the future than this are rejected when no configuration says
@@ -544,11 +552,11 @@ def _upsert_band_max(session: Session, rows) -> None:
         span = spans.setdefault((row["sensor"], row["quantity"]), [row["ts_us"], row["ts_us"]])
         span[0] = min(span[0], row["ts_us"])
         span[1] = max(span[1], row["ts_us"])
+    band_times = band_times_sql(session.get_bind().dialect.name)
     for (sensor, quantity), (lo, hi) in spans.items():
-        session.execute(
-            _BAND_MAX_SQL,
-            {"sensor": sensor, "quantity": quantity, "lo": lo, "hi": hi},
-        )
+        span = {"sensor": sensor, "quantity": quantity, "lo": lo, "hi": hi}
+        session.execute(_BAND_MAX_SQL, span)
+        session.execute(sa.text(band_times), {**span, "sep": BAND_SEPARATOR})
 
 
 _BAND_MAX_SQL = sa.text(
@@ -559,6 +567,29 @@ _BAND_MAX_SQL = sa.text(
     "GROUP BY sensor, quantity, ts_us "
     "ON CONFLICT (sensor, quantity, ts_us, band) DO UPDATE SET value = excluded.value"
 )
+
+
+def band_times_sql(dialect: str, span: bool = True) -> str:
+    """SQL that (re)writes the :class:`~instrument_env.models.BandTimes` rows from the
+    stored band rows (of ``:sensor``/``:quantity`` between ``:lo`` and ``:hi`` when
+    ``span``, else of every channel), labels joined by ``:sep``. PostgreSQL orders the
+    labels by code point (``COLLATE "C"``); SQLite reads them in its key's (binary)
+    order. A label order other than the gate's would only send the gate to its exact
+    count, never let a missing band pass."""
+    where = "band <> '' AND band <> 'max'"
+    if span:
+        where += " AND sensor = :sensor AND quantity = :quantity AND ts_us >= :lo AND ts_us <= :hi"
+    if dialect == "postgresql":
+        labels, rows = 'string_agg(band, :sep ORDER BY band COLLATE "C")', "env_readings"
+    else:
+        labels = "group_concat(band, :sep)"
+        rows = f"(SELECT * FROM env_readings WHERE {where} ORDER BY sensor, quantity, ts_us, band)"
+    return (
+        "INSERT INTO env_band_times (sensor, quantity, ts_us, bands) "
+        f"SELECT sensor, quantity, ts_us, {labels} FROM {rows} WHERE {where} "
+        "GROUP BY sensor, quantity, ts_us "
+        "ON CONFLICT (sensor, quantity, ts_us) DO UPDATE SET bands = excluded.bands"
+    )
 
 
 def _mark_dirty(session: Session, rows) -> None:

@@ -75,6 +75,34 @@ class Reading(EnvBase):
     source: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="")
 
 
+class BandTimes(EnvBase):
+    """The band labels stored at one reading time of a banded channel, kept at ingest.
+
+    ``bands``: the time's stored band labels (``max`` excluded) in code-point order,
+    joined by :data:`BAND_SEPARATOR` (a control character, which no label may hold).
+    One row per time: the gate proves a window's per-band coverage by reading one row per
+    time (equal to the configured labels at every time) instead of one index entry per
+    band and time. A row that differs (a band missing, an extra band, an older row) only
+    sends the gate to its exact per-band count.
+    """
+
+    __tablename__ = "env_band_times"
+    __table_args__ = {"sqlite_with_rowid": False}
+    sensor: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    quantity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    ts_us: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    bands: Mapped[str] = mapped_column(sa.Text, nullable=False)
+
+
+#: Joins the band labels of :class:`BandTimes` (labels never hold control characters).
+BAND_SEPARATOR = "\x1f"
+
+
+def band_set_text(bands) -> str:
+    """The :class:`BandTimes` ``bands`` text of a set of band labels."""
+    return BAND_SEPARATOR.join(sorted(set(bands)))
+
+
 class RejectedReading(EnvBase):
     """A reading refused by ingest, kept with its reason outside the series.
 

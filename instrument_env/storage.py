@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from instrument_env.limits import MAX_BAND
-from instrument_env.models import DirtyRange, Reading, Rollup, to_us
+from instrument_env.models import BandTimes, DirtyRange, Reading, Rollup, to_us
 
 ROLLUP_RESOLUTIONS_S = (60, 3600)
 
@@ -302,6 +302,13 @@ def apply_retention(
                 )
             )
             deleted["raw"] += max(result.rowcount or 0, 0)
+            session.execute(
+                sa.delete(BandTimes).where(
+                    BandTimes.sensor == sensor,
+                    BandTimes.quantity == quantity,
+                    BandTimes.ts_us < cutoff,
+                )
+            )
     for resolution_s, days in ((60, policy.minute_days), (3600, policy.hour_days)):
         if days is None:
             continue

@@ -15,7 +15,7 @@ def test_upgrade_creates_env_tables_with_own_version_table(database_url):
     assert set(EnvBase.metadata.tables) <= tables
     assert VERSION_TABLE in tables
     assert "alembic_version" not in tables  # the portal's version table stays the portal's
-    assert current_revision(engine) == "env0003"
+    assert current_revision(engine) == "env0004"
     downgrade(engine)
     assert not {t for t in sa.inspect(engine).get_table_names() if t.startswith("env_")}
     engine.dispose()

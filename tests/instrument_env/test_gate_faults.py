@@ -16,7 +16,7 @@ from instrument_env import alarms
 from instrument_env.gate import evaluate_gate, record_override
 from instrument_env.ingest import ingest_readings
 from instrument_env.limits import Coverage, load_env_config
-from instrument_env.models import Alarm
+from instrument_env.models import Alarm, to_us
 from instrument_env.provenance import summarize
 from instrument_env.sim import EnvSimulator, fault_at
 
@@ -177,3 +177,30 @@ def test_vibration_coverage_is_judged_band_by_band(env_session, env_config):
     vib = [c for c in summary["coverage"] if c["sensor"] == "krios-vib"]
     assert len(vib) == 20 and summary["covered"] is False
     assert [c["band"] for c in vib if c["covered"]] == ["12.5"]
+
+
+def test_band_labels_per_time_prove_coverage_only_for_the_configured_bands(env_session, env_config):
+    """The per-time band labels kept at ingest prove every configured band present only
+    when they are exactly the configured bands; a band configured after the readings
+    were stored (never sent) refuses, an extra stored band goes to the exact count."""
+    from instrument_env.gate import _every_band_at_every_time
+
+    end = T0 + timedelta(hours=1)
+    feed(env_session, env_config, T0 - timedelta(minutes=10), end)
+    bands = env_config.bands["vibration"]
+    rule = next(
+        r for r in env_config.rules_for_room("krios-room") if r.gate and r.quantity == "vibration"
+    )
+    start_us, end_us = to_us(T0), to_us(end)
+    times = 360  # every 10 s
+    assert _every_band_at_every_time(env_session, rule, bands, times, start_us, end_us)
+    assert not _every_band_at_every_time(env_session, rule, bands, times + 1, start_us, end_us)
+    assert not _every_band_at_every_time(env_session, rule, bands[1:], times, start_us, end_us)
+    assert evaluate_gate(env_session, "krios1", end, config=env_config).allowed
+    fewer = replace(env_config, bands={**env_config.bands, "vibration": bands[1:]})
+    assert evaluate_gate(env_session, "krios1", end, config=fewer).allowed
+    more = replace(env_config, bands={**env_config.bands, "vibration": (*bands, "100")})
+    decision = evaluate_gate(env_session, "krios1", end, config=more)
+    assert not decision.allowed
+    assert decision.reasons[0].startswith("krios-vib vibration: 1 of 21 bands without")
+    assert decision.reasons[0].endswith(": 100 Hz (each band must be covered)")

@@ -257,3 +257,37 @@ def test_simulator_raw_mode_matches_direct_values(env_session, env_config):
         sensor = "krios-vib" if quantity == "vibration" else "krios-mag"
         got = channel_series(env_session, sensor, quantity, start, start, band=band)
         assert got.values[0] == pytest.approx(value, rel=0.03, abs=0.02), (quantity, band)
+
+
+def test_band_times_hold_the_stored_bands_of_each_time(env_session):
+    """The per-time band labels the gate reads: rewritten from the stored band rows, so
+    bands in several batches, resends and refused readings leave exactly the stored
+    labels; retention removes them with the readings."""
+    from instrument_env.models import BandTimes, band_set_text
+    from instrument_env.storage import RetentionPolicy, apply_retention
+
+    def vib(band, value, second=0):
+        ts = (T0 + timedelta(seconds=second)).isoformat()
+        return {"sensor": "krios-vib", "quantity": "vibration", "ts": ts, "value": value}, band
+
+    def batch(*items):
+        return [{**item, "unit": "µm/s", "band": band} for item, band in items]
+
+    def stored():
+        rows = env_session.execute(sa.select(BandTimes.ts_us, BandTimes.bands)).all()
+        return {ts: bands for ts, bands in rows}
+
+    ingest_readings(env_session, batch(vib(8, 1.0), vib(12.5, 2.0)), source="t", now=T0)
+    ingest_readings(env_session, batch(vib("16", 3.0), vib(8, 9.0)), source="t", now=T0)
+    ingest_readings(env_session, batch(vib(8, 1.0), vib(20, -1.0, 1)), source="t", now=T0)
+    env_session.commit()
+    t0 = to_us(T0)
+    # band 8 resent and in conflict, band 20 at 1 s implausible (refused): not stored
+    assert stored() == {t0: band_set_text(["8", "12.5", "16"])}
+    assert band_set_text(["8", "12.5", "16"]) != band_set_text(["8", "12.5"])
+    later = T0 + timedelta(days=40)
+    ingest_readings(env_session, batch(vib(8, 1.0, 40 * 86400)), source="t", now=later)
+    env_session.commit()
+    apply_retention(env_session, later, RetentionPolicy(raw_days=30))
+    env_session.commit()
+    assert stored() == {t0 + 40 * 86_400_000_000: "8"}
