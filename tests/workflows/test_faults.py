@@ -217,19 +217,30 @@ def test_kill_9_of_the_controller_never_leaves_two_snakemakes(tmp_path, small_co
     assert {r["status"] for r in _rows(out).values()} == {"ok"}
 
 
+def _watch_until_a_reconstruction_runs(tmp_path: Path, small_config) -> tuple:
+    """``cryofac process --watch`` on two batches (enough particles for a reconstruction)
+    whose (fake) reconstruction sleeps for 10 minutes; returns (raw, out, controller) once
+    that reconstruction runs."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, MOVIES)
+    controller = start_watch(
+        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
+    )
+    running = _wait(
+        lambda: any("fake_cryofac.py reconstruct" in c for c in _processes_on(out)), 600
+    )
+    if not running:
+        controller.kill()
+    assert running, "the reconstruction never started"
+    return raw, out, controller
+
+
 @pytest.mark.slow
 def test_watch_keeps_preprocessing_during_a_reconstruction_then_sigterm_stops_all(
     tmp_path, small_config
 ):
-    raw, out = tmp_path / "raw", tmp_path / "out"
-    write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
-    controller = start_watch(
-        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
-    )
+    raw, out, controller = _watch_until_a_reconstruction_runs(tmp_path, small_config)
     try:
-        assert _wait(
-            lambda: any("fake_cryofac.py reconstruct" in c for c in _processes_on(out)), 600
-        )
         write_movies(raw, [f"movie_{i:03d}.mrc" for i in range(9, 13)])
         # the new batch is processed while the reconstruction still runs
 
@@ -285,15 +296,8 @@ def test_outputs_follow_the_umask(tmp_path):
 def test_after_the_stop_file_the_last_movies_do_not_wait_for_the_reconstruction(
     tmp_path, small_config
 ):
-    raw, out = tmp_path / "raw", tmp_path / "out"
-    write_movies(raw, MOVIES)  # 2 batches, enough particles for a reconstruction
-    controller = start_watch(
-        raw, out, small_config, 0.5, subprocess.DEVNULL, env={"FAKE_CRYOFAC_RECON_SLEEP": "600"}
-    )
+    raw, out, controller = _watch_until_a_reconstruction_runs(tmp_path, small_config)
     try:
-        assert _wait(
-            lambda: any("fake_cryofac.py reconstruct" in c for c in _processes_on(out)), 600
-        )
         write_movies(raw, ["movie_009.mrc", "movie_010.mrc"])  # an incomplete last batch
         (out / "STOP").write_text("acquisition finished\n")
         # the flush pass processes them while the reconstruction still runs
