@@ -150,9 +150,15 @@ def start_monitor(database_url: str, log_path, *, every_s: float = 10.0):
         "--every",
         f"{every_s:g}",
     ]
+    from workflows.control import die_with_parent
+
     with open(log_path, "w") as log:
         return subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed demo leaves no monitor behind
         )
 
 

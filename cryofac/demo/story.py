@@ -178,8 +178,12 @@ class Demo:
         command = [sys.executable, "-m", "cryofac.cli", "portal", "worker"]
         command += ["--database-url", self.database_url, "--poll-s", "1", "--jobs-every-s", "5"]
         command += ["--no-evaluate-alarms"]  # `cryofac env monitor` evaluates them
+        from workflows.control import die_with_parent
+
         with open(self.workdir / "worker.log", "w") as log:
-            worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
         note(f"notification worker running (log: {self.workdir / 'worker.log'})")
         return worker
 

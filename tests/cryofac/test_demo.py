@@ -89,3 +89,59 @@ def test_fast_demo_end_to_end(tmp_path: Path):
 #: 8.1 Å against the truth when measured (the same particles at their true poses reach
 #: about 6.5 Å; the wrong maps earlier versions found were 21-23 Å); see BENCHMARKS.md.
 EXPECTED_RESOLUTION_A = 10.0
+
+
+def _processes_mentioning(text: str) -> dict[int, str]:
+    """pid → command line of every live process whose command line contains ``text``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            raw = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        command = raw.replace(b"\0", b" ").decode(errors="replace")
+        if text in command and state != "Z":
+            found[int(proc.name)] = command
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path):
+    """kill -9 of ``cryofac demo`` once its notification worker and environment monitor
+    run: both (and the workflow, if started) die with it within seconds."""
+    import os
+    import signal
+    import time
+
+    workdir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "demo", "--dir", str(workdir), "--fast"]
+        + ["--no-serve", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            children = _processes_mentioning(str(workdir))
+            commands = " ".join(children.values())
+            if " portal worker " in commands and " monitor " in commands:
+                break
+            assert demo.poll() is None, "the demo ended before its services started"
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"worker and monitor never both ran: {children}")
+    finally:
+        os.kill(demo.pid, signal.SIGKILL)
+        demo.wait()
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _processes_mentioning(str(workdir))
+    for pid in left:  # leave the machine clean even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, left
