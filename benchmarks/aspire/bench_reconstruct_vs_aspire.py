@@ -44,7 +44,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_ASPIRE_PYTHON, ROOT, machine_line, run_child, thread_env  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_ASPIRE_PYTHON,
+    ROOT,
+    machine_line,
+    run_child,
+    thread_env,
+    write_report,
+)
 
 
 def fourier_resize(volume: np.ndarray, box: int) -> np.ndarray:
@@ -344,9 +351,7 @@ def main() -> None:
         "each benchmark was run once.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
 
 from pipeline.cli import device_options, select_device
+
+
+def _number(name: str, default, low, help: str | None = None, dest: str | None = None):
+    """A numeric option ≥ ``low`` (an integer unless ``low`` is a float)."""
+    kind = click.FloatRange if isinstance(low, float) else click.IntRange
+    return click.option(
+        *((name, dest) if dest else (name,)),
+        default=default,
+        show_default=default is not None,
+        type=kind(min=low),
+        help=help,
+    )
 
 
 @click.command()
@@ -19,56 +32,61 @@ from pipeline.cli import device_options, select_device
     help="Output folder (resumable).",
 )
 @click.option("--symmetry", default="C1", show_default=True, help="Point group: Cn, Dn, T or O.")
-@click.option(
+@_number(
     "--classes",
-    "n_classes",
-    default=None,
-    type=click.IntRange(min=1),
-    help="2D classes [default: one per 300 particles, 2 to 200].",
+    None,
+    1,
+    "2D classes [default: one per 300 particles, 2 to 200].",
+    dest="n_classes",
 )
-@click.option("--class-iterations", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option(
+@_number("--class-iterations", 6, 1)
+@_number(
     "--class-resolution",
-    default=20.0,
-    show_default=True,
-    type=click.FloatRange(min=1.0),
-    help="Resolution (Å) 2D classification works at (images are cropped to match).",
+    20.0,
+    1.0,
+    "Resolution (Å) 2D classification works at (images are cropped to match).",
 )
-@click.option("--abinitio-iterations", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option(
+@_number("--abinitio-iterations", 30, 1)
+@_number(
     "--abinitio-resolution",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(min=1.0),
-    help="Final resolution (Å) of the ab-initio map (images are cropped to match).",
+    15.0,
+    1.0,
+    "Final resolution (Å) of the ab-initio map (images are cropped to match).",
 )
-@click.option(
+@_number(
     "--abinitio-attempts",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Ab-initio runs, each refined, the best kept [default: 2 for O, else 1].",
+    None,
+    1,
+    "Ab-initio runs, each refined, the best kept [default: 2 for O, else 1].",
 )
 @click.option(
+    "--shared-abinitio",
+    is_flag=True,
+    help="One ab-initio model for both gold-standard halves (default: each half gets its "
+    "own, from its own particles, so that no reference is shared).",
+)
+@_number(
+    "--abinitio-retries", 1, 0, "Extra ab-initio runs per half while the halves' models disagree."
+)
+@_number(
     "--refine-iterations",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Most refinement iterations [default: enough for the search to march from 30 Å "
+    None,
+    1,
+    "Most refinement iterations [default: enough for the search to march from 30 Å "
     "to Nyquist, plus --settle-iterations; it stops earlier once the resolution stops improving].",
 )
-@click.option(
+@_number(
     "--march-fraction",
-    default=0.2,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Most the refinement's search radius grows per iteration (fraction of itself).",
+    0.2,
+    0.01,
+    "Most the refinement's search radius grows per iteration (fraction of itself).",
 )
-@click.option("--settle-iterations", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option(
+@_number("--settle-iterations", 3, 0)
+@_number(
     "--global-iterations",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Refinement iterations with a global orientation search (local searches after).",
+    3,
+    1,
+    "Refinement iterations with a global orientation search (local searches after).",
 )
 @click.option(
     "--fixed-box",
@@ -89,6 +107,8 @@ def reconstruct(
     abinitio_iterations: int,
     abinitio_resolution: float,
     abinitio_attempts: int | None,
+    shared_abinitio: bool,
+    abinitio_retries: int,
     refine_iterations: int | None,
     march_fraction: float,
     settle_iterations: int,
@@ -116,12 +136,15 @@ def reconstruct(
     from pipeline.reconstruction.progress import Progress
     from pipeline.reconstruction.run import run_reconstruction
 
-    abinitio = AbinitioOptions(iterations=abinitio_iterations, end_resolution_A=abinitio_resolution)
+    abinitio = AbinitioOptions(
+        iterations=abinitio_iterations,
+        end_resolution_A=abinitio_resolution,
+        independent_halves=not shared_abinitio,
+        retries=abinitio_retries,
+    )
     if abinitio_attempts is not None:
-        abinitio = AbinitioOptions(
-            iterations=abinitio_iterations,
-            end_resolution_A=abinitio_resolution,
-            attempts={symmetry.strip().upper(): abinitio_attempts},
+        abinitio = dataclasses.replace(
+            abinitio, attempts={symmetry.strip().upper(): abinitio_attempts}
         )
     options = ReconstructOptions(
         symmetry=symmetry,
