@@ -36,56 +36,10 @@ SYMMETRY = {"pentamer": "C1", "apoferritin": "O", "rod": "C1", "cap": "C1"}
 HELD_OUT = ("rod", "cap")
 
 
-def true_pose_resolution(star: Path, truth, volume: np.ndarray, symmetry: str) -> float:
-    """FSC 0.5 against the truth of the same particles back-projected at their true poses."""
-    from pipeline import backend
-    from pipeline.reconstruction.fsc import fsc, resolution_at
-    from pipeline.reconstruction.grids import soft_sphere
-    from pipeline.reconstruction.particles import load_particles
-    from pipeline.reconstruction.workspace import backproject_particles, build_workspace
-
-    particles = load_particles(star)
-    pix = particles.pixel_size_A
-    ws = build_workspace(particles.images, particles.ctf_params, pix, symmetry)
-    idx = np.arange(ws.n)
-    origins = -truth.shifts_A / pix
-    maps = [
-        backproject_particles(ws, h, truth.rotations, origins).reconstruct(
-            ws.box // 2 - 1, ssnr_default=1.0
-        )
-        for h in (idx[::2], idx[1::2])
-    ]
-    curve = fsc(maps[0], maps[1])
-    true_map = backend.to_numpy(
-        backproject_particles(ws, idx, truth.rotations, origins).reconstruct(
-            ws.box // 2 - 1, fsc=curve
-        )
-    )
-    box = ws.box
-    sphere = backend.to_numpy(soft_sphere(box, 0.45 * box))
-    return resolution_at(fsc(true_map * sphere, volume), box, pix, 0.5)
-
-
-def found_resolution(out: Path, volume: np.ndarray, pix: float) -> tuple[float, bool]:
-    from pipeline import backend
-    from pipeline.io.mrc import read_mrc
-    from pipeline.reconstruction.align import align_maps, apply_alignment
-    from pipeline.reconstruction.fsc import fsc, resolution_at
-    from pipeline.reconstruction.grids import soft_sphere
-
-    h1, _ = read_mrc(out / "half1.mrc")
-    h2, _ = read_mrc(out / "half2.mrc")
-    found = 0.5 * (h1 + h2)
-    box = found.shape[0]
-    sphere = backend.to_numpy(soft_sphere(box, 0.45 * box))
-    alignment = align_maps(found, volume, pix)
-    aligned = apply_alignment(found, alignment)
-    return resolution_at(fsc(aligned * sphere, volume), box, pix, 0.5), bool(alignment.flipped)
-
-
 def run_case(structure: str, seed: int, args) -> dict:
     from pipeline.reconstruction.options import AbinitioOptions, ReconstructOptions
     from pipeline.reconstruction.run import run_reconstruction
+    from pipeline.reconstruction.truth import found_resolution, true_pose_resolution
     from pipeline.simulate.assemblies import assembly_volume
     from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
 

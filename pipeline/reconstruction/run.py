@@ -192,7 +192,8 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
     the summary, the run page and the log): the map may be wrong when
 
     - the two halves' independent ab-initio maps disagree
-      (:attr:`AbinitioOptions.agreement_factor`);
+      (:attr:`AbinitioOptions.agreement_factor`) and refinement did not bring the halves
+      together (the claim is no better than the agreement expected of ab-initio);
     - ab-initio runs lead refinement to maps that agree only worse than
       :attr:`ReconstructOptions.disagreement` times the kept map's resolution;
     - the half-maps agree mostly through their spherical averages (what does not depend
@@ -200,15 +201,21 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
       times worse than the claim or more."""
     resolution_A = float(post["resolution_A"])
     out = []
-    if abinitio_info.get("independent_halves") and not abinitio_info.get("halves_agree", True):
+    limit = abinitio_info.get("halves_agreement_limit_A")
+    if (
+        abinitio_info.get("independent_halves")
+        and not abinitio_info.get("halves_agree", True)
+        and resolution_A > limit
+    ):
+        # refinement from the two independent starts did not bring the halves together
         out.append(
             "The two halves of the particles, each given its own ab-initio model, found "
             f"different structures (their models agree only to "
-            f"{abinitio_info['halves_agreement_A']:.1f} Å, where "
-            f"{abinitio_info['halves_agreement_limit_A']:.1f} Å or better is expected, after "
-            f"{abinitio_info['runs_per_half']} run(s) per half). The map may be wrong and its "
-            "resolution is likely worse than a good map's: check it, or rerun into a new "
-            "--out folder with another --seed or more particles."
+            f"{abinitio_info['halves_agreement_A']:.1f} Å, where {limit:.1f} Å or better is "
+            f"expected, after {abinitio_info['runs_per_half']} run(s) per half), and "
+            f"refinement brought them together only to {resolution_A:.1f} Å. The map may be "
+            "wrong: check it, or rerun into a new --out folder with another --seed or more "
+            "particles."
         )
     attempts = abinitio_info.get("attempts") or []
     apart = [
@@ -552,6 +559,8 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
     from pipeline.reconstruction import postprocess
     from pipeline.reconstruction.fsc import (
         fsc,
+        fsc_without_spherical_average,
+        last_resolution_at,
         mask_corrected_fsc,
         resolution_at,
         shell_frequencies,
@@ -568,10 +577,7 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
     sphere = backend.to_numpy(soft_sphere(box, 0.45 * box))
     curve_sphere = fsc(half1 * sphere, half2 * sphere)
     # the agreement of what depends on orientation (a shell-only map has none)
-    curve_aniso = fsc(
-        postprocess.less_spherical_average(half1) * sphere,
-        postprocess.less_spherical_average(half2) * sphere,
-    )
+    curve_aniso = fsc_without_spherical_average(half1 * sphere, half2 * sphere)
     resolution = resolution_at(corrected, box, pix, 0.143)
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
     final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
@@ -604,7 +610,7 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
         "resolution_masked_uncorrected_A": resolution_at(masked, box, pix, 0.143),
         "resolution_unmasked_A": resolution_at(unmasked, box, pix, 0.143),
         "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
-        "resolution_without_spherical_average_A": resolution_at(curve_aniso, box, pix, 0.143),
+        "resolution_without_spherical_average_A": last_resolution_at(curve_aniso, box, pix),
         "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
