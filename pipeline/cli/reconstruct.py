@@ -66,7 +66,7 @@ def _number(name: str, default, low, help: str | None = None, dest: str | None =
     "own, from its own particles, so that no reference is shared).",
 )
 @_number(
-    "--abinitio-retries", 1, 0, "Extra ab-initio runs per half while the halves' models disagree."
+    "--abinitio-retries", 0, 0, "Extra ab-initio runs per half while the halves' models disagree."
 )
 @_number(
     "--refine-iterations",

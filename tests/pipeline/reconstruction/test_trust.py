@@ -85,3 +85,35 @@ def test_disagreeing_halves_are_warned_in_plain_words():
     better = {"resolution_A": 18.0, "resolution_without_spherical_average_A": 19.0}
     assert _warnings(info, better, ReconstructOptions()) == []
     json.dumps(warning)  # a plain string for result.json and the run page
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace():
+    from pipeline.simulate import particles as simulate
+    from pipeline.simulate.volume import reference_volume
+
+    vol = reference_volume(24, 8.0)
+    images, truth = simulate.simulate_particle_stack(vol, 80, 8.0, snr=1.0, rng=2)
+    return refine.build_workspace(images, truth.ctf, 8.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retries", [0, 1])
+def test_each_half_gets_its_own_abinitio_and_disagreeing_halves_run_again(tiny_workspace, retries):
+    import dataclasses
+
+    from pipeline.reconstruction.options import AbinitioOptions
+    from pipeline.reconstruction.run import _independent_pair
+
+    ws = tiny_workspace
+    keep = np.arange(ws.n)
+    halves = refine.split_halves(keep, ws.n, np.random.default_rng(0))
+    # an agreement no pair of maps reaches: the halves always "disagree"
+    ab = AbinitioOptions(iterations=2, n_starts=1, batch_size=40, agreement_factor=0.01)
+    options = ReconstructOptions(abinitio=dataclasses.replace(ab, retries=retries))
+    (m1, m2), info = _independent_pair(
+        ws, ws, keep, halves, np.random.default_rng(1), options, lambda *a, **k: None
+    )
+    assert info["runs_per_half"] == 1 + retries and not info["halves_agree"]
+    assert m1.shape == m2.shape == (24, 24, 24)
+    assert not np.allclose(m1, m2)  # two ab-initio maps, from different particles
