@@ -173,6 +173,10 @@ def main() -> None:
         f"| half-map FSC @0.143 (Å) | {ev['half_map_resolution_A']:.2f} |",
         f"| half-map vs truth estimate, relative difference (bar ≤ 0.20) | {ev['half_map_vs_truth_rel_diff']:.2f} |",
         f"| simulation time (s, not counted) | {t_sim:.0f} |",
+        f"| ab-initio halves agree to (Å, FSC 0.5; independent halves) | "
+        f"{ev['result']['abinitio'].get('halves_agreement_A', 'n/a')} |",
+        f"| warnings in result.json | {len(ev['result'].get('warnings', []))}: "
+        f"{' / '.join(ev['result'].get('warnings', [])) or '-'} |",
         "",
         "Side by side with ASPIRE on the same particles: "
         "benchmarks/aspire/bench_reconstruct_vs_aspire.py --ours-dir WORKDIR/run "

@@ -44,7 +44,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_ASPIRE_PYTHON, ROOT, machine_line, run_child, thread_env  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_ASPIRE_PYTHON,
+    ROOT,
+    machine_line,
+    run_child,
+    thread_env,
+    write_report,
+)
 
 from benchmarks.report import write_report  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -33,6 +34,18 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."
 )
 @option(
+    "--shared-abinitio",
+    is_flag=True,
+    help="One ab-initio model for both gold-standard halves (default: each half gets its "
+    "own, from its own particles, so that no reference is shared).",
+)
+@option(
+    "--abinitio-retries",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Extra ab-initio runs per half while the halves' models disagree.",
+)
+@option(
     "--refine-iterations",
     type=_AT_LEAST_1,
     help="Most refinement iterations [default: enough for the search to march from 30 Å "
@@ -56,6 +69,8 @@ def reconstruct(
     abinitio_iterations: int,
     abinitio_resolution: float,
     abinitio_attempts: int | None,
+    shared_abinitio: bool,
+    abinitio_retries: int,
     refine_iterations: int | None,
     march_fraction: float,
     settle_iterations: int,
@@ -83,12 +98,15 @@ def reconstruct(
     from pipeline.reconstruction.progress import Progress
     from pipeline.reconstruction.run import run_reconstruction
 
-    abinitio = AbinitioOptions(iterations=abinitio_iterations, end_resolution_A=abinitio_resolution)
+    abinitio = AbinitioOptions(
+        iterations=abinitio_iterations,
+        end_resolution_A=abinitio_resolution,
+        independent_halves=not shared_abinitio,
+        retries=abinitio_retries,
+    )
     if abinitio_attempts is not None:
-        abinitio = AbinitioOptions(
-            iterations=abinitio_iterations,
-            end_resolution_A=abinitio_resolution,
-            attempts={symmetry.strip().upper(): abinitio_attempts},
+        abinitio = dataclasses.replace(
+            abinitio, attempts={symmetry.strip().upper(): abinitio_attempts}
         )
     options = ReconstructOptions(
         symmetry=symmetry,

@@ -103,3 +103,46 @@ def mask_corrected_fsc(
     denom = np.maximum(1.0 - noise, 1e-6)
     corrected[beyond] = (masked[beyond] - noise[beyond]) / denom[beyond]
     return corrected, masked, unmasked, shell
+
+
+def fsc_without_spherical_average(map1, map2, fine: int = 8, low_shells: int = 3) -> np.ndarray:
+    """FSC (as :func:`fsc`) of what in the two maps depends on orientation: from each map's
+    Fourier transform (about the box centre) its average over thin spheres (1/``fine``
+    Fourier pixel) is removed first. A map that is only a radial profile (a shell) has
+    nothing left. The lowest ``low_shells`` shells (a few voxels, almost all of them
+    spherical) read 1."""
+    xp = backend.xp()
+    box = np.shape(map1)[0]
+    kz = xp.fft.fftfreq(box, 1.0 / box)
+    kx = xp.arange(box // 2 + 1)
+    r = xp.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    bins = xp.rint(r * fine).astype(xp.int64).reshape(-1)
+    n_bins = int(bins.max()) + 1
+    counts = xp.maximum(xp.bincount(bins, minlength=n_bins), 1)
+    fft = backend.fft()
+
+    def anisotropic(volume):
+        # centre voxel at the origin: a radial profile's transform is real and radial
+        v = xp.fft.ifftshift(backend.asarray(volume, dtype=xp.float32))
+        f = fft.rfftn(v).reshape(-1)
+        mean = (
+            xp.bincount(bins, weights=f.real, minlength=n_bins)
+            + 1j * xp.bincount(bins, weights=f.imag, minlength=n_bins)
+        ) / counts
+        rest = (f - mean[bins]).reshape(box, box, box // 2 + 1)
+        return xp.fft.fftshift(fft.irfftn(rest, s=(box, box, box)))
+
+    curve = fsc(anisotropic(map1), anisotropic(map2))
+    curve[:low_shells] = 1.0
+    return curve
+
+
+def last_resolution_at(
+    curve: np.ndarray, box: int, pixel_size_A: float, threshold: float = 0.143
+) -> float:
+    """Resolution (Å) of the last shell where ``curve`` and the shell before it are both at
+    least ``threshold`` (a curve that dips and recovers is read at its recovery's end)."""
+    freq = shell_frequencies(box, pixel_size_A)
+    c = np.asarray(curve, dtype=float)
+    above = [i for i in range(2, len(c)) if c[i] >= threshold and c[i - 1] >= threshold]
+    return float(1.0 / freq[max(above)]) if above else float(1.0 / freq[1])

@@ -53,6 +53,17 @@ class AbinitioOptions:
     subgroups: dict[str, str] = field(default_factory=lambda: {"O": "C4"})
     #: below this consistency with the full group a subgroup map is averaged unturned
     consistent: float = 0.5
+    #: each gold-standard half gets its own ab-initio from its own particles (the second
+    #: map aligned onto the first: turn, shift, hand), so no reference is ever shared and
+    #: the half-map FSC cannot be inflated by one (False: one ab-initio on all particles)
+    independent_halves: bool = True
+    #: the halves' ab-initio maps agree when their FSC (after alignment) stays above 0.5
+    #: out to this many times ``end_resolution_A``; otherwise each half runs again
+    agreement_factor: float = 1.6
+    #: extra ab-initio runs per half while the halves' maps disagree (the pair that agrees
+    #: best is kept). 0: on the development pentamer (box 32, 8 Å/px, 600 particles) a
+    #: retry doubled the ab-initio time and did not bring the halves' maps together
+    retries: int = 0
 
     def attempts_for(self, symmetry: str) -> int:
         return int(self.attempts.get(symmetry.strip().upper(), 1))
@@ -66,12 +77,12 @@ class AbinitioOptions:
 class RefineOptions:
     """Gold-standard refinement (:func:`refine.refine`)."""
 
-    #: cap on iterations; None: enough to march from ``initial_resolution_A`` to Nyquist
-    max_iterations: int | None = None
-    #: both halves start from the initial model low-passed here (Å): independent halves
-    initial_resolution_A: float = 30.0
     global_step_deg: float = 7.5
     global_iterations: int = 3
+    #: cap on iterations; None: enough to march from ``initial_resolution_A`` to Nyquist
+    max_iterations: int | None = None
+    #: both halves start from their initial models low-passed here (Å)
+    initial_resolution_A: float = 30.0
     #: the search radius grows per iteration by at most this fraction of itself (or 3
     #: Fourier pixels): marching (BENCHMARKS.md, issue 10)
     march_fraction: float = 0.2
@@ -94,6 +105,9 @@ class ReconstructOptions:
     #: refinements from different ab-initio runs whose maps agree only worse than this
     #: many times the kept map's resolution went to different maps: ``result.json`` warns
     disagreement: float = 1.5
+    #: half-maps whose agreement without their spherical averages reaches only this many
+    #: times worse than the claimed resolution owe it to their radial profile: warns
+    spherical_factor: float = 1.5
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -102,3 +102,15 @@ def soft_mask(
     edge = (dist > extend_A) & (dist < extend_A + edge_A)
     mask[edge] = 0.5 + 0.5 * np.cos(np.pi * (dist[edge] - extend_A) / edge_A)
     return mask.astype(np.float32)
+
+
+def less_spherical_average(volume):
+    """The map minus its average over spheres about the box centre (float32, on device):
+    what of it depends on orientation."""
+    from pipeline.reconstruction.grids import radius_grid, shell_mean
+
+    xp = backend.xp()
+    vol = backend.asarray(volume, dtype=xp.float32)
+    shells = xp.rint(radius_grid(vol.shape[0])).astype(xp.int64)
+    profile = shell_mean(vol, shells, int(shells.max()) + 1)
+    return (vol - profile[shells]).astype(xp.float32)

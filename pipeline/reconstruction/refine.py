@@ -1,8 +1,8 @@
 """Gold-standard 3D refinement.
 
 The particles are split into two random halves, each refined against its own map
-(started from the same low-passed initial model, e.g. 30 Å) so that the half-map
-FSC is unbiased. The first ``global_iterations`` iterations search a uniform SO(3)
+(started from its own ab-initio map, or from one shared low-passed initial model, e.g.
+30 Å) so that the half-map FSC is unbiased. The first ``global_iterations`` iterations search a uniform SO(3)
 grid restricted to the asymmetric unit (all shifts in iteration 0, ±1 pixel around
 the current origin later), each followed by local moves; later iterations are local
 pattern searches (3×3×3 rotation neighbourhood × 3×3 shifts) with a step that
@@ -154,7 +154,8 @@ def refine(
     """Gold-standard refinement of particles ``subset`` (default: all) from ``initial_volume``.
 
     ``halves`` (n,) 0/1 gives the split (default: a random one from ``rng``); both halves
-    start from ``initial_volume`` low-passed to ``initial_resolution_A`` (Å). With
+    start from ``initial_volume`` low-passed to ``initial_resolution_A`` (Å), or each from
+    its own when it is a pair (independent ab-initio per half, in the same frame). With
     ``grow_box`` each iteration works on the particles Fourier-cropped to the smallest
     box that holds its search radius and the FSC beyond it (:func:`grids.crop_box`);
     the final maps are reconstructed at the full box. ``max_iterations`` caps the
@@ -176,8 +177,10 @@ def refine(
         max_iterations = default_iterations(
             full_box, pix, initial_resolution_A, march_fraction, settle_iterations
         )
-    start = lowpass(initial_volume, initial_resolution_A, pix)
-    maps = [start, start]
+    if isinstance(initial_volume, (tuple, list)):  # one start per half
+        maps = [lowpass(v, initial_resolution_A, pix) for v in initial_volume]
+    else:
+        maps = [lowpass(initial_volume, initial_resolution_A, pix)] * 2
     map_box = full_box
     rotations = np.tile(np.eye(3), (ws.n, 1, 1))
     origins = np.zeros((ws.n, 2))  # pixels of the full box

@@ -111,6 +111,14 @@ def _reusable(out: Path, stage: str, key: str, *files: str) -> bool:
     )
 
 
+def _reuse(out: Path, stage: str, key: str, say, label: str, npz: str, *files: str):
+    """The saved arrays (``npz`` in ``out``) of a stage whose key matches, else None."""
+    if not _reusable(out, stage, key, npz, *files):
+        return None
+    say(f"{label}: reused", 1.0)
+    return np.load(out / npz)
+
+
 def _mark(out: Path, stage: str, key: str) -> None:
     _write_text(out / f"{stage}.key", key + "\n")
 
@@ -179,26 +187,60 @@ def _attempt_records(results: list, fits: list[float], kept: int, pix: float) ->
     return records
 
 
-def _warnings(abinitio_info: dict, resolution_A: float, disagreement: float = 1.5) -> list[str]:
-    """Plain-language warnings about the result, for users (``result.json`` ``warnings``):
-    ab-initio runs whose refinements agree only worse than ``disagreement`` times the
-    kept map's resolution (:attr:`ReconstructOptions.disagreement`)."""
+def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> list[str]:
+    """Plain-language warnings about the result, for users (``result.json`` ``warnings``,
+    the summary, the run page and the log): the map may be wrong when
+
+    - the two halves' independent ab-initio maps disagree
+      (:attr:`AbinitioOptions.agreement_factor`), even when refinement brought the
+      halves together (it can lead both to the same wrong map);
+    - ab-initio runs lead refinement to maps that agree only worse than
+      :attr:`ReconstructOptions.disagreement` times the kept map's resolution;
+    - the half-maps agree mostly through their spherical averages (what does not depend
+      on orientation): without them only :attr:`ReconstructOptions.spherical_factor`
+      times worse than the claim or more."""
+    resolution_A = float(post["resolution_A"])
+    out = []
+    limit = abinitio_info.get("halves_agreement_limit_A")
+    if abinitio_info.get("independent_halves") and not abinitio_info.get("halves_agree", True):
+        # warned even when refinement brought the halves together: on the held-out rod
+        # (BENCHMARKS.md, recon22) halves 107 Å apart after ab-initio refined to half-maps
+        # agreeing to 25.8 Å on a map 40.7 Å from the truth
+        out.append(
+            "The two halves of the particles, each given its own ab-initio model, found "
+            f"different structures (their models agree only to "
+            f"{abinitio_info['halves_agreement_A']:.1f} Å, where {limit:.1f} Å or better is "
+            f"expected, after {abinitio_info['runs_per_half']} run(s) per half). Refinement "
+            "may have led both halves to the same wrong map, and then the resolution claimed "
+            f"({resolution_A:.1f} Å) is too good: check the map, or rerun into a new --out "
+            "folder with another --seed or more particles."
+        )
     attempts = abinitio_info.get("attempts") or []
-    others = [a for a in attempts if not a["kept"]]
-    apart = [a for a in others if a["agreement_A"] > disagreement * resolution_A]
-    if not apart:
-        return []
-    kept = next(a for a in attempts if a["kept"])
-    worst = max(apart, key=lambda a: a["agreement_A"])
-    return [
-        f"{len(apart)} of the {len(attempts)} ab-initio runs led refinement to a different map "
-        f"(it agrees with the kept map only to {worst['agreement_A']:.1f} Å, against the kept "
-        f"map's {resolution_A:.1f} Å). The kept map is the one the particles fit best "
-        f"({kept['fit']:.4g} against {worst['fit']:.4g}), but a result that depends on the "
-        "start may be wrong even though its half-maps agree: the half-map resolution cannot "
-        "see an error both halves inherit from the same start. Check the map (e.g. against "
-        "a known structure), or rerun into a new --out folder with another --seed."
+    apart = [
+        a
+        for a in attempts
+        if not a["kept"] and a["agreement_A"] > options.disagreement * resolution_A
     ]
+    if apart:
+        kept = next(a for a in attempts if a["kept"])
+        worst = max(apart, key=lambda a: a["agreement_A"])
+        out.append(
+            f"{len(apart)} of the {len(attempts)} ab-initio runs led refinement to a different "
+            f"map (it agrees with the kept map only to {worst['agreement_A']:.1f} Å, against "
+            f"the kept map's {resolution_A:.1f} Å). The kept map is the one the particles fit "
+            f"best ({kept['fit']:.4g} against {worst['fit']:.4g}), but a result that depends "
+            "on the start may be wrong even though its half-maps agree. Check the map (e.g. "
+            "against a known structure), or rerun into a new --out folder with another --seed."
+        )
+    aniso = post.get("resolution_without_spherical_average_A")
+    if aniso is not None and aniso > options.spherical_factor * resolution_A:
+        out.append(
+            f"The half-maps agree to {resolution_A:.1f} Å mostly through their radial "
+            f"profile: what depends on the particles' orientations agrees only to {aniso:.1f} Å. "
+            "The orientations may not have been found (e.g. a featureless or nearly spherical "
+            f"particle); treat {aniso:.1f} Å as the resolution, and check the map."
+        )
+    return out
 
 
 @dataclasses.dataclass
@@ -224,16 +266,11 @@ def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, s
     from pipeline.reconstruction import class2d
 
     path = out / "class2d.npz"
-    if _reusable(out, "class2d", key, "class2d.npz"):
-        saved = np.load(path)
-        say("2D classification: reused", 1.0)
+    saved = _reuse(out, "class2d", key, say, "2D classification", "class2d.npz")
+    if saved is not None:
+        fields = {f.name: saved[f.name] for f in dataclasses.fields(Class2DStage)}
         return Class2DStage(
-            saved["assignment"],
-            saved["selected"],
-            saved["counts"],
-            saved["scores"],
-            float(saved["seconds"]),
-            int(saved["box_px"]),
+            **{**fields, "seconds": float(fields["seconds"]), "box_px": int(fields["box_px"])}
         )
     t = time.perf_counter()
     n_classes = options.classes_for(ws.n)
@@ -253,41 +290,120 @@ def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, s
     result = Class2DStage(
         c2d.assignment, c2d.selected, c2d.counts, c2d.scores, time.perf_counter() - t, small.box
     )
-    _save_npz(
-        path,
-        assignment=result.assignment,
-        selected=result.selected,
-        counts=result.counts,
-        scores=result.scores,
-        seconds=result.seconds,
-        box_px=result.box_px,
-    )
+    _save_npz(path, **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
     _mark(out, "class2d", key)
     return result
+
+
+def _one_abinitio(ws, small, subset, rng, options: ReconstructOptions, say) -> tuple:
+    """One ab-initio map of particles ``subset`` at ``ws``'s box (in the full group's frame
+    for a subgroup ab-initio) and what was found."""
+    from pipeline.reconstruction import abinitio
+    from pipeline.reconstruction.grids import change_box
+
+    ab = options.abinitio
+    full, sub = options.symmetry.strip().upper(), ab.symmetry_for(options.symmetry)
+    candidate = abinitio.abinitio(
+        small,
+        rng,
+        subset=subset,
+        n_iterations=ab.iterations,
+        progress=say,
+        **_option_kwargs(ab, _ABINITIO_KEYS),
+    )
+    candidate = np.asarray(change_box(candidate, ws.box))
+    info = {"symmetry": sub, "box_px": small.box}
+    if sub != full:
+        candidate, turned = _into_full_group(
+            candidate, sub, full, ws.pixel_size_A, say, ab.end_resolution_A, ab.consistent
+        )
+        info.update(turned)
+    return candidate, info
+
+
+def _halves_agreement(map1, map2, pix: float, symmetry: str) -> tuple[np.ndarray, float]:
+    """``map2`` aligned onto ``map1`` (turn, shift, hand; symmetrised again for a point
+    group) and how far (Å, FSC 0.5) the two agree."""
+    from pipeline import backend
+    from pipeline.reconstruction.align import align_maps, apply_alignment
+    from pipeline.reconstruction.fsc import fsc, resolution_at
+    from pipeline.reconstruction.symmetry import symmetrise_volume
+
+    aligned = apply_alignment(map2, align_maps(map2, map1, pix))
+    if symmetry.strip().upper() != "C1":
+        aligned = backend.to_numpy(symmetrise_volume(aligned, symmetry))
+    agreement = resolution_at(fsc(map1, aligned), map1.shape[0], pix, 0.5)
+    return np.asarray(aligned, dtype=np.float32), float(agreement)
+
+
+def _independent_pair(ws, small, keep, halves, rng, options: ReconstructOptions, say) -> tuple:
+    """Ab-initio maps of each half from its own particles, the second aligned onto the
+    first; while they disagree (FSC 0.5 worse than ``agreement_factor`` × the ab-initio's
+    end resolution) each half runs again, up to ``retries`` times, and the pair that
+    agrees best is kept. Returns ((map1, map2), info)."""
+    ab = options.abinitio
+    pix = ws.pixel_size_A
+    limit = ab.agreement_factor * max(ab.end_resolution_A, 2.2 * small.pixel_size_A)
+    subsets = [keep[halves[keep] == h] for h in (0, 1)]
+    runs: list[list] = [[], []]
+    best = None
+    for attempt in range(1 + max(0, ab.retries)):
+        for h in (0, 1):
+
+            def say_half(message, fraction=None, h=h, attempt=attempt):
+                label = f"half {h + 1}" + (f", run {attempt + 1}" if attempt else "")
+                say(f"{label}: {message}", None if fraction is None else (h + fraction) / 2)
+
+            say_half.takes_fraction = True
+            runs[h].append(_one_abinitio(ws, small, subsets[h], rng, options, say_half))
+        # every new pair: the new maps against each other and against the earlier ones
+        for i, (m1, info1) in enumerate(runs[0]):
+            for j, (m2, _) in enumerate(runs[1]):
+                if i < attempt and j < attempt:
+                    continue
+                aligned, agreement = _halves_agreement(m1, m2, pix, options.symmetry)
+                if best is None or agreement < best[0]:
+                    best = (agreement, m1, aligned, info1, (i, j))
+        say(f"ab-initio: the halves' maps agree to {best[0]:.1f} Å (FSC 0.5; limit {limit:.1f} Å)")
+        if best[0] <= limit:
+            break
+    agreement, m1, m2, info, pair = best
+    info = {
+        **info,
+        "independent_halves": True,
+        "halves_agreement_A": round(agreement, 2),
+        "halves_agreement_limit_A": round(limit, 2),
+        "halves_agree": bool(agreement <= limit),
+        "runs_per_half": len(runs[0]),
+        "pair_kept": [int(pair[0]) + 1, int(pair[1]) + 1],
+    }
+    return (m1, m2), info
 
 
 def stage_abinitio(
     ws, keep, halves, out: Path, options: ReconstructOptions, key: str, say, say_refine
 ):
     """Ab-initio (several runs for some groups, each refined to choose between them) on
-    particles cropped to the ab-initio's end resolution. Returns (initial map at the full
-    box, info, the kept run's refinement or None, refinement seconds spent)."""
+    particles cropped to the ab-initio's end resolution; with
+    :attr:`AbinitioOptions.independent_halves` one per gold-standard half. Returns
+    (initial maps (one per half) at the full box, info, the kept run's refinement or
+    None, refinement seconds spent)."""
     from pipeline.io.mrc import read_mrc, write_mrc
-    from pipeline.reconstruction import abinitio, refine
-    from pipeline.reconstruction.grids import change_box
+    from pipeline.reconstruction import refine
 
     ab, symmetry = options.abinitio, options.symmetry
     path = out / "abinitio.mrc"
-    if _reusable(out, "abinitio", key, "abinitio.mrc", "abinitio.json"):
-        initial, _ = read_mrc(path)
+    files = ("abinitio.mrc", "abinitio_half2.mrc", "abinitio.json")
+    if _reusable(out, "abinitio", key, *files):
+        initial = (read_mrc(path)[0], read_mrc(out / "abinitio_half2.mrc")[0])
         say("ab-initio: reused", 1.0)
         return initial, json.loads((out / "abinitio.json").read_text()), None, 0.0
     t = time.perf_counter()
     pix = ws.pixel_size_A
-    full, sub = symmetry.strip().upper(), ab.symmetry_for(symmetry)
+    sub = ab.symmetry_for(symmetry)
     small = dataclasses.replace(ws.for_resolution(ab.end_resolution_A), symmetry=sub)
     say(f"ab-initio in {sub} on box {small.box} px", 0.0)
-    attempts = ab.attempts_for(full)
+    attempts = ab.attempts_for(symmetry)
     rng = np.random.default_rng([options.seed, 3])
     starts, infos, results, fits = [], [], [], []
     refine_s = 0.0
@@ -298,27 +414,12 @@ def stage_abinitio(
             say(message, total)
 
         say_attempt.takes_fraction = True
-        candidate = abinitio.abinitio(
-            small,
-            rng,
-            subset=keep,
-            n_iterations=ab.iterations,
-            batch_size=ab.batch_size,
-            start_resolution_A=ab.start_resolution_A,
-            end_resolution_A=ab.end_resolution_A,
-            forget=ab.forget,
-            top_k=ab.top_k,
-            n_starts=ab.n_starts,
-            progress=say_attempt,
-        )
-        candidate = np.asarray(change_box(candidate, ws.box))
-        info = {"symmetry": sub, "box_px": small.box}
-        if sub != full:
-            candidate, turned = _into_full_group(
-                candidate, sub, full, pix, say, ab.end_resolution_A, ab.consistent
-            )
-            info.update(turned)
-        starts.append(candidate)
+        if ab.independent_halves:
+            pair, info = _independent_pair(ws, small, keep, halves, rng, options, say_attempt)
+        else:
+            candidate, info = _one_abinitio(ws, small, keep, rng, options, say_attempt)
+            pair = (candidate, candidate)
+        starts.append(pair)
         infos.append(info)
         if attempts == 1:
             break
@@ -326,7 +427,7 @@ def stage_abinitio(
         t_refine = time.perf_counter()
         result = refine.refine(
             ws,
-            candidate,
+            pair,
             rng,
             subset=keep,
             halves=halves,
@@ -346,24 +447,35 @@ def stage_abinitio(
     if results:
         refined = results[kept]
         info["attempts"] = _attempt_records(results, fits, kept, pix)
-    write_mrc(path, initial, pix)
+    write_mrc(path, initial[0], pix)
+    write_mrc(out / "abinitio_half2.mrc", initial[1], pix)
     info["seconds"] = time.perf_counter() - t - refine_s
     _write_text(out / "abinitio.json", json.dumps(info))
     _mark(out, "abinitio", key)
     return initial, info, refined, refine_s
 
 
+#: options passed on by name to :func:`abinitio.abinitio` and :func:`refine.refine`
+_ABINITIO_KEYS = (
+    "batch_size",
+    "start_resolution_A",
+    "end_resolution_A",
+    "forget",
+    "top_k",
+    "n_starts",
+)
+_REFINE_KEYS = (
+    "initial_resolution_A", "global_step_deg", "max_iterations", "global_iterations",
+    "mask_radius_frac", "march_fraction", "settle_iterations", "grow_box",
+)  # fmt: skip
+
+
+def _option_kwargs(options, keys: tuple[str, ...]) -> dict:
+    return {name: getattr(options, name) for name in keys}
+
+
 def _refine_kwargs(options: RefineOptions) -> dict:
-    return {
-        "initial_resolution_A": options.initial_resolution_A,
-        "global_step_deg": options.global_step_deg,
-        "max_iterations": options.max_iterations,
-        "global_iterations": options.global_iterations,
-        "mask_radius_frac": options.mask_radius_frac,
-        "march_fraction": options.march_fraction,
-        "settle_iterations": options.settle_iterations,
-        "grow_box": options.grow_box,
-    }
+    return _option_kwargs(options, _REFINE_KEYS)
 
 
 @dataclasses.dataclass
@@ -386,9 +498,8 @@ def stage_refine(ws, initial, keep, halves, refined, out: Path, options, key: st
     from pipeline.reconstruction import refine
 
     path = out / "refine.npz"
-    if _reusable(out, "refine", key, "refine.npz", "half1.mrc", "half2.mrc"):
-        saved = np.load(path)
-        say("refinement: reused", 1.0)
+    saved = _reuse(out, "refine", key, say, "refinement", "refine.npz", "half1.mrc", "half2.mrc")
+    if saved is not None:
         return RefineStage(
             saved["rotations"],
             saved["origins_px"],
@@ -446,6 +557,8 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
     from pipeline.reconstruction import postprocess
     from pipeline.reconstruction.fsc import (
         fsc,
+        fsc_without_spherical_average,
+        last_resolution_at,
         mask_corrected_fsc,
         resolution_at,
         shell_frequencies,
@@ -461,6 +574,8 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
     )
     sphere = backend.to_numpy(soft_sphere(box, 0.45 * box))
     curve_sphere = fsc(half1 * sphere, half2 * sphere)
+    # the agreement of what depends on orientation (a shell-only map has none)
+    curve_aniso = fsc_without_spherical_average(half1 * sphere, half2 * sphere)
     resolution = resolution_at(corrected, box, pix, 0.143)
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
     final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
@@ -493,6 +608,7 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
         "resolution_masked_uncorrected_A": resolution_at(masked, box, pix, 0.143),
         "resolution_unmasked_A": resolution_at(unmasked, box, pix, 0.143),
         "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
+        "resolution_without_spherical_average_A": last_resolution_at(curve_aniso, box, pix),
         "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
@@ -629,6 +745,9 @@ def run_reconstruction(
     )
     timings["postprocess_s"] = time.perf_counter() - t
     timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
+    warnings = _warnings(abinitio_info, post, opts)
+    for warning in warnings:
+        tracker.update(f"warning: {warning}", None)
     result_json = {
         **post,
         "n_particles": int(len(ref.keep)),
@@ -640,11 +759,16 @@ def run_reconstruction(
         "pixel_size_A": pix,
         "box_px": ws.box,
         "boxes_px": {"class2d": c2d.box_px, "abinitio": abinitio_info.get("box_px")},
-        "halves": "split before ab-initio; each half refined from the ab-initio map "
-        f"low-passed to {opts.refine.initial_resolution_A:g} Å",
+        "halves": (
+            "split before ab-initio; each half has its own ab-initio map (from its own "
+            "particles, aligned onto the other's) and is refined from it"
+            if opts.abinitio.independent_halves
+            else "split before ab-initio; each half refined from the shared ab-initio map"
+        )
+        + f" low-passed to {opts.refine.initial_resolution_A:g} Å",
         "refine_history": ref.history,
         "abinitio": {k: v for k, v in abinitio_info.items() if k != "seconds"},
-        "warnings": _warnings(abinitio_info, post["resolution_A"], opts.disagreement),
+        "warnings": warnings,
         "options": opts.to_dict(),
         "code_version": code_version(),
         "timings": timings,

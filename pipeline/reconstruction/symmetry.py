@@ -16,8 +16,6 @@ from pipeline import backend
 from pipeline.reconstruction import fourier
 from pipeline.reconstruction.grids import (
     centre_of_mass_px,
-    radius_grid,
-    shell_mean,
     shift_volume,
     sphere_points,
 )
@@ -146,11 +144,9 @@ def about_z(angle_deg: float) -> np.ndarray:
 def _less_spherical_average(volume):
     """The map centred on its centre of mass, minus its average over spheres about the
     box centre (float32, on device)."""
-    xp = backend.xp()
-    vol = shift_volume(volume, -centre_of_mass_px(volume))
-    shells = xp.rint(radius_grid(vol.shape[0])).astype(xp.int64)
-    profile = shell_mean(vol, shells, int(shells.max()) + 1)
-    return (vol - profile[shells]).astype(xp.float32)
+    from pipeline.reconstruction.postprocess import less_spherical_average
+
+    return less_spherical_average(shift_volume(volume, -centre_of_mass_px(volume)))
 
 
 #: generic rotations (no point group's): how alike a map is to itself turned at random

@@ -172,12 +172,13 @@ def test_ab_initio_runs_are_compared_and_a_disagreement_is_warned_about():
     assert "agreement_A" not in records[1] and records[2]["fit"] == 560.0
     assert records[0]["agreement_A"] <= 2.5 * pix  # the same map, turned
     assert records[2]["agreement_A"] > DISAGREEMENT * 4.2  # another map
-    (warning,) = _warnings({"attempts": records}, 4.2)
+    post, opts = {"resolution_A": 4.2}, ReconstructOptions()
+    (warning,) = _warnings({"attempts": records}, post, opts)
     assert (
         "1 of the 3 ab-initio runs" in warning and f"{records[2]['agreement_A']:.1f} Å" in warning
     )
-    assert _warnings({"attempts": records[:2]}, 4.2) == []  # runs that agree
-    assert _warnings({"symmetry": "C4", "seconds": 3.0}, 4.2) == []  # a single run
+    assert _warnings({"attempts": records[:2]}, post, opts) == []  # runs that agree
+    assert _warnings({"symmetry": "C4", "seconds": 3.0}, post, opts) == []  # a single run
 
 
 def test_a_featureless_shell_is_not_taken_for_a_symmetric_map():

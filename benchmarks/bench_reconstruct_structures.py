@@ -1,0 +1,174 @@
+"""Issue 22's benchmark: ``cryofac reconstruct`` on several structures × seeds, each
+against the reconstruction of the same particles at their TRUE poses.
+
+Structures are the PDB-derived (6Z6U subunits) shapes of :mod:`pipeline.simulate.assemblies`:
+``pentamer`` (small asymmetric, C1), ``apoferritin`` (O), ``rod`` (elongated, C1) and
+``cap`` (large asymmetric, C1). ``pentamer`` and ``apoferritin`` are the development
+structures; ``rod`` and ``cap`` are held out (never used to choose anything) and are
+reported separately. Per run:
+
+- true-pose resolution: FSC(true-pose map, truth) at 0.5 inside a soft sphere;
+- found resolution: FSC(found map aligned to the truth incl. hand, truth) at 0.5;
+- ratio found / true (bar ≤ 1.2) and claimed / found (bar: within 20 %), the claim being
+  ``result.json``'s mask-corrected half-map FSC at 0.143;
+- the run's ``warnings`` (a wrong map should be warned about).
+
+Each run appends one JSON line to ``--jsonl`` (so a stopped sweep keeps what it measured);
+``--report`` rebuilds the markdown tables from it.
+
+    nice -n 10 python benchmarks/bench_reconstruct_structures.py --structures pentamer apoferritin \
+        --seeds 1 2 3 4 5 --jsonl /tmp/structs.jsonl
+    python benchmarks/bench_reconstruct_structures.py --report --jsonl /tmp/structs.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYMMETRY = {"pentamer": "C1", "apoferritin": "O", "rod": "C1", "cap": "C1"}
+HELD_OUT = ("rod", "cap")
+
+
+def run_case(structure: str, seed: int, args) -> dict:
+    from pipeline.reconstruction.options import AbinitioOptions, ReconstructOptions
+    from pipeline.reconstruction.run import run_reconstruction
+    from pipeline.reconstruction.truth import found_resolution, true_pose_resolution
+    from pipeline.simulate.assemblies import assembly_volume
+    from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
+
+    symmetry = SYMMETRY[structure]
+    abinitio = AbinitioOptions(
+        iterations=args.abinitio_iterations,
+        n_starts=args.abinitio_starts,
+        independent_halves=not args.shared_abinitio,
+    )
+    volume = assembly_volume(structure, args.box, args.pixel)
+    images, truth = simulate_particle_stack(
+        volume, args.particles, args.pixel, snr=args.snr, rng=1000 * seed + 7
+    )
+    work = Path(tempfile.mkdtemp(prefix=f"bench_{structure}_{seed}_", dir=args.workdir))
+    star = write_particle_stack(work / "stack", images, truth)
+    t = time.perf_counter()
+    c0 = time.process_time()
+    result = run_reconstruction(
+        star,
+        work / "run",
+        ReconstructOptions(symmetry=symmetry, seed=seed, abinitio=abinitio),
+        progress=None,
+    )
+    wall, cpu = time.perf_counter() - t, time.process_time() - c0
+    res_true = true_pose_resolution(star, truth, volume, symmetry)
+    res_found, flipped = found_resolution(work / "run", volume, args.pixel)
+    claimed = float(result["resolution_A"])
+    return {
+        "structure": structure,
+        "held_out": structure in HELD_OUT,
+        "seed": seed,
+        "box": args.box,
+        "pixel_A": args.pixel,
+        "particles": args.particles,
+        "snr": args.snr,
+        "abinitio_iterations": args.abinitio_iterations,
+        "abinitio_starts": args.abinitio_starts,
+        "independent_halves": not args.shared_abinitio,
+        "abinitio_agreement_A": result["abinitio"].get("halves_agreement_A"),
+        "true_pose_A": round(res_true, 2),
+        "found_A": round(res_found, 2),
+        "claimed_A": round(claimed, 2),
+        "ratio_found_true": round(res_found / res_true, 3),
+        "ratio_claimed_found": round(claimed / res_found, 3),
+        "hand_flipped": flipped,
+        "warnings": result.get("warnings", []),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "load": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def report(rows: list[dict]) -> str:
+    lines = []
+    for held in (False, True):
+        part = [r for r in rows if r["held_out"] == held]
+        if not part:
+            continue
+        lines += [
+            f"\n### {'held-out' if held else 'development'} structures\n",
+            "| structure | runs | found/true: median (min–max) | ≤ 1.2× | claimed/found: median "
+            "(min–max) | within 20 % | warned | wrong (> 1.2×) and not warned | wall s median "
+            "(load) |",
+            "|---|---:|---|---:|---|---:|---:|---:|---|",
+        ]
+        for name in sorted({r["structure"] for r in part}):
+            rs = [r for r in part if r["structure"] == name]
+            ratio = np.array([r["ratio_found_true"] for r in rs])
+            claim = np.array([r["ratio_claimed_found"] for r in rs])
+            warned = [bool(r["warnings"]) for r in rs]
+            silent_wrong = sum(
+                1 for r, w in zip(rs, warned, strict=True) if not w and r["ratio_found_true"] > 1.2
+            )
+            loads = [r["load"] for r in rs]
+            lines.append(
+                f"| {name} ({', '.join(str(r['seed']) for r in rs)}) | {len(rs)} | "
+                f"{np.median(ratio):.2f} ({ratio.min():.2f}–{ratio.max():.2f}) | "
+                f"{int((ratio <= 1.2).sum())}/{len(rs)} | {np.median(claim):.2f} "
+                f"({claim.min():.2f}–{claim.max():.2f}) | "
+                f"{int((np.abs(claim - 1) <= 0.2).sum())}/{len(rs)} | {sum(warned)}/{len(rs)} | "
+                f"{silent_wrong} | {np.median([r['wall_s'] for r in rs]):.0f} "
+                f"({min(loads):.1f}–{max(loads):.1f}) |"
+            )
+    lines += [
+        "\n| structure | seed | true-pose Å | found Å | claimed Å | found/true | claimed/found | "
+        "warnings | wall s | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['structure']} | {r['seed']} | {r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
+            f"{r['claimed_A']:.2f} | {r['ratio_found_true']:.2f} | {r['ratio_claimed_found']:.2f} | "
+            f"{len(r['warnings'])} | {r['wall_s']:.0f} | {r['load']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--structures", nargs="+", default=list(SYMMETRY), choices=list(SYMMETRY))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--box", type=int, default=40)
+    parser.add_argument("--pixel", type=float, default=7.0)
+    parser.add_argument("--particles", type=int, default=800)
+    parser.add_argument("--snr", type=float, default=0.05)
+    parser.add_argument("--abinitio-iterations", type=int, default=30)
+    parser.add_argument("--abinitio-starts", type=int, default=4)
+    parser.add_argument(
+        "--shared-abinitio", action="store_true", help="one ab-initio for both halves (before)"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--jsonl", type=Path, required=True)
+    parser.add_argument("--report", action="store_true", help="only print the tables")
+    args = parser.parse_args()
+    if not args.report:
+        from pipeline import backend
+
+        backend.use("cpu", args.threads)
+        for seed in args.seeds:
+            for structure in args.structures:
+                row = run_case(structure, seed, args)
+                print(json.dumps(row), flush=True)
+                with args.jsonl.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
