@@ -514,14 +514,3 @@ def alarm_history(session: Session, alarm_id: int) -> list[AlarmEvent]:
             .order_by(AlarmEvent.at, AlarmEvent.id)
         ).scalars()
     )
-
-
-def pending_notifications(session: Session) -> list[Notification]:
-    """Outbox entries not yet sent, oldest first."""
-    return list(
-        session.execute(
-            sa.select(Notification)
-            .where(Notification.sent_at.is_(None))
-            .order_by(Notification.created_at, Notification.id)
-        ).scalars()
-    )

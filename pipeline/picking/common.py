@@ -159,18 +159,6 @@ def gaussian_blur(image, sigma_px: float):
     return fft.irfft2(fft.rfft2(image) * kernel, s=image.shape).astype(xp.float32)
 
 
-def local_normalise(image, sigma_px: float, eps: float = 1e-6):
-    """(image − local mean) / local std with Gaussian windows of ``sigma_px``.
-
-    Removes ice-thickness gradients and makes thresholds comparable across micrographs.
-    """
-    xp = backend.xp()
-    mean = gaussian_blur(image, sigma_px)
-    centred = image - mean
-    var = gaussian_blur(centred * centred, sigma_px)
-    return centred / xp.sqrt(xp.maximum(var, eps * float(var.mean()) + 1e-20))
-
-
 def robust_stats(values) -> tuple[float, float]:
     """Median and MAD-based standard deviation of a 1D array (numpy or cupy)."""
     v = backend.to_numpy(values).astype(np.float64).ravel()
