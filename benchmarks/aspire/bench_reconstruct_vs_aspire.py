@@ -50,7 +50,6 @@ from common import (  # noqa: E402
     machine_line,
     run_child,
     thread_env,
-    write_report,
 )
 
 from benchmarks.report import write_report  # noqa: E402

@@ -53,10 +53,3 @@ def thread_env(threads: int) -> dict:
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[key] = str(threads)
     return env
-
-
-def write_report(path: Path, lines: list[str]) -> None:
-    """Write the markdown ``lines`` to ``path`` (folders made) and print them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    print("\n".join(lines))
