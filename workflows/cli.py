@@ -821,6 +821,9 @@ def wait_for_previous_jobs(
             click.echo(f"cannot list SLURM jobs of {out}: {exc}", err=True)
             return waited
         if not active:
+            if waited:  # their final states (COMPLETED, FAILED, ...) into the job table
+                with contextlib.suppress(OSError, ValueError, slurm_jobs.SlurmError):
+                    slurm_jobs.update(out, [])
             return waited
         ids = [jobid for jobid, _ in active]
         if not waited:

@@ -323,7 +323,7 @@ def test_killed_controller_restarted_waits_for_its_jobs_not_resubmitting(
 
     jobs = _jobs(out)
     assert sorted(j["slurm_jobid"] for j in jobs) == orphans  # nothing submitted twice
-    assert all(j["state"] == "COMPLETED" for j in jobs)
+    assert all(j["state"] == "COMPLETED" for j in jobs), jobs
     motioncorr = [line for line in calls.read_text().splitlines() if line.startswith("motioncorr")]
     assert len(motioncorr) == 2  # each batch's movies corrected once
 
