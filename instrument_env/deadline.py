@@ -40,11 +40,7 @@ def deadline(session: Session, seconds: float) -> Iterator[threading.Event]:
     def interrupt() -> None:
         fired.set()
         log.warning("database did not answer within %.1f s: interrupting", seconds)
-        with contextlib.suppress(Exception):
-            if dialect == "sqlite":
-                dbapi.interrupt()
-            else:
-                _shutdown_socket(dbapi)
+        _interrupt(dbapi, dialect)
 
     timer = threading.Timer(seconds, interrupt)
     timer.daemon = True
