@@ -5,7 +5,8 @@ ARCHITECTURE.md: the core (``cryofac.errors``, ``cryofac.config``, ``cryofac.run
 nothing else of ours (and no Flask or SQLAlchemy: it runs on bare GPU nodes);
 ``instrument_env`` does not know the portal; ``workflows`` shells out to the pipeline's
 commands; ``portal`` may use ``instrument_env``; the application layer (``cryofac.cli``,
-``cryofac.demo``) sits above all. Every import counts, also those inside functions: a lazy import is still a dependency.
+``cryofac.demo``) sits above all. Every import counts, also those inside functions: a lazy
+import is still a dependency.
 """
 
 from __future__ import annotations
