@@ -6,6 +6,7 @@ Specimen: human apoferritin, wwPDB 6Z6U (24-mer, ~500 kDa, shipped in ``pipeline
   voxel box//2, cached on disk (:mod:`.volume`).
 - :func:`project` — line integrals (V·Å) at RELION poses; ``shifts_A`` are
   rlnOriginX/YAngst (particle centre at box//2 − shift/pixel) (:mod:`.projection`).
+- :class:`CTFDraw` — how each simulated CTF is drawn (defocus range, astigmatism, optics).
 - :func:`simulate_particle_stack` / :func:`write_particle_stack` — CTF-modulated projections
   (pipeline.ctf_model sign: protein dark), white noise at SNR = mean signal variance / noise
   variance in the box; RELION 3.1 particles.star (+ particles_truth.star) (:mod:`.particles`).
@@ -33,6 +34,7 @@ from pipeline.simulate.movie import (
     write_movie,
 )
 from pipeline.simulate.particles import (
+    CTFDraw,
     ParticleStackTruth,
     simulate_particle_stack,
     write_particle_stack,
@@ -41,6 +43,7 @@ from pipeline.simulate.projection import FourierProjector, project
 from pipeline.simulate.volume import SimulationError, reference_volume, structure_atoms
 
 __all__ = [
+    "CTFDraw",
     "FourierProjector",
     "LocalDeformation",
     "MicrographTruth",

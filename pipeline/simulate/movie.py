@@ -28,12 +28,11 @@ from pipeline.ctf_model import CTFParams
 from pipeline.simulate.micrograph import (
     MicrographTruth,
     _random_field,
-    default_ctf,
     delocalisation_px,
     imaged_specimen,
     prepared_particle,
 )
-from pipeline.simulate.particles import _check_volume, _rng
+from pipeline.simulate.particles import DEFAULT_CTFS, _check_volume, _rng
 from pipeline.simulate.volume import SimulationError, require_count, require_positive
 
 
@@ -212,7 +211,7 @@ def simulate_movie(
         raise SimulationError("drift and local deformation amplitudes must be ≥ 0 Å")
     n_frames = int(n_frames)
     rng = _rng(rng)
-    ctf = ctf if ctf is not None else default_ctf(rng)
+    ctf = ctf if ctf is not None else DEFAULT_CTFS.draw(rng)
     drift, time_course = drift_trajectory(n_frames, drift_total_A, pixel_size_A, rng)
     local = local_deformation(local_amplitude_A, pixel_size_A, (ny, nx), time_course, rng)
     if n_particles is None:
