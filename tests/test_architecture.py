@@ -22,11 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("cryofac", "pipeline", "workflows", "instrument_env", "portal")
 CORE = (
     "cryofac",
-    "cryofac.errors",
-    "cryofac.config",
-    "cryofac.run_folder",
-    "cryofac.fileio",
-    "cryofac.migrations",
+    *(f"cryofac.{m}" for m in ("errors", "config", "run_folder", "fileio", "migrations")),
 )
 APP = ("cryofac.cli", "cryofac.config_cli", "cryofac.demo")
 
