@@ -13,6 +13,7 @@ Specimen: human apoferritin, wwPDB 6Z6U (24-mer, ~500 kDa, shipped in ``pipeline
 - :func:`simulate_micrograph` — whole field in electron counts: particles in amorphous ice,
   contaminants, optional carbon edge, full-wave CTF with envelopes, Poisson at the dose
   (:mod:`.micrograph`).
+- :class:`SpecimenMotion` — a movie's drift and local deformation amplitudes.
 - :func:`simulate_movie` / :func:`write_movie` / :func:`write_gain` — frames with drift
   (content at (x, y) in frame 1 is at (x, y) + drift[f] in frame f; RELION's
   rlnMicrographShiftX/Y = −drift), smooth local deformation, per-frame Poisson, raw = counts
@@ -29,6 +30,7 @@ from pipeline.simulate.micrograph import MicrographTruth, simulate_micrograph
 from pipeline.simulate.movie import (
     LocalDeformation,
     MovieTruth,
+    SpecimenMotion,
     simulate_movie,
     write_gain,
     write_movie,
@@ -50,6 +52,7 @@ __all__ = [
     "MovieTruth",
     "ParticleStackTruth",
     "SimulationError",
+    "SpecimenMotion",
     "project",
     "reference_volume",
     "simulate_acquisition",

@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +34,9 @@ import numpy as np
 
 from cryofac.fileio import atomic_path, atomic_write
 from pipeline.simulate.movie import (
+    DEFAULT_MOTION,
     MovieTruth,
+    SpecimenMotion,
     gain_reference,
     readable,
     simulate_movie,
@@ -194,8 +197,7 @@ def simulate_acquisition(
     dose_per_frame: float = 1.0,
     particles_per_movie: int | None = None,
     ctfs: CTFDraw = DEFAULT_CTFS,
-    drift_total_A: float = 20.0,
-    local_amplitude_A: float = 3.0,
+    motion: SpecimenMotion = DEFAULT_MOTION,
     interval_s: float = 0.0,
     start_index: int = 0,
     seed: int | None = None,
@@ -206,7 +208,7 @@ def simulate_acquisition(
 ) -> list[Path]:
     """Simulate ``n_movies`` movies of apoferritin into ``out_dir`` (see the module doc).
 
-    ``dose_per_frame`` in e/Å²; each movie's CTF drawn by ``ctfs``; ``interval_s > 0`` lets movies land one by one at that pace
+    ``dose_per_frame`` in e/Å²; each movie's CTF drawn by ``ctfs``, its drift from ``motion`` (path length × 0.5–1.5); ``interval_s > 0`` lets movies land one by one at that pace
     (for watchers); ``start_index`` continues an acquisition (same ``seed``); ``seed=None``
     draws one and records it in ``acquisition.json``. ``integer_counts`` (default) records
     integer raw counts as a counting camera does (small zlib TIFFs; raw × gain ≈ counts);
@@ -283,8 +285,7 @@ def simulate_acquisition(
             pixel_size_A,
             n_frames=n_frames,
             dose_per_frame_e_A2=dose_per_frame,
-            drift_total_A=drift_total_A * rng.uniform(0.5, 1.5),
-            local_amplitude_A=local_amplitude_A,
+            motion=replace(motion, drift_total_A=motion.drift_total_A * rng.uniform(0.5, 1.5)),
             ctf=ctf,
             n_particles=particles_per_movie,
             gain=gain,
