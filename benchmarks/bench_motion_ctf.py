@@ -75,7 +75,7 @@ def write_movie(path: Path, size: int, n_frames: int, rng) -> np.ndarray:
 
 def bench_motion(size: int, n_frames: int, tmp: Path, rows: list) -> None:
     from pipeline.io.movie import Movie
-    from pipeline.motion.correct import correct_movie
+    from pipeline.motion.correct import MotionOptions, correct_movie
 
     rng = np.random.default_rng(0)
     path = tmp / "movie.mrcs"
@@ -85,7 +85,7 @@ def bench_motion(size: int, n_frames: int, tmp: Path, rows: list) -> None:
     for patches in ((5, 5), None):
         t0, c0 = time.perf_counter(), time.process_time()
         with Movie(path) as movie:
-            result = correct_movie(movie, 1.0, 1.0, patches=patches)
+            result = correct_movie(movie, 1.0, 1.0, MotionOptions(patches=patches))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         err = result.drift_px - (drift - drift[0])
         rms = float(np.sqrt(np.mean(np.sum(err**2, 1))))

@@ -7,9 +7,10 @@ database (PostgreSQL by default: a throw-away database created and dropped), and
 publisher processes using paho-mqtt at QoS 1.
 
 Readings are generated beforehand (not timed): ``--readings`` distinct, plausible
-readings of 13 channels (temperature, humidity, magnetic field, LN2 level, cooling water)
-over the last hours, ``--per-message`` consecutive readings of one channel per message
-(a logger batching its samples). Publishers send them as fast as they can
+readings of the shipped configuration's channels but vibration (13: temperature,
+humidity, magnetic field, LN2 level, cooling water) over the last hours,
+``--per-message`` consecutive readings of one channel per message (a logger batching
+its samples). Publishers send them as fast as they can
 (``--rate 0``) or at ``--rate`` messages/s in total.
 
 Reported: readings/s from the first publish to the last reading committed (the count
@@ -51,27 +52,34 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from instrument_env.db import upgrade  # noqa: E402
+from instrument_env.limits import load_env_config  # noqa: E402
 from instrument_env.mosquitto import LocalBroker, spawn_ingester  # noqa: E402
 from instrument_env.sim import VIB_BANDS  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
     "CRYOFAC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-CHANNELS = [
-    ("krios-room", "krios-t1", "temperature", 20.0, "°C"),
-    ("krios-room", "krios-t1", "humidity", 45.0, "%RH"),
-    ("krios-room", "krios-t2", "temperature", 20.1, "°C"),
-    ("krios-room", "krios-mag", "magnetic_field_ac", 25.0, "nT"),
-    ("krios-room", "krios-mag", "magnetic_field_dc", 48.0, "µT"),
-    ("krios-room", "krios-ln2", "ln2_level", 90.0, "%"),
-    ("krios-room", "krios-water", "cooling_water_temperature", 18.0, "°C"),
-    ("screening-room", "screen-t1", "temperature", 20.2, "°C"),
-    ("screening-room", "screen-t1", "humidity", 44.0, "%RH"),
-    ("screening-room", "screen-mag", "magnetic_field_ac", 30.0, "nT"),
-    ("screening-room", "screen-mag", "magnetic_field_dc", 48.0, "µT"),
-    ("prep-lab", "prep-t1", "temperature", 20.3, "°C"),
-    ("prep-lab", "prep-t1", "humidity", 43.0, "%RH"),
-]
+#: a plausible level of each quantity (readings swing ±0.2 % around it)
+LEVELS = {
+    "temperature": 20.0,
+    "humidity": 45.0,
+    "magnetic_field_ac": 25.0,
+    "magnetic_field_dc": 48.0,
+    "ln2_level": 90.0,
+    "cooling_water_temperature": 18.0,
+}
+
+
+def channels() -> list[tuple[str, str, str, float, str]]:
+    """(room, sensor, quantity, level, unit) of every channel of the shipped facility
+    configuration but the vibration bands (``--bands`` sends those)."""
+    config = load_env_config()
+    return [
+        (sensor.room, sensor.id, quantity, LEVELS[quantity], config.units[quantity])
+        for sensor in config.sensors.values()
+        for quantity in sensor.quantities
+        if quantity != "vibration"
+    ]
 
 
 def make_messages(readings: int, per_message: int, bands: bool = False) -> list[tuple[str, bytes]]:
@@ -80,12 +88,13 @@ def make_messages(readings: int, per_message: int, bands: bool = False) -> list[
     if bands:
         return _band_messages(readings, per_message)
     n_messages = math.ceil(readings / per_message)
-    per_channel_s = math.ceil(n_messages / len(CHANNELS)) * per_message
+    chans = channels()
+    per_channel_s = math.ceil(n_messages / len(chans)) * per_message
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=per_channel_s + 600)
     out, left = [], readings
     for m in range(n_messages):
-        room, sensor, quantity, level, unit = CHANNELS[m % len(CHANNELS)]
-        first = (m // len(CHANNELS)) * per_message
+        room, sensor, quantity, level, unit = chans[m % len(chans)]
+        first = (m // len(chans)) * per_message
         items = []
         for j in range(min(per_message, left)):
             k = first + j

@@ -6,6 +6,8 @@ For a rule on channel (sensor, quantity[, band]):
   time (for ``high`` the ``max`` band derived at ingest, for ``low`` the minimum).
 - ``drift``: at each reading, the peak-to-peak change of the readings within the
   trailing ``window_s`` (a stability rule, e.g. °C per hour).
+
+And :func:`vibration_class`: the VC curve a vibration sensor's latest spectrum meets.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from instrument_env.limits import ANY_BAND, MAX_BAND, Rule, rule_band_filter
-from instrument_env.storage import channel_values_us
+from instrument_env.reduce import VC_RANGE_HZ, vc_class
+from instrument_env.storage import (
+    channel_series_us,
+    channel_values_us,
+    last_reading_of_channel_us,
+)
 
 
 @dataclass(frozen=True)
@@ -125,3 +132,33 @@ def worst(rule: Rule, values: np.ndarray) -> float:
 
 def verb(rule: Rule) -> str:
     return {"high": "above", "low": "below", "drift": "above"}[rule.kind]
+
+
+@dataclass(frozen=True)
+class VibrationClass:
+    """The vibration criterion (VC) curve one spectrum meets (:func:`vc_class`)."""
+
+    sensor: str
+    at_us: int  # time of the spectrum (µs since the epoch, UTC)
+    vc: str  # e.g. "VC-D"; "none" when even the workshop curve is exceeded
+    worst_um_s: float  # largest one-third-octave band RMS between 1 and 80 Hz (µm/s)
+
+
+def vibration_class(session: Session, sensor: str, at_us: int) -> VibrationClass | None:
+    """The VC class of ``sensor``'s latest vibration spectrum at or before ``at_us`` (its
+    stored one-third-octave bands); None without one (no readings, or no band 1–80 Hz)."""
+    last_us = last_reading_of_channel_us(session, sensor, "vibration", at_us)
+    if last_us is None:
+        return None
+    spectrum = channel_series_us(session, sensor, "vibration", last_us, last_us)
+    bands = {
+        str(band): float(value)
+        for band, value in zip(spectrum.bands, spectrum.values, strict=True)
+        if band not in ("", MAX_BAND)
+    }
+    try:
+        vc = vc_class(bands)
+    except ValueError:
+        return None
+    in_range = [v for band, v in bands.items() if VC_RANGE_HZ[0] <= float(band) <= VC_RANGE_HZ[1]]
+    return VibrationClass(sensor, int(last_us), vc, max(in_range))

@@ -35,22 +35,11 @@ class Series:
         return len(self.ts_us)
 
 
-def channel_series(
-    session: Session,
-    sensor: str,
-    quantity: str,
-    start: datetime,
-    end: datetime,
-    *,
-    band: str | None = None,
-) -> Series:
-    """Raw readings of (sensor, quantity) with ``start <= ts <= end`` (all bands unless given)."""
-    return channel_series_us(session, sensor, quantity, to_us(start), to_us(end), band=band)
-
-
 def channel_series_us(
     session: Session, sensor: str, quantity: str, start_us: int, end_us: int, *, band=None
 ) -> Series:
+    """Raw readings of (sensor, quantity) with ``start_us <= ts <= end_us`` (µs since the
+    epoch; all bands unless ``band`` is given), in time order."""
     query = (
         sa.select(Reading.ts_us, Reading.value, Reading.band, Reading.unit)
         .where(
@@ -247,24 +236,33 @@ def rollup_series(
     start: datetime,
     end: datetime,
     *,
-    band: str = "",
+    band: str | None = "",
 ) -> list[dict]:
-    """Rollup buckets of one channel: ``[{"start", "n", "min", "max", "mean"}]``."""
-    rows = session.execute(
-        sa.select(Rollup)
-        .where(
-            Rollup.resolution_s == resolution_s,
-            Rollup.sensor == sensor,
-            Rollup.quantity == quantity,
-            Rollup.band == band,
-            Rollup.bucket_us >= to_us(start) - to_us(start) % (resolution_s * 1_000_000),
-            Rollup.bucket_us <= to_us(end),
-        )
-        .order_by(Rollup.bucket_us)
-    ).scalars()
+    """Rollup buckets of one channel from the bucket holding ``start`` to ``end``:
+    ``[{"start_us", "n", "min", "max", "mean"}]`` (the technician's charts).
+
+    ``band=None`` takes every band of a banded channel together, bucket by bucket: the
+    lowest minimum, the highest maximum and the highest mean (the worst band), ``n`` summed.
+    """
+    query = sa.select(
+        Rollup.bucket_us,
+        sa.func.sum(Rollup.n),
+        sa.func.min(Rollup.min),
+        sa.func.max(Rollup.max),
+        sa.func.max(Rollup.mean),
+    ).where(
+        Rollup.resolution_s == resolution_s,
+        Rollup.sensor == sensor,
+        Rollup.quantity == quantity,
+        Rollup.bucket_us >= to_us(start) - to_us(start) % (resolution_s * 1_000_000),
+        Rollup.bucket_us <= to_us(end),
+    )
+    if band is not None:
+        query = query.where(Rollup.band == band)
+    rows = session.execute(query.group_by(Rollup.bucket_us).order_by(Rollup.bucket_us))
     return [
-        {"start_us": r.bucket_us, "n": r.n, "min": r.min, "max": r.max, "mean": r.mean}
-        for r in rows
+        {"start_us": start_us, "n": int(n), "min": lo, "max": hi, "mean": mean}
+        for start_us, n, lo, hi, mean in rows
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from cryofac.migrations import run_online
 from instrument_env.db import VERSION_TABLE, make_engine
 from instrument_env.models import EnvBase
 
@@ -25,15 +26,7 @@ def run_migrations_online() -> None:
     )
     engine = url_or_engine if isinstance(url_or_engine, sa.Engine) else make_engine(url_or_engine)
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            version_table=VERSION_TABLE,
-            include_object=_include_object,
-            render_as_batch=connection.dialect.name == "sqlite",
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        run_online(connection, target_metadata, VERSION_TABLE, _include_object)
     if not isinstance(url_or_engine, sa.Engine):
         engine.dispose()
 

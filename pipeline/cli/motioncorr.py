@@ -82,7 +82,7 @@ def motioncorr(
         from pipeline.io.movie import Movie
         from pipeline.io.mrc import write_mrc
         from pipeline.io.star import write_shifts
-        from pipeline.motion.correct import correct_movie
+        from pipeline.motion.correct import MotionOptions, correct_movie
 
         stem = movie_stem(path)
         with Movie(path, gain=gain, defects=defects) as movie:
@@ -90,12 +90,14 @@ def motioncorr(
                 movie,
                 pixel_size,
                 dose_per_frame,
+                MotionOptions(
+                    patches=patch_grid,
+                    bfactor_global_A2=bfactor,
+                    tolerance_px=tolerance,
+                    max_iterations=max_iterations,
+                ),
                 voltage_kV=voltage,
                 pre_exposure_e_A2=pre_exposure,
-                patches=patch_grid,
-                bfactor_global_A2=bfactor,
-                tolerance_px=tolerance,
-                max_iterations=max_iterations,
             )
             n, (ny, nx) = movie.n_frames, movie.shape
         out = out_dir / f"{stem}.mrc"

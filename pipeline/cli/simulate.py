@@ -126,7 +126,12 @@ def particles_command(
 ) -> None:
     """Write a particle stack and its RELION 3.1 particles.star (+ particles_truth.star)."""
     select_device(device, threads)
-    from pipeline.simulate import reference_volume, simulate_particle_stack, write_particle_stack
+    from pipeline.simulate import (
+        CTFDraw,
+        reference_volume,
+        simulate_particle_stack,
+        write_particle_stack,
+    )
 
     _out_dir(out)
     volume = _run(reference_volume, box, pixel_size)
@@ -136,7 +141,7 @@ def particles_command(
         n,
         pixel_size,
         snr=snr,
-        defocus_range_A=defocus_range,
+        ctfs=CTFDraw(defocus_range_A=defocus_range),
         rng=seed,
     )
     star = _run(write_particle_stack, out, images, truth, with_poses=with_poses)
@@ -167,11 +172,10 @@ def micrographs_command(
     import numpy as np
     import pandas as pd
 
-    from pipeline.ctf_model import CTFParams
     from pipeline.io.mrc import write_mrc
     from pipeline.simulate import simulate_micrograph
     from pipeline.simulate.acquisition import _write_star, acquisition_box
-    from pipeline.simulate.micrograph import random_ctf_values
+    from pipeline.simulate.particles import CTFDraw
     from pipeline.simulate.volume import reference_volume
 
     _out_dir(out / "truth")
@@ -180,8 +184,7 @@ def micrographs_command(
     rows = []
     for i, child in enumerate(progress(seed_seq.spawn(n), total=n, desc="micrographs")):
         rng = np.random.default_rng(child)
-        du, dv, angle = _run(random_ctf_values, 1, defocus_range, 600.0, rng)
-        ctf = CTFParams(float(du[0]), float(dv[0]), float(angle[0]))
+        ctf = _run(CTFDraw(defocus_range_A=defocus_range).draw, rng)
         image, truth = _run(
             simulate_micrograph,
             volume,
@@ -266,6 +269,7 @@ def acquisition_command(
         raise click.UsageError("missing the session folder: give RAW_DIR or --out DIR")
     select_device(device, threads)
     from pipeline.simulate.acquisition import simulate_acquisition
+    from pipeline.simulate.particles import CTFDraw
 
     _out_dir(raw_dir)
     pixel_size = pixel_size or _pipeline_default("pixel_size_A", 0.83)
@@ -279,10 +283,12 @@ def acquisition_command(
         pixel_size_A=pixel_size,
         dose_per_frame=dose_per_frame,
         particles_per_movie=particles,
-        defocus_range_A=defocus_range,
-        voltage_kV=_pipeline_default("voltage_kV", 300.0),
-        cs_mm=_pipeline_default("cs_mm", 2.7),
-        amplitude_contrast=_pipeline_default("amplitude_contrast", 0.07),
+        ctfs=CTFDraw(
+            defocus_range_A=defocus_range,
+            voltage_kV=_pipeline_default("voltage_kV", 300.0),
+            cs_mm=_pipeline_default("cs_mm", 2.7),
+            amplitude_contrast=_pipeline_default("amplitude_contrast", 0.07),
+        ),
         interval_s=interval,
         start_index=start_index,
         seed=seed,

@@ -43,6 +43,32 @@ class MotionError(CryofacError):
     """A movie cannot be motion-corrected (too few frames, bad sizes, non-finite data)."""
 
 
+@dataclass(frozen=True)
+class MotionOptions:
+    """How :func:`correct_movie` aligns the frames (``cryofac motioncorr``'s options)."""
+
+    #: (columns, rows) of the local model; None: global alignment only
+    patches: tuple[int, int] | None = (5, 5)
+    #: frames are Fourier-cropped to this pixel size (Å) for the alignment ...
+    align_pixel_A: float = 2.0
+    #: ... and to at most this many pixels across
+    max_align_size: int = 1024
+    #: B-factor on the global cross-correlations (Å²)
+    bfactor_global_A2: float = 150.0
+    #: B-factor on the patches' cross-correlations (Å²)
+    bfactor_local_A2: float = 150.0
+    #: largest shift searched (Å)
+    max_shift_A: float = 150.0
+    #: the global alignment stops when the RMS change of the frame shifts falls below
+    #: this (pixels of the movie) ...
+    tolerance_px: float = 0.01
+    #: ... or after this many rounds
+    max_iterations: int = 15
+
+
+DEFAULT_OPTIONS = MotionOptions()
+
+
 @dataclass
 class MotionCorrection:
     """Result of :func:`correct_movie`. Sums are float32 numpy arrays (ny, nx)."""
@@ -57,6 +83,7 @@ class MotionCorrection:
     accum_motion_early_A: float
     accum_motion_late_A: float
     iterations: int
+    options: MotionOptions = DEFAULT_OPTIONS  # what the alignment was asked to do
 
 
 def _n_frames(source: Any) -> int:
@@ -103,26 +130,20 @@ def correct_movie(
     source: Any,
     pixel_size_A: float,
     dose_per_frame_e_A2: float,
+    options: MotionOptions = DEFAULT_OPTIONS,
     *,
     voltage_kV: float = 300.0,
     pre_exposure_e_A2: float = 0.0,
-    patches: tuple[int, int] | None = (5, 5),
-    align_pixel_A: float = 2.0,
-    max_align_size: int = 1024,
-    bfactor_global_A2: float = 150.0,
-    bfactor_local_A2: float = 150.0,
-    max_shift_A: float = 150.0,
-    tolerance_px: float = 0.01,
-    max_iterations: int = 15,
     early_cutoff_e_A2: float = 4.0,
 ) -> MotionCorrection:
     """Align and sum the frames of ``source`` (a :class:`pipeline.io.movie.Movie` or array).
 
     ``pixel_size_A``: Å per pixel of the frames; ``dose_per_frame_e_A2``: exposure per
-    frame; ``patches``: (columns, rows) of the local model or None for global only.
-    The global alignment iterates until the RMS change of the frame shifts falls below
-    ``tolerance_px`` (pixels of the movie) or ``max_iterations`` rounds have run.
+    frame (e/Å²) after ``pre_exposure_e_A2``; ``options``: how to align
+    (:class:`MotionOptions`, recorded in the result); ``early_cutoff_e_A2``: the dose that
+    splits the accumulated motion into early and late (RELION).
     """
+    patches = options.patches
     xp = backend.xp()
     fft = backend.fft()
     n = _n_frames(source)
@@ -136,7 +157,7 @@ def correct_movie(
     if first.ndim != 2:
         raise MotionError(f"frames must be 2D (got shape {first.shape})")
     shape = (int(first.shape[0]), int(first.shape[1]))
-    cshape = alignment_shape(shape, pixel_size_A, align_pixel_A, max_align_size)
+    cshape = alignment_shape(shape, pixel_size_A, options.align_pixel_A, options.max_align_size)
     scale = np.array([shape[1] / cshape[1], shape[0] / cshape[0]])  # full px per crop px [x, y]
     align_pixel = pixel_size_A * float(scale.mean())
 
@@ -161,10 +182,10 @@ def correct_movie(
         crops,
         cshape,
         align_pixel,
-        bfactor_A2=bfactor_global_A2,
-        max_shift_px=max_shift_A / align_pixel,
-        tolerance_px=tolerance_px / float(scale.mean()),
-        max_iterations=max_iterations,
+        bfactor_A2=options.bfactor_global_A2,
+        max_shift_px=options.max_shift_A / align_pixel,
+        tolerance_px=options.tolerance_px / float(scale.mean()),
+        max_iterations=options.max_iterations,
     )
     drift_crop = result.drift_px
 
@@ -176,7 +197,7 @@ def correct_movie(
             aligned.astype(xp.float32),
             align_pixel,
             (patches[1], patches[0]),
-            bfactor_A2=bfactor_local_A2,
+            bfactor_A2=options.bfactor_local_A2,
             max_shift_px=max(4.0, 20.0 / align_pixel),
         )
         del aligned
@@ -213,6 +234,7 @@ def correct_movie(
         accum_motion_early_A=early,
         accum_motion_late_A=late,
         iterations=result.iterations,
+        options=options,
     )
 
 

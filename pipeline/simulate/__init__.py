@@ -6,12 +6,14 @@ Specimen: human apoferritin, wwPDB 6Z6U (24-mer, ~500 kDa, shipped in ``pipeline
   voxel box//2, cached on disk (:mod:`.volume`).
 - :func:`project` — line integrals (V·Å) at RELION poses; ``shifts_A`` are
   rlnOriginX/YAngst (particle centre at box//2 − shift/pixel) (:mod:`.projection`).
+- :class:`CTFDraw` — how each simulated CTF is drawn (defocus range, astigmatism, optics).
 - :func:`simulate_particle_stack` / :func:`write_particle_stack` — CTF-modulated projections
   (pipeline.ctf_model sign: protein dark), white noise at SNR = mean signal variance / noise
   variance in the box; RELION 3.1 particles.star (+ particles_truth.star) (:mod:`.particles`).
 - :func:`simulate_micrograph` — whole field in electron counts: particles in amorphous ice,
   contaminants, optional carbon edge, full-wave CTF with envelopes, Poisson at the dose
   (:mod:`.micrograph`).
+- :class:`SpecimenMotion` — a movie's drift and local deformation amplitudes.
 - :func:`simulate_movie` / :func:`write_movie` / :func:`write_gain` — frames with drift
   (content at (x, y) in frame 1 is at (x, y) + drift[f] in frame f; RELION's
   rlnMicrographShiftX/Y = −drift), smooth local deformation, per-frame Poisson, raw = counts
@@ -28,11 +30,13 @@ from pipeline.simulate.micrograph import MicrographTruth, simulate_micrograph
 from pipeline.simulate.movie import (
     LocalDeformation,
     MovieTruth,
+    SpecimenMotion,
     simulate_movie,
     write_gain,
     write_movie,
 )
 from pipeline.simulate.particles import (
+    CTFDraw,
     ParticleStackTruth,
     simulate_particle_stack,
     write_particle_stack,
@@ -41,12 +45,14 @@ from pipeline.simulate.projection import FourierProjector, project
 from pipeline.simulate.volume import SimulationError, reference_volume, structure_atoms
 
 __all__ = [
+    "CTFDraw",
     "FourierProjector",
     "LocalDeformation",
     "MicrographTruth",
     "MovieTruth",
     "ParticleStackTruth",
     "SimulationError",
+    "SpecimenMotion",
     "project",
     "reference_volume",
     "simulate_acquisition",

@@ -26,22 +26,24 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from cryofac.fileio import atomic_path, atomic_write
-from pipeline.ctf_model import CTFParams
-from pipeline.simulate.micrograph import random_ctf_values
 from pipeline.simulate.movie import (
+    DEFAULT_MOTION,
     MovieTruth,
+    SpecimenMotion,
     gain_reference,
     readable,
     simulate_movie,
     write_gain,
     write_movie,
 )
+from pipeline.simulate.particles import DEFAULT_CTFS, CTFDraw
 from pipeline.simulate.volume import (
     SimulationError,
     reference_volume,
@@ -194,13 +196,8 @@ def simulate_acquisition(
     pixel_size_A: float = 0.83,
     dose_per_frame: float = 1.0,
     particles_per_movie: int | None = None,
-    defocus_range_A: tuple[float, float] = (10000.0, 25000.0),
-    max_astigmatism_A: float = 600.0,
-    drift_total_A: float = 20.0,
-    local_amplitude_A: float = 3.0,
-    voltage_kV: float = 300.0,
-    cs_mm: float = 2.7,
-    amplitude_contrast: float = 0.07,
+    ctfs: CTFDraw = DEFAULT_CTFS,
+    motion: SpecimenMotion = DEFAULT_MOTION,
     interval_s: float = 0.0,
     start_index: int = 0,
     seed: int | None = None,
@@ -211,7 +208,7 @@ def simulate_acquisition(
 ) -> list[Path]:
     """Simulate ``n_movies`` movies of apoferritin into ``out_dir`` (see the module doc).
 
-    ``dose_per_frame`` in e/Å²; ``interval_s > 0`` lets movies land one by one at that pace
+    ``dose_per_frame`` in e/Å²; each movie's CTF drawn by ``ctfs``, its drift from ``motion`` (path length × 0.5–1.5); ``interval_s > 0`` lets movies land one by one at that pace
     (for watchers); ``start_index`` continues an acquisition (same ``seed``); ``seed=None``
     draws one and records it in ``acquisition.json``. ``integer_counts`` (default) records
     integer raw counts as a counting camera does (small zlib TIFFs; raw × gain ≈ counts);
@@ -244,14 +241,14 @@ def simulate_acquisition(
     seed = int(seed)
     params = dict(
         pixel_size_A=float(pixel_size_A),
-        voltage_kV=float(voltage_kV),
-        cs_mm=float(cs_mm),
-        amplitude_contrast=float(amplitude_contrast),
+        voltage_kV=float(ctfs.voltage_kV),
+        cs_mm=float(ctfs.cs_mm),
+        amplitude_contrast=float(ctfs.amplitude_contrast),
         dose_per_frame_e_A2=float(dose_per_frame),
         n_frames=int(n_frames),
         total_dose_e_A2=float(dose_per_frame * n_frames),
         movie_shape=[ny, nx],
-        defocus_range_A=list(defocus_range_A),
+        defocus_range_A=list(ctfs.defocus_range_A),
         seed=seed,
         gain="gain.mrc",
         movie_format=movie_format,
@@ -281,18 +278,14 @@ def simulate_acquisition(
     t0 = time.monotonic()
     for k, index in enumerate(iterator):
         rng = np.random.default_rng([seed, index])
-        du, dv, angle = random_ctf_values(1, defocus_range_A, max_astigmatism_A, rng)
-        ctf = CTFParams(
-            float(du[0]), float(dv[0]), float(angle[0]), voltage_kV, cs_mm, amplitude_contrast
-        )
+        ctf = ctfs.draw(rng)
         frames, truth = simulate_movie(
             volume,
             (ny, nx),
             pixel_size_A,
             n_frames=n_frames,
             dose_per_frame_e_A2=dose_per_frame,
-            drift_total_A=drift_total_A * rng.uniform(0.5, 1.5),
-            local_amplitude_A=local_amplitude_A,
+            motion=replace(motion, drift_total_A=motion.drift_total_A * rng.uniform(0.5, 1.5)),
             ctf=ctf,
             n_particles=particles_per_movie,
             gain=gain,

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline import backend
 from pipeline.ctf_model import CTFParams, electron_wavelength_A
 from pipeline.geometry import matrix_to_euler, random_rotations
-from pipeline.simulate.particles import _check_volume, _rng, random_ctf_values
+from pipeline.simulate.particles import CTFDraw, _check_volume, _rng
 from pipeline.simulate.projection import FourierProjector, project_into, support_radius_px
 from pipeline.simulate.volume import SimulationError, require_positive
 
@@ -229,17 +229,6 @@ def place_non_overlapping(
                 continue
             points = np.vstack([points, c])
     return points
-
-
-def default_ctf(
-    rng: np.random.Generator,
-    defocus_range_A: tuple[float, float] = (10000.0, 25000.0),
-    max_astigmatism_A: float = 600.0,
-    voltage_kV: float = 300.0,
-) -> CTFParams:
-    """A random CTF: mean defocus uniform in range, astigmatism ≤ ``max_astigmatism_A``."""
-    du, dv, angle = random_ctf_values(1, defocus_range_A, max_astigmatism_A, rng)
-    return CTFParams(float(du[0]), float(dv[0]), float(angle[0]), voltage_kV)
 
 
 def _specimen(
@@ -549,7 +538,7 @@ def simulate_micrograph(
         raise SimulationError(f"ice gradient must be in [0, 1) (got {ice_gradient})")
     require_positive("ice thickness", ice_thickness_A, "Å")
     rng = _rng(rng)
-    ctf = ctf if ctf is not None else default_ctf(rng, voltage_kV=voltage_kV)
+    ctf = ctf if ctf is not None else CTFDraw(voltage_kV=voltage_kV).draw(rng)
     margin = delocalisation_px(ctf, pixel_size_A)
     intensity, truth = imaged_specimen(
         volume,

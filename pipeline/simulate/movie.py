@@ -28,12 +28,11 @@ from pipeline.ctf_model import CTFParams
 from pipeline.simulate.micrograph import (
     MicrographTruth,
     _random_field,
-    default_ctf,
     delocalisation_px,
     imaged_specimen,
     prepared_particle,
 )
-from pipeline.simulate.particles import _check_volume, _rng
+from pipeline.simulate.particles import DEFAULT_CTFS, _check_volume, _rng
 from pipeline.simulate.volume import SimulationError, require_count, require_positive
 
 
@@ -163,6 +162,36 @@ def local_deformation(
     return local
 
 
+@dataclass(frozen=True)
+class SpecimenMotion:
+    """How the specimen moves during a movie (Å): a global drift of path length
+    ``drift_total_A`` (:func:`drift_trajectory`) and a smooth local deformation of peak
+    amplitude ``local_amplitude_A`` that follows the drift's time course
+    (:func:`local_deformation`)."""
+
+    drift_total_A: float = 20.0
+    local_amplitude_A: float = 3.0
+
+    def __post_init__(self):
+        if self.drift_total_A < 0 or self.local_amplitude_A < 0:
+            raise SimulationError("drift and local deformation amplitudes must be ≥ 0 Å")
+
+    def draw(
+        self,
+        n_frames: int,
+        pixel_size_A: float,
+        field_shape: tuple[int, int],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, LocalDeformation]:
+        """The drift (n_frames, 2) px relative to frame 1 and the local deformation."""
+        drift, time_course = drift_trajectory(n_frames, self.drift_total_A, pixel_size_A, rng)
+        amplitude = self.local_amplitude_A
+        return drift, local_deformation(amplitude, pixel_size_A, field_shape, time_course, rng)
+
+
+DEFAULT_MOTION = SpecimenMotion()
+
+
 def gain_reference(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Per-pixel sensitivity ~1 ± 5 % times a ±3 % smooth vignetting; float32, positive."""
     pixel = 1 + 0.05 * rng.standard_normal(shape)
@@ -177,8 +206,7 @@ def simulate_movie(
     *,
     n_frames: int = 20,
     dose_per_frame_e_A2: float = 1.0,
-    drift_total_A: float = 20.0,
-    local_amplitude_A: float = 3.0,
+    motion: SpecimenMotion = DEFAULT_MOTION,
     ctf: CTFParams | None = None,
     n_particles: int | None = None,
     n_contaminants: int = 1,
@@ -208,19 +236,16 @@ def simulate_movie(
     require_count("number of frames", n_frames)
     require_positive("pixel size", pixel_size_A, "Å")
     require_positive("dose per frame", dose_per_frame_e_A2, "e/Å²")
-    if drift_total_A < 0 or local_amplitude_A < 0:
-        raise SimulationError("drift and local deformation amplitudes must be ≥ 0 Å")
     n_frames = int(n_frames)
     rng = _rng(rng)
-    ctf = ctf if ctf is not None else default_ctf(rng)
-    drift, time_course = drift_trajectory(n_frames, drift_total_A, pixel_size_A, rng)
-    local = local_deformation(local_amplitude_A, pixel_size_A, (ny, nx), time_course, rng)
+    ctf = ctf if ctf is not None else DEFAULT_CTFS.draw(rng)
+    drift, local = motion.draw(n_frames, pixel_size_A, (ny, nx), rng)
     if n_particles is None:
         diameter_px = 2 * prepared_particle(volume, pixel_size_A, projector)["radius_A"]
         diameter_px /= pixel_size_A
         n_particles = int(0.25 * nx * ny / diameter_px**2)
-    motion = float(np.abs(drift).max() + local.amplitude_px) if n_frames > 1 else 0.0
-    margin = int(math.ceil(motion)) + delocalisation_px(ctf, pixel_size_A) + 4
+    moved_px = float(np.abs(drift).max() + local.amplitude_px) if n_frames > 1 else 0.0
+    margin = int(math.ceil(moved_px)) + delocalisation_px(ctf, pixel_size_A) + 4
     intensity, micrograph_truth = imaged_specimen(
         volume,
         (ny, nx),
@@ -255,7 +280,7 @@ def simulate_movie(
     pattern = (local.amplitude_px * local.field(xx, yy)).astype(np.float32)
     frames = np.empty((n_frames, ny, nx), dtype=np.float32)
     for f in range(n_frames):
-        h = np.float32(time_course[f])
+        h = np.float32(local.time_course[f])
         src_x = xx + np.float32(margin - drift[f, 0]) - h * pattern[..., 0]
         src_y = yy + np.float32(margin - drift[f, 1]) - h * pattern[..., 1]
         expected = ndimage.map_coordinates(

@@ -83,21 +83,48 @@ def _check_volume(volume: np.ndarray) -> np.ndarray:
     return volume
 
 
-def random_ctf_values(
-    n: int,
-    defocus_range_A: tuple[float, float],
-    max_astigmatism_A: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random defocus U ≥ V (Å) and angle (degrees, in (−90, 90]): mean defocus uniform in the
-    range, astigmatism U − V uniform in [0, max_astigmatism_A]."""
-    lo, hi = defocus_range_A
-    if not 0 < lo <= hi:
-        raise SimulationError(f"defocus range must satisfy 0 < min ≤ max (got {lo}, {hi} Å)")
-    mean = rng.uniform(lo, hi, n)
-    astig = rng.uniform(0.0, max_astigmatism_A, n)
-    angle = rng.uniform(-90.0, 90.0, n)
-    return mean + astig / 2, mean - astig / 2, angle
+@dataclass(frozen=True)
+class CTFDraw:
+    """How a simulation draws each CTF (per particle, micrograph or movie).
+
+    Mean defocus uniform in ``defocus_range_A`` (Å, underfocus positive), astigmatism U − V
+    uniform in [0, ``max_astigmatism_A``] Å, angle uniform in (−90, 90] degrees; the optics
+    are fixed: ``voltage_kV`` (kV), ``cs_mm`` (mm), ``amplitude_contrast`` (fraction).
+    """
+
+    defocus_range_A: tuple[float, float] = (10000.0, 25000.0)
+    max_astigmatism_A: float = 600.0
+    voltage_kV: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.07
+
+    def values(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """``n`` random defocus U ≥ V (Å) and angles (degrees)."""
+        lo, hi = self.defocus_range_A
+        if not 0 < lo <= hi:
+            raise SimulationError(f"defocus range must satisfy 0 < min ≤ max (got {lo}, {hi} Å)")
+        mean = rng.uniform(lo, hi, n)
+        astig = rng.uniform(0.0, self.max_astigmatism_A, n)
+        angle = rng.uniform(-90.0, 90.0, n)
+        return mean + astig / 2, mean - astig / 2, angle
+
+    def draw(self, rng: np.random.Generator) -> CTFParams:
+        """One random CTF."""
+        du, dv, angle = self.values(1, rng)
+        return CTFParams(
+            float(du[0]),
+            float(dv[0]),
+            float(angle[0]),
+            self.voltage_kV,
+            self.cs_mm,
+            self.amplitude_contrast,
+        )
+
+
+#: micrographs' and movies' draw
+DEFAULT_CTFS = CTFDraw()
+#: the particle stacks' draw: closer to focus than a micrograph's default
+PARTICLE_CTFS = CTFDraw(defocus_range_A=(8000.0, 25000.0))
 
 
 def simulate_particle_stack(
@@ -106,12 +133,8 @@ def simulate_particle_stack(
     pixel_size_A: float,
     *,
     snr: float = 0.05,
-    defocus_range_A: tuple[float, float] = (8000.0, 25000.0),
-    max_astigmatism_A: float = 600.0,
+    ctfs: CTFDraw = PARTICLE_CTFS,
     max_shift_A: float | None = None,
-    voltage_kV: float = 300.0,
-    cs_mm: float = 2.7,
-    amplitude_contrast: float = 0.07,
     b_factor_A2: float = 20.0,
     rng: np.random.Generator | int | None = None,
     projector: str = "fourier",
@@ -120,9 +143,8 @@ def simulate_particle_stack(
     """``n`` noisy CTF-modulated projections of ``volume`` (voxel = ``pixel_size_A``).
 
     Poses are uniform on SO(3); shifts (rlnOriginX/YAngst) uniform in a disk of radius
-    ``max_shift_A`` (default 3 pixels); defocus per particle uniform in ``defocus_range_A``
-    with up to ``max_astigmatism_A`` astigmatism. ``snr`` is signal variance / noise variance
-    inside the box (``np.inf`` gives noiseless images). ``projector`` is ``"fourier"``
+    ``max_shift_A`` (default 3 pixels); each particle's CTF drawn by ``ctfs``. ``snr`` is
+    signal variance / noise variance inside the box (``np.inf`` gives noiseless images). ``projector`` is ``"fourier"``
     (fast central slices) or ``"real"`` (ray sums). Returns ((n, box, box) float32, truth);
     draws poses, shifts and CTFs before the noise, so the same seed with ``snr=np.inf`` gives
     the noiseless counterpart. The CTF is applied on the active backend device.
@@ -143,7 +165,7 @@ def simulate_particle_stack(
     radius = max_shift_A * np.sqrt(rng.uniform(0, 1, n))
     phi = rng.uniform(0, 2 * np.pi, n)
     shifts = np.stack([radius * np.cos(phi), radius * np.sin(phi)], axis=1)
-    du, dv, angle = random_ctf_values(n, defocus_range_A, max_astigmatism_A, rng)
+    du, dv, angle = ctfs.values(n, rng)
     truth = ParticleStackTruth(
         eulers,
         shifts,
@@ -152,9 +174,9 @@ def simulate_particle_stack(
         angle,
         float(pixel_size_A),
         float(snr),
-        voltage_kV,
-        cs_mm,
-        amplitude_contrast,
+        ctfs.voltage_kV,
+        ctfs.cs_mm,
+        ctfs.amplitude_contrast,
         b_factor_A2,
     )
     xp, fft = backend.xp(), backend.fft()

@@ -6,22 +6,18 @@ from datetime import datetime
 
 from flask import g, jsonify, request
 
-from portal.api.common import bp, json_body, parse_int, parse_time, token_required
+from portal.api.common import body_field, bp, json_body, parse_int, parse_time, token_required
 from portal.api.schemas import ISO_TIME
 from portal.api.spec import array_of, empty, error, ok, operation, query
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
-from portal.domain.errors import InvalidInput
 
 
 def _slot_request(data: dict) -> tuple[str, int, datetime, datetime]:
     """(instrument_id, project_id, start, end) of a booking or waiting-list request."""
-    instrument_id = data.get("instrument_id")
-    if not isinstance(instrument_id, str):
-        raise InvalidInput("instrument_id must be a string")
     return (
-        instrument_id,
+        body_field(data, "instrument_id", str, "a string"),
         parse_int(data.get("project_id"), "project_id"),
         parse_time(data.get("start"), "start"),
         parse_time(data.get("end"), "end"),
@@ -127,9 +123,7 @@ def cancel_booking(booking_id: int):
 @token_required(roles=permissions.STAFF_ROLES)
 def decide_booking(booking_id: int):
     data = json_body()
-    approve = data.get("approve")
-    if not isinstance(approve, bool):
-        raise InvalidInput("approve must be true or false")
+    approve = body_field(data, "approve", bool, "true or false")
     db = get_db()
     booking = permissions.visible_booking(db, g.user, booking_id)
     booking_rules.decide(db, g.user, booking, approve, str(data.get("reason", "")))

@@ -163,6 +163,15 @@ def json_body() -> dict[str, Any]:
     return data
 
 
+def body_field(data: dict[str, Any], name: str, kind: type, must_be: str) -> Any:
+    """``data[name]`` when it is a ``kind``, else :class:`InvalidInput` saying
+    "``name`` must be ``must_be``"."""
+    value = data.get(name)
+    if not isinstance(value, kind):
+        raise InvalidInput(f"{name} must be {must_be}")
+    return value
+
+
 def parse_time(value: Any, name: str) -> datetime:
     """An ISO 8601 time that carries an offset (naive times are refused), in UTC,
     within :data:`portal.domain.bounds.LIMITS` (1970 to 9999-12-01)."""

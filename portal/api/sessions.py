@@ -6,12 +6,11 @@ import re
 
 from flask import g, jsonify
 
-from portal.api.common import bp, json_body, token_required
+from portal.api.common import body_field, bp, json_body, token_required
 from portal.api.spec import error, ok, operation
 from portal.db import get_db
 from portal.domain import permissions
 from portal.domain import sessions as lifecycle
-from portal.domain.errors import InvalidInput
 from portal.facility import session_gate
 
 
@@ -66,9 +65,7 @@ def get_session(session_id: int):
 @token_required(roles=permissions.OPERATOR_ROLES)
 def transition_session(session_id: int):
     data = json_body()
-    to_state = data.get("state")
-    if not isinstance(to_state, str):
-        raise InvalidInput("state must be a string")
+    to_state = body_field(data, "state", str, "a string")
     db = get_db()
     session = permissions.visible_session(db, g.user, session_id)
     result = lifecycle.transition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from cryofac.migrations import run_online
 from portal.models import Base
 
 config = context.config
@@ -43,15 +44,7 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        version_table=VERSION_TABLE,
-        include_object=include_object,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    run_online(connection, target_metadata, VERSION_TABLE, include_object)
 
 
 if context.is_offline_mode():

@@ -5,14 +5,13 @@ from __future__ import annotations
 import secrets
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, g, render_template, request
 
 from portal.db import get_db
 from portal.domain import accounts, permissions
-from portal.domain.errors import PortalError
 from portal.facility import password_hasher
 from portal.models import AuditEntry, User
-from portal.views.common import role_gate
+from portal.views.common import act, role_gate
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PAGE = 100
@@ -75,12 +74,9 @@ def set_active(user_id: int):
     db = get_db()
     user = _user(user_id)
     active = request.form.get("active") == "1"
-    try:
+
+    def set_user_active() -> str:
         accounts.set_active(db, g.user, user, active, request.form.get("reason", "")[:500])
-        db.commit()
-    except PortalError as exc:
-        db.rollback()
-        flash(exc.human, "error")
-    else:
-        flash(f"{user.username} {'reactivated' if active else 'deactivated'}.")
-    return redirect(url_for("admin.users"))
+        return f"{user.username} {'reactivated' if active else 'deactivated'}."
+
+    return act(set_user_active, "admin.users")

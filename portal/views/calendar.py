@@ -27,7 +27,7 @@ from portal.domain.bounds import bounded_date
 from portal.domain.errors import BookingConflict, BookingRuleViolation, PortalError
 from portal.domain.timezones import facility_zone
 from portal.models import HOLDING_BOOKING_STATES, Booking, Instrument, Project, WaitlistEntry
-from portal.views.common import login_required
+from portal.views.common import act, login_required, visible_or_404
 
 bp = Blueprint("calendar", __name__)
 
@@ -165,24 +165,20 @@ def mine():
 @bp.post("/waitlist")
 @login_required
 def join_waitlist():
-    db = get_db()
-    form = request.form
-    tz = facility_tz()
-    try:
+    def join() -> str:
+        form = request.form
+        tz = facility_tz()
         booking_rules.join_waitlist(
-            db,
+            get_db(),
             g.user,
             form.get("instrument_id", ""),
             _int(form.get("project_id"), "project"),
             _local_time(form.get("start", ""), tz, "start", form.get("start_fold", "")),
             _local_time(form.get("end", ""), tz, "end", form.get("end_fold", "")),
         )
-        db.commit()
-        flash("You are on the waitlist; you will be offered the slot if it is freed.")
-    except PortalError as exc:
-        db.rollback()
-        flash(exc.human, "error")
-    return redirect(url_for("calendar.mine"))
+        return "You are on the waitlist; you will be offered the slot if it is freed."
+
+    return act(join, "calendar.mine")
 
 
 def _bookable_projects():
@@ -251,18 +247,13 @@ def new():
 @bp.post("/bookings/<int:booking_id>/cancel")
 @login_required
 def cancel(booking_id: int):
-    db = get_db()
-    try:
-        booking = permissions.visible_booking(db, g.user, booking_id)
-        booking_rules.cancel_booking(db, g.user, booking)
-        db.commit()
-        flash(f"Booking {booking_id} cancelled.")
-    except PortalError as exc:
-        db.rollback()
-        if exc.status == 404:
-            abort(404)
-        flash(exc.human, "error")
-    return redirect(url_for("calendar.mine"))
+    booking = visible_or_404(permissions.visible_booking, booking_id)
+
+    def cancel_booking() -> str:
+        booking_rules.cancel_booking(get_db(), g.user, booking)
+        return f"Booking {booking_id} cancelled."
+
+    return act(cancel_booking, "calendar.mine")
 
 
 def _local_time(value: str, tz: ZoneInfo, name: str, fold: str = "") -> datetime:

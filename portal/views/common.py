@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import abort, g, redirect, render_template, request, session, url_for
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from sqlalchemy.orm import Session
 
 from portal.db import get_db
+from portal.domain.errors import GateUnavailable, PortalError
 from portal.models import User
+
+T = TypeVar("T")
 
 
 def render_error(status: int, message: str):
@@ -69,3 +73,32 @@ def login_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def visible_or_404(find: Callable[[Session, User, int], T], object_id: int) -> T:
+    """``find(db, user, object_id)`` (a ``portal.domain.permissions.visible_*``), or the
+    plain 404 page when it does not exist or the user may not see it."""
+    try:
+        return find(get_db(), g.user, object_id)
+    except PortalError:
+        abort(404)
+
+
+def act(action: Callable[[], str | None], to: str, **values: Any):
+    """A form's POST: run ``action`` and commit, flashing the message it returns; a refusal
+    (:class:`PortalError`) is rolled back and flashed in plain words. A gate that cannot
+    answer is a 503 page with its reasons (``portal.api.common``), not a flash. Redirects
+    to ``url_for(to, **values)`` either way."""
+    db = get_db()
+    try:
+        message = action()
+    except GateUnavailable:
+        raise
+    except PortalError as exc:
+        db.rollback()
+        flash(exc.human, "error")
+    else:
+        db.commit()
+        if message:
+            flash(message)
+    return redirect(url_for(to, **values))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 
 from portal.db import get_db
@@ -15,7 +15,7 @@ from portal.domain import projects as project_rules
 from portal.domain.errors import InvalidInput, PortalError
 from portal.models import Booking, Instrument, Project, User
 from portal.views.calendar import facility_tz
-from portal.views.common import login_required
+from portal.views.common import act, login_required, visible_or_404
 
 bp = Blueprint("projects", __name__, url_prefix="/projects")
 
@@ -34,10 +34,7 @@ def index():
 @login_required
 def show(project_id: int):
     db = get_db()
-    try:
-        project = permissions.visible_project(db, g.user, project_id)
-    except PortalError:
-        abort(404)
+    project = visible_or_404(permissions.visible_project, project_id)
     usage = [
         (a.instrument_kind, a.hours, booking_rules.used_hours(db, project.id, a.instrument_kind))
         for a in project.allocations
@@ -84,20 +81,8 @@ def new():
 def _on_project(project_id: int, action: Callable[[Session, Project], str | None]):
     """Run ``action`` on a project the user can see (404 otherwise) and commit; a refusal
     is rolled back and shown; back to the project's page either way."""
-    db = get_db()
-    try:
-        project = permissions.visible_project(db, g.user, project_id)
-    except PortalError:
-        abort(404)
-    try:
-        done = action(db, project)
-        db.commit()
-        if done:
-            flash(done)
-    except PortalError as exc:
-        db.rollback()
-        flash(exc.human, "error")
-    return redirect(url_for("projects.show", project_id=project_id))
+    project = visible_or_404(permissions.visible_project, project_id)
+    return act(lambda: action(get_db(), project), "projects.show", project_id=project_id)
 
 
 @bp.post("/<int:project_id>/state")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, g, render_template, request
 
 from portal.db import get_db
 from portal.domain import bookings as booking_rules
 from portal.domain import permissions
 from portal.domain import projects as project_rules
 from portal.domain import sessions as lifecycle
-from portal.domain.errors import GateUnavailable, InvalidInput, PortalError
+from portal.domain.errors import InvalidInput
 from portal.facility import session_gate
 from portal.models import AcqSession, Booking, Instrument, Project, User
 from portal.views.calendar import _local_time, facility_tz
-from portal.views.common import login_required, role_gate
+from portal.views.common import act, login_required, role_gate
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
@@ -44,36 +44,27 @@ def index():
     )
 
 
-def _done(message: str | None = None, error: PortalError | None = None):
-    db = get_db()
-    if error is not None:
-        db.rollback()
-        flash(error.message, "error")
-    else:
-        db.commit()
-        if message:
-            flash(message)
-    return redirect(url_for("staff.index"))
-
-
 @bp.post("/bookings/<int:booking_id>/decision")
 def decide(booking_id: int):
     db = get_db()
     booking = db.get(Booking, booking_id) or abort(404)
-    try:
+
+    def decide_booking() -> str:
+        form = request.form
         booking_rules.decide(
-            db, g.user, booking, request.form.get("approve") == "1", request.form.get("reason", "")
+            db, g.user, booking, form.get("approve") == "1", form.get("reason", "")
         )
-    except PortalError as exc:
-        return _done(error=exc)
-    return _done(f"Booking {booking_id} {booking.status}.")
+        return f"Booking {booking_id} {booking.status}."
+
+    return act(decide_booking, "staff.index")
 
 
 @bp.post("/training")
 def grant_training():
     db = get_db()
     user = db.get(User, _int(request.form.get("user_id"))) or abort(404)
-    try:
+
+    def grant() -> str:
         expires = request.form.get("expires", "").strip()
         project_rules.grant_training(
             db,
@@ -82,34 +73,34 @@ def grant_training():
             request.form.get("instrument_id", ""),
             _local_time(expires, facility_tz(), "expires") if expires else None,
         )
-    except PortalError as exc:
-        return _done(error=exc)
-    return _done(f"{user.username} trained on {request.form.get('instrument_id')}.")
+        return f"{user.username} trained on {request.form.get('instrument_id')}."
+
+    return act(grant, "staff.index")
 
 
 @bp.post("/maintenance")
 def add_maintenance():
-    db = get_db()
-    tz = facility_tz()
-    try:
+    def add() -> str:
+        tz = facility_tz()
         booking_rules.add_maintenance(
-            db,
+            get_db(),
             g.user,
             request.form.get("instrument_id", ""),
             _local_time(request.form.get("start", ""), tz, "start"),
             _local_time(request.form.get("end", ""), tz, "end"),
             request.form.get("reason", ""),
         )
-    except PortalError as exc:
-        return _done(error=exc)
-    return _done("Maintenance block added.")
+        return "Maintenance block added."
+
+    return act(add, "staff.index")
 
 
 @bp.post("/sessions/<int:session_id>/transition")
 def transition(session_id: int):
     db = get_db()
     session = db.get(AcqSession, session_id) or abort(404)
-    try:
+
+    def move() -> str:
         lifecycle.transition(
             db,
             g.user,
@@ -124,11 +115,9 @@ def transition(session_id: int):
             lifecycle.set_folders(
                 db, g.user, session, folders["raw_dir"] or None, folders["run_dir"] or None
             )
-    except GateUnavailable:
-        raise  # a 503 page with the reasons (portal.api.common), not a flash
-    except PortalError as exc:
-        return _done(error=exc)
-    return _done(f"Session {session_id} is now {session.state}.")
+        return f"Session {session_id} is now {session.state}."
+
+    return act(move, "staff.index")
 
 
 def _int(value) -> int:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.db import get_db
 from portal.domain.permissions import require_operator
 from portal.facility import env_config
 from portal.views.common import login_required
+
+if TYPE_CHECKING:
+    from instrument_env.conditions import VibrationClass
 
 bp = Blueprint("tech", __name__, url_prefix="/tech")
 
@@ -44,6 +47,8 @@ class RoomState:
     name: str
     channels: list[ChannelState] = field(default_factory=list)
     charts: list[tuple[str, str]] = field(default_factory=list)  # (rule id, channel label)
+    #: the VC class of each vibration sensor's latest spectrum
+    vibration: list[VibrationClass] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -52,19 +57,20 @@ class RoomState:
 
 
 def _judge(rule, value: float) -> str:
-    def beyond(level: float) -> bool:
-        return value < level if rule.kind == "low" else value > level
+    """``critical`` beyond the limit, ``warning`` beyond the warning level, else ``ok``
+    (the alarm engine's test, :func:`instrument_env.conditions.breaches`)."""
+    from instrument_env.conditions import breaches
 
-    if beyond(rule.limit):
+    if breaches(rule, value, rule.limit):
         return "critical"
-    if rule.warning is not None and beyond(rule.warning):
+    if rule.warning is not None and breaches(rule, value, rule.warning):
         return "warning"
     return "ok"
 
 
 def room_states(db, config, now: datetime) -> list[RoomState]:
     """Each configured room with the latest value of each rule against its limits."""
-    from instrument_env.conditions import judged_series
+    from instrument_env.conditions import judged_series, vibration_class
     from instrument_env.models import to_us
     from instrument_env.storage import last_reading_of_channel_us
 
@@ -110,6 +116,11 @@ def room_states(db, config, now: datetime) -> list[RoomState]:
                 seen.add(channel)
                 label = f"{rule.sensor} {rule.quantity}" + (" (worst band)" if rule.band else "")
                 room.charts.append((rule.id, label))
+        for sensor in sorted(config.sensors.values(), key=lambda s: s.id):
+            if sensor.room == room_id and "vibration" in sensor.quantities:
+                found = vibration_class(db, sensor.id, now_us)
+                if found is not None:
+                    room.vibration.append(found)
         rooms.append(room)
     return rooms
 
@@ -149,6 +160,21 @@ def index():
     )
 
 
+@bp.get("/alarms/<int:alarm_id>")
+@login_required
+def alarm(alarm_id: int):
+    """One alarm (open or closed) with every state change: when, who, why."""
+    require_operator(g.user)
+    from instrument_env.alarms import AlarmNotFound, alarm_history, get_alarm
+
+    db = get_db()
+    try:
+        found = get_alarm(db, alarm_id)
+    except AlarmNotFound:
+        abort(404)
+    return render_template("tech/alarm.html", alarm=found, history=alarm_history(db, alarm_id))
+
+
 @bp.post("/alarms/<int:alarm_id>/ack")
 @login_required
 def acknowledge(alarm_id: int):
@@ -174,24 +200,14 @@ def acknowledge(alarm_id: int):
     return redirect(url_for("tech.index"))
 
 
-def _rollups(db, rule, resolution_s: int, start: datetime, end: datetime):
-    """(bucket start µs, min, max, mean) of the rule's channel; worst band for band rules."""
+def _rollups(db, rule, resolution_s: int, start: datetime, end: datetime) -> list[dict]:
+    """Rollup buckets of the rule's channel (:func:`instrument_env.storage.rollup_series`);
+    every band together (the worst) unless the rule names one band."""
     from instrument_env.limits import ANY_BAND
-    from instrument_env.models import Rollup, to_us
+    from instrument_env.storage import rollup_series
 
-    query = sa.select(
-        Rollup.bucket_us, sa.func.min(Rollup.min), sa.func.max(Rollup.max), sa.func.max(Rollup.mean)
-    ).where(
-        Rollup.resolution_s == resolution_s,
-        Rollup.sensor == rule.sensor,
-        Rollup.quantity == rule.quantity,
-        Rollup.bucket_us >= to_us(start),
-        Rollup.bucket_us <= to_us(end),
-    )
-    if rule.band not in (None, ANY_BAND):
-        query = query.where(Rollup.band == rule.band)
-    query = query.group_by(Rollup.bucket_us).order_by(Rollup.bucket_us)
-    return db.execute(query).all()
+    band = None if rule.band in (None, ANY_BAND) else rule.band
+    return rollup_series(db, resolution_s, rule.sensor, rule.quantity, start, end, band=band)
 
 
 def chart_svg(db, rule, span: str, now: datetime, siblings=(), zone=UTC) -> bytes:
@@ -217,8 +233,8 @@ def chart_svg(db, rule, span: str, now: datetime, siblings=(), zone=UTC) -> byte
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        times = [datetime.fromtimestamp(r[0] / 1e6, UTC) for r in rows]
-        lows, highs, means = [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+        times = [datetime.fromtimestamp(r["start_us"] / 1e6, UTC) for r in rows]
+        lows, highs, means = ([r[key] for r in rows] for key in ("min", "max", "mean"))
         ax.fill_between(times, lows, highs, color="#93c5fd", alpha=0.5, linewidth=0)
         ax.plot(times, means, color="#1f5f99", linewidth=1.0)
         for limit_rule in siblings or (rule,):

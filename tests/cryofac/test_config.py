@@ -99,3 +99,28 @@ def test_config_check_validates_limits_too(tmp_path):
         [sys.executable, "-m", "cryofac.cli", "config", "check"], capture_output=True, text=True
     )
     assert ok.returncode == 0 and "limits: OK" in ok.stdout
+
+
+def test_config_check_from_an_empty_folder(tmp_path):
+    """As a newcomer runs it after ``pip install``: from a folder that is not the checkout,
+    so the YAML and schemas come from the installed package (in CI: the wheel, which
+    ``.ci/run`` installs without ``-e``; there the import must not find this checkout)."""
+    import os
+    from pathlib import Path
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    proc = run("-m", "cryofac.cli", "config", "check")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("facility", "pipeline", "limits"):
+        assert f"{name}: OK" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # a check writes nothing
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        where = Path(run("-c", "import cryofac; print(cryofac.__file__)").stdout.strip())
+        checkout = Path(__file__).resolve().parents[2]
+        assert checkout not in where.resolve().parents, (
+            f"{where} is the checkout's, not the wheel's"
+        )

@@ -71,7 +71,7 @@ def test_one_latin1_row_among_6000_drops_only_itself(env_engine, env_config, tmp
     from instrument_env.csvimport import import_csv
     from instrument_env.db import session_factory
     from instrument_env.models import RejectedReading
-    from instrument_env.storage import channel_series
+    from tests.instrument_env.stored import channel_series
 
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=20)
     lines = ["sensor,quantity,ts,value,unit"]

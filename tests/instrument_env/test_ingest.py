@@ -10,10 +10,10 @@ from instrument_env.models import DirtyRange, Reading, Rollup, to_us
 from instrument_env.storage import (
     RetentionPolicy,
     apply_retention,
-    channel_series,
     refresh_rollups,
     rollup_series,
 )
+from tests.instrument_env.stored import channel_series
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -291,3 +291,49 @@ def test_band_times_hold_the_stored_bands_of_each_time(env_session):
     apply_retention(env_session, later, RetentionPolicy(raw_days=30))
     env_session.commit()
     assert stored() == {t0 + 40 * 86_400_000_000: "8"}
+
+
+def _spectrum(ts: datetime, levels: dict[str, float]) -> list[dict]:
+    """A stored vibration spectrum of krios-vib: one reading per one-third-octave band."""
+    from instrument_env.sim import VIB_BANDS
+
+    return [
+        {
+            "sensor": "krios-vib",
+            "quantity": "vibration",
+            "ts": ts.isoformat(),
+            "band": band,
+            "value": levels.get(band, 0.5),
+            "unit": "µm/s",
+        }
+        for band in VIB_BANDS
+    ]
+
+
+def test_vibration_class_of_the_latest_spectrum(env_session):
+    from instrument_env.conditions import vibration_class
+
+    assert vibration_class(env_session, "krios-vib", to_us(T0)) is None  # nothing stored
+    quiet, later = T0, T0 + timedelta(minutes=1)
+    batch = _spectrum(quiet, {"12.5": 5.0}) + _spectrum(later, {"8": 20.0})
+    assert ingest_readings(env_session, batch, source="test", now=later).rejected == []
+    env_session.commit()
+    first = vibration_class(env_session, "krios-vib", to_us(quiet + timedelta(seconds=30)))
+    assert (first.vc, first.worst_um_s, first.at_us) == ("VC-D", 5.0, to_us(quiet))
+    latest = vibration_class(env_session, "krios-vib", to_us(later + timedelta(hours=1)))
+    assert (latest.vc, latest.worst_um_s) == ("VC-B", 20.0)  # 12.5 <= 20 <= 25 µm/s
+
+
+def test_rollups_of_every_band_together_are_the_worst_band(env_session):
+    batch = _spectrum(T0, {"12.5": 5.0}) + _spectrum(T0 + timedelta(seconds=10), {"8": 7.0})
+    ingest_readings(env_session, batch, source="test", now=T0 + timedelta(minutes=5))
+    env_session.commit()
+    refresh_rollups(env_session)
+    env_session.commit()
+    one = rollup_series(env_session, 60, "krios-vib", "vibration", T0, T0, band="12.5")
+    assert [(b["n"], b["min"], b["max"]) for b in one] == [(2, 0.5, 5.0)]
+    every = rollup_series(env_session, 60, "krios-vib", "vibration", T0, T0, band=None)
+    assert len(every) == 1 and every[0]["max"] == 7.0 and every[0]["min"] == 0.5
+    # the highest mean is the derived per-time maximum band's: (5 + 7) / 2
+    assert every[0]["mean"] == pytest.approx(6.0)
+    assert every[0]["n"] == 2 * 21  # 20 bands and the derived maximum, twice

@@ -14,7 +14,7 @@ from instrument_env.ingest import ingest_readings
 from instrument_env.limits import IngestOptions
 from instrument_env.models import Alarm, RejectedReading, to_us
 from instrument_env.sim import EnvSimulator
-from instrument_env.storage import channel_series
+from tests.instrument_env.stored import channel_series
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 

@@ -72,10 +72,7 @@ def test_simulator_readings_land_in_db_malformed_skipped(broker, env_engine, env
         batch_size=500,
         flush_interval_s=0.2,
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
-    thread.start()
-    assert subscriber.subscribed.wait(10), "subscriber did not subscribe"
+    stop, thread = _running(subscriber)
     sim = EnvSimulator(env_config, seed=1, rooms=["krios-room"])
     start, end = T, T + timedelta(minutes=10)
     batches = list(sim.batches(start, end))
@@ -118,10 +115,7 @@ def test_raw_samples_over_mqtt_are_reduced(broker, env_engine, env_config):
     subscriber = Subscriber(
         sessions, broker=shared_broker_options(), config=env_config, flush_interval_s=0.2
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
-    thread.start()
-    assert subscriber.subscribed.wait(10)
+    stop, thread = _running(subscriber)
     start = T + timedelta(hours=1)
     sim = EnvSimulator(env_config, seed=2, rooms=["krios-room"], raw=True)
     publish_readings(
@@ -161,10 +155,7 @@ def test_database_outage_is_retried_without_losing_readings(broker, env_engine, 
     subscriber = Subscriber(
         flaky_sessions, broker=shared_broker_options(), config=env_config, flush_interval_s=0.1
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
-    thread.start()
-    assert subscriber.subscribed.wait(10)
+    stop, thread = _running(subscriber)
     start = T + timedelta(hours=2)
     sim = EnvSimulator(env_config, seed=3, rooms=["screening-room"])
     batches = list(sim.batches(start, start + timedelta(minutes=2)))
@@ -193,3 +184,13 @@ def _wait_then_stop(stored, expected: int, stop, thread) -> None:
     stop.set()
     thread.join(10)
     assert stored() == expected
+
+
+def _running(subscriber: Subscriber) -> tuple[threading.Event, threading.Thread]:
+    """Run ``subscriber`` in a daemon thread until the returned event is set; return once it
+    has subscribed (10 s at most)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: subscriber.run(stop=stop), daemon=True)
+    thread.start()
+    assert subscriber.subscribed.wait(10), "subscriber did not subscribe"
+    return stop, thread

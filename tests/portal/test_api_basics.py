@@ -94,3 +94,19 @@ def test_facility_reload_updates_and_retires_instruments(world):
             .one()
         )
         assert change.before["max_duration_h"] == 72 and change.after["max_duration_h"] == 96
+
+
+def test_a_body_field_of_the_wrong_type_is_named(world, client, slot):
+    """400 naming the field and the type it must have (portal.api.common.body_field)."""
+    staff = world.token(client, "staff")
+    start, end = slot(48, 4)
+    cases = [
+        ("/api/v1/bookings", {"instrument_id": 5, "project_id": 1, "start": start, "end": end},
+         "instrument_id must be a string"),
+        ("/api/v1/bookings/1/decision", {"approve": "yes"}, "approve must be true or false"),
+        ("/api/v1/sessions/1/transition", {"state": 3}, "state must be a string"),
+    ]  # fmt: skip
+    for url, body, message in cases:
+        response = client.post(url, json=body, headers=staff)
+        assert response.status_code == 400, (url, response.get_json())
+        assert response.get_json()["error"]["message"] == message

@@ -94,3 +94,31 @@ def test_provenance_download_and_alarm_escalation_relay(env_live):
     assert alarms[0].status == "pending"
     with live.db() as db:
         assert db.query(Notification).filter(Notification.sent_at.is_(None)).count() == 0
+
+
+def test_alarm_page_shows_its_history_and_the_room_its_vibration_class(env_live):
+    live, alarm_id = env_live
+    researcher = live.app.test_client()
+    live.login(researcher, "alice")
+    assert researcher.get(f"/tech/alarms/{alarm_id}").status_code == 403
+
+    client = live.app.test_client()
+    live.login(client, "tech")
+    index = client.get("/tech/").get_data(as_text=True)
+    assert f'href="/tech/alarms/{alarm_id}"' in index  # each active alarm links to its page
+    krios = index.split('data-room="krios-room"', 1)[1].split("</section>", 1)[0]
+    assert "Vibration criterion" in krios and "krios-vib <strong>VC-" in krios
+    prep = index.split('data-room="prep-lab"', 1)[1].split("</section>", 1)[0]
+    assert "Vibration criterion" not in prep  # no vibration sensor there
+
+    before = client.get(f"/tech/alarms/{alarm_id}").get_data(as_text=True)
+    assert "firing" in before and "AC unit restarted" not in before
+    client.post(f"/tech/alarms/{alarm_id}/ack", data={"comment": "AC unit restarted"})
+    page = client.get(f"/tech/alarms/{alarm_id}")
+    assert page.status_code == 200
+    history = page.get_data(as_text=True).split('id="alarm-history"', 1)[1]
+    rows = history.split("</tbody>", 1)[0].count("<tr>")
+    assert rows >= 3  # opened, fired, acknowledged (oldest first)
+    assert history.index("firing") < history.index("acknowledged")
+    assert "tech" in history and "AC unit restarted" in history
+    assert client.get("/tech/alarms/999999").status_code == 404

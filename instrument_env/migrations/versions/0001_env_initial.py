@@ -1,11 +1,4 @@
-"""instrument_env: readings, rollups, alarms, notifications, gate overrides
-
-Revision ID: env0001
-Revises:
-Create Date: 2026-11-25
-"""
-
-from __future__ import annotations
+"""instrument_env: readings, rollups, alarms, notifications, gate overrides"""
 
 import sqlalchemy as sa
 from alembic import op

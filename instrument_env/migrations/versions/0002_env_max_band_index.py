@@ -5,21 +5,13 @@ A rule over every band of a vibration sensor reads the ``max`` band derived at i
 that read walked every band's rows in the time range (16 per second for 15 bands + max).
 This index holds only the ``max`` rows, with their value, so the read is one row per
 time. It costs one index entry per ingested time of a banded sensor.
-
-Revision ID: env0002
-Revises: env0001
-Create Date: 2026-12-05
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "env0002"
 down_revision = "env0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -4,21 +4,13 @@ Implausible values (outside a quantity's physical range, loggers' no-value codes
 conflicting duplicates (a second publisher), readings with impossible clocks and
 malformed readings are refused by ingest; each is kept here with the reason, so nothing
 sent is lost and the gate can count conflicts in its settling window.
-
-Revision ID: env0003
-Revises: env0002
-Create Date: 2026-12-06
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "env0003"
 down_revision = "env0002"
-branch_labels = None
-depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

@@ -6,13 +6,7 @@ at 1 Hz). ``env_band_times`` keeps, per (sensor, quantity, time), the time's sto
 band labels joined in code-point order; ingest rewrites the rows of each batch's span
 from the stored band rows (as it does the derived ``max`` row), so the gate reads one
 row per time. Existing band rows are backfilled here.
-
-Revision ID: env0004
-Revises: env0003
-Create Date: 2026-12-06
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,8 +16,6 @@ from instrument_env.models import BAND_SEPARATOR
 
 revision = "env0004"
 down_revision = "env0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

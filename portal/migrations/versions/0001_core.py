@@ -2,21 +2,13 @@
 
 On PostgreSQL, bookings get an exclusion constraint (btree_gist): two pending or
 confirmed bookings on one instrument cannot overlap in ``[start_at, end_at)``.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

@@ -1,19 +1,10 @@
-"""Acquisition sessions (lifecycle, operator, raw and run folders) and the booking waitlist.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-25
-"""
-
-from __future__ import annotations
+"""Acquisition sessions (lifecycle, operator, raw and run folders) and the booking waitlist."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

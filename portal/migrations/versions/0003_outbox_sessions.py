@@ -7,21 +7,13 @@
   from their booking). Two live sessions (scheduled, ready, acquiring, processing) on
   one instrument cannot overlap: an exclusion constraint on PostgreSQL, triggers that
   abort the statement on SQLite.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-06
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 LIVE = "('scheduled', 'ready', 'acquiring', 'processing')"

@@ -1,20 +1,12 @@
 """Revocable sessions and throttled log-ins: users.auth_epoch and users.feed_generation,
 and login_throttle (one row per account name or client address, counted atomically).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-06
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from pipeline.ctf_model import CTFParams, ctf_2d
 from pipeline.io.star import read_table
+from pipeline.simulate.movie import DEFAULT_MOTION, SpecimenMotion
 
 
 def specimen_image(shape, pixel_size_A, ctf: CTFParams, rng, contrast=0.25):
@@ -59,21 +60,22 @@ def synthetic_movie(
     pixel_size_A=1.0,
     n_frames=20,
     dose_per_frame_e_A2=1.0,
-    drift_total_A=20.0,
-    local_amplitude_A=3.0,
+    motion: SpecimenMotion = DEFAULT_MOTION,
     ctf: CTFParams | None = None,
     seed=0,
 ):
-    """(frames float32 (n, ny, nx) counts, drift_px (n, 2), clean image)."""
+    """(frames float32 (n, ny, nx) counts, drift_px (n, 2), clean image).
+
+    ``motion`` gives the amplitudes (the simulator's parameters); the trajectory and the
+    local field are this module's own, simpler models."""
     rng = np.random.default_rng(seed)
     ctf = ctf or CTFParams(15000.0, 14000.0, 30.0)
     clean = specimen_image(shape, pixel_size_A, ctf, rng)
-    drift = trajectory(n_frames, drift_total_A, pixel_size_A, rng)
+    drift = trajectory(n_frames, motion.drift_total_A, pixel_size_A, rng)
     electrons = dose_per_frame_e_A2 * pixel_size_A**2
     coeffs = ndimage.spline_filter(clean, order=3, mode="grid-wrap")
-    local = (
-        local_field(shape, n_frames, local_amplitude_A, pixel_size_A) if local_amplitude_A else None
-    )
+    amplitude_A = motion.local_amplitude_A
+    local = local_field(shape, n_frames, amplitude_A, pixel_size_A) if amplitude_A else None
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     frames = np.empty((n_frames,) + tuple(shape), np.float32)
     for f in range(n_frames):
@@ -95,7 +97,7 @@ def rigid_movie(n_frames: int, drift_total_A: float, seed: int):
     """A small movie with global drift only: 256², 1 Å/pixel, 5 e/Å² per frame, no local
     motion; returns what :func:`synthetic_movie` returns."""
     return synthetic_movie(
-        (256, 256), 1.0, n_frames, 5.0, drift_total_A, local_amplitude_A=0.0, seed=seed
+        (256, 256), 1.0, n_frames, 5.0, SpecimenMotion(drift_total_A, 0.0), seed=seed
     )
 
 

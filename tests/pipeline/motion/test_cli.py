@@ -111,7 +111,7 @@ def test_gpu_device_without_gpu_is_one_line_error(movies, tmp_path):
 def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
     """Simulator movie (non-periodic field, integer counts, gain) through TIFF + gain MRC."""
     from pipeline.simulate import reference_volume
-    from pipeline.simulate.movie import simulate_movie, write_gain, write_movie
+    from pipeline.simulate.movie import SpecimenMotion, simulate_movie, write_gain, write_movie
 
     raw, truth = simulate_movie(
         reference_volume(128, 1.0),
@@ -119,8 +119,7 @@ def test_motioncorr_on_simulated_tiff_with_gain_file(tmp_path):
         1.0,
         n_frames=12,
         dose_per_frame_e_A2=2.0,
-        drift_total_A=15.0,
-        local_amplitude_A=2.0,
+        motion=SpecimenMotion(drift_total_A=15.0, local_amplitude_A=2.0),
         rng=1,
         integer_counts=True,
     )

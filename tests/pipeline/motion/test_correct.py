@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from pipeline.ctf_model import CTFParams
-from pipeline.motion.correct import MotionError, accumulated_motion, correct_movie
+from pipeline.motion.correct import (
+    MotionError,
+    MotionOptions,
+    accumulated_motion,
+    correct_movie,
+)
 
 from .thon import thon_resolution_A
 
@@ -27,7 +32,7 @@ def movie():
 @pytest.fixture(scope="module")
 def corrected(movie):
     raw, truth = movie
-    return correct_movie(raw * truth.gain, PIXEL_A, 1.0, patches=(5, 5))
+    return correct_movie(raw * truth.gain, PIXEL_A, 1.0, MotionOptions(patches=(5, 5)))
 
 
 def _grid():
@@ -95,7 +100,8 @@ def test_tiled_sum_equals_global_fourier_shift_sum_without_local_motion():
     from .synth import rigid_movie
 
     frames, drift, _ = rigid_movie(n_frames=6, drift_total_A=6.0, seed=5)
-    glob = correct_movie(frames, 1.0, 5.0, patches=None)
+    glob = correct_movie(frames, 1.0, 5.0, MotionOptions(patches=None))
+    assert glob.local_model is None and glob.options == MotionOptions(patches=None)  # recorded
     err = glob.drift_px - (drift - drift[0])
     assert np.sqrt(np.mean(np.sum(err**2, 1))) < 0.3
     doses = accumulated_dose(6, 5.0)
@@ -115,6 +121,6 @@ def test_single_frame_and_bad_values_are_errors():
     frames = np.ones((3, 64, 64), np.float32)
     frames[1, 5, 5] = np.nan
     with pytest.raises(MotionError, match="frame 2 holds NaN"):
-        correct_movie(frames, 1.0, 1.0, patches=None)
+        correct_movie(frames, 1.0, 1.0, MotionOptions(patches=None))
     with pytest.raises(MotionError, match="pixel size"):
         correct_movie(np.ones((3, 64, 64), np.float32), 0.0, 1.0)

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipeline.simulate import SimulationError, simulate_movie, write_gain, write_movie
+from pipeline.simulate import (
+    SimulationError,
+    SpecimenMotion,
+    simulate_movie,
+    write_gain,
+    write_movie,
+)
 
 PX = 2.5
 SHAPE = (384, 384)
@@ -15,7 +21,7 @@ SHAPE = (384, 384)
 
 @pytest.fixture(scope="module")
 def movie(volume64):
-    kwargs = dict(n_frames=10, dose_per_frame_e_A2=2.0, drift_total_A=30.0, rng=11)
+    kwargs = dict(n_frames=10, dose_per_frame_e_A2=2.0, motion=SpecimenMotion(30.0), rng=11)
     frames, truth = simulate_movie(volume64, SHAPE, PX, **kwargs)
     clean, clean_truth = simulate_movie(volume64, SHAPE, PX, noise=False, **kwargs)
     return frames, truth, clean, clean_truth
@@ -153,3 +159,9 @@ def test_movies_write_as_mrc_and_tiff(tmp_path, volume64):
 def test_bad_parameters_raise(volume64, kwargs):
     with pytest.raises(SimulationError):
         simulate_movie(volume64, **(dict(shape=(64, 64), pixel_size_A=PX) | kwargs))
+
+
+@pytest.mark.parametrize("amplitudes", [(-1.0, 3.0), (20.0, -0.5)])
+def test_negative_motion_is_refused(amplitudes):
+    with pytest.raises(SimulationError, match="must be ≥ 0"):
+        SpecimenMotion(*amplitudes)

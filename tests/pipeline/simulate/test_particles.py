@@ -9,6 +9,7 @@ import starfile
 
 from pipeline.ctf_model import ctf_2d
 from pipeline.simulate import (
+    CTFDraw,
     SimulationError,
     project,
     simulate_particle_stack,
@@ -93,7 +94,13 @@ def test_star_files_read_back_with_the_right_columns(stack, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(n=0), dict(snr=-1.0), dict(pixel_size_A=0.0), dict(defocus_range_A=(-5, 10))]
+    "kwargs",
+    [
+        dict(n=0),
+        dict(snr=-1.0),
+        dict(pixel_size_A=0.0),
+        dict(ctfs=CTFDraw(defocus_range_A=(-5, 10))),
+    ],
 )
 def test_bad_parameters_raise(volume64, kwargs):
     args = dict(n=3, pixel_size_A=2.5) | kwargs
