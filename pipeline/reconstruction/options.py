@@ -99,6 +99,12 @@ class ReconstructOptions:
 
     symmetry: str = "C1"
     seed: int = 0
+    #: memory (MB) for particles' Fourier values and CTFs kept in memory at one box;
+    #: beyond it they are computed again from the stacks on disk for every batch
+    #: (:class:`workspace.StreamedStack`): bounded memory for any particle count
+    resident_MB: float = 1500.0
+    #: images read from disk (and Fourier-transformed) at a time
+    chunk: int = 512
     class2d: Class2DOptions = field(default_factory=Class2DOptions)
     abinitio: AbinitioOptions = field(default_factory=AbinitioOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)

@@ -705,8 +705,15 @@ def run_reconstruction(
         particles.ctf_params,
         pix,
         opts.symmetry,
+        chunk=opts.chunk,
         progress=lambda f: say(f"reading {len(particles)} particles", f),
+        resident_MB=opts.resident_MB,
     )
+    if ws.streamed:
+        say(
+            f"{len(particles)} particles of box {ws.box} stream from disk (more than "
+            f"{opts.resident_MB:g} MB at the full box)"
+        )
     timings["load_s"] = time.perf_counter() - t0
 
     say = tracker.stage("class2d")

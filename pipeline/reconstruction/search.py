@@ -129,20 +129,30 @@ def global_search(
         cand = centres[start : start + b, None, :] + shifts_px[None]  # (b, S, 2)
         y = xp.conj(x[:, None, :] * _phases(cand, data, count)) * (c * inv)[:, None, :]
         y = xp.concatenate([y.real, -y.imag], axis=-1).reshape(b * n_shift, 2 * count)
-        cross = p_cat @ y.T  # (R, B·S)
-        norm = p_pow @ ((c * c) * inv).T  # (R, B)
-        score = cross.reshape(n_ref, b, n_shift) / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]
-        score = xp.transpose(score, (1, 0, 2)).reshape(b, n_ref * n_shift)
+        cross = y @ p_cat.T  # (B·S, R): particle-major, no transposed copy
+        norm = ((c * c) * inv) @ p_pow.T  # (B, R)
+        score = cross.reshape(b, n_shift, n_ref) / xp.sqrt(xp.maximum(norm, 1e-30))[:, None, :]
+        rows = xp.arange(b)[:, None]
         if k == 1:
-            arg = xp.argmax(score, axis=1)[:, None]
+            flat = xp.argmax(score.reshape(b, n_shift * n_ref), axis=1)[:, None]
+            s_arg, r_arg = flat // n_ref, flat % n_ref
         else:
-            arg = xp.argpartition(-score, k - 1, axis=1)[:, :k]
-            order = xp.argsort(-xp.take_along_axis(score, arg, axis=1), axis=1)
-            arg = xp.take_along_axis(arg, order, axis=1)
-        top = backend.to_numpy(xp.take_along_axis(score, arg, axis=1))
-        arg = backend.to_numpy(arg)
-        best_r[start : start + b] = arg // n_shift
-        best_o[start : start + b] = cand[np.arange(b)[:, None], arg % n_shift]
+            # the k best (orientation, shift) pairs all have orientations among the k
+            # best by their best shift: select those first (an n_shift-times smaller
+            # partition), then the k best pairs of their k × n_shift scores
+            k_rot = min(k, n_ref)
+            per_rot = xp.max(score, axis=1)  # (B, R)
+            r_top = xp.argpartition(-per_rot, k_rot - 1, axis=1)[:, :k_rot]  # (B, k_rot)
+            sub = xp.take_along_axis(score, r_top[:, None, :], axis=2).reshape(b, -1)
+            arg = xp.argpartition(-sub, k - 1, axis=1)[:, :k]
+            order = xp.argsort(-xp.take_along_axis(sub, arg, axis=1), axis=1)
+            arg = xp.take_along_axis(arg, order, axis=1)  # (B, k) into (S, k_rot)
+            s_arg = arg // k_rot
+            r_arg = xp.take_along_axis(r_top, arg % k_rot, axis=1)
+        top = backend.to_numpy(score[rows, s_arg, r_arg])
+        s_arg, r_arg = backend.to_numpy(s_arg), backend.to_numpy(r_arg)
+        best_r[start : start + b] = r_arg
+        best_o[start : start + b] = cand[np.arange(b)[:, None], s_arg]
         best[start : start + b] = top
     if k == 1:
         return best_r[:, 0], best_o[:, 0], best[:, 0]
