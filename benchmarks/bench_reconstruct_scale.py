@@ -297,22 +297,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["simulate", "run", "project", "report"])
     parser.add_argument("--workdir", type=Path)
-    numbers = {
-        "--particles": (int, 20000),
-        "--box": (int, 128),
-        "--pixel": (float, 1.5),
-        "--snr": (float, 0.05),
-        "--chunk": (int, 2000),
-        "--seed": (int, 23),
-        "--volume-seed": (int, 21),
-        "--threads": (int, 2),
-        "--memory-mb": (float, 1000.0),
-        "--project-particles": (int, 1_000_000),
-        "--project-box": (int, 256),
-        "--project-chunks": (int, 20),
-    }
-    for name, (kind, default) in numbers.items():
-        parser.add_argument(name, type=kind, default=default)
+    # name, type and default of the numeric options
+    numbers = """--particles int 20000; --box int 128; --pixel float 1.5; --snr float 0.05;
+    --chunk int 2000; --seed int 23; --volume-seed int 21; --threads int 2;
+    --memory-mb float 1000; --project-particles int 1000000; --project-box int 256;
+    --project-chunks int 20"""
+    for item in numbers.split(";"):
+        name, kind, default = item.split()
+        convert = {"int": int, "float": float}[kind]
+        parser.add_argument(name, type=convert, default=convert(default))
     parser.add_argument("--skip-true-pose", action="store_true")
     parser.add_argument("--extra", nargs="*", default=[], help="more cryofac reconstruct options")
     parser.add_argument(

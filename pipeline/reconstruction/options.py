@@ -24,6 +24,9 @@ class Class2DOptions:
     min_fraction: float = 0.2
     #: particles per class when ``n_classes`` is None (between 2 and 200 classes)
     particles_per_class: int = 300
+    #: particles each iteration but the last searches (mini-batch EM; None: all): the
+    #: time grows with the particle count only through the last iteration
+    batch_size: int | None = 20000
 
     def classes_for(self, n_particles: int) -> int:
         if self.n_classes is not None:

@@ -284,6 +284,7 @@ def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, s
         resolution_A=options.resolution_A,
         min_score=options.min_score,
         min_fraction=options.min_fraction,
+        batch_size=options.batch_size,
         progress=say,
     )
     write_mrc(out / "class_averages.mrcs", c2d.averages, small.pixel_size_A, stack=True)
