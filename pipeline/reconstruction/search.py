@@ -4,7 +4,7 @@ P and noise 1/σ²(k) = w(k), maximising the log-likelihood
 ``Σ_k w·[2a·Re(conj(X·φ_s)·c·P) − a²c²|P|²]`` over the scale a ranks poses by the
 whitened cross-correlation ``Re Σ w·conj(X·φ_s)·c·P / sqrt(Σ w·c²|P|²)`` (φ_s: the
 re-centring phases of shift s), which is the score used here. Global search scores every (orientation, shift)
-with two real matrix products per batch; local search scores a 3×3×3 rotation
+with two real matrix products per batch (batches on ``--threads`` threads); local search scores a 3×3×3 rotation
 neighbourhood × 3×3 shifts around each particle's pose (pattern search with a
 shrinking step).
 """
@@ -71,6 +71,27 @@ def shift_grid(max_shift_px: float, step_px: float) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], -1)
 
 
+def _workers() -> int:
+    """Threads the searches use: ``--threads`` on CPU, one on GPU."""
+    return backend.threads() if backend.device() == "cpu" else 1
+
+
+def _parallel(fn, starts) -> None:
+    """``fn(start)`` for every batch start, on :func:`_workers` threads (the heavy numpy
+    work — matrix products, gathers, ufuncs — runs without the GIL); batches write
+    disjoint slices of their outputs, so the result does not depend on the threads."""
+    starts = list(starts)
+    if _workers() <= 1 or len(starts) <= 1:
+        for start in starts:
+            fn(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(_workers(), len(starts))) as pool:
+        for _ in pool.map(fn, starts):
+            pass
+
+
 @dataclass
 class SearchData:
     """Particles in half-plane Fourier form, truncated to the current search radius."""
@@ -121,7 +142,9 @@ def global_search(
     best_r = np.empty((len(idx), k), dtype=np.int64)
     best_o = np.empty((len(idx), k, 2))
     best = np.empty((len(idx), k))
-    for start in range(0, len(idx), batch):
+    batch = min(batch, -(-len(idx) // _workers()))  # a batch for every thread at least
+
+    def one(start: int) -> None:
         sel = backend.asarray(idx[start : start + batch])
         x = data.values[sel, :count]
         c = data.ctf[sel, :count]
@@ -154,6 +177,8 @@ def global_search(
         best_r[start : start + b] = r_arg
         best_o[start : start + b] = cand[np.arange(b)[:, None], s_arg]
         best[start : start + b] = top
+
+    _parallel(one, range(0, len(idx), batch))
     if k == 1:
         return best_r[:, 0], best_o[:, 0], best[:, 0]
     return best_r, best_o, best
@@ -190,7 +215,9 @@ def local_search(
     new_rot = np.array(rotations, dtype=np.float64, copy=True)
     new_org = np.array(origins_px, dtype=np.float64, copy=True)
     scores = np.empty(len(idx))
-    for start in range(0, len(idx), batch):
+    batch = max(1, min(batch, -(-len(idx) // _workers())))
+
+    def one(start: int) -> None:
         stop = min(len(idx), start + batch)
         b = stop - start
         cand = deltas[None] @ new_rot[start:stop, None]  # (b, J, 3, 3)
@@ -212,4 +239,6 @@ def local_search(
         j, s = best // n_s, best % n_s
         new_rot[start:stop] = cand[np.arange(b), j]
         new_org[start:stop] = new_org[start:stop] + offsets[s]
+
+    _parallel(one, range(0, len(idx), batch))
     return new_rot, new_org, scores

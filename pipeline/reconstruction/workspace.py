@@ -305,20 +305,45 @@ def backproject_weighted(
     origins_px: np.ndarray,
     weights: np.ndarray | None,
     batch: int = 256,
+    count: int | None = None,
 ) -> Backprojector:
     """Accumulate particle copies ``idx`` (repeats allowed) at poses/origins given per copy,
-    each scaled by ``weights`` (soft assignment; default 1)."""
+    each scaled by ``weights`` (soft assignment; default 1); only the first ``count``
+    Fourier pixels (radius-sorted; default all). On CPU the batches are shared between
+    ``--threads`` accumulators (threads; each its own grid while the ×2 padded grids
+    take under 256 MB), summed at the end in a fixed order."""
     xp = backend.xp()
-    bp = Backprojector(ws.box, ws.symmetry)
-    for start in range(0, len(idx), batch):
-        stop = min(len(idx), start + batch)
-        dev = backend.asarray(idx[start:stop])
-        vals = recentre(ws.values[dev], origins_px[start:stop], ws.plane)
-        ctf = ws.ctf[dev]
-        if weights is not None:
-            # data += w·c·X and weight += w·c²: scale both X and c by √w
-            root = xp.sqrt(backend.asarray(weights[start:stop], dtype=xp.float32))[:, None]
-            vals = vals * root
-            ctf = ctf * root
-        bp.insert(vals, ctf, rotations[start:stop], ws.plane, ws.noise_inv)
-    return bp
+    cols = slice(None, count)
+
+    def insert(bp: Backprojector, starts) -> Backprojector:
+        for start in starts:
+            stop = min(len(idx), start + batch)
+            dev = backend.asarray(idx[start:stop])
+            vals = recentre(ws.values[dev, cols], origins_px[start:stop], ws.plane)
+            ctf = ws.ctf[dev, cols]
+            if weights is not None:
+                # data += w·c·X and weight += w·c²: scale both X and c by √w
+                root = xp.sqrt(backend.asarray(weights[start:stop], dtype=xp.float32))[:, None]
+                vals = vals * root
+                ctf = ctf * root
+            bp.insert(vals, ctf, rotations[start:stop], ws.plane, ws.noise_inv)
+        return bp
+
+    starts = list(range(0, len(idx), batch))
+    grid_MB = 12 * (fourier.PAD * ws.box) ** 3 / 1e6
+    workers = search._workers() if grid_MB < 256 else 1
+    workers = min(workers, len(starts))
+    if workers <= 1:
+        return insert(Backprojector(ws.box, ws.symmetry), starts)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(
+            pool.map(
+                lambda g: insert(Backprojector(ws.box, ws.symmetry), starts[g::workers]),
+                range(workers),
+            )
+        )
+    for part in parts[1:]:
+        parts[0].add(part)
+    return parts[0]
