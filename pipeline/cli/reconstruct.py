@@ -61,7 +61,7 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 @option(
     "--memory",
     "resident_mb",
-    default=1500.0,
+    default=1000.0,
     type=click.FloatRange(min=0.0),
     help="MB of particle data kept in memory at one box; beyond it images are read from "
     "disk for every batch (bounded memory for any particle count).",

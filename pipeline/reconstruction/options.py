@@ -105,7 +105,7 @@ class ReconstructOptions:
     #: memory (MB) for particles' Fourier values and CTFs kept in memory at one box;
     #: beyond it they are computed again from the stacks on disk for every batch
     #: (:class:`workspace.StreamedStack`): bounded memory for any particle count
-    resident_MB: float = 1500.0
+    resident_MB: float = 1000.0
     #: images read from disk (and Fourier-transformed) at a time
     chunk: int = 512
     class2d: Class2DOptions = field(default_factory=Class2DOptions)

@@ -25,7 +25,7 @@ from pipeline.reconstruction import fourier, search
 from pipeline.reconstruction.backproject import Backprojector
 
 #: default memory (MB) for the resident half-plane values and CTFs of one workspace
-RESIDENT_MB = 1500.0
+RESIDENT_MB = 1000.0
 
 
 @dataclass
