@@ -12,6 +12,11 @@ key matches; otherwise the stage (and so every later one) runs again. ``result.j
 Stages work on Fourier-cropped particles matched to the resolution they search at:
 2D classification at ``Class2DOptions.resolution_A``, ab-initio at its end resolution,
 refinement growing the box as its resolution marches (:meth:`Workspace.cropped`).
+Particle images are read from their stacks in chunks; their Fourier values and CTFs stay
+in memory only within :attr:`ReconstructOptions.resident_MB` (``--memory``) and are
+otherwise read again for every batch (:class:`workspace.StreamedStack`), so memory does
+not grow with the particle count beyond compact per-particle arrays (poses, origins,
+halves, classes).
 """
 
 from __future__ import annotations
