@@ -236,11 +236,18 @@ def load_particles(star_path: str | Path) -> ParticleImages:
     return ParticleImages(images, params, pixel, table, star_path)
 
 
-def half_plane_ctfs(params: list[CTFParams], plane: fourier.HalfPlane, pixel_size_A: float):
-    """CTF values (n, K) float32 of each particle on the half-plane pixels (device)."""
+def half_plane_ctfs(
+    params: list[CTFParams],
+    plane: fourier.HalfPlane,
+    pixel_size_A: float,
+    count: int | None = None,
+):
+    """CTF values (n, K) float32 of each particle on the half-plane pixels (device); only
+    the first ``count`` (radius-sorted) pixels when given."""
     xp = backend.xp()
-    kx = backend.asarray(plane.kx / (plane.box * pixel_size_A), dtype=xp.float64)
-    ky = backend.asarray(plane.ky / (plane.box * pixel_size_A), dtype=xp.float64)
+    cols = slice(None, count)
+    kx = backend.asarray(plane.kx[cols] / (plane.box * pixel_size_A), dtype=xp.float64)
+    ky = backend.asarray(plane.ky[cols] / (plane.box * pixel_size_A), dtype=xp.float64)
     out = xp.empty((len(params), kx.size), dtype=xp.float32)
     k2 = kx * kx + ky * ky
     for i, p in enumerate(params):

@@ -71,7 +71,7 @@ class ParticleSource:
 
         pix = self.pixel_size_A * self.box / plane.box
         params = [self.ctf_params[int(i)] for i in rows]
-        return backend.to_numpy(half_plane_ctfs(params, plane, pix))[:, :count]
+        return backend.to_numpy(half_plane_ctfs(params, plane, pix, count))
 
 
 def _rfft2(images: np.ndarray) -> np.ndarray:
