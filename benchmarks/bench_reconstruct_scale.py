@@ -7,7 +7,7 @@ of ``--chunk`` particles, one stack per chunk (as extraction writes one per micr
 with one ``particles.star`` over all of them and the true poses in ``truth.npz``; the
 simulation never holds more than one chunk.
 
-``run``: ``python -m cryofac reconstruct`` on them under ``/usr/bin/time -v`` (peak RSS,
+``run``: ``python -m cryofac.cli reconstruct`` on them under ``/usr/bin/time -v`` (peak RSS,
 CPU seconds), then the found map against the truth (FSC 0.5 after alignment, soft
 sphere; :mod:`pipeline.reconstruction.truth`), and the true-pose reconstruction of the
 same particles. Appends one JSON line to ``--jsonl``.
@@ -122,7 +122,7 @@ def run(args) -> dict:
     out = work / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
-        "/usr/bin/time", "-v", sys.executable, "-m", "cryofac", "reconstruct", str(star),
+        "/usr/bin/time", "-v", sys.executable, "-m", "cryofac.cli", "reconstruct", str(star),
         "--out", str(out), "--symmetry", "C1", "--threads", str(args.threads),
         "--memory", str(args.memory_mb), *args.extra,
     ]  # fmt: skip
