@@ -137,7 +137,8 @@ def global_search(
     p_cat = xp.concatenate([refs.real, refs.imag], axis=-1).astype(xp.float32)  # (R, 2K)
     p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
     inv = data.noise_inv[:count]
-    batch = max(1, int(max_elems // max(1, n_ref * n_shift)))
+    # max_elems scores in memory at once over all threads
+    batch = max(1, int(max_elems // max(1, n_ref * n_shift * _workers())))
     k = max(1, int(top_k))
     best_r = np.empty((len(idx), k), dtype=np.int64)
     best_o = np.empty((len(idx), k, 2))
