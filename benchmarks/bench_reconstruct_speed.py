@@ -36,11 +36,9 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--particles", type=int, default=1000)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--starts", type=int, default=4)
-    parser.add_argument("--refine-iterations", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
+    counts = {"particles": 1000, "iterations": 30, "starts": 4, "refine-iterations": 6}
+    for name, default in {**counts, "threads": 2}.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
 
     import pipeline
