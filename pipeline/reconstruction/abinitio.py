@@ -160,22 +160,14 @@ def abinitio(
         ll = 0.5 * ws.noise_scale * np.maximum(score, 0.0) ** 2
         anneal = max(0.0, 1.0 - it / max(1.0, (2.0 / 3.0) * n_iterations))
         weights = anneal_weights(ll, 1.0 + (0.5 * best.shape[1] - 1.0) * anneal)
-        next_res = _resolution(
-            start_resolution_A, end_resolution_A, (it + 1) / max(1, n_iterations - 1)
-        )
-        # not inserted, as they change nothing the low-passed model keeps: poses whose
-        # weight is below 1/1000 of the particle's best, and Fourier pixels more than 4
-        # beyond the next resolution (the running sum forgets by `forget` per iteration)
-        keep = (weights >= 1e-3 * weights.max(axis=1, keepdims=True)).ravel()
         st.acc.scale(forget)
         st.acc.add(
             backproject_weighted(
                 ws,
-                np.repeat(sel, best.shape[1])[keep],
-                grid[best.ravel()[keep]],
-                sh.reshape(-1, 2)[keep],
-                weights.ravel()[keep],
-                count=ws.plane.count(ws.radius_px(next_res) + 4),
+                np.repeat(sel, best.shape[1]),
+                grid[best.ravel()],
+                sh.reshape(-1, 2),
+                weights.ravel(),
             )
         )
         volume = st.acc.reconstruct(box // 2 - 1, ssnr_default=1.0)
@@ -183,6 +175,9 @@ def abinitio(
         if np.linalg.norm(com) > 0.5:
             volume = shift_volume(volume, -com)
             acc_shift(st.acc, -com)
+        next_res = _resolution(
+            start_resolution_A, end_resolution_A, (it + 1) / max(1, n_iterations - 1)
+        )
         st.volume = lowpass(volume, next_res, pix)
 
     def judge(st: _Start, it: int) -> float:

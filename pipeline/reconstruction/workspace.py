@@ -305,22 +305,19 @@ def backproject_weighted(
     origins_px: np.ndarray,
     weights: np.ndarray | None,
     batch: int = 256,
-    count: int | None = None,
 ) -> Backprojector:
     """Accumulate particle copies ``idx`` (repeats allowed) at poses/origins given per copy,
-    each scaled by ``weights`` (soft assignment; default 1); only the first ``count``
-    Fourier pixels (radius-sorted; default all). On CPU the batches are shared between
+    each scaled by ``weights`` (soft assignment; default 1). On CPU the batches are shared between
     ``--threads`` accumulators (threads; each its own grid while the ×2 padded grids
     take under 256 MB), summed at the end in a fixed order."""
     xp = backend.xp()
-    cols = slice(None, count)
 
     def insert(bp: Backprojector, starts) -> Backprojector:
         for start in starts:
             stop = min(len(idx), start + batch)
             dev = backend.asarray(idx[start:stop])
-            vals = recentre(ws.values[dev, cols], origins_px[start:stop], ws.plane)
-            ctf = ws.ctf[dev, cols]
+            vals = recentre(ws.values[dev], origins_px[start:stop], ws.plane)
+            ctf = ws.ctf[dev]
             if weights is not None:
                 # data += w·c·X and weight += w·c²: scale both X and c by √w
                 root = xp.sqrt(backend.asarray(weights[start:stop], dtype=xp.float32))[:, None]
