@@ -58,6 +58,14 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     "--fixed-box", is_flag=True, help="Refine at the full box (default: grows with resolution)."
 )
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")
+@option(
+    "--memory",
+    "resident_mb",
+    default=1000.0,
+    type=click.FloatRange(min=0.0),
+    help="MB of particle data kept in memory at one box; beyond it images are read from "
+    "disk for every batch (bounded memory for any particle count).",
+)
 @device_options
 def reconstruct(
     particles: str,
@@ -77,6 +85,7 @@ def reconstruct(
     global_iterations: int,
     fixed_box: bool,
     seed: int,
+    resident_mb: float,
     device: str,
     threads: int | None,
 ) -> None:
@@ -111,6 +120,7 @@ def reconstruct(
     options = ReconstructOptions(
         symmetry=symmetry,
         seed=seed,
+        resident_MB=resident_mb,
         class2d=Class2DOptions(
             n_classes=n_classes, iterations=class_iterations, resolution_A=class_resolution
         ),

@@ -92,6 +92,7 @@ def abinitio(
     top_k: int = 10,
     n_starts: int = 4,
     explore_iterations: int | None = None,
+    max_held_out: int = 1000,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
@@ -103,7 +104,9 @@ def abinitio(
     whitened correlation with the model's projections at the current resolution — and
     only the best continues. The posterior over each particle's ``top_k`` best poses is
     annealed from broad (``top_k``/2 effective poses) to the model's own over the first
-    two thirds of the iterations. Resolutions in Å, shifts in Å.
+    two thirds of the iterations. Resolutions in Å, shifts in Å. At most
+    ``max_held_out`` particles judge the starts, so that time per iteration does not grow
+    with the particle count (mini-batches of ``batch_size``).
     """
     from pipeline.geometry import random_rotations
 
@@ -121,7 +124,8 @@ def abinitio(
     held_out = np.array([], dtype=np.int64)
     pool = idx_all
     if n_starts > 1:
-        n_val = min(max(100, len(idx_all) // 6), len(idx_all) // 3)
+        # at most max_held_out: judging costs a global search per held-out particle
+        n_val = min(max(100, len(idx_all) // 6), len(idx_all) // 3, max_held_out)
         held_out = np.sort(rng.choice(idx_all, n_val, replace=False))
         pool = np.setdiff1d(idx_all, held_out)
     batch_size = min(batch_size, len(pool))

@@ -95,7 +95,7 @@ def _averages(data, weight, box: int, radius_px: float, ssnr: float = 1.0):
         d = fourier.hermitian_fill(d)
         w = fourier.hermitian_fill(w, conj=False)
         reg = xp.mean(w[rad <= radius_px]) / ssnr
-        f = d / (w + reg)
+        f = d / xp.maximum(w + reg, 1e-30)  # an empty class: zeros, not NaN
         f[rad > radius_px] = 0
         fgrids.append(f)
         images.append(fourier.unpad_fourier(f, box))
@@ -130,9 +130,16 @@ def classify_2d(
     max_shift_A: float | None = None,
     min_score: float = 0.3,
     min_fraction: float = 0.2,
+    batch_size: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Class2DResult:
-    """Classify all particles of ``ws`` into ``n_classes`` 2D classes (see module docstring)."""
+    """Classify all particles of ``ws`` into ``n_classes`` 2D classes (see module docstring).
+
+    ``batch_size``: every iteration but the last searches only a random mini-batch of
+    that many particles (mini-batch EM: averages from the particles searched so far, the
+    last iteration searches all), so that the time grows with the particle count only
+    through the last iteration; None or ≥ the particle count: every particle, every
+    iteration."""
     n, box, pix = ws.n, ws.box, ws.pixel_size_A
     if n_classes < 1 or n < n_classes:
         raise ValueError(f"{n} particles cannot make {n_classes} classes")
@@ -152,28 +159,50 @@ def classify_2d(
     origins = np.zeros((n, 2))
     idx = np.arange(n)
     shifts = search.shift_grid(max_shift_A / pix, max(1.0, resolution_A / (4 * pix)))
+    searched = np.zeros(n, dtype=bool)  # particles aligned at least once
     for it in range(n_iterations):
-        d, w = _accumulate(ws, idx, cls, inplane[rot_idx], origins, n_classes, ws.plane.radius.size)
+        # averages of the particles aligned so far (all, random, at the start)
+        members = idx if not searched.any() else np.flatnonzero(searched)
+        d, w = _accumulate(
+            ws, members, cls, inplane[rot_idx], origins, n_classes, ws.plane.radius.size
+        )
         fgrids, _ = _averages(d, w, box, radius)
         refs = []
         coords = fourier.plane_coords(inplane, ws.plane, data.count)[..., :2]
         for f in fgrids:
             refs.append(fourier.gather(f, coords))
         refs = backend.xp().concatenate(refs, axis=0)  # (C·R, K)
-        centres = origins if it > 0 else None
-        local = search.shift_grid(1.0, 1.0) if it > 0 else shifts
-        best, org, _ = search.global_search(refs, data, idx, local, centres)
-        origins = np.clip(org, -max_shift_A / pix, max_shift_A / pix)
-        new_cls, rot_idx = best // n_rot, best % n_rot
+        last = it == n_iterations - 1
+        batch = idx
+        if not last and batch_size is not None and batch_size < n:
+            batch = np.sort(rng.choice(n, batch_size, replace=False))
+        # a particle's first alignment searches every shift, later ones around its origin
+        first = ~searched[batch]
+        new_cls, new_rot = cls.copy(), rot_idx.copy()
+        for fresh in (True, False):
+            part = batch[first == fresh]
+            if len(part) == 0:
+                continue
+            local = shifts if fresh else search.shift_grid(1.0, 1.0)
+            centres = None if fresh else origins[part]
+            best, org, _ = search.global_search(refs, data, part, local, centres)
+            origins[part] = np.clip(org, -max_shift_A / pix, max_shift_A / pix)
+            new_cls[part], new_rot[part] = best // n_rot, best % n_rot
+        searched[batch] = True
+        rot_idx = new_rot
         # re-seed empty classes with random particles of the largest class
         counts = np.bincount(new_cls, minlength=n_classes)
         for empty in np.flatnonzero(counts == 0):
             big = np.flatnonzero(new_cls == np.argmax(np.bincount(new_cls, minlength=n_classes)))
             take = rng.choice(big, max(1, len(big) // 2), replace=False)
             new_cls[take] = empty
-        changed = float(np.mean(new_cls != cls))
+        changed = float(np.mean(new_cls[batch] != cls[batch]))
         cls = new_cls
-        report(progress, f"2D iteration {it}: {changed:.1%} changed class", (it + 1) / n_iterations)
+        report(
+            progress,
+            f"2D iteration {it}: {changed:.1%} of {len(batch)} particles changed class",
+            (it + 1) / n_iterations,
+        )
     parity = (np.arange(n) % 2).astype(np.int64)
     d, w = _accumulate(
         ws, idx, cls, inplane[rot_idx], origins, n_classes, ws.plane.radius.size, parity

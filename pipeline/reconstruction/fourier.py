@@ -240,7 +240,41 @@ def hermitian_fill(grid, conj: bool = True):
 
 def project(fgrid, rotations, plane: HalfPlane, count: int):
     """Half-plane Fourier values (R, K) of projections of the padded map ``fgrid`` for rotations (R, 3, 3)."""
+    if backend.device() == "cpu":
+        return _project_cpu(fgrid, np.asarray(rotations, dtype=np.float32), plane, count)
     return gather(fgrid, plane_coords(rotations, plane, count)).astype(backend.xp().complex64)
+
+
+def _project_cpu(fgrid, rotations: np.ndarray, plane: HalfPlane, count: int, batch: int = 256):
+    """:func:`project` on CPU: trilinear samples taken from the flat complex grid directly
+    (the same values as :func:`gather`, ~5× less CPU than two ``map_coordinates`` calls
+    on its real and imaginary parts), ``batch`` rotations at a time."""
+    size = fgrid.shape[0]
+    flat = np.ascontiguousarray(fgrid).reshape(-1)
+    kx = PAD * plane.kx[:count].astype(np.float32)
+    ky = PAD * plane.ky[:count].astype(np.float32)
+    top = np.float32(size - 1.001)
+    s1, s2 = size, size * size
+    out = np.empty((len(rotations), count), dtype=np.complex64)
+    for start in range(0, len(rotations), batch):
+        r = rotations[start : start + batch]
+        # grid position (x, y, z) of A.T @ (kx, ky, 0) = kx·A[0, :] + ky·A[1, :]
+        axes = []
+        for axis in range(3):
+            g = kx[None] * r[:, 0, axis, None] + ky[None] * r[:, 1, axis, None]
+            np.clip(g + np.float32(size // 2), 0, top, out=g)
+            axes.append(g)
+        x, y, z = axes
+        bx, by, bz = np.floor(x), np.floor(y), np.floor(z)
+        fx, fy, fz = x - bx, y - by, z - bz
+        i0 = (bz.astype(np.int64) * size + by.astype(np.int64)) * size + bx.astype(np.int64)
+        gx, gy = 1 - fx, 1 - fy
+        lo = (flat[i0] * gx + flat[i0 + 1] * fx) * gy
+        lo += (flat[i0 + s1] * gx + flat[i0 + s1 + 1] * fx) * fy
+        hi = (flat[i0 + s2] * gx + flat[i0 + s2 + 1] * fx) * gy
+        hi += (flat[i0 + s2 + s1] * gx + flat[i0 + s2 + s1 + 1] * fx) * fy
+        out[start : start + batch] = lo * (1 - fz) + hi * fz
+    return out
 
 
 def shift_phases(shifts_px, plane: HalfPlane, count: int):

@@ -24,6 +24,9 @@ class Class2DOptions:
     min_fraction: float = 0.2
     #: particles per class when ``n_classes`` is None (between 2 and 200 classes)
     particles_per_class: int = 300
+    #: particles each iteration but the last searches (mini-batch EM; None: all): the
+    #: time grows with the particle count only through the last iteration
+    batch_size: int | None = 20000
 
     def classes_for(self, n_particles: int) -> int:
         if self.n_classes is not None:
@@ -99,6 +102,12 @@ class ReconstructOptions:
 
     symmetry: str = "C1"
     seed: int = 0
+    #: memory (MB) for particles' Fourier values and CTFs kept in memory at one box;
+    #: beyond it they are computed again from the stacks on disk for every batch
+    #: (:class:`workspace.StreamedStack`): bounded memory for any particle count
+    resident_MB: float = 1000.0
+    #: images read from disk (and Fourier-transformed) at a time
+    chunk: int = 512
     class2d: Class2DOptions = field(default_factory=Class2DOptions)
     abinitio: AbinitioOptions = field(default_factory=AbinitioOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)

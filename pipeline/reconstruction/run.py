@@ -12,6 +12,11 @@ key matches; otherwise the stage (and so every later one) runs again. ``result.j
 Stages work on Fourier-cropped particles matched to the resolution they search at:
 2D classification at ``Class2DOptions.resolution_A``, ab-initio at its end resolution,
 refinement growing the box as its resolution marches (:meth:`Workspace.cropped`).
+Particle images are read from their stacks in chunks; their Fourier values and CTFs stay
+in memory only within :attr:`ReconstructOptions.resident_MB` (``--memory``) and are
+otherwise read again for every batch (:class:`workspace.StreamedStack`), so memory does
+not grow with the particle count beyond compact per-particle arrays (poses, origins,
+halves, classes).
 """
 
 from __future__ import annotations
@@ -284,6 +289,7 @@ def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, s
         resolution_A=options.resolution_A,
         min_score=options.min_score,
         min_fraction=options.min_fraction,
+        batch_size=options.batch_size,
         progress=say,
     )
     write_mrc(out / "class_averages.mrcs", c2d.averages, small.pixel_size_A, stack=True)
@@ -705,8 +711,15 @@ def run_reconstruction(
         particles.ctf_params,
         pix,
         opts.symmetry,
+        chunk=opts.chunk,
         progress=lambda f: say(f"reading {len(particles)} particles", f),
+        resident_MB=opts.resident_MB,
     )
+    if ws.streamed:
+        say(
+            f"{len(particles)} particles of box {ws.box} stream from disk (more than "
+            f"{opts.resident_MB:g} MB at the full box)"
+        )
     timings["load_s"] = time.perf_counter() - t0
 
     say = tracker.stage("class2d")

@@ -4,7 +4,7 @@ P and noise 1/σ²(k) = w(k), maximising the log-likelihood
 ``Σ_k w·[2a·Re(conj(X·φ_s)·c·P) − a²c²|P|²]`` over the scale a ranks poses by the
 whitened cross-correlation ``Re Σ w·conj(X·φ_s)·c·P / sqrt(Σ w·c²|P|²)`` (φ_s: the
 re-centring phases of shift s), which is the score used here. Global search scores every (orientation, shift)
-with two real matrix products per batch; local search scores a 3×3×3 rotation
+with two real matrix products per batch (batches on ``--threads`` threads); local search scores a 3×3×3 rotation
 neighbourhood × 3×3 shifts around each particle's pose (pattern search with a
 shrinking step).
 """
@@ -71,6 +71,27 @@ def shift_grid(max_shift_px: float, step_px: float) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], -1)
 
 
+def _workers() -> int:
+    """Threads the searches use: ``--threads`` on CPU, one on GPU."""
+    return backend.threads() if backend.device() == "cpu" else 1
+
+
+def _parallel(fn, starts) -> None:
+    """``fn(start)`` for every batch start, on :func:`_workers` threads (the heavy numpy
+    work — matrix products, gathers, ufuncs — runs without the GIL); batches write
+    disjoint slices of their outputs, so the result does not depend on the threads."""
+    starts = list(starts)
+    if _workers() <= 1 or len(starts) <= 1:
+        for start in starts:
+            fn(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(_workers(), len(starts))) as pool:
+        for _ in pool.map(fn, starts):
+            pass
+
+
 @dataclass
 class SearchData:
     """Particles in half-plane Fourier form, truncated to the current search radius."""
@@ -116,12 +137,15 @@ def global_search(
     p_cat = xp.concatenate([refs.real, refs.imag], axis=-1).astype(xp.float32)  # (R, 2K)
     p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
     inv = data.noise_inv[:count]
-    batch = max(1, int(max_elems // max(1, n_ref * n_shift)))
+    # max_elems scores in memory at once over all threads
+    batch = max(1, int(max_elems // max(1, n_ref * n_shift * _workers())))
     k = max(1, int(top_k))
     best_r = np.empty((len(idx), k), dtype=np.int64)
     best_o = np.empty((len(idx), k, 2))
     best = np.empty((len(idx), k))
-    for start in range(0, len(idx), batch):
+    batch = min(batch, -(-len(idx) // _workers()))  # a batch for every thread at least
+
+    def one(start: int) -> None:
         sel = backend.asarray(idx[start : start + batch])
         x = data.values[sel, :count]
         c = data.ctf[sel, :count]
@@ -129,21 +153,33 @@ def global_search(
         cand = centres[start : start + b, None, :] + shifts_px[None]  # (b, S, 2)
         y = xp.conj(x[:, None, :] * _phases(cand, data, count)) * (c * inv)[:, None, :]
         y = xp.concatenate([y.real, -y.imag], axis=-1).reshape(b * n_shift, 2 * count)
-        cross = p_cat @ y.T  # (R, B·S)
-        norm = p_pow @ ((c * c) * inv).T  # (R, B)
-        score = cross.reshape(n_ref, b, n_shift) / xp.sqrt(xp.maximum(norm, 1e-30))[:, :, None]
-        score = xp.transpose(score, (1, 0, 2)).reshape(b, n_ref * n_shift)
+        cross = y @ p_cat.T  # (B·S, R): particle-major, no transposed copy
+        norm = ((c * c) * inv) @ p_pow.T  # (B, R)
+        score = cross.reshape(b, n_shift, n_ref) / xp.sqrt(xp.maximum(norm, 1e-30))[:, None, :]
+        rows = xp.arange(b)[:, None]
         if k == 1:
-            arg = xp.argmax(score, axis=1)[:, None]
+            flat = xp.argmax(score.reshape(b, n_shift * n_ref), axis=1)[:, None]
+            s_arg, r_arg = flat // n_ref, flat % n_ref
         else:
-            arg = xp.argpartition(-score, k - 1, axis=1)[:, :k]
-            order = xp.argsort(-xp.take_along_axis(score, arg, axis=1), axis=1)
-            arg = xp.take_along_axis(arg, order, axis=1)
-        top = backend.to_numpy(xp.take_along_axis(score, arg, axis=1))
-        arg = backend.to_numpy(arg)
-        best_r[start : start + b] = arg // n_shift
-        best_o[start : start + b] = cand[np.arange(b)[:, None], arg % n_shift]
+            # the k best (orientation, shift) pairs all have orientations among the k
+            # best by their best shift: select those first (an n_shift-times smaller
+            # partition), then the k best pairs of their k × n_shift scores
+            k_rot = min(k, n_ref)
+            per_rot = xp.max(score, axis=1)  # (B, R)
+            r_top = xp.argpartition(-per_rot, k_rot - 1, axis=1)[:, :k_rot]  # (B, k_rot)
+            sub = xp.take_along_axis(score, r_top[:, None, :], axis=2).reshape(b, -1)
+            arg = xp.argpartition(-sub, k - 1, axis=1)[:, :k]
+            order = xp.argsort(-xp.take_along_axis(sub, arg, axis=1), axis=1)
+            arg = xp.take_along_axis(arg, order, axis=1)  # (B, k) into (S, k_rot)
+            s_arg = arg // k_rot
+            r_arg = xp.take_along_axis(r_top, arg % k_rot, axis=1)
+        top = backend.to_numpy(score[rows, s_arg, r_arg])
+        s_arg, r_arg = backend.to_numpy(s_arg), backend.to_numpy(r_arg)
+        best_r[start : start + b] = r_arg
+        best_o[start : start + b] = cand[np.arange(b)[:, None], s_arg]
         best[start : start + b] = top
+
+    _parallel(one, range(0, len(idx), batch))
     if k == 1:
         return best_r[:, 0], best_o[:, 0], best[:, 0]
     return best_r, best_o, best
@@ -180,7 +216,9 @@ def local_search(
     new_rot = np.array(rotations, dtype=np.float64, copy=True)
     new_org = np.array(origins_px, dtype=np.float64, copy=True)
     scores = np.empty(len(idx))
-    for start in range(0, len(idx), batch):
+    batch = max(1, min(batch, -(-len(idx) // _workers())))
+
+    def one(start: int) -> None:
         stop = min(len(idx), start + batch)
         b = stop - start
         cand = deltas[None] @ new_rot[start:stop, None]  # (b, J, 3, 3)
@@ -202,4 +240,6 @@ def local_search(
         j, s = best // n_s, best % n_s
         new_rot[start:stop] = cand[np.arange(b), j]
         new_org[start:stop] = new_org[start:stop] + offsets[s]
+
+    _parallel(one, range(0, len(idx), batch))
     return new_rot, new_org, scores

@@ -143,3 +143,130 @@ def test_mask_corrected_fsc_removes_the_correlation_the_mask_makes(seed):
     assert np.mean(masked[beyond]) > np.mean(corrected[beyond]) + 0.05
     assert abs(res["corrected"] - res["unmasked"]) <= 0.2 * res["unmasked"]
     np.testing.assert_allclose(corrected[: shell + 3], masked[: shell + 3])
+
+
+def test_a_streamed_workspace_searches_and_reconstructs_as_a_resident_one(stack):
+    """Values and CTFs computed from the stack on disk for each batch (over resident_MB)
+    give the same global search, local search and back-projection as arrays in memory;
+    the chunk size changes nothing but memory."""
+    from pipeline.geometry import random_rotations
+    from pipeline.reconstruction import search
+    from pipeline.reconstruction.workspace import StreamedStack, backproject_particles
+
+    star, volume, _ = stack
+    particles = load_particles(star)
+    resident = build_workspace(particles.images, particles.ctf_params, 2.0)
+    # 0.2 MB holds the 40 particles' values and CTFs at box 24, not at 48
+    streamed = build_workspace(
+        particles.images, particles.ctf_params, 2.0, chunk=7, resident_MB=0.2
+    )
+    assert not resident.streamed and streamed.streamed
+    assert isinstance(streamed.values, StreamedStack)
+    np.testing.assert_allclose(streamed.noise_inv, resident.noise_inv, rtol=1e-5)
+    idx = np.array([0, 3, 3, 17, 39])
+    np.testing.assert_allclose(streamed.values[idx, :50], resident.values[idx, :50], atol=1e-4)
+    for box in (48, 24):
+        a, b = resident.cropped(box), streamed.cropped(box)
+        assert b.streamed == (box == 48)  # made resident where it fits the budget
+        grid = search.so3_grid(30.0)
+        da, db = a.search_data(8.0), b.search_data(8.0)
+        fgrid = fourier.pad_fourier(grids.change_box(volume, box))
+        refs = fourier.project(fgrid, grid, a.plane, da.count)
+        sel = np.arange(particles.images.shape[0])
+        shifts = search.shift_grid(2.0, 1.0)
+        ra = search.global_search(refs, da, sel, shifts, top_k=3)
+        rb = search.global_search(refs, db, sel, shifts, top_k=3)
+        np.testing.assert_array_equal(ra[0], rb[0])
+        np.testing.assert_allclose(ra[2], rb[2], rtol=1e-4)
+        rots = random_rotations(len(sel), np.random.default_rng(1))
+        la = search.local_search(fgrid, da, sel, rots, np.zeros((len(sel), 2)), 5.0, 1.0)
+        lb = search.local_search(fgrid, db, sel, rots, np.zeros((len(sel), 2)), 5.0, 1.0)
+        np.testing.assert_allclose(la[0], lb[0], atol=1e-6)
+        origins = np.zeros((len(sel), 2))
+        ma = backproject_particles(a, sel, rots, origins).reconstruct(box // 2 - 1)
+        mb = backproject_particles(b, sel, rots, origins).reconstruct(box // 2 - 1)
+        np.testing.assert_allclose(mb, ma, atol=1e-5 * float(np.abs(ma).max()))
+
+
+def test_global_search_top_k_is_the_k_best_pairs_of_all_scores():
+    """The top-k selection (orientations by their best shift first) returns exactly the k
+    best (orientation, shift) pairs of the full score table, best first."""
+    from pipeline.reconstruction import search
+    from pipeline.reconstruction.search import SearchData
+
+    rng = np.random.default_rng(4)
+    plane = fourier.half_plane(16)
+    k_pix = plane.kx.size
+    values = (rng.standard_normal((5, k_pix)) + 1j * rng.standard_normal((5, k_pix))).astype(
+        np.complex64
+    )
+    refs = (rng.standard_normal((40, k_pix)) + 1j * rng.standard_normal((40, k_pix))).astype(
+        np.complex64
+    )
+    ctf = rng.uniform(0.2, 1.0, (5, k_pix)).astype(np.float32)
+    data = SearchData(values, ctf, np.ones(k_pix, np.float32), plane, k_pix)
+    shifts = search.shift_grid(1.0, 1.0)
+    best_r, best_o, best = search.global_search(refs, data, np.arange(5), shifts, top_k=6)
+    phases = fourier.shift_phases(shifts, plane, k_pix)  # (S, K)
+    for i in range(5):
+        x = np.conj(values[i][None] * phases) * ctf[i]  # (S, K)
+        cross = (refs[:, None, :] * x[None]).real.sum(-1)  # (R, S)
+        norm = (np.abs(refs) ** 2 * ctf[i] ** 2).sum(-1)
+        table = cross / np.sqrt(norm)[:, None]
+        expect = np.sort(table.ravel())[::-1][:6]
+        np.testing.assert_allclose(best[i], expect, rtol=1e-4)
+        for j in range(6):
+            s = np.flatnonzero(np.all(np.isclose(shifts, best_o[i, j]), axis=1))[0]
+            assert table[best_r[i, j], s] == pytest.approx(best[i, j], rel=1e-4)
+
+
+def test_a_truncated_stack_is_refused_with_its_name(stack, tmp_path):
+    import shutil
+
+    from pipeline.reconstruction.particles import ParticleInputError
+
+    star, _, _ = stack
+    copy = tmp_path / "copy"
+    shutil.copytree(star.parent, copy)
+    mrcs = next(copy.glob("*.mrcs"))
+    with open(mrcs, "r+b") as handle:
+        handle.truncate(mrcs.stat().st_size - 4 * 48 * 48 * 3)
+    with pytest.raises(ParticleInputError, match=f"{mrcs.name}: truncated"):
+        load_particles(copy / star.name)
+
+
+@pytest.mark.slow
+def test_a_whole_reconstruction_streaming_from_disk_equals_one_in_memory(tmp_path):
+    """``cryofac reconstruct`` with no memory for particle data (every batch read again
+    from the stack, 7 images at a time) writes the same half-maps and poses as with the
+    particles in memory."""
+    import dataclasses
+
+    from pipeline.io.mrc import read_mrc
+    from pipeline.reconstruction.options import (
+        AbinitioOptions,
+        Class2DOptions,
+        ReconstructOptions,
+        RefineOptions,
+    )
+    from pipeline.reconstruction.run import run_reconstruction
+
+    volume = blob_volume(32, np.random.default_rng(5), 10, (1.5, 3.0))
+    images, truth = simulate_particle_stack(volume, 80, 4.0, snr=0.5, rng=9)
+    star = write_particle_stack(tmp_path / "stack", images, truth)
+    options = ReconstructOptions(
+        seed=3,
+        class2d=Class2DOptions(n_classes=2, iterations=2),
+        abinitio=AbinitioOptions(iterations=4, n_starts=1, batch_size=30),
+        refine=RefineOptions(max_iterations=2, global_iterations=1),
+    )
+    streamed = dataclasses.replace(options, resident_MB=0.0, chunk=7)
+    a = run_reconstruction(star, tmp_path / "memory", options)
+    b = run_reconstruction(star, tmp_path / "disk", streamed)
+    assert a["resolution_A"] == pytest.approx(b["resolution_A"], rel=1e-3)
+    for name in ("half1.mrc", "half2.mrc"):
+        ma, mb = read_mrc(tmp_path / "memory" / name)[0], read_mrc(tmp_path / "disk" / name)[0]
+        np.testing.assert_allclose(mb, ma, atol=1e-3 * float(np.abs(ma).max()))
+    pa = starfile.read(tmp_path / "memory" / "particles.star")["particles"]
+    pb = starfile.read(tmp_path / "disk" / "particles.star")["particles"]
+    np.testing.assert_allclose(pa["rlnAngleTilt"], pb["rlnAngleTilt"], atol=0.05)
