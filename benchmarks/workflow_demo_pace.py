@@ -2,11 +2,15 @@
 
 Runs the default ``cryofac demo`` (48 movies of 2048², one every 10 s) with
 ``--no-serve`` under ``nice``, samples the load average every 10 s, then reads the
-run folder: when each movie landed (its file's modification time, written by the
-simulated acquisition), when it was processed (``movies.tsv`` ``processed_at``), and
-when each reconstruction ran (``process.log``: ``reconstruction started/finished``).
+run folder: when each movie landed (its file's modification time, set by the demo's
+microscope when it lands the movie, :mod:`cryofac.demo.microscope`), when it was
+processed, i.e. its batch extracted (``movies.tsv`` ``processed_at``), and when each
+reconstruction ran (``process.log``: ``reconstruction started/finished``); from
+``demo-result.json``: the landing rate, the map's resolution against the truth and the
+demo's wall time. ``--out`` writes the report as Markdown (with the machine and load).
 
     python benchmarks/workflow_demo_pace.py [--dir /tmp/cryofac-demo-pace] [--analyse-only]
+        [--out benchmarks/results/workflow_demo_pace.md]
 
 Prints a JSON report: the lag (processed − landed) of the movies that landed while a
 reconstruction ran and of the others, the largest backlog (landed, not yet processed)
@@ -123,7 +127,17 @@ def analyse(workdir: Path, samples: list[tuple[float, float]]) -> dict:
         }
 
     summary = json.loads((run / "summary.json").read_text())
+    demo = {}
+    if (workdir / "demo-result.json").exists():
+        demo = json.loads((workdir / "demo-result.json").read_text())
     return {
+        "demo_wall_s": demo.get("wall_s"),
+        "demo_acquisition": demo.get("acquisition"),
+        "processing_wall_s": demo.get("processing_wall_s"),
+        "resolution_claimed_A": (demo.get("summary") or {}).get("resolution_A"),
+        "resolution_vs_truth_A": demo.get("resolution_vs_truth_A"),
+        "movies_failed": summary.get("movies_failed"),
+        "all_processed_after_last_landed_s": round(max(done.values()) - last, 1) if done else None,
         "movies": len(rows),
         "processed": len(done),
         "acquisition_per_h": round(acquisition_per_h, 1) if acquisition_per_h else None,
@@ -146,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/cryofac-demo-pace"))
     parser.add_argument("--analyse-only", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the report here (Markdown)")
     args = parser.parse_args()
     samples: list[tuple[float, float]] = []
     report: dict = {}
@@ -156,7 +171,28 @@ def main() -> None:
         samples = [tuple(s) for s in json.loads((args.dir / "load.json").read_text())]
     report.update(analyse(args.dir, samples))
     report["cpus"] = os.cpu_count()
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out is None:
+        print(text)
+        return
+    from benchmarks.report import cpu_model, load_average, write_report
+
+    write_report(
+        args.out,
+        [
+            "# The default `cryofac demo`: acquisition pace, preprocessing lag, end to end",
+            "",
+            f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; load when written: "
+            f"{load_average()}; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+            "",
+            "Command: `python benchmarks/workflow_demo_pace.py --dir "
+            f"{args.dir}{' --analyse-only' if args.analyse_only else ''}`",
+            "",
+            "```json",
+            text,
+            "```",
+        ],
+    )
 
 
 if __name__ == "__main__":
