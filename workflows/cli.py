@@ -568,7 +568,7 @@ def process(
         )
         if echo:
             click.echo(f"{time.strftime('%H:%M:%S')} reconstruction started: {target}", err=True)
-        recon.start(command, target, nice=not block)
+        recon.start(command, target, nice=not block, request=background.request(config))
         if block:
             _wait_reconstruction(recon)
             report_reconstruction(recon.finished(), block, target)
@@ -588,8 +588,11 @@ def process(
             if block:
                 raise WorkflowFailed(message)
             click.echo(f"Error: {message}", err=True)
-        elif echo:
-            click.echo(f"{time.strftime('%H:%M:%S')} reconstruction finished: {where}", err=True)
+        else:
+            background.record_request(out, where, recon.request)
+            if echo:
+                now = time.strftime("%H:%M:%S")
+                click.echo(f"{now} reconstruction finished: {where}", err=True)
 
     def invoke(final: bool, block_reconstruction: bool) -> None:
         scan = check_movies(final)
