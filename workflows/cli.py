@@ -594,11 +594,15 @@ def process(
                 now = time.strftime("%H:%M:%S")
                 click.echo(f"{now} reconstruction finished: {where}", err=True)
 
+    retry = {"pending": retry_failed}
+
     def invoke(final: bool, block_reconstruction: bool) -> None:
         scan = check_movies(final)
         ended = recon.finished()
         report_reconstruction(ended, False)
-        forcerun = failed_batch_targets(out) if retry_failed and not final else []
+        # --retry-failed: the first pass reruns the batches with a failed movie, once
+        forcerun = failed_batch_targets(out) if retry["pending"] else []
+        retry["pending"] = False
         if (
             watch
             and not final
