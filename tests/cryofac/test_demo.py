@@ -83,6 +83,10 @@ def test_fast_demo_end_to_end(tmp_path: Path):
     assert result["map_warnings"] == summary["warnings"]
     provenance = json.loads(next((workdir / "raw").glob("session-*/environment.json")).read_text())
     assert provenance
+    # the microscope landed every movie it simulated ahead, and left no staging behind
+    assert result["acquisition"]["movies_landed"] == PRESETS["fast"].movies
+    assert result["acquisition"]["nominal_per_h"] == 3600 / PRESETS["fast"].interval_s
+    assert not (workdir / "microscope").exists()
 
 
 #: The fast preset (16 movies, 567 particles of apoferritin at 3 Å/pixel, symmetry O):
@@ -146,4 +150,55 @@ def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path):
     left = _processes_mentioning(str(workdir))
     for pid in left:  # leave the machine clean even when the test fails
         os.kill(pid, signal.SIGKILL)
+    assert not left, left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset_args", "signame", "running"),
+    [
+        # the default demo while it simulates its movies ahead (services up)
+        ((), "SIGINT", (" portal worker ", " monitor ", "cryofac.demo.microscope")),
+        # the fast demo once `cryofac process --watch` and its Snakemake run
+        (("--fast",), "SIGTERM", (" portal worker ", "cryofac.cli process", "snakemake")),
+    ],
+)
+def test_ctrl_c_or_sigterm_stops_the_demo_and_every_child_within_seconds(
+    tmp_path: Path, preset_args, signame, running
+):
+    import os
+    import signal
+    import time
+
+    workdir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "demo", "--dir", str(workdir), *preset_args]
+        + ["--no-serve", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            commands = " ".join(_processes_mentioning(str(workdir)).values())
+            if all(text in commands for text in running):
+                break
+            assert demo.poll() is None, "the demo ended before its children ran"
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"never all running: {running}: {commands}")
+        demo.send_signal(getattr(signal, signame))
+        code = demo.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = _processes_mentioning(str(workdir))
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for pid in _processes_mentioning(str(workdir)):  # leave the machine clean
+            os.kill(pid, signal.SIGKILL)
+    assert code == 130  # "Interrupted."
     assert not left, left
