@@ -131,7 +131,16 @@ def analyse(workdir: Path, samples: list[tuple[float, float]]) -> dict:
     demo = {}
     if (workdir / "demo-result.json").exists():
         demo = json.loads((workdir / "demo-result.json").read_text())
+    stages = {}
+    for folder in sorted((run / "reconstruct").glob("p*")):
+        result, progress = folder / "result.json", folder / "progress.json"
+        if result.exists():
+            stages[folder.name] = json.loads(result.read_text()).get("timings")
+        elif progress.exists():
+            state = json.loads(progress.read_text())
+            stages[folder.name] = {k: state.get(k) for k in ("stage", "fraction", "eta_s")}
     return {
+        "reconstruction_stages": stages,
         "demo_wall_s": demo.get("wall_s"),
         "demo_acquisition": demo.get("acquisition"),
         "processing_wall_s": demo.get("processing_wall_s"),
