@@ -10,7 +10,7 @@ reconstruction ran (``process.log``: ``reconstruction started/finished``); from
 demo's wall time. ``--out`` writes the report as Markdown (with the machine and load).
 
     python benchmarks/workflow_demo_pace.py [--dir /tmp/cryofac-demo-pace] [--analyse-only]
-        [--out benchmarks/results/workflow_demo_pace.md] [--movies N]
+        [--out benchmarks/results/workflow_demo_pace.md] [--movies N] [--fast]
 
 Prints a JSON report: the lag (processed − landed) of the movies that landed while a
 reconstruction ran and of the others, the largest backlog (landed, not yet processed)
@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 
 
-def run_demo(workdir: Path, samples: list[tuple[float, float]], movies: int | None) -> float:
+def run_demo(
+    workdir: Path, samples: list[tuple[float, float]], movies: int | None, fast: bool = False
+) -> float:
     stop = threading.Event()
 
     def sample() -> None:
@@ -49,6 +51,7 @@ def run_demo(workdir: Path, samples: list[tuple[float, float]], movies: int | No
     command = ["nice", "-n", "10", sys.executable, "-m", "cryofac.cli", "demo"]
     command += ["--no-serve", "--fresh", "--dir", str(workdir)]
     command += ["--movies", str(movies)] if movies else []
+    command += ["--fast"] if fast else []
     done = subprocess.run(command, capture_output=True, text=True)
     stop.set()
     (workdir / "demo.out").write_text(done.stdout + done.stderr)
@@ -172,11 +175,12 @@ def main() -> None:
     parser.add_argument("--analyse-only", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the report here (Markdown)")
     parser.add_argument("--movies", type=int, help="movies to acquire [the default demo's 48]")
+    parser.add_argument("--fast", action="store_true", help="the fast preset (16 movies)")
     args = parser.parse_args()
     samples: list[tuple[float, float]] = []
     report: dict = {}
     if not args.analyse_only:
-        report["wall_s"] = round(run_demo(args.dir, samples, args.movies), 1)
+        report["wall_s"] = round(run_demo(args.dir, samples, args.movies, args.fast), 1)
         (args.dir / "load.json").write_text(json.dumps(samples))
     elif (args.dir / "load.json").exists():
         samples = [tuple(s) for s in json.loads((args.dir / "load.json").read_text())]
@@ -198,6 +202,7 @@ def main() -> None:
             "",
             "Command: `python benchmarks/workflow_demo_pace.py --dir "
             f"{args.dir}{f' --movies {args.movies}' if args.movies else ''}"
+            f"{' --fast' if args.fast else ''}"
             f"{' --analyse-only' if args.analyse_only else ''}`",
             "",
             "```json",
