@@ -2,11 +2,15 @@
 
 Runs the default ``cryofac demo`` (48 movies of 2048², one every 10 s) with
 ``--no-serve`` under ``nice``, samples the load average every 10 s, then reads the
-run folder: when each movie landed (its file's modification time, written by the
-simulated acquisition), when it was processed (``movies.tsv`` ``processed_at``), and
-when each reconstruction ran (``process.log``: ``reconstruction started/finished``).
+run folder: when each movie landed (its file's modification time, set by the demo's
+microscope when it lands the movie, :mod:`cryofac.demo.microscope`), when it was
+processed, i.e. its batch extracted (``movies.tsv`` ``processed_at``), and when each
+reconstruction ran (``process.log``: ``reconstruction started/finished``); from
+``demo-result.json``: the landing rate, the map's resolution against the truth and the
+demo's wall time. ``--out`` writes the report as Markdown (with the machine and load).
 
     python benchmarks/workflow_demo_pace.py [--dir /tmp/cryofac-demo-pace] [--analyse-only]
+        [--out benchmarks/results/workflow_demo_pace.md] [--movies N] [--fast]
 
 Prints a JSON report: the lag (processed − landed) of the movies that landed while a
 reconstruction ran and of the others, the largest backlog (landed, not yet processed)
@@ -31,7 +35,9 @@ import time
 from pathlib import Path
 
 
-def run_demo(workdir: Path, samples: list[tuple[float, float]]) -> float:
+def run_demo(
+    workdir: Path, samples: list[tuple[float, float]], movies: int | None, fast: bool = False
+) -> float:
     stop = threading.Event()
 
     def sample() -> None:
@@ -44,6 +50,8 @@ def run_demo(workdir: Path, samples: list[tuple[float, float]]) -> float:
     t0 = time.time()
     command = ["nice", "-n", "10", sys.executable, "-m", "cryofac.cli", "demo"]
     command += ["--no-serve", "--fresh", "--dir", str(workdir)]
+    command += ["--movies", str(movies)] if movies else []
+    command += ["--fast"] if fast else []
     done = subprocess.run(command, capture_output=True, text=True)
     stop.set()
     (workdir / "demo.out").write_text(done.stdout + done.stderr)
@@ -123,7 +131,26 @@ def analyse(workdir: Path, samples: list[tuple[float, float]]) -> dict:
         }
 
     summary = json.loads((run / "summary.json").read_text())
+    demo = {}
+    if (workdir / "demo-result.json").exists():
+        demo = json.loads((workdir / "demo-result.json").read_text())
+    stages = {}
+    for folder in sorted((run / "reconstruct").glob("p*")):
+        result, progress = folder / "result.json", folder / "progress.json"
+        if result.exists():
+            stages[folder.name] = json.loads(result.read_text()).get("timings")
+        elif progress.exists():
+            state = json.loads(progress.read_text())
+            stages[folder.name] = {k: state.get(k) for k in ("stage", "fraction", "eta_s")}
     return {
+        "reconstruction_stages": stages,
+        "demo_wall_s": demo.get("wall_s"),
+        "demo_acquisition": demo.get("acquisition"),
+        "processing_wall_s": demo.get("processing_wall_s"),
+        "resolution_claimed_A": (demo.get("summary") or {}).get("resolution_A"),
+        "resolution_vs_truth_A": demo.get("resolution_vs_truth_A"),
+        "movies_failed": summary.get("movies_failed"),
+        "all_processed_after_last_landed_s": round(max(done.values()) - last, 1) if done else None,
         "movies": len(rows),
         "processed": len(done),
         "acquisition_per_h": round(acquisition_per_h, 1) if acquisition_per_h else None,
@@ -146,17 +173,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/cryofac-demo-pace"))
     parser.add_argument("--analyse-only", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the report here (Markdown)")
+    parser.add_argument("--movies", type=int, help="movies to acquire [the default demo's 48]")
+    parser.add_argument("--fast", action="store_true", help="the fast preset (16 movies)")
     args = parser.parse_args()
     samples: list[tuple[float, float]] = []
     report: dict = {}
     if not args.analyse_only:
-        report["wall_s"] = round(run_demo(args.dir, samples), 1)
+        report["wall_s"] = round(run_demo(args.dir, samples, args.movies, args.fast), 1)
         (args.dir / "load.json").write_text(json.dumps(samples))
     elif (args.dir / "load.json").exists():
         samples = [tuple(s) for s in json.loads((args.dir / "load.json").read_text())]
     report.update(analyse(args.dir, samples))
     report["cpus"] = os.cpu_count()
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out is None:
+        print(text)
+        return
+    from benchmarks.report import cpu_model, load_average, write_report
+
+    write_report(
+        args.out,
+        [
+            "# The default `cryofac demo`: acquisition pace, preprocessing lag, end to end",
+            "",
+            f"Machine: {cpu_model()}, {os.cpu_count()} CPUs; load when written: "
+            f"{load_average()}; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+            "",
+            "Command: `python benchmarks/workflow_demo_pace.py --dir "
+            f"{args.dir}{f' --movies {args.movies}' if args.movies else ''}"
+            f"{' --fast' if args.fast else ''}"
+            f"{' --analyse-only' if args.analyse_only else ''}`",
+            "",
+            "```json",
+            text,
+            "```",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,37 @@ from workflows import batching, control
 NICENESS = 10
 
 
+#: per reconstruction folder: what the finished reconstruction was asked for
+REQUEST_FILE = "request.json"
+
+
+def request(config: dict) -> dict:
+    """What a reconstruction is asked for: the pipeline's ``reconstruct`` section (after
+    the run's overrides) and the extra command-line options of the step. A change of
+    it makes a finished reconstruction due again; Snakemake then reruns the ``reconstruct``
+    rule if its parameters changed (``--rerun-triggers params``), else does nothing."""
+    from cryofac.config import load_pipeline
+
+    sections = {k: config[k] for k in ("reconstruct",) if k in config}
+    return {
+        "reconstruct": load_pipeline(overrides=sections)["reconstruct"],
+        "extra": (config.get("extra") or {}).get("reconstruct", ""),
+    }
+
+
+def record_request(out: Path, target: str, asked: dict) -> None:
+    """After a reconstruction Snakemake ended well: what ``target`` was made for."""
+    folder = out / Path(target).parent
+    if (folder / "result.json").exists():
+        tmp = folder / f".{REQUEST_FILE}.tmp"
+        tmp.write_text(json.dumps(asked, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, folder / REQUEST_FILE)
+
+
 def due_target(out: Path, config: dict, final: bool) -> str | None:
-    """``reconstruct/p<N>/result.json`` due at the gathered count, unless it exists."""
+    """``reconstruct/p<N>/result.json`` due at the gathered count, unless it exists and
+    was made for the same :func:`request` (a folder without a record, made before
+    records existed, counts as made for it)."""
     try:
         count = int(json.loads((out / "particles" / "count.json").read_text())["particles"])
     except (OSError, ValueError, KeyError):
@@ -38,7 +67,14 @@ def due_target(out: Path, config: dict, final: bool) -> str | None:
     if n is None:
         return None
     target = f"reconstruct/p{n:07d}/result.json"
-    return None if (out / target).exists() else target
+    if not (out / target).exists():
+        return target
+    try:
+        made_for = json.loads((out / Path(target).parent / REQUEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    asked = json.loads(json.dumps(request(config), sort_keys=True, default=str))
+    return target if made_for != asked else None
 
 
 class Reconstruction:
@@ -49,13 +85,17 @@ class Reconstruction:
         self.run_lock = run_lock
         self.process: subprocess.Popen | None = None
         self.target: str | None = None
+        self.request: dict = {}
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, command: list[str], target: str, nice: bool = True) -> None:
+    def start(
+        self, command: list[str], target: str, nice: bool = True, request: dict | None = None
+    ) -> None:
         """Start ``command`` (a Snakemake command line ending with ``target``); ``nice``:
-        at a lower CPU priority (beside preprocessing; not for the final, awaited one)."""
+        at a lower CPU priority (beside preprocessing; not for the final, awaited one);
+        ``request``: what it is asked for (:func:`request`), recorded when it ends well."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.run_lock is not None:
@@ -79,6 +119,7 @@ class Reconstruction:
                 env=env,
             )
         self.target = target
+        self.request = request or {}
 
     def finished(self) -> int | None:
         """Exit code of the last reconstruction once it ended (then forgotten), else None."""

@@ -568,7 +568,7 @@ def process(
         )
         if echo:
             click.echo(f"{time.strftime('%H:%M:%S')} reconstruction started: {target}", err=True)
-        recon.start(command, target, nice=not block)
+        recon.start(command, target, nice=not block, request=background.request(config))
         if block:
             _wait_reconstruction(recon)
             report_reconstruction(recon.finished(), block, target)
@@ -588,14 +588,21 @@ def process(
             if block:
                 raise WorkflowFailed(message)
             click.echo(f"Error: {message}", err=True)
-        elif echo:
-            click.echo(f"{time.strftime('%H:%M:%S')} reconstruction finished: {where}", err=True)
+        else:
+            background.record_request(out, where, recon.request)
+            if echo:
+                now = time.strftime("%H:%M:%S")
+                click.echo(f"{now} reconstruction finished: {where}", err=True)
+
+    retry = {"pending": retry_failed}
 
     def invoke(final: bool, block_reconstruction: bool) -> None:
         scan = check_movies(final)
         ended = recon.finished()
         report_reconstruction(ended, False)
-        forcerun = failed_batch_targets(out) if retry_failed and not final else []
+        # --retry-failed: the first pass reruns the batches with a failed movie, once
+        forcerun = failed_batch_targets(out) if retry["pending"] else []
+        retry["pending"] = False
         if (
             watch
             and not final

@@ -199,10 +199,47 @@ def acquisition_times(scan: batching.MovieScan) -> dict[str, float]:
     return times
 
 
-def keeping_up(backlog: int, batch_size: int) -> bool:
-    """Processing keeps pace when no more than two batches' worth of movies wait
-    (one batch filling, one being processed); a growing backlog says otherwise."""
-    return backlog <= 2 * max(1, batch_size)
+#: the window (s) over which "keeping up" compares the recent acquisition and processing
+PACE_WINDOW_S = 1800.0
+
+
+def recent_pace(
+    landed: Mapping[str, float] | list[float],
+    processed: list[float],
+    now: float,
+    window_s: float = PACE_WINDOW_S,
+) -> tuple[float, float] | None:
+    """(movies landed per hour, movies processed per hour) over the last ``window_s``
+    seconds, both on this machine's clock (landing: the files' modification times;
+    processing: ``processed_at``); None in the run's first five minutes (too early to
+    tell a rate from a batch boundary)."""
+    landed_times = list(landed.values()) if isinstance(landed, Mapping) else list(landed)
+    if not landed_times:
+        return None
+    start = max(now - window_s, min(landed_times))
+    span = now - start
+    if span < 300.0:
+        return None
+    acquired = sum(start <= t <= now for t in landed_times)
+    done = sum(start <= t <= now for t in processed)
+    return round(acquired * 3600.0 / span, 2), round(done * 3600.0 / span, 2)
+
+
+def keeping_up(backlog: int, batch_size: int, pace: tuple[float, float] | None = None) -> bool:
+    """Whether processing keeps pace with the acquisition, from the backlog and the rates.
+
+    More than two batches' worth of movies waiting is falling behind, whatever the
+    rates; at most one batch (the one filling) is keeping up. In between, the recent
+    rates decide (``pace``: :func:`recent_pace`): processing must reach 90 % of the
+    acquisition rate, else the backlog is growing.
+    """
+    batch = max(1, batch_size)
+    if backlog > 2 * batch:
+        return False
+    if backlog <= batch or pace is None:
+        return True
+    acquired_per_h, processed_per_h = pace
+    return processed_per_h >= 0.9 * acquired_per_h
 
 
 def _rate_per_h(count: int, first: float | None, last: float | None) -> float | None:
@@ -261,6 +298,8 @@ def write_summary(
     if times and arrived is not None and max(times) > arrived:
         processing_rate = round(done * 3600.0 / (max(times) - arrived), 2)
 
+    pace = recent_pace(scan.mtimes, times, now) if scan else None
+
     outputs: dict[str, str | None] = dict.fromkeys(OUTPUT_FILES)
     resolution = b_factor = None
     warnings: list[str] = []
@@ -292,7 +331,9 @@ def write_summary(
         "acquisition_rate_per_h": _rate_per_h(len(acquired), first_movie, last_movie),
         "processing_rate_per_h": processing_rate,
         "backlog": backlog,
-        "keeping_up": keeping_up(backlog, batch_size) if seen else None,
+        "recent_acquisition_per_h": pace[0] if pace else None,
+        "recent_processing_per_h": pace[1] if pace else None,
+        "keeping_up": keeping_up(backlog, batch_size, pace) if seen else None,
         "resolution_A": resolution,
         "b_factor": b_factor,
         "warnings": warnings,

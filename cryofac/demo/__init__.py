@@ -13,7 +13,9 @@ What it does, in order (each step prints what it is doing):
 5. the environment gate: a start attempted during the air-conditioning fault is
    refused with its reasons; the real start, now, passes;
 6. a simulated acquisition lands movie by movie in the session's raw-data folder
-   while ``cryofac process --watch`` carries it through the pipeline;
+   while ``cryofac process --watch`` carries it through the pipeline (the movies are
+   simulated ahead from the demo's start and land on a fixed schedule, so the
+   acquisition rate is the preset's whatever the load: :mod:`cryofac.demo.microscope`);
 7. the environmental provenance of the acquisition is written next to the data;
 8. the researcher downloads the map over HTTP; its FSC against the simulated truth
    is measured;

@@ -136,6 +136,7 @@ class Demo:
     def run(self, serve: bool = True) -> dict[str, Any]:
         t0 = time.monotonic()
         self._prepare_folder()
+        self._start_microscope()
         self._database()
         self._environment_history()
         server = self._start_portal()
@@ -150,6 +151,7 @@ class Demo:
             self._download(session_id)
             self._notices(session_id)
         finally:
+            self.microscope.stop()
             feed.stop()
             self.results["env_readings_posted"] = feed.posted
             if feed.errors:
@@ -479,13 +481,37 @@ class Demo:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def _acquire_and_process(self, session_id: int) -> None:
-        from pipeline.simulate import simulate_acquisition
+    def _start_microscope(self) -> None:
+        """Simulate the acquisition's movies ahead, at low priority, while the demo
+        prepares the facility (:mod:`cryofac.demo.microscope`)."""
+        from cryofac.demo.microscope import Microscope
 
         s = self.settings
+        self.microscope = Microscope(
+            self.workdir / "microscope", s.movies, s.acquisition(), self.workdir / "microscope.log"
+        )
+        self.microscope.start()
+        note(
+            f"simulating the {s.movies} movies ahead in {len(self.microscope.workers)} "
+            "processes (log: microscope.log)"
+        )
+
+    def _acquire_and_process(self, session_id: int) -> None:
+        from cryofac.demo.microscope import Landing
+
+        s = self.settings
+        bar = _bar(s.movies, "movies simulated")
+        try:
+            self.microscope.wait_staged(lambda done: done > bar.n and bar.update(done - bar.n))
+        except RuntimeError as exc:
+            raise CryofacError(f"simulated acquisition failed: {exc}") from None
+        finally:
+            bar.close()
         say(
             f"Acquiring {s.movies} movies into {self.raw_dir}",
-            f"one every {s.interval_s:g} s; `cryofac process --watch` processes them",
+            f"one every {s.interval_s:g} s ({3600 / s.interval_s:,.0f} movies/h; each lands "
+            "at its scheduled time, whatever the load); `cryofac process --watch` "
+            "processes them",
         )
         config = self._workflow_config()
         stop_file = self.run_dir / "STOP"
@@ -497,10 +523,12 @@ class Demo:
             "--allow-failed-movies",  # failed movies are counted in the demo's result
         ]  # fmt: skip
         errors: list[BaseException] = []
+        landing = Landing()
+        stop = threading.Event()
 
         def acquire() -> None:
             try:
-                simulate_acquisition(self.raw_dir, s.movies, progress=False, **s.acquisition())
+                self.microscope.release(self.raw_dir, s.interval_s, stop, landing)
             except BaseException as exc:  # reported after the join
                 errors.append(exc)
 
@@ -524,9 +552,21 @@ class Demo:
                     if process.poll() is not None:
                         break
                     time.sleep(1.0)
+                stop.set()
                 acquisition.join()
                 if errors:
                     raise CryofacError(f"simulated acquisition failed: {errors[0]}")
+                rate = landing.rate_per_h()
+                self.results["acquisition"] = {
+                    "movies_landed": len(landing.landed),
+                    "nominal_per_h": round(3600 / s.interval_s, 1),
+                    "landed_per_h": round(rate, 1) if rate else None,
+                    "max_late_s": max(landing.late_s, default=0.0),
+                }
+                bar.write(
+                    f"    acquisition finished: {len(landing.landed)} movies landed at "
+                    f"{rate or 0:,.0f} movies/h (scheduled {3600 / s.interval_s:,.0f}/h)"
+                )
                 self.client.request(
                     "POST",
                     f"/api/v1/sessions/{session_id}/transition",
@@ -540,6 +580,8 @@ class Demo:
                     time.sleep(1.0)
                 self._update_bar(bar)
             except BaseException:
+                stop.set()
+                self.microscope.stop()
                 if process.poll() is None:
                     note("stopping: cryofac process and its jobs (a few seconds)")
                     os.killpg(process.pid, signal.SIGTERM)

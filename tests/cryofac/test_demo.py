@@ -83,6 +83,10 @@ def test_fast_demo_end_to_end(tmp_path: Path):
     assert result["map_warnings"] == summary["warnings"]
     provenance = json.loads(next((workdir / "raw").glob("session-*/environment.json")).read_text())
     assert provenance
+    # the microscope landed every movie it simulated ahead, and left no staging behind
+    assert result["acquisition"]["movies_landed"] == PRESETS["fast"].movies
+    assert result["acquisition"]["nominal_per_h"] == 3600 / PRESETS["fast"].interval_s
+    assert not (workdir / "microscope").exists()
 
 
 #: The fast preset (16 movies, 567 particles of apoferritin at 3 Å/pixel, symmetry O):
@@ -110,40 +114,84 @@ def _processes_mentioning(text: str) -> dict[int, str]:
     return found
 
 
-@pytest.mark.slow
-def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path):
-    """kill -9 of ``cryofac demo`` once its notification worker and environment monitor
-    run: both (and the workflow, if started) die with it within seconds."""
+def _demo_with_children(workdir: Path, args: tuple[str, ...], running: tuple[str, ...]):
+    """``cryofac demo --dir WORKDIR ARGS --no-serve --port 0`` started and waited for
+    until every text of ``running`` is in the command line of one of its processes."""
+    import time
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cryofac.cli", "demo", "--dir", str(workdir), *args]
+        + ["--no-serve", "--port", "0"],
+        cwd=workdir.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    commands = ""
+    while time.monotonic() < deadline:
+        commands = " ".join(_processes_mentioning(str(workdir)).values())
+        if all(text in commands for text in running):
+            return demo
+        if demo.poll() is not None:
+            break
+        time.sleep(0.5)
+    demo.kill()
+    demo.wait()
+    pytest.fail(f"the demo's children never all ran: {running}: {commands}")
+
+
+def _left_after(workdir: Path, seconds: float) -> dict[int, str]:
+    """The processes still naming ``workdir`` after up to ``seconds`` (then killed, so the
+    machine stays clean even when the test fails)."""
     import os
     import signal
     import time
 
-    workdir = tmp_path / "demo"
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "cryofac.cli", "demo", "--dir", str(workdir), "--fast"]
-        + ["--no-serve", "--port", "0"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            children = _processes_mentioning(str(workdir))
-            commands = " ".join(children.values())
-            if " portal worker " in commands and " monitor " in commands:
-                break
-            assert demo.poll() is None, "the demo ended before its services started"
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"worker and monitor never both ran: {children}")
-    finally:
-        os.kill(demo.pid, signal.SIGKILL)
-        demo.wait()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + seconds
     while _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.5)
     left = _processes_mentioning(str(workdir))
-    for pid in left:  # leave the machine clean even when the test fails
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.slow
+def test_a_killed_demo_leaves_no_process_behind(tmp_path: Path):
+    """kill -9 of ``cryofac demo`` once its notification worker and environment monitor
+    run: both (and the workflow, if started) die with it within seconds."""
+    workdir = tmp_path / "demo"
+    demo = _demo_with_children(workdir, ("--fast",), (" portal worker ", " monitor "))
+    demo.kill()
+    demo.wait()
+    left = _left_after(workdir, 30)
+    assert not left, left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset_args", "signame", "running"),
+    [
+        # the default demo while it simulates its movies ahead (services up)
+        ((), "SIGINT", (" portal worker ", " monitor ", "cryofac.demo.microscope")),
+        # the fast demo once `cryofac process --watch` and its Snakemake run
+        (("--fast",), "SIGTERM", (" portal worker ", "cryofac.cli process", "snakemake")),
+    ],
+)
+def test_ctrl_c_or_sigterm_stops_the_demo_and_every_child_within_seconds(
+    tmp_path: Path, preset_args, signame, running
+):
+    import signal
+
+    workdir = tmp_path / "demo"
+    demo = _demo_with_children(workdir, preset_args, running)
+    try:
+        demo.send_signal(getattr(signal, signame))
+        code = demo.wait(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    left = _left_after(workdir, 15)
+    assert code == 130  # "Interrupted."
     assert not left, left

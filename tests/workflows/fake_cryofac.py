@@ -193,7 +193,7 @@ def extract(options: dict, out: Path) -> None:
     write_particles_star(out / "particles.star", ParticleTable(optics, pd.DataFrame(rows)))
 
 
-def reconstruct(star: str, out: Path) -> None:
+def reconstruct(star: str, out: Path, symmetry: str = "C1") -> None:
     from pipeline.io.particles import read_particles_star
     from pipeline.reconstruction.particles import load_particles
 
@@ -205,7 +205,8 @@ def reconstruct(star: str, out: Path) -> None:
     for half in ("half1", "half2"):
         _write_mrc(out / f"{half}.mrc", np.full((4, 4, 4), float(n)))
     tmp = out / ".result.json.tmp"
-    tmp.write_text(json.dumps({"resolution_A": round(40.0 / np.sqrt(n), 3), "particles": n}))
+    result = {"resolution_A": round(40.0 / np.sqrt(n), 3), "particles": n, "symmetry": symmetry}
+    tmp.write_text(json.dumps(result))
     os.replace(tmp, out / "result.json")
 
 
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> int:
     elif step == "extract":
         extract(options, out)
     elif step == "reconstruct":
-        reconstruct(inputs[0], out)
+        reconstruct(inputs[0], out, options.get("symmetry", "C1"))
     else:
         print(f"Error: no such command {step}", file=sys.stderr)
         return 2

@@ -71,6 +71,29 @@ def test_a_rerun_that_fails_leaves_the_movies_failed_not_their_old_results(tmp_p
 
 
 @pytest.mark.slow
+def test_retry_failed_reruns_the_failed_batches_and_only_with_the_flag(tmp_path, small_config):
+    """Movies that failed stay failed on a plain rerun (their inputs did not change);
+    --retry-failed runs their batches again (with --flush too: one pass, no watch)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, MOVIES[:4])
+    args = (str(raw), "--out", str(out), "--cores", "2", "--config", str(small_config))
+    calls = tmp_path / "calls.txt"
+    bad = run_process(*args, env={"FAKE_CRYOFAC_BAD_GAIN": "1"})
+    assert bad.returncode == 3, bad.stderr
+    assert {r["status"] for r in _rows(out).values()} == {"failed"}
+    plain = run_process(*args, env={"FAKE_CRYOFAC_CALLS": str(calls)})
+    assert plain.returncode == 3, plain.stderr
+    assert not calls.exists() or "motioncorr" not in calls.read_text()
+    retried = run_process(
+        *args, "--retry-failed", "--flush", env={"FAKE_CRYOFAC_CALLS": str(calls)}
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert "motioncorr" in calls.read_text().split()
+    assert {r["status"] for r in _rows(out).values()} == {"ok"}
+    assert json.loads((out / "summary.json").read_text())["movies_failed"] == 0
+
+
+@pytest.mark.slow
 def test_full_disk_is_waited_out_and_never_fails_a_movie(tmp_path, small_config):
     raw, out = tmp_path / "raw", tmp_path / "out"
     write_movies(raw, MOVIES[:4])
@@ -142,6 +165,15 @@ def test_pixel_size_against_headers_and_acquisition_json_is_refused(tmp_path, sm
     refused = run_process(str(raw), "--out", str(out), "--config", str(volts), "-n")
     assert refused.returncode == 1
     assert "voltage_kV is 300 kV in the configuration but 200 kV in" in refused.stderr
+    dose = _with(
+        small_config, tmp_path, acquisition={"pixel_size_A": 1.5, "dose_per_frame_e_A2": 1.0}
+    )
+    (raw / "acquisition.json").write_text(
+        json.dumps({"pixel_size_A": 1.5, "dose_per_frame_e_A2": 1.2})
+    )
+    refused = run_process(str(raw), "--out", str(out), "--config", str(dose), "-n")
+    assert refused.returncode == 1
+    assert "dose_per_frame_e_A2 is 1 e/Å² in the configuration but 1.2 e/Å² in" in refused.stderr
     close = _with(small_config, tmp_path, acquisition={"pixel_size_A": 1.51})
     assert run_process(str(raw), "--out", str(out), "--config", str(close), "-n").returncode == 0
     overridden = run_process(*args, "--ignore-metadata-mismatch")

@@ -90,3 +90,41 @@ def test_changed_scripts_redo_nothing_a_step_version_redoes_that_step(tmp_path, 
     planned = _planned(_snakemake(snakefile, raw, out, configs, "-n"))
     assert "pick" in planned and "extract" in planned, planned
     assert not planned & {"motioncorr", "ctf", "batch_manifest"}, planned
+
+
+@pytest.mark.slow
+def test_a_changed_symmetry_reruns_the_finished_reconstruction(tmp_path, small_config):
+    """Issue 18 case 2: C1 then O on a finished run gives an O reconstruction (the
+    controller used to skip a reconstruction whose result.json existed)."""
+    import json
+
+    from tests.workflows.conftest import run_process
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_movies(raw, [f"movie_{i:03d}.mrc" for i in range(1, 9)])
+    args = (str(raw), "--out", str(out), "--cores", "2")
+    first = run_process(*args, "--config", str(small_config))
+    assert first.returncode == 0, first.stderr
+    (result,) = out.glob("reconstruct/p*/result.json")
+    assert json.loads(result.read_text())["symmetry"] == "C1"
+
+    calls = tmp_path / "calls.txt"
+    env = {"FAKE_CRYOFAC_CALLS": str(calls)}
+    again = run_process(*args, "--config", str(small_config), env=env)
+    assert again.returncode == 0, again.stderr
+    assert not calls.exists() or "reconstruct" not in calls.read_text()  # nothing changed
+
+    data = yaml.safe_load(small_config.read_text())
+    data["reconstruct"] = {"symmetry": "O"}
+    changed = tmp_path / "octahedral.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    second = run_process(*args, "--config", str(changed), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "reconstruct" in calls.read_text().split()
+    assert json.loads(result.read_text())["symmetry"] == "O"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outputs"]["half1"] == str(result.parent.relative_to(out) / "half1.mrc")
+
+    third = run_process(*args, "--config", str(changed), env=env)  # and only once
+    assert third.returncode == 0, third.stderr
+    assert calls.read_text().split().count("reconstruct") == 1

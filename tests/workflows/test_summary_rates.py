@@ -54,3 +54,42 @@ def test_acquisition_rate_from_epu_names_not_copy_times(tmp_path):
     assert written["backlog"] == 4 and written["keeping_up"] is True
     assert json.loads((out / "summary.json").read_text())["keeping_up"] is True
     assert read_summary(out).keeping_up is True
+
+
+def test_keeping_up_compares_the_recent_rates_when_the_backlog_alone_cannot_tell(tmp_path):
+    """A backlog between one and two batches is keeping up only when processing runs at
+    90 % of the acquisition's recent rate; the backlog bounds decide on their own."""
+    now = 1_000_000.0
+    landed = {f"m{i}": now - 1800 + 10 * i for i in range(180)}  # 360/h for 30 min
+    slow = [now - 1800 + 36 * i for i in range(50)]  # 100/h
+    pace = summary.recent_pace(landed, slow, now)
+    assert pace == (360.0, 100.0)
+    assert summary.keeping_up(6, 4, pace) is False  # 1.5 batches waiting, and growing
+    assert summary.keeping_up(6, 4, (360.0, 340.0)) is True
+    assert summary.keeping_up(4, 4, pace) is True  # the batch filling
+    assert summary.keeping_up(9, 4, (360.0, 400.0)) is False  # > 2 batches behind
+    assert summary.recent_pace(landed, slow, now - 1800 + 200) is None  # too early
+
+
+def test_summary_says_falling_behind_when_processing_lags_the_landing(tmp_path):
+    """write_summary takes the landing times (mtimes) and processed_at on one clock."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    now = time.time()
+    names = []
+    for i in range(10):  # 10 movies landed over the last 20 min (30/h)
+        name = f"movie_{i:05d}.tiff"
+        (raw / name).write_bytes(b"x")
+        os.utime(raw / name, (now - 1200 + 120 * i,) * 2)
+        names.append(name)
+    # one batch of 4 processed 15 min ago, nothing since: 6 wait with batches of 4
+    _batch(out, "b00000", names[:4], summary.iso(now - 900))
+    scan = batching.scan_movies(raw)
+    written = summary.write_summary(out, raw, "running", scan, now=now)
+    assert written["backlog"] == 6
+    assert written["recent_acquisition_per_h"] == 30.0
+    assert written["recent_processing_per_h"] == 12.0
+    assert written["keeping_up"] is False  # the backlog alone (< 2 batches) said True
+    _batch(out, "b00001", names[4:8], summary.iso(now - 60))  # caught up to 2 waiting
+    written = summary.write_summary(out, raw, "running", scan, now=now)
+    assert written["backlog"] == 2 and written["keeping_up"] is True
