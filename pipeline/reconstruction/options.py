@@ -91,6 +91,11 @@ class RefineOptions:
     mask_radius_frac: float = 0.45
     #: work at the smallest box that holds the current resolution (growing as it marches)
     grow_box: bool = True
+    #: poses per particle in the reconstructions of the global iterations, weighted by
+    #: their posterior (marginalisation, as RELION does); 1: the best pose only
+    top_k: int = 1
+    #: the result is the iteration whose half-maps agreed best, not the last one
+    keep_best: bool = True
 
 
 @dataclass(frozen=True)
