@@ -37,7 +37,11 @@ HELD_OUT = ("rod", "cap")
 
 
 def run_case(structure: str, seed: int, args) -> dict:
-    from pipeline.reconstruction.options import AbinitioOptions, ReconstructOptions
+    from pipeline.reconstruction.options import (
+        AbinitioOptions,
+        ReconstructOptions,
+        RefineOptions,
+    )
     from pipeline.reconstruction.run import run_reconstruction
     from pipeline.reconstruction.truth import found_resolution, true_pose_resolution
     from pipeline.simulate.assemblies import assembly_volume
@@ -60,7 +64,9 @@ def run_case(structure: str, seed: int, args) -> dict:
     result = run_reconstruction(
         star,
         work / "run",
-        ReconstructOptions(symmetry=symmetry, seed=seed, abinitio=abinitio),
+        ReconstructOptions(
+            symmetry=symmetry, seed=seed, abinitio=abinitio, refine=RefineOptions(top_k=args.top_k)
+        ),
         progress=None,
     )
     wall, cpu = time.perf_counter() - t, time.process_time() - c0
@@ -78,6 +84,8 @@ def run_case(structure: str, seed: int, args) -> dict:
         "abinitio_iterations": args.abinitio_iterations,
         "abinitio_starts": args.abinitio_starts,
         "independent_halves": not args.shared_abinitio,
+        "top_k": args.top_k,
+        "refine_kept": [h for h in result["refine_history"] if h["iteration"] == "kept"],
         "abinitio_agreement_A": result["abinitio"].get("halves_agreement_A"),
         "true_pose_A": round(res_true, 2),
         "found_A": round(res_found, 2),
@@ -139,6 +147,8 @@ def report(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    from pipeline.reconstruction.options import RefineOptions
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", nargs="+", default=list(SYMMETRY), choices=list(SYMMETRY))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -150,6 +160,9 @@ def main() -> None:
     parser.add_argument("--abinitio-starts", type=int, default=4)
     parser.add_argument(
         "--shared-abinitio", action="store_true", help="one ab-initio for both halves (before)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=RefineOptions().top_k, help="RefineOptions.top_k"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)

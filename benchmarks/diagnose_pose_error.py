@@ -47,11 +47,14 @@ def _mean_rotation(mats: np.ndarray) -> np.ndarray:
 def pose_errors(found: np.ndarray, true: np.ndarray, sym: np.ndarray) -> np.ndarray:
     """Per-particle angular error (degrees) of ``found`` against ``true`` rotations, after
     the single frame rotation G (found = true · G, up to the point group ``sym``) that
-    fits most particles; the best of the two composition orders is used."""
+    fits most particles; the best of the two composition orders and of the two hands is
+    used."""
     best = None
-    for order in ("right", "left"):
+    mirror = np.diag([1.0, 1.0, -1.0])  # a map of the other hand is posed at M·R·M
+    hands = (true, mirror @ true @ mirror)
+    for order, posed in [(o, t) for o in ("right", "left") for t in hands]:
         # each particle's own frame: G_i = Rt^T Rf (right) or Rf Rt^T (left)
-        rt = np.swapaxes(true, 1, 2)
+        rt = np.swapaxes(posed, 1, 2)
         q = rt @ found if order == "right" else found @ rt
         # vote: the candidate G closest to most others (sample 200)
         cand = q[np.linspace(0, len(q) - 1, min(200, len(q))).astype(int)]

@@ -9,7 +9,12 @@ pattern searches (3×3×3 rotation neighbourhood × 3×3 shifts) with a step tha
 shrinks with the resolution. The search uses Fourier pixels up to the current
 half-map resolution plus a margin, but marches there: its radius grows by at most
 :func:`march_px` per iteration. Reconstructions always use every pixel with Wiener
-regularisation from the previous FSC. Stops when the resolution no longer improves.
+regularisation from the previous FSC; with ``top_k`` > 1 the global iterations'
+reconstructions weight each particle's ``top_k`` best poses by their posterior
+(marginalisation) instead of using its best pose only. Stops when the resolution no
+longer improves, and returns the iteration whose half-maps agreed best (``keep_best``):
+from the truth itself, hard poses at low SNR drift away from it as the iterations go on
+(benchmarks/diagnose_pose_error.py).
 """
 
 from __future__ import annotations
