@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--jsonl", type=Path, required=True)
     parser.add_argument("--report", action="store_true", help="only print the tables")
+    parser.add_argument("--out-md", type=Path, default=None, help="also write the tables here")
     args = parser.parse_args()
     if not args.report:
         from pipeline import backend
@@ -180,7 +181,18 @@ def main() -> None:
                 with args.jsonl.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    print(report(rows))
+    if args.out_md is None:
+        print(report(rows))
+        return
+    from benchmarks.report import cpu_model, load_average, write_report
+
+    header = [
+        "# Reconstruction on several structures × seeds (issue 22)",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; load when written: "
+        f"{load_average()} (each run's load is in its row). Raw rows: `{args.jsonl.name}`.",
+    ]
+    write_report(args.out_md, [*header, report(rows)])
 
 
 if __name__ == "__main__":

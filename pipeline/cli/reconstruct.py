@@ -57,6 +57,17 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 @option(
     "--fixed-box", is_flag=True, help="Refine at the full box (default: grows with resolution)."
 )
+@option(
+    "--refine-top-k",
+    default=8,
+    type=_AT_LEAST_1,
+    help="Poses per particle in the global iterations' maps, weighted by their posterior.",
+)
+@option(
+    "--keep-last",
+    is_flag=True,
+    help="Keep the last refinement iteration (default: the one whose half-maps agreed best).",
+)
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")
 @device_options
 def reconstruct(
@@ -76,6 +87,8 @@ def reconstruct(
     settle_iterations: int,
     global_iterations: int,
     fixed_box: bool,
+    refine_top_k: int,
+    keep_last: bool,
     seed: int,
     device: str,
     threads: int | None,
@@ -121,6 +134,8 @@ def reconstruct(
             settle_iterations=settle_iterations,
             global_iterations=global_iterations,
             grow_box=not fixed_box,
+            top_k=refine_top_k,
+            keep_best=not keep_last,
         ),
     )
     bar = None
