@@ -129,10 +129,12 @@ def _half_maps(ws: Workspace, groups, rotations, origins_px, curve, poses=None):
             bp = backproject_particles(ws, idx, rotations, origins_px)
         else:
             rot, org, w = (p[idx] for p in poses)
-            k = w.shape[1]
-            bp = backproject_weighted(
-                ws, np.repeat(idx, k), rot.reshape(-1, 3, 3), org.reshape(-1, 2), w.ravel()
-            )
+            # poses of negligible posterior (below 1 % of the particle's best) are skipped
+            use = w >= 0.01 * w.max(axis=1, keepdims=True)
+            w = np.where(use, w, 0.0)
+            w = w / w.sum(axis=1, keepdims=True)
+            rows, cols = np.nonzero(use)
+            bp = backproject_weighted(ws, idx[rows], rot[rows, cols], org[rows, cols], w[use])
         maps.append(bp.reconstruct(ws.box // 2 - 1, fsc=curve, ssnr_default=1.0))
     return maps
 
