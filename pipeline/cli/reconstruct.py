@@ -59,14 +59,14 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 )
 @option(
     "--refine-top-k",
-    default=8,
+    default=1,
     type=_AT_LEAST_1,
     help="Poses per particle in the global iterations' maps, weighted by their posterior.",
 )
 @option(
-    "--keep-last",
+    "--keep-best",
     is_flag=True,
-    help="Keep the last refinement iteration (default: the one whose half-maps agreed best).",
+    help="Keep the refinement iteration whose half-maps agreed best (default: the last).",
 )
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")
 @device_options
@@ -88,7 +88,7 @@ def reconstruct(
     global_iterations: int,
     fixed_box: bool,
     refine_top_k: int,
-    keep_last: bool,
+    keep_best: bool,
     seed: int,
     device: str,
     threads: int | None,
@@ -135,7 +135,7 @@ def reconstruct(
             global_iterations=global_iterations,
             grow_box=not fixed_box,
             top_k=refine_top_k,
-            keep_best=not keep_last,
+            keep_best=keep_best,
         ),
     )
     bar = None

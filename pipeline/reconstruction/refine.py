@@ -12,9 +12,9 @@ half-map resolution plus a margin, but marches there: its radius grows by at mos
 regularisation from the previous FSC; with ``top_k`` > 1 the global iterations'
 reconstructions weight each particle's ``top_k`` best poses by their posterior
 (marginalisation) instead of using its best pose only. Stops when the resolution no
-longer improves, and returns the iteration whose half-maps agreed best (``keep_best``):
-from the truth itself, hard poses at low SNR drift away from it as the iterations go on
-(benchmarks/diagnose_pose_error.py).
+longer improves; with ``keep_best`` it returns the iteration whose half-maps agreed best,
+not the last: from the truth itself, hard poses at low SNR drift away from it as the
+iterations go on (benchmarks/diagnose_pose_error.py).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def refine(
     settle_iterations: int = 3,
     grow_box: bool = True,
     top_k: int = 1,
-    keep_best: bool = True,
+    keep_best: bool = False,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
