@@ -65,7 +65,10 @@ def run_case(structure: str, seed: int, args) -> dict:
         star,
         work / "run",
         ReconstructOptions(
-            symmetry=symmetry, seed=seed, abinitio=abinitio, refine=RefineOptions(top_k=args.top_k)
+            symmetry=symmetry,
+            seed=seed,
+            abinitio=abinitio,
+            refine=RefineOptions(top_k=args.top_k, keep_best=args.keep_best),
         ),
         progress=None,
     )
@@ -85,6 +88,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         "abinitio_starts": args.abinitio_starts,
         "independent_halves": not args.shared_abinitio,
         "top_k": args.top_k,
+        "keep_best": args.keep_best,
         "refine_kept": [h for h in result["refine_history"] if h["iteration"] == "kept"],
         "abinitio_agreement_A": result["abinitio"].get("halves_agreement_A"),
         "true_pose_A": round(res_true, 2),
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument(
         "--top-k", type=int, default=RefineOptions().top_k, help="RefineOptions.top_k"
     )
+    parser.add_argument("--keep-best", action="store_true", help="RefineOptions.keep_best")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--jsonl", type=Path, required=True)
