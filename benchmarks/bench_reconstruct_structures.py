@@ -137,13 +137,14 @@ def report(rows: list[dict]) -> str:
                 f"({min(loads):.1f}–{max(loads):.1f}) |"
             )
     lines += [
-        "\n| structure | seed | true-pose Å | found Å | claimed Å | found/true | claimed/found | "
-        "warnings | wall s | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n| structure | seed | refine top_k, keep_best | true-pose Å | found Å | claimed Å | "
+        "found/true | claimed/found | warnings | wall s | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['structure']} | {r['seed']} | {r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
+            f"| {r['structure']} | {r['seed']} | {r.get('top_k', 1)}, {r.get('keep_best', False)} | "
+            f"{r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
             f"{r['claimed_A']:.2f} | {r['ratio_found_true']:.2f} | {r['ratio_claimed_found']:.2f} | "
             f"{len(r['warnings'])} | {r['wall_s']:.0f} | {r['load']:.1f} |"
         )
