@@ -57,6 +57,17 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 @option(
     "--fixed-box", is_flag=True, help="Refine at the full box (default: grows with resolution)."
 )
+@option(
+    "--refine-top-k",
+    default=1,
+    type=_AT_LEAST_1,
+    help="Poses per particle in the global iterations' maps, weighted by their posterior.",
+)
+@option(
+    "--keep-best",
+    is_flag=True,
+    help="Keep the refinement iteration whose half-maps agreed best (default: the last).",
+)
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")
 @option(
     "--memory",
@@ -84,6 +95,8 @@ def reconstruct(
     settle_iterations: int,
     global_iterations: int,
     fixed_box: bool,
+    refine_top_k: int,
+    keep_best: bool,
     seed: int,
     resident_mb: float,
     device: str,
@@ -131,6 +144,8 @@ def reconstruct(
             settle_iterations=settle_iterations,
             global_iterations=global_iterations,
             grow_box=not fixed_box,
+            top_k=refine_top_k,
+            keep_best=keep_best,
         ),
     )
     bar = None

@@ -9,7 +9,12 @@ pattern searches (3×3×3 rotation neighbourhood × 3×3 shifts) with a step tha
 shrinks with the resolution. The search uses Fourier pixels up to the current
 half-map resolution plus a margin, but marches there: its radius grows by at most
 :func:`march_px` per iteration. Reconstructions always use every pixel with Wiener
-regularisation from the previous FSC. Stops when the resolution no longer improves.
+regularisation from the previous FSC; with ``top_k`` > 1 the global iterations'
+reconstructions weight each particle's ``top_k`` best poses by their posterior
+(marginalisation) instead of using its best pose only. Stops when the resolution no
+longer improves; with ``keep_best`` it returns the iteration whose half-maps agreed best,
+not the last: from the truth itself, hard poses at low SNR drift away from it as the
+iterations go on (benchmarks/diagnose_pose_error.py).
 """
 
 from __future__ import annotations
@@ -112,13 +117,36 @@ def split_halves(idx_all: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
     return halves
 
 
-def _half_maps(ws: Workspace, groups, rotations, origins_px, curve):
-    """Reconstruct both halves at ``ws``'s box (``origins_px`` in ``ws``'s pixels)."""
+def _half_maps(ws: Workspace, groups, rotations, origins_px, curve, poses=None):
+    """Reconstruct both halves at ``ws``'s box (``origins_px`` in ``ws``'s pixels).
+
+    ``poses``: (rotations (n, k, 3, 3), origins (n, k, 2) in ``ws``'s pixels, weights
+    (n, k)): each particle back-projected at its k poses weighted by their posterior
+    (marginalisation over the poses, as RELION does) instead of at its best pose."""
     maps = []
     for idx in groups:
-        bp = backproject_particles(ws, idx, rotations, origins_px)
+        if poses is None:
+            bp = backproject_particles(ws, idx, rotations, origins_px)
+        else:
+            rot, org, w = (p[idx] for p in poses)
+            # poses of negligible posterior (below 1 % of the particle's best) are skipped
+            use = w >= 0.01 * w.max(axis=1, keepdims=True)
+            w = np.where(use, w, 0.0)
+            w = w / w.sum(axis=1, keepdims=True)
+            rows, cols = np.nonzero(use)
+            bp = backproject_weighted(ws, idx[rows], rot[rows, cols], org[rows, cols], w[use])
         maps.append(bp.reconstruct(ws.box // 2 - 1, fsc=curve, ssnr_default=1.0))
     return maps
+
+
+def pose_weights(scores: np.ndarray, noise_scale: float) -> np.ndarray:
+    """Posterior weights (n, k) of each particle's k candidate poses from their whitened
+    scores (n, k): the log-likelihood at the best intensity scale is
+    ``noise_scale · score² / 2`` (:mod:`search`); the weights are its softmax."""
+    ll = 0.5 * noise_scale * np.maximum(np.asarray(scores, dtype=np.float64), 0.0) ** 2
+    ll -= ll.max(axis=1, keepdims=True)
+    w = np.exp(ll)
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _fit_curve(curve, box: int):
@@ -148,6 +176,8 @@ def refine(
     march_fraction: float = 0.2,
     settle_iterations: int = 3,
     grow_box: bool = True,
+    top_k: int = 1,
+    keep_best: bool = False,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
@@ -161,6 +191,11 @@ def refine(
     the final maps are reconstructed at the full box. ``max_iterations`` caps the
     iterations (default :func:`default_iterations`); it stops earlier when the half-map
     resolution no longer improves once the search has caught up.
+
+    ``top_k`` > 1: in the global iterations each particle is back-projected at its
+    ``top_k`` best poses weighted by their posterior (:func:`pose_weights`) rather than at
+    its best one. ``keep_best``: the result is the iteration whose half-maps agreed best
+    (FSC 0.143), not the last one.
     """
     from pipeline.reconstruction.grids import change_box, crop_box
     from pipeline.reconstruction.progress import report
@@ -191,6 +226,8 @@ def refine(
     stall = 0
     radius = ws.radius_px(res)
     work = ws
+    poses = None  # (rotations (n, k, 3, 3), origins (n, k, 2) full-box pixels, weights)
+    kept = None  # the best iteration so far (keep_best)
     for it in range(max_iterations):
         t0 = time.perf_counter()
         marching = False
@@ -213,6 +250,11 @@ def refine(
         local_only = it >= global_iterations
         step = angular_step_deg(radius, full_box / 2)
         wor = origins * to_work
+        soft = top_k > 1 and not local_only
+        if soft:
+            k_rot = np.tile(np.eye(3), (ws.n, top_k, 1, 1))
+            k_org = np.zeros((ws.n, top_k, 2))
+            k_score = np.full((ws.n, top_k), -np.inf)
         for h, idx in enumerate(groups):
             fgrid = fourier.pad_fourier(maps[h])
             if not local_only:
@@ -222,11 +264,17 @@ def refine(
                 if it == 0:
                     shift_step = max(1.0, min(search_res / (4 * wpix), 3.0))
                     shifts = search.shift_grid(max_shift_A / wpix, shift_step)
-                    best, org, _ = search.global_search(refs, data, idx, shifts)
+                    centres = None
                 else:
                     shift_step = 1.0
                     shifts = search.shift_grid(1.0, 1.0)
-                    best, org, _ = search.global_search(refs, data, idx, shifts, wor[idx])
+                    centres = wor[idx]
+                best, org, score = search.global_search(
+                    refs, data, idx, shifts, centres, top_k=top_k if soft else 1
+                )
+                if soft:
+                    k_rot[idx], k_org[idx], k_score[idx] = grid[best], org, score
+                    best, org = best[:, 0], org[:, 0]
                 rotations[idx] = grid[best]
                 wor[idx] = org
                 del refs
@@ -236,18 +284,31 @@ def refine(
                 steps = [2 * step, step, step, step / 2]
                 shift_steps = [1.0, 0.5, 0.5, 0.25]
             for step_deg, sstep in zip(steps, shift_steps, strict=True):
-                r, o, _ = search.local_search(
+                r, o, score = search.local_search(
                     fgrid, data, idx, rotations[idx], wor[idx], step_deg, sstep
                 )
                 rotations[idx], wor[idx] = r, o
+            if soft:  # the polished best pose replaces the grid's best
+                k_rot[idx, 0], k_org[idx, 0], k_score[idx, 0] = r, o, score
             # keep origins inside the search range
             wor[idx] = np.clip(wor[idx], -max_shift_A / wpix, max_shift_A / wpix)
         origins = wor / to_work
-        maps = _half_maps(work, groups, rotations, wor, _fit_curve(curve, box))
+        if soft:
+            k_org = np.clip(k_org, -max_shift_A / wpix, max_shift_A / wpix)
+            poses = (k_rot, k_org / to_work, pose_weights(k_score, work.noise_scale))
+        else:
+            poses = None
+        work_poses = None if poses is None else (poses[0], poses[1] * to_work, poses[2])
+        maps = _half_maps(work, groups, rotations, wor, _fit_curve(curve, box), work_poses)
         curve = fsc_curve(maps[0] * mask, maps[1] * mask)
         res = resolution_at(curve, box, wpix, 0.143)
         if callback:
             callback(it, maps, rotations, origins)
+        if kept is None or res < kept["res"]:
+            kept = {
+                "res": res, "it": it, "maps": maps, "curve": curve, "box": box,
+                "rotations": rotations.copy(), "origins": origins.copy(), "poses": poses,
+            }  # fmt: skip
         elapsed = time.perf_counter() - t0
         history.append(
             {
@@ -270,10 +331,16 @@ def refine(
             stall += 1
             if stall >= 2 and it >= global_iterations + 1:
                 break
+    if keep_best and kept is not None and kept["it"] != it:
+        report(progress, f"refine: iteration {kept['it']} kept ({kept['res']:.2f} Å)")
+        maps, curve, map_box = kept["maps"], kept["curve"], kept["box"]
+        rotations, origins, poses = kept["rotations"], kept["origins"], kept["poses"]
+        res = kept["res"]
+        history.append({"iteration": "kept", "kept_iteration": kept["it"], "resolution_A": res})
     if map_box != full_box:
         # the final maps from every Fourier pixel of the full box, at the poses found
         mask = soft_sphere(full_box, mask_radius_frac * full_box)
-        maps = _half_maps(ws, groups, rotations, origins, _fit_curve(curve, full_box))
+        maps = _half_maps(ws, groups, rotations, origins, _fit_curve(curve, full_box), poses)
         curve = fsc_curve(maps[0] * mask, maps[1] * mask)
         res = resolution_at(curve, full_box, pix, 0.143)
         history.append({"iteration": "final", "box_px": full_box, "resolution_A": res})

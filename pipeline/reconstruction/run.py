@@ -472,7 +472,7 @@ _ABINITIO_KEYS = (
 )
 _REFINE_KEYS = (
     "initial_resolution_A", "global_step_deg", "max_iterations", "global_iterations",
-    "mask_radius_frac", "march_fraction", "settle_iterations", "grow_box",
+    "mask_radius_frac", "march_fraction", "settle_iterations", "grow_box", "top_k", "keep_best",
 )  # fmt: skip
 
 
