@@ -117,9 +117,11 @@ class LiveFeed(threading.Thread):
             except Exception as exc:  # keep feeding; the demo reports errors at the end
                 self.errors.append(f"{exc.__class__.__name__}: {exc}")
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask the thread to stop; wait ``timeout_s`` (default 5 periods) for a post in
+        flight to finish."""
         self._halt.set()
-        self.join(timeout=5 * self.period_s)
+        self.join(timeout=5 * self.period_s if timeout_s is None else timeout_s)
 
 
 def ac_fault(start: datetime, minutes: float, room: str = "krios-room"):

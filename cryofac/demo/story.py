@@ -151,8 +151,11 @@ class Demo:
             self._download(session_id)
             self._notices(session_id)
         finally:
-            self.microscope.stop()
-            feed.stop()
+            # on Ctrl-C, SIGTERM or an error, stop within seconds: the feed is a daemon
+            # thread, so a post still in flight is not waited for
+            failing = sys.exc_info()[0] is not None
+            self.microscope.stop(grace_s=2.0 if failing else 5.0)
+            feed.stop(timeout_s=2.0 if failing else None)
             self.results["env_readings_posted"] = feed.posted
             if feed.errors:
                 note(f"environment feed errors: {feed.errors[-1]} ({len(feed.errors)} in all)")
