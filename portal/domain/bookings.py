@@ -645,15 +645,25 @@ def join_waitlist(
     start: datetime,
     end: datetime,
 ) -> WaitlistEntry:
-    """Ask to be offered ``[start, end)`` on an instrument if it is freed."""
+    """Ask to be offered ``[start, end)`` on an instrument if it is freed.
+
+    Refused as a booking would be: a retired (inactive) instrument is not found, and a
+    project that is not active cannot wait for a slot it could not book.
+    """
     if end <= start:
         raise InvalidInput("the end must be after the start")
-    if db.get(Instrument, instrument_id) is None:
+    instrument = db.get(Instrument, instrument_id)
+    if instrument is None or not instrument.active:
         raise NotFound(f"instrument {instrument_id!r} not found")
     project = db.get(Project, project_id)
     if project is None:
         raise NotFound(f"project {project_id} not found")
     permissions.require_can_book_for(db, user, project)
+    if project.state != "active":
+        # the same rule as a booking: an offer to a project that cannot book is no offer
+        raise BookingRuleViolation(
+            "project_state", f"project {project.code} is {project.state}, not active"
+        )
     entry = WaitlistEntry(
         instrument_id=instrument_id,
         project_id=project_id,

@@ -192,3 +192,42 @@ def test_waitlist_is_offered_a_freed_slot(world, client, slot):
     assert taken.status_code == 201
     with world.db() as db:
         assert db.get(WaitlistEntry, wait.get_json()["id"]).state == "accepted"
+
+
+def test_waitlist_refuses_a_retired_instrument_and_an_inactive_project(world, client, slot):
+    """A waitlist entry is refused where a booking would be: an instrument taken out of
+    service is not found, and a project that is not active cannot wait for a slot."""
+    from portal.models import Instrument, Project, WaitlistEntry
+
+    mallory = world.token(client, "mallory")
+    start, end = slot(62, 4)
+
+    def wait(instrument_id: str):
+        return client.post(
+            "/api/v1/waitlist",
+            json={
+                "instrument_id": instrument_id,
+                "project_id": world.other_project_id,
+                "start": start,
+                "end": end,
+            },
+            headers=mallory,
+        )
+
+    with world.db() as db:
+        db.get(Instrument, "glacios1").active = False
+        db.commit()
+    assert wait("glacios1").status_code == 404
+    with world.db() as db:
+        db.get(Instrument, "glacios1").active = True
+        db.get(Project, world.other_project_id).state = "closed"
+        db.commit()
+    refused = wait("glacios1")
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert "not active" in refused.get_data(as_text=True)
+    with world.db() as db:
+        assert db.scalar(sa.select(sa.func.count()).select_from(WaitlistEntry)) == 0
+    with world.db() as db:
+        db.get(Project, world.other_project_id).state = "active"
+        db.commit()
+    assert wait("glacios1").status_code == 201
