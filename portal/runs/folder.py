@@ -123,7 +123,9 @@ class RunSummary:
     per_movie: str = "movies.tsv"
     thumbnails: str = "thumbnails/"
     log: str | None = None
-    #: the workflow's own verdict (``summary["keeping_up"]``, from its backlog), if written
+    #: the workflow's own verdict (``summary["keeping_up"]``: from its backlog and the last
+    #: 30 minutes' acquisition and processing rates, :func:`workflows.summary.keeping_up`),
+    #: if written
     reported_keeping_up: bool | None = None
 
     @property
