@@ -131,7 +131,13 @@ def pick(
 
 #: methods that pick with 2D class averages of the blob picks (:func:`class_templates`):
 #: one round as classified, or two rounds with averages centred on their mass
-CLASS_LOOPS = {"classes": {}, "classes2": {"rounds": 2, "recentre": 1}}
+#: ("_c": classes whose mass is off-centre by > 0.25 × the particle radius are dropped)
+CLASS_LOOPS = {
+    "classes": {},
+    "classes2": {"rounds": 2, "recentre": 1},
+    "classes_c": {"max_offset": 0.25},
+    "classes2_c": {"rounds": 2, "max_offset": 0.25},
+}
 
 
 def class_templates(
@@ -142,6 +148,7 @@ def class_templates(
     keep: float = 0.0,
     recentre: float = 0.0,
     rounds: float = 1,
+    max_offset: float = 0.0,
 ):
     """2D class averages of the blob picks of ``items``, the classes 2D classification keeps.
 
@@ -151,8 +158,10 @@ def class_templates(
     :func:`pipeline.reconstruction.class2d.classify_2d` (``n_classes``, 8 iterations at
     diameter/8 Å) → the selected averages (the house rule, FRC score ≥ 0.3, and with
     ``keep`` > 0 also score ≥ ``keep`` × the best score), moved so that their centre of
-    mass is at the centre when ``recentre``; with ``rounds`` = 2 the picks made with those
-    templates are classified again. Returns (templates, pixel size in Å, message).
+    mass is at the centre when ``recentre``; with ``max_offset`` > 0 classes whose centre
+    of mass is further than ``max_offset`` × the particle radius from the centre are dropped
+    (averages of picks between particles: their density is a neighbour's); with ``rounds``
+    = 2 the picks made with those templates are classified again. Returns (templates, pixel size in Å, message).
     """
     import numpy as np
 
@@ -194,6 +203,12 @@ def class_templates(
             resolution_A=max(structure.diameter_A / 8.0, 2.2 * px),
         )
         chosen = result.selected & (result.scores >= keep * result.scores.max())
+        if max_offset:
+            radius_px = 0.5 * structure.diameter_A / px
+            offsets = mass_offsets_px(np.asarray(result.averages))
+            chosen &= offsets <= max_offset * radius_px
+            if not chosen.any():  # never none: the best-centred selected class
+                chosen[int(np.argmin(np.where(result.selected, offsets, np.inf)))] = True
         averages = np.asarray(result.averages)[chosen]
         if recentre:
             averages = centred(averages)
@@ -203,6 +218,18 @@ def class_templates(
             f"(counts {result.counts.tolist()}, scores {np.round(result.scores, 2).tolist()})"
         )
     return templates[0], templates[1], "; ".join(messages)
+
+
+def mass_offsets_px(averages):
+    """Distance (px) of each average's centre of mass (positive part, disc of 0.45 × box)
+    from pixel box//2."""
+    import numpy as np
+
+    n = averages.shape[-1]
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    w = np.clip(averages, 0, None) * (np.hypot(yy, xx) < 0.45 * n)
+    total = np.maximum(w.sum(axis=(1, 2)), 1e-12)
+    return np.hypot((w * yy).sum(axis=(1, 2)) / total, (w * xx).sum(axis=(1, 2)) / total)
 
 
 def centred(averages):
