@@ -121,7 +121,7 @@ def mixture(index: int, physics: str = "hard", seed0: int = 0):
     expected = np.clip(field_a + delta, 0.0, None)
     image = np.random.default_rng(seed + 2).poisson(expected).astype(np.float32)
     truth = np.vstack([truth_a.coords_px, np.asarray(keep).reshape(-1, 2)])
-    return image, truth, conts, len(truth_a.coords_px)
+    return image, truth, conts, len(truth_a.coords_px), ctf
 
 
 def main() -> None:
@@ -141,7 +141,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     truths = {}
     for i in range(len(DEFOCI_A)):
-        image, truth, conts, n_a = mixture(i, args.physics, args.seed)
+        image, truth, conts, n_a, _ = mixture(i, args.physics, args.seed)
         path = write_mrc(work / f"mix_{i}.mrc", image, PIXEL_A)
         truths[path] = (truth, conts, n_a)
     cmd = ["cryofac", "pick", *map(str, truths), "--out", str(work / "picks")]

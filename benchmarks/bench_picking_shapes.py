@@ -1,7 +1,8 @@
 """Picking benchmark on four particle shapes (issue 21): precision, recall, F1, time.
 
 Run: ``nice python benchmarks/bench_picking_shapes.py [--structures all|dev|held-out]
-[--methods blob,template] [--threads 2] [--size 2048] [--seed N] [--json FILE]``; ``--speed`` times
+[--methods blob,template,classes,classes_c,...] [--physics hard|realistic] [--threads 2]
+[--size 2048] [--seed N] [--json FILE]``; ``--speed`` times
 4096² micrographs instead; ``--ceiling`` reports the best F1 a threshold could reach
 (chosen with the truth: a diagnosis of whether particles stand out of the score's noise).
 
@@ -14,6 +15,12 @@ carbon edge, the 2.6 µm pair a ±25 % ice gradient, every one 2 contaminants. T
 given what a user knows: a diameter and a min–max range (blob), or the map (template, 50
 views over the sphere, the micrograph's CTF). Picks match the truth one-to-one within
 0.3 × diameter (:func:`pipeline.picking.evaluate.match_picks`).
+
+``--physics realistic`` (2026-12-07b): each particle displaces its partial specific volume
+of ice (the default 1 V envelope is 1.4–1.5× too big and halves the particle's
+low-resolution contrast) in ice of 250 and 450 Å; ``hard`` is the set recorded before.
+Methods ``classes*`` are the cryoSPARC Live loop without truth: blob picks → 2D classes →
+template picking with the kept class averages (:func:`class_templates`).
 """
 
 from __future__ import annotations
