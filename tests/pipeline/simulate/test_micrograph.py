@@ -201,3 +201,25 @@ def test_contaminants_are_dark_blobs_where_the_truth_puts_them(pair):
         seen += 1
         assert clean[inside].mean() < 0.8 * median
     assert seen >= 1
+
+
+def test_excluded_volume_sets_the_displaced_ice_and_raises_the_contrast(volume64):
+    """The 1 V envelope displaces ~1.4x the protein's partial specific volume; with
+    ``excluded_volume_A3`` the mask holds that volume and the particle's integrated contrast
+    (potential minus displaced ice) is larger; the micrograph changes accordingly."""
+    from pipeline.simulate.micrograph import protein_volume_A3
+
+    volume = protein_volume_A3(431.0 / 0.93)  # apoferritin without hydrogens: 431 kDa
+    default = solvent_envelope(volume64, PX)
+    exact = solvent_envelope(volume64, PX, volume)
+    assert exact.sum() * PX**3 == pytest.approx(volume, rel=0.02)
+    assert default.sum() * PX**3 > 1.2 * volume
+    contrast = [(volume64 - ICE_POTENTIAL_V * m).sum() for m in (default, exact)]
+    assert contrast[1] > 1.5 * contrast[0]
+    kwargs = dict(n_particles=3, rng=2, noise=False, ctf=CTF, n_contaminants=0)
+    a, ta = simulate_micrograph(volume64, (256, 256), PX, **kwargs)
+    b, tb = simulate_micrograph(volume64, (256, 256), PX, excluded_volume_A3=volume, **kwargs)
+    np.testing.assert_array_equal(ta.coords_px, tb.coords_px)
+    assert np.abs(a - b).max() > 0.01 * a.std()
+    with pytest.raises(SimulationError):
+        solvent_envelope(volume64, PX, 1e12)
