@@ -472,8 +472,17 @@ class Demo:
             "downstream": {"min_particles": s.min_particles, "growth": 1.5},
             "extract_bin": s.extract_bin,
             "movies": {"quiet_period_s": 2},
+            # one thread per preprocessing job, so that Snakemake runs as many jobs side
+            # by side as there are cores (a job of all the cores ran the batches' steps
+            # one at a time, mostly on one core: numpy outside the FFTs is serial); the
+            # reconstruction, alone at the end, keeps every core
             "resources": {
-                step: {"threads": os.cpu_count() or 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
+                step: {
+                    "threads": (os.cpu_count() or 1) if step == "reconstruct" else 1,
+                    "mem_mb": 4000,
+                    "runtime": 60,
+                    "gpu": 0,
+                }
                 for step in ("motioncorr", "ctf", "pick", "extract", "reconstruct")
             },
             "extraction": {"box_px": s.box_px},

@@ -190,19 +190,28 @@ def _ndimage():
     return ndi
 
 
+def split_parts(fgrid) -> tuple:
+    """The real and imaginary parts of a complex grid as contiguous arrays, for many
+    :func:`gather` calls on the same grid (sampling a contiguous array is faster)."""
+    xp = backend.xp()
+    return xp.ascontiguousarray(fgrid.real), xp.ascontiguousarray(fgrid.imag)
+
+
 def gather(fgrid, coords):
     """Trilinear (or bilinear) samples of a centred Fourier grid at padded coordinates (…, d).
 
     ``coords`` last axis is (x, y[, z]) with the grid centre at 0; outside the grid → 0.
+    ``fgrid``: a complex grid, or its (real, imaginary) parts (:func:`split_parts`).
     """
     xp = backend.xp()
     ndi = _ndimage()
     d = coords.shape[-1]
-    centre = fgrid.shape[0] // 2
+    real, imag = fgrid if isinstance(fgrid, tuple) else (fgrid.real, fgrid.imag)
+    centre = real.shape[0] // 2
     pts = xp.stack([coords[..., axis] + centre for axis in range(d - 1, -1, -1)], 0)
     pts = pts.reshape(d, -1)
-    re = ndi.map_coordinates(fgrid.real, pts, order=1, mode="constant", cval=0.0, prefilter=False)
-    im = ndi.map_coordinates(fgrid.imag, pts, order=1, mode="constant", cval=0.0, prefilter=False)
+    re = ndi.map_coordinates(real, pts, order=1, mode="constant", cval=0.0, prefilter=False)
+    im = ndi.map_coordinates(imag, pts, order=1, mode="constant", cval=0.0, prefilter=False)
     return (re + 1j * im).astype(xp.complex64).reshape(coords.shape[:-1])
 
 
@@ -217,11 +226,11 @@ def scatter(shape, coords, values, weights=None):
     size = int(np.prod(shape))
     idx = idx.reshape(-1)
     vw = values[..., None] * w
-    data = xp.bincount(idx, weights=vw.real.reshape(-1).astype(xp.float64), minlength=size)
-    data = data + 1j * xp.bincount(
-        idx, weights=vw.imag.reshape(-1).astype(xp.float64), minlength=size
-    )
-    data = data.reshape(shape).astype(xp.complex64)
+    # each part summed in float64 and rounded to float32 (no complex128 grid in between)
+    data = xp.empty(size, dtype=xp.complex64)
+    data.real = xp.bincount(idx, weights=vw.real.reshape(-1).astype(xp.float64), minlength=size)
+    data.imag = xp.bincount(idx, weights=vw.imag.reshape(-1).astype(xp.float64), minlength=size)
+    data = data.reshape(shape)
     wgrid = None
     if weights is not None:
         ww = (weights[..., None] * w).reshape(-1).astype(xp.float64)

@@ -31,6 +31,13 @@ from pipeline.reconstruction import fourier, search
 from pipeline.reconstruction.fsc import fsc as fsc_curve
 from pipeline.reconstruction.fsc import resolution_at
 from pipeline.reconstruction.grids import lowpass, soft_sphere
+from pipeline.reconstruction.refine_pass import (
+    GlobalStep,
+    SoftPoses,
+    align_and_backproject,
+    used_poses,
+)
+from pipeline.reconstruction.refine_pass import soft_weights as pose_weights
 from pipeline.reconstruction.symmetry import asymmetric_grid
 from pipeline.reconstruction.workspace import (
     Workspace,
@@ -129,24 +136,10 @@ def _half_maps(ws: Workspace, groups, rotations, origins_px, curve, poses=None):
             bp = backproject_particles(ws, idx, rotations, origins_px)
         else:
             rot, org, w = (p[idx] for p in poses)
-            # poses of negligible posterior (below 1 % of the particle's best) are skipped
-            use = w >= 0.01 * w.max(axis=1, keepdims=True)
-            w = np.where(use, w, 0.0)
-            w = w / w.sum(axis=1, keepdims=True)
-            rows, cols = np.nonzero(use)
-            bp = backproject_weighted(ws, idx[rows], rot[rows, cols], org[rows, cols], w[use])
+            rows, cols, w = used_poses(w)
+            bp = backproject_weighted(ws, idx[rows], rot[rows, cols], org[rows, cols], w)
         maps.append(bp.reconstruct(ws.box // 2 - 1, fsc=curve, ssnr_default=1.0))
     return maps
-
-
-def pose_weights(scores: np.ndarray, noise_scale: float) -> np.ndarray:
-    """Posterior weights (n, k) of each particle's k candidate poses from their whitened
-    scores (n, k): the log-likelihood at the best intensity scale is
-    ``noise_scale · score² / 2`` (:mod:`search`); the weights are its softmax."""
-    ll = 0.5 * noise_scale * np.maximum(np.asarray(scores, dtype=np.float64), 0.0) ** 2
-    ll -= ll.max(axis=1, keepdims=True)
-    w = np.exp(ll)
-    return w / w.sum(axis=1, keepdims=True)
 
 
 def _fit_curve(curve, box: int):
@@ -251,12 +244,18 @@ def refine(
         step = angular_step_deg(radius, full_box / 2)
         wor = origins * to_work
         soft = top_k > 1 and not local_only
+        k_poses = None
         if soft:
-            k_rot = np.tile(np.eye(3), (ws.n, top_k, 1, 1))
-            k_org = np.zeros((ws.n, top_k, 2))
-            k_score = np.full((ws.n, top_k), -np.inf)
+            k_poses = SoftPoses(
+                np.tile(np.eye(3), (ws.n, top_k, 1, 1)),
+                np.zeros((ws.n, top_k, 2)),
+                np.full((ws.n, top_k), -np.inf),
+            )
+        fsc_prior = _fit_curve(curve, box)
+        maps_next = []
         for h, idx in enumerate(groups):
             fgrid = fourier.pad_fourier(maps[h])
+            global_step = None
             if not local_only:
                 gstep = max(global_step_deg, min(2 * global_step_deg, step))
                 grid = asymmetric_grid(search.so3_grid(gstep), ws.symmetry)
@@ -264,42 +263,32 @@ def refine(
                 if it == 0:
                     shift_step = max(1.0, min(search_res / (4 * wpix), 3.0))
                     shifts = search.shift_grid(max_shift_A / wpix, shift_step)
-                    centres = None
                 else:
                     shift_step = 1.0
                     shifts = search.shift_grid(1.0, 1.0)
-                    centres = wor[idx]
-                best, org, score = search.global_search(
-                    refs, data, idx, shifts, centres, top_k=top_k if soft else 1
-                )
-                if soft:
-                    k_rot[idx], k_org[idx], k_score[idx] = grid[best], org, score
-                    best, org = best[:, 0], org[:, 0]
-                rotations[idx] = grid[best]
-                wor[idx] = org
-                del refs
-                steps = [gstep / 2, gstep / 4, gstep / 4]
-                shift_steps = [shift_step / 2, shift_step / 4, shift_step / 4]
+                global_step = GlobalStep(refs, grid, shifts, it > 0, top_k if soft else 1)
+                moves = [
+                    (gstep / 2, shift_step / 2),
+                    (gstep / 4, shift_step / 4),
+                    (gstep / 4, shift_step / 4),
+                ]
             else:
-                steps = [2 * step, step, step, step / 2]
-                shift_steps = [1.0, 0.5, 0.5, 0.25]
-            for step_deg, sstep in zip(steps, shift_steps, strict=True):
-                r, o, score = search.local_search(
-                    fgrid, data, idx, rotations[idx], wor[idx], step_deg, sstep
-                )
-                rotations[idx], wor[idx] = r, o
-            if soft:  # the polished best pose replaces the grid's best
-                k_rot[idx, 0], k_org[idx, 0], k_score[idx, 0] = r, o, score
-            # keep origins inside the search range
-            wor[idx] = np.clip(wor[idx], -max_shift_A / wpix, max_shift_A / wpix)
+                moves = [(2 * step, 1.0), (step, 0.5), (step, 0.5), (step / 2, 0.25)]
+            # one read of each batch for the searches and the back-projection
+            bp = align_and_backproject(
+                work, fgrid, data.count, idx, rotations, wor, moves,
+                max_shift_A / wpix, global_step, k_poses,
+            )  # fmt: skip
+            del global_step
+            maps_next.append(bp.reconstruct(box // 2 - 1, fsc=fsc_prior, ssnr_default=1.0))
+            del bp
+        maps = maps_next
         origins = wor / to_work
         if soft:
-            k_org = np.clip(k_org, -max_shift_A / wpix, max_shift_A / wpix)
-            poses = (k_rot, k_org / to_work, pose_weights(k_score, work.noise_scale))
+            weights = pose_weights(k_poses.scores, work.noise_scale)
+            poses = (k_poses.rotations, k_poses.origins_px / to_work, weights)
         else:
             poses = None
-        work_poses = None if poses is None else (poses[0], poses[1] * to_work, poses[2])
-        maps = _half_maps(work, groups, rotations, wor, _fit_curve(curve, box), work_poses)
         curve = fsc_curve(maps[0] * mask, maps[1] * mask)
         res = resolution_at(curve, box, wpix, 0.143)
         if callback:

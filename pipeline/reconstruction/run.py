@@ -688,6 +688,16 @@ def run_reconstruction(
     else:
         tracker = Progress(out, sink=progress)
     timings: dict[str, float] = {}
+    # CPU seconds of this process (every thread) per stage, from stage start to stage
+    # start: comparable under load where wall times are not; ab-initio's include the
+    # refinements of its attempts (which timings count under refine_s)
+    cpu_seconds: dict[str, float] = {}
+    cpu_mark = [time.process_time()]
+
+    def cpu_stage(name: str) -> None:
+        now = time.process_time()
+        cpu_seconds[name] = round(now - cpu_mark[0], 2)
+        cpu_mark[0] = now
 
     say = tracker.stage("load")
     t0 = time.perf_counter()
@@ -721,11 +731,13 @@ def run_reconstruction(
             f"{opts.resident_MB:g} MB at the full box)"
         )
     timings["load_s"] = time.perf_counter() - t0
+    cpu_stage("load_s")
 
     say = tracker.stage("class2d")
     key_2d = stage_key(key0, opts.seed, dataclasses.asdict(opts.class2d))
     c2d = stage_class2d(ws, out, opts.class2d, opts.seed, key_2d, say)
     timings["class2d_s"] = c2d.seconds
+    cpu_stage("class2d_s")
     keep = c2d.keep
     # gold-standard halves, split before ab-initio and kept to the end
     halves = split_halves(keep, ws.n, np.random.default_rng([opts.seed, 1]))
@@ -744,11 +756,13 @@ def run_reconstruction(
         ws, keep, halves, out, opts, key_ab, say, say_refine
     )
     timings["abinitio_s"] = float(abinitio_info["seconds"])
+    cpu_stage("abinitio_s")
 
     say = tracker.stage("refine")
     key_ref = stage_key(key_ab, dataclasses.asdict(opts.refine))
     ref = stage_refine(ws, initial, keep, halves, refined, out, opts, key_ref, say)
     timings["refine_s"] = ref.seconds + refine_s
+    cpu_stage("refine_s")
 
     say = tracker.stage("postprocess")
     t = time.perf_counter()
@@ -758,6 +772,8 @@ def run_reconstruction(
     )
     timings["postprocess_s"] = time.perf_counter() - t
     timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
+    cpu_stage("postprocess_s")
+    cpu_seconds["total_s"] = round(sum(cpu_seconds.values()), 2)
     warnings = _warnings(abinitio_info, post, opts)
     for warning in warnings:
         tracker.update(f"warning: {warning}", None)
@@ -785,6 +801,7 @@ def run_reconstruction(
         "options": opts.to_dict(),
         "code_version": code_version(),
         "timings": timings,
+        "cpu_seconds": cpu_seconds,
     }
     _write_text(out / "result.json", json.dumps(result_json, indent=2))
     tracker.finish()

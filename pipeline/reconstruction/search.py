@@ -76,18 +76,18 @@ def _workers() -> int:
     return backend.threads() if backend.device() == "cpu" else 1
 
 
-def _parallel(fn, starts) -> None:
-    """``fn(start)`` for every batch start, on :func:`_workers` threads (the heavy numpy
+def _parallel(fn, starts, workers: int) -> None:
+    """``fn(start)`` for every batch start, on ``workers`` threads (the heavy numpy
     work — matrix products, gathers, ufuncs — runs without the GIL); batches write
     disjoint slices of their outputs, so the result does not depend on the threads."""
     starts = list(starts)
-    if _workers() <= 1 or len(starts) <= 1:
+    if workers <= 1 or len(starts) <= 1:
         for start in starts:
             fn(start)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(_workers(), len(starts))) as pool:
+    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
         for _ in pool.map(fn, starts):
             pass
 
@@ -121,14 +121,17 @@ def global_search(
     centres_px: np.ndarray | None = None,
     max_elems: int = 40_000_000,
     top_k: int = 1,
+    workers: int | None = None,
 ):
     """Best reference, origin and score of each particle ``idx`` over every reference (R, K)
     and every candidate origin ``centres_px[i] + shifts_px`` (pixels; centres default 0).
 
     Returns numpy (best_ref (n,), best_origin (n, 2) pixels, score (n,)); with ``top_k`` > 1
     the ``top_k`` best of each particle, best first: (n, k), (n, k, 2), (n, k).
+    ``workers``: threads (default :func:`_workers`; 1 inside a caller's own threads).
     """
     xp = backend.xp()
+    workers = _workers() if workers is None else workers
     count = data.count
     n_ref = refs.shape[0]
     shifts_px = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2)
@@ -138,12 +141,12 @@ def global_search(
     p_pow = (xp.abs(refs) ** 2).astype(xp.float32)  # (R, K)
     inv = data.noise_inv[:count]
     # max_elems scores in memory at once over all threads
-    batch = max(1, int(max_elems // max(1, n_ref * n_shift * _workers())))
+    batch = max(1, int(max_elems // max(1, n_ref * n_shift * workers)))
     k = max(1, int(top_k))
     best_r = np.empty((len(idx), k), dtype=np.int64)
     best_o = np.empty((len(idx), k, 2))
     best = np.empty((len(idx), k))
-    batch = min(batch, -(-len(idx) // _workers()))  # a batch for every thread at least
+    batch = min(batch, -(-len(idx) // workers))  # a batch for every thread at least
 
     def one(start: int) -> None:
         sel = backend.asarray(idx[start : start + batch])
@@ -179,7 +182,7 @@ def global_search(
         best_o[start : start + b] = cand[np.arange(b)[:, None], s_arg]
         best[start : start + b] = top
 
-    _parallel(one, range(0, len(idx), batch))
+    _parallel(one, range(0, len(idx), batch), workers)
     if k == 1:
         return best_r[:, 0], best_o[:, 0], best[:, 0]
     return best_r, best_o, best
@@ -200,13 +203,16 @@ def local_search(
     step_deg: float,
     shift_step_px: float,
     batch: int = 128,
+    workers: int | None = None,
 ):
     """One pattern-search move for particles ``idx``: best of δ·A over a 3×3×3 rotation
     neighbourhood (spacing ``step_deg``) × 3×3 shifts (spacing ``shift_step_px``).
 
-    Returns numpy (rotations (n, 3, 3), origins (n, 2) pixels, score (n,)).
+    Returns numpy (rotations (n, 3, 3), origins (n, 2) pixels, score (n,)); ``workers``
+    as in :func:`global_search`.
     """
     xp = backend.xp()
+    workers = _workers() if workers is None else workers
     count = data.count
     deltas = _neighbourhood(step_deg)
     n_j = deltas.shape[0]
@@ -216,7 +222,7 @@ def local_search(
     new_rot = np.array(rotations, dtype=np.float64, copy=True)
     new_org = np.array(origins_px, dtype=np.float64, copy=True)
     scores = np.empty(len(idx))
-    batch = max(1, min(batch, -(-len(idx) // _workers())))
+    batch = max(1, min(batch, -(-len(idx) // workers)))
 
     def one(start: int) -> None:
         stop = min(len(idx), start + batch)
@@ -241,5 +247,5 @@ def local_search(
         new_rot[start:stop] = cand[np.arange(b), j]
         new_org[start:stop] = new_org[start:stop] + offsets[s]
 
-    _parallel(one, range(0, len(idx), batch))
+    _parallel(one, range(0, len(idx), batch), workers)
     return new_rot, new_org, scores

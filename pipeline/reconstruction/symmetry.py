@@ -128,9 +128,24 @@ def symmetrise_volume(volume, name: str, rotation: np.ndarray | None = None):
         xp.broadcast_arrays(kx[None, None, :], k[None, :, None], k[:, None, None]), -1
     ).reshape(-1, 3)
     acc = xp.zeros(q.shape[0], dtype=xp.complex64)
-    for op in ops:
-        coords = fourier.PAD * (q @ backend.asarray(op, dtype=xp.float32))
-        acc += fourier.gather(fgrid, coords)
+    parts = fourier.split_parts(fgrid)
+
+    def sample(op):
+        return fourier.gather(parts, fourier.PAD * (q @ backend.asarray(op, dtype=xp.float32)))
+
+    # the operators' samples on --threads threads (map_coordinates runs without the
+    # GIL), a wave at a time, summed in the operators' order: the same sum as one by one
+    workers = backend.threads() if backend.device() == "cpu" else 1
+    if workers > 1 and len(ops) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(ops), workers):
+                for part in pool.map(sample, ops[start : start + workers]):
+                    acc += part
+    else:
+        for op in ops:
+            acc += sample(op)
     acc = (acc / len(ops)).reshape(box, box, box // 2 + 1)
     out = fft.irfftn(acc, s=(box,) * 3)
     return fft.fftshift(out).astype(xp.float32)

@@ -41,6 +41,28 @@ def test_preset_acquisition_settings_are_simulate_acquisitions_arguments():
     inspect.signature(simulate_acquisition).bind("raw", settings.movies, **given)
 
 
+def test_preprocessing_jobs_take_one_core_each_so_batches_run_side_by_side(tmp_path: Path):
+    """The demo's workflow: motion correction, CTF, picking and extraction one thread a job
+    (Snakemake runs a job per core), the reconstruction every core."""
+    import os
+
+    import yaml
+
+    from cryofac.demo.story import Demo
+
+    demo = Demo(tmp_path, preset("fast"), host="127.0.0.1", port=0)
+    demo.workdir.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(demo._workflow_config().read_text())
+    threads = {step: res["threads"] for step, res in config["resources"].items()}
+    assert threads == {
+        "motioncorr": 1,
+        "ctf": 1,
+        "pick": 1,
+        "extract": 1,
+        "reconstruct": os.cpu_count() or 1,
+    }
+
+
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path):
     (tmp_path / "precious.txt").write_text("user data")
     proc = run_demo("--dir", str(tmp_path), "--fast", "--no-serve", cwd=tmp_path, timeout=60)

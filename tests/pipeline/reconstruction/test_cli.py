@@ -53,6 +53,12 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     assert result["n_particles"] == len(posed)
     assert 12.0 <= result["resolution_A"] <= 200.0
     assert set(result["timings"]) >= {"class2d_s", "abinitio_s", "refine_s", "total_s"}
+    cpu = result["cpu_seconds"]  # per stage, every thread: comparable under load
+    assert set(cpu) == {"load_s", "class2d_s", "abinitio_s", "refine_s", "postprocess_s", "total_s"}
+    assert cpu["abinitio_s"] > 0 and cpu["refine_s"] > 0
+    assert cpu["total_s"] == pytest.approx(
+        sum(v for k, v in cpu.items() if k != "total_s"), abs=0.1
+    )
     # rerun: every stage is reused
     capsys.readouterr()
     mtime = (out / "half1.mrc").stat().st_mtime_ns

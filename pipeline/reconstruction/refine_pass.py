@@ -1,0 +1,184 @@
+"""One refinement iteration's pass over the particles of one half: each batch of
+particles is read once — its half-plane values and CTFs, from memory or, for a
+streamed workspace, computed again from the stacks on disk — and serves the global
+search, every local move and the back-projection in turn.
+
+Before, each of these steps walked over all particles by itself, so a streamed
+refinement iteration read, Fourier-transformed and CTF-modelled every particle about
+five times (a global or four local moves, then the back-projection). Every step is per
+particle (the reference map is fixed during the pass), so the poses are the same as
+step by step; the back-projection sums the same batches of 256 in the same order on
+each thread's own accumulator (:func:`workspace.backproject_weighted`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import backend
+from pipeline.reconstruction import fourier, search
+from pipeline.reconstruction.backproject import Backprojector
+from pipeline.reconstruction.workspace import Workspace, recentre
+
+#: particles read at a time (also the back-projection's insertion batch)
+BATCH = 256
+
+
+@dataclass
+class GlobalStep:
+    """The global search of a pass: references ``refs`` (R, count) projected from the
+    half's map at orientations ``grid`` (R, 3, 3), candidate ``shifts_px`` (S, 2) in the
+    pass's pixels, around each particle's current origin when ``centred`` (else 0), and
+    the ``top_k`` best poses kept per particle (> 1: soft back-projection)."""
+
+    refs: object
+    grid: np.ndarray
+    shifts_px: np.ndarray
+    centred: bool
+    top_k: int = 1
+
+
+@dataclass
+class SoftPoses:
+    """Each particle's ``top_k`` poses for a soft back-projection, filled by the pass:
+    rotations (n, k, 3, 3), origins (n, k, 2) in the pass's pixels, scores (n, k)."""
+
+    rotations: np.ndarray
+    origins_px: np.ndarray
+    scores: np.ndarray
+
+
+def soft_weights(scores: np.ndarray, noise_scale: float) -> np.ndarray:
+    """Posterior weights (n, k) of each particle's k candidate poses from their whitened
+    scores (n, k): the log-likelihood at the best intensity scale is
+    ``noise_scale · score² / 2`` (:mod:`search`); the weights are its softmax."""
+    ll = 0.5 * noise_scale * np.maximum(np.asarray(scores, dtype=np.float64), 0.0) ** 2
+    ll -= ll.max(axis=1, keepdims=True)
+    w = np.exp(ll)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def used_poses(weights: np.ndarray):
+    """Poses of negligible posterior (below 1 % of the particle's best) are skipped:
+    (rows, cols, renormalised weights of the used poses)."""
+    use = weights >= 0.01 * weights.max(axis=1, keepdims=True)
+    w = np.where(use, weights, 0.0)
+    w = w / w.sum(axis=1, keepdims=True)
+    rows, cols = np.nonzero(use)
+    return rows, cols, w[use]
+
+
+def align_and_backproject(
+    work: Workspace,
+    fgrid,
+    count: int,
+    idx: np.ndarray,
+    rotations: np.ndarray,
+    origins_px: np.ndarray,
+    moves: list[tuple[float, float]],
+    max_origin_px: float,
+    global_step: GlobalStep | None = None,
+    soft: SoftPoses | None = None,
+    backproject: bool = True,
+    batch: int = BATCH,
+) -> Backprojector | None:
+    """Align particles ``idx`` to the padded map ``fgrid`` and back-project them, reading
+    each batch once.
+
+    Per batch: the global search (``global_step``; optional), then the local moves
+    ``moves`` [(step_deg, shift_step_px), …] (:func:`search.local_search`) over
+    ``count`` Fourier pixels, origins clipped to ±``max_origin_px``, then insertion at
+    every Fourier pixel of ``work``'s box (at the best pose, or with ``soft`` at each
+    particle's top-k poses weighted by their posterior; the first is the polished best).
+    ``rotations`` (n, 3, 3) and ``origins_px`` (n, 2, ``work``'s pixels) are updated in
+    place at ``idx``, as is ``soft``. Returns the half's accumulator (None without
+    ``backproject``).
+    """
+    idx = np.asarray(idx)
+    starts = list(range(0, len(idx), batch))
+    workers = max(1, min(search._workers(), len(starts)))
+    grid_MB = 12 * (fourier.PAD * work.box) ** 3 / 1e6
+    # each thread its own accumulator while the ×2 padded grids are small
+    own_grids = grid_MB < 256
+    inner_elems = 40_000_000 // workers  # global-search scores in memory over all threads
+
+    def align(start: int):
+        """Search one batch; returns what its insertion needs (values, CTF, poses, weights)."""
+        rows = idx[start : start + batch]
+        b = len(rows)
+        dev = backend.asarray(rows)
+        values, ctf = work.values[dev], work.ctf[dev]
+        data = search.SearchData(values, ctf, work.noise_inv, work.plane, count)
+        local = np.arange(b)
+        rot, org = rotations[rows], origins_px[rows]
+        if global_step is not None:
+            g = global_step
+            centres = org if g.centred else None
+            best, org, score = search.global_search(
+                g.refs, data, local, g.shifts_px, centres, inner_elems, g.top_k, workers=1
+            )
+            if g.top_k > 1:
+                k_best, k_org, k_score = best, org, score
+                best, org = best[:, 0], org[:, 0]
+            rot = g.grid[best]
+        for step_deg, sstep in moves:
+            rot, org, score = search.local_search(
+                fgrid, data, local, rot, org, step_deg, sstep, workers=1
+            )
+        rotations[rows] = rot
+        origins_px[rows] = np.clip(org, -max_origin_px, max_origin_px)
+        if soft is None:
+            insert = (values, ctf, rotations[rows], origins_px[rows], None)
+        else:
+            k_rot = global_step.grid[k_best]
+            k_rot[:, 0], k_org[:, 0], k_score[:, 0] = rot, org, score
+            k_org = np.clip(k_org, -max_origin_px, max_origin_px)
+            soft.rotations[rows], soft.origins_px[rows], soft.scores[rows] = k_rot, k_org, k_score
+            r, c, w = used_poses(soft_weights(k_score, work.noise_scale))
+            sel = backend.asarray(r)
+            insert = (values[sel], ctf[sel], k_rot[r, c], k_org[r, c], w)
+        return insert if backproject else None
+
+    def insert_into(bp: Backprojector, item) -> None:
+        values, ctf, rot, org, w = item
+        xp = backend.xp()
+        vals = recentre(values, org, work.plane)
+        if w is not None:
+            # data += w·c·X and weight += w·c²: scale both X and c by √w
+            root = xp.sqrt(backend.asarray(w, dtype=xp.float32))[:, None]
+            vals, ctf = vals * root, ctf * root
+        bp.insert(vals, ctf, rot, work.plane, work.noise_inv)
+
+    def run_share(g: int) -> Backprojector | None:
+        bp = Backprojector(work.box, work.symmetry) if backproject else None
+        for start in starts[g::workers]:
+            item = align(start)
+            if bp is not None:
+                insert_into(bp, item)
+        return bp
+
+    if workers <= 1 or own_grids or not backproject:
+        if workers <= 1:
+            parts = [run_share(0)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(run_share, range(workers)))
+        if not backproject:
+            return None
+        for part in parts[1:]:
+            parts[0].add(part)
+        return parts[0]
+    # large grids: one accumulator; batches searched on the threads a wave at a time,
+    # inserted here in batch order (the same sums whatever the threads' timing)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bp = Backprojector(work.box, work.symmetry)
+    with ThreadPoolExecutor(workers) as pool:
+        for w0 in range(0, len(starts), workers):
+            for item in list(pool.map(align, starts[w0 : w0 + workers])):
+                insert_into(bp, item)
+    return bp
