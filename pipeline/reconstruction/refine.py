@@ -153,6 +153,34 @@ def _fit_curve(curve, box: int):
     return np.concatenate([c, np.full(n - len(c), max(0.0, float(c[-1])))])
 
 
+def _pass_progress(progress, it: int, half: int, n: int, iterations: int):
+    """``on_batch`` for one half's pass of iteration ``it``: the stage's fraction after
+    every batch, and a line at every tenth of the half's particles (a refinement
+    iteration over 10⁵–10⁶ particles takes minutes to hours)."""
+    import threading
+
+    from pipeline.reconstruction.progress import report
+
+    if progress is None:
+        return None
+    lock = threading.Lock()
+    state = {"done": 0, "tenth": 0}
+
+    def on_batch(count: int) -> None:
+        with lock:
+            state["done"] += count
+            done = state["done"]
+            tenth = (10 * done) // max(1, n)
+            message = None
+            if tenth > state["tenth"]:
+                state["tenth"] = tenth
+                message = f"refine iteration {it}, half {half + 1}: {done:,}/{n:,} particles"
+            fraction = (it + (half + done / max(1, n)) / 2) / max(1, iterations)
+            report(progress, message, min(1.0, fraction))
+
+    return on_batch
+
+
 def refine(
     ws: Workspace,
     initial_volume: np.ndarray,
@@ -278,6 +306,7 @@ def refine(
             bp = align_and_backproject(
                 work, fgrid, data.count, idx, rotations, wor, moves,
                 max_shift_A / wpix, global_step, k_poses,
+                on_batch=_pass_progress(progress, it, h, len(idx), max_iterations),
             )  # fmt: skip
             del global_step
             maps_next.append(bp.reconstruct(box // 2 - 1, fsc=fsc_prior, ssnr_default=1.0))

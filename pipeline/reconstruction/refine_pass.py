@@ -13,6 +13,7 @@ each thread's own accumulator (:func:`workspace.backproject_weighted`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,7 @@ def align_and_backproject(
     soft: SoftPoses | None = None,
     backproject: bool = True,
     batch: int = BATCH,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Backprojector | None:
     """Align particles ``idx`` to the padded map ``fgrid`` and back-project them, reading
     each batch once.
@@ -94,7 +96,9 @@ def align_and_backproject(
     particle's top-k poses weighted by their posterior; the first is the polished best).
     ``rotations`` (n, 3, 3) and ``origins_px`` (n, 2, ``work``'s pixels) are updated in
     place at ``idx``, as is ``soft``. Returns the half's accumulator (None without
-    ``backproject``).
+    ``backproject``). ``on_batch(n)`` is called after each batch is aligned with its
+    particle count (from the worker threads: the callee serialises what it shares),
+    so that a pass over a million particles shows its progress.
     """
     idx = np.asarray(idx)
     starts = list(range(0, len(idx), batch))
@@ -127,6 +131,8 @@ def align_and_backproject(
             rot, org, score = search.local_search(
                 fgrid, data, local, rot, org, step_deg, sstep, workers=1
             )
+        if on_batch is not None:
+            on_batch(b)
         rotations[rows] = rot
         origins_px[rows] = np.clip(org, -max_origin_px, max_origin_px)
         if soft is None:

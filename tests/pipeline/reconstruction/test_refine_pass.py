@@ -144,3 +144,36 @@ def test_a_streamed_refinement_reads_each_particle_once_per_iteration(stack, mon
     assert np.abs(b.rotations - a.rotations).max() < 1e-2
     for ha, hb in zip(a.half_maps, b.half_maps, strict=True):
         np.testing.assert_allclose(hb, ha, atol=1e-3 * float(np.abs(ha).max()))
+
+
+def test_refinement_reports_its_progress_within_each_iteration(stack):
+    """A refinement iteration over many particles shows how far it is: a line at every
+    tenth of each half's particles and the stage's fraction rising batch by batch."""
+    particles, volume = stack
+    ws = build_workspace(particles.images, particles.ctf_params, 4.0)
+    seen: list[tuple[str | None, float | None]] = []
+
+    class Collect:
+        takes_fraction = True
+
+        def __call__(self, message=None, fraction=None):
+            seen.append((message, fraction))
+
+    refine.refine(
+        ws, volume, np.random.default_rng(3), max_iterations=2, global_iterations=1,
+        grow_box=False, progress=Collect(),
+    )  # fmt: skip
+    lines = [m for m, _ in seen if m and "particles" in m]
+    for it in (0, 1):
+        totals = []
+        for half in (1, 2):
+            mine = [m for m in lines if m.startswith(f"refine iteration {it}, half {half}:")]
+            assert mine, lines
+            done, total = mine[-1].split(": ")[1].split(" ")[0].replace(",", "").split("/")
+            assert done == total  # the half's pass reported to its end
+            totals.append(int(total))
+        assert sum(totals) == ws.n
+    fractions = [f for _, f in seen if f is not None]
+    assert len(fractions) > 2 * 2  # per half-pass, not only per iteration
+    assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:], strict=False))
+    assert max(fractions) <= 1.0
