@@ -36,6 +36,19 @@ SYMMETRY = {"pentamer": "C1", "apoferritin": "O", "rod": "C1", "cap": "C1"}
 HELD_OUT = ("rod", "cap")
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_case(structure: str, seed: int, args) -> dict:
     from pipeline.reconstruction.options import (
         AbinitioOptions,
@@ -91,6 +104,9 @@ def run_case(structure: str, seed: int, args) -> dict:
         "keep_best": args.keep_best,
         "refine_kept": [h for h in result["refine_history"] if h["iteration"] == "kept"],
         "abinitio_agreement_A": result["abinitio"].get("halves_agreement_A"),
+        "particle_support": result.get("particle_support"),
+        "mask_edge_px": result["options"].get("postprocess", {}).get("mask_edge_px"),
+        "code": _commit(),
         "true_pose_A": round(res_true, 2),
         "found_A": round(res_found, 2),
         "claimed_A": round(claimed, 2),
@@ -169,7 +185,12 @@ def main() -> None:
     parser.add_argument(
         "--top-k", type=int, default=RefineOptions().top_k, help="RefineOptions.top_k"
     )
-    parser.add_argument("--keep-best", action="store_true", help="RefineOptions.keep_best")
+    parser.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        default=RefineOptions().keep_best,
+        help="RefineOptions.keep_best",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--jsonl", type=Path, required=True)
