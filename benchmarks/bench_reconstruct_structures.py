@@ -121,6 +121,18 @@ def run_case(structure: str, seed: int, args) -> dict:
     }
 
 
+def _kinds(warnings: list[str]) -> str:
+    """Which checks warned: halves' ab-initio maps differ, runs disagree, particles do
+    not support the halves' agreement, radial profile only."""
+    keys = {
+        "found different structures": "halves differ",
+        "ab-initio runs led refinement": "runs disagree",
+        "better than their particles": "particles don't support",
+        "radial profile": "radial profile",
+    }
+    return ", ".join(name for text, name in keys.items() if any(text in w for w in warnings))
+
+
 def report(rows: list[dict]) -> str:
     lines = []
     for held in (False, True):
@@ -154,15 +166,21 @@ def report(rows: list[dict]) -> str:
             )
     lines += [
         "\n| structure | seed | refine top_k, keep_best | true-pose Å | found Å | claimed Å | "
-        "found/true | claimed/found | warnings | wall s | load |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "found/true | claimed/found | particles support Å (/found) | warnings (which) | "
+        "CPU s | wall s | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
+        sup = r.get("particle_support") or {}
+        supported = (
+            f"{sup['supported_A']:.2f} ({sup['supported_A'] / r['found_A']:.2f})" if sup else "—"
+        )
         lines.append(
             f"| {r['structure']} | {r['seed']} | {r.get('top_k', 1)}, {r.get('keep_best', False)} | "
             f"{r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
             f"{r['claimed_A']:.2f} | {r['ratio_found_true']:.2f} | {r['ratio_claimed_found']:.2f} | "
-            f"{len(r['warnings'])} | {r['wall_s']:.0f} | {r['load']:.1f} |"
+            f"{supported} | {len(r['warnings'])} ({_kinds(r['warnings'])}) | "
+            f"{r.get('cpu_s', float('nan')):.0f} | {r['wall_s']:.0f} | {r['load']:.1f} |"
         )
     return "\n".join(lines)
 
