@@ -132,6 +132,10 @@ class PostprocessOptions:
     support_particles: int = 5000
     #: the samples-per-voxel calibration of that bound (:func:`support.particle_support`)
     support_gain: float = 1.0
+    #: a claim within this factor of Nyquist (2 pixels) is a bound, not a measurement:
+    #: warns. On the development apoferritin (box 32, 8 Å/px, seeds 1 and 2) both claims
+    #: were Nyquist (16.0 Å) on maps 22.6 Å from the truth (true poses 17.1–17.8 Å)
+    nyquist_factor: float = 1.05
 
     def mask_kwargs(self, pixel_size_A: float) -> dict:
         """Keywords of :func:`postprocess.soft_mask` at this pixel size (Å)."""

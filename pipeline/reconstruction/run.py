@@ -204,6 +204,7 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
       :attr:`ReconstructOptions.disagreement` times the kept map's resolution;
     - the half-maps agree better than :attr:`PostprocessOptions.support_factor` times
       what their particles support (:func:`support.particle_support`);
+    - the claim is Nyquist (within :attr:`PostprocessOptions.nyquist_factor`): a bound;
     - the half-maps agree mostly through their spherical averages (what does not depend
       on orientation): without them only :attr:`ReconstructOptions.spherical_factor`
       times worse than the claim or more."""
@@ -252,6 +253,15 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
             f"{support['supported_A']:.1f} Å. The two halves may share an error (a wrong map "
             f"both were led to); treat {support['supported_A']:.1f} Å as the resolution, and "
             "check the map."
+        )
+    nyquist = 2.0 * float(post.get("pixel_size_A", 0.0))
+    if resolution_A <= options.postprocess.nyquist_factor * nyquist:
+        out.append(
+            f"The half-maps agree all the way to Nyquist ({nyquist:.1f} Å, twice the pixel "
+            f"size): the claimed {resolution_A:.1f} Å is a limit of the pixel size, not a "
+            "measurement, and half-maps that agree to the last shell may share an error. "
+            "Treat it as a bound, check the map, and use a smaller pixel size (less binning) "
+            "to measure the resolution."
         )
     aniso = post.get("resolution_without_spherical_average_A")
     if aniso is not None and aniso > options.spherical_factor * resolution_A:
@@ -636,6 +646,7 @@ def stage_postprocess(
         "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
         "resolution_without_spherical_average_A": last_resolution_at(curve_aniso, box, pix),
         "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
+        "pixel_size_A": pix,
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
     }
