@@ -121,6 +121,20 @@ def run_case(structure: str, seed: int, args) -> dict:
     }
 
 
+def _final_warnings(row: dict) -> list[str]:
+    """The run's warnings, plus the Nyquist one for rows written by code without it (it
+    depends on the claim and the pixel size only: ``PostprocessOptions.nyquist_factor``)."""
+    from pipeline.reconstruction.options import PostprocessOptions
+
+    warnings = list(row["warnings"])
+    nyquist = 2.0 * row["pixel_A"]
+    if not any("Nyquist" in w for w in warnings) and (
+        row["claimed_A"] <= PostprocessOptions().nyquist_factor * nyquist
+    ):
+        warnings.append("Nyquist (added from the claim: the run's code did not have it)")
+    return warnings
+
+
 def _kinds(warnings: list[str]) -> str:
     """Which checks warned: halves' ab-initio maps differ, runs disagree, particles do
     not support the halves' agreement, radial profile only."""
@@ -129,6 +143,7 @@ def _kinds(warnings: list[str]) -> str:
         "ab-initio runs led refinement": "runs disagree",
         "better than their particles": "particles don't support",
         "radial profile": "radial profile",
+        "Nyquist": "Nyquist",
     }
     return ", ".join(name for text, name in keys.items() if any(text in w for w in warnings))
 
@@ -150,7 +165,7 @@ def report(rows: list[dict]) -> str:
             rs = [r for r in part if r["structure"] == name]
             ratio = np.array([r["ratio_found_true"] for r in rs])
             claim = np.array([r["ratio_claimed_found"] for r in rs])
-            warned = [bool(r["warnings"]) for r in rs]
+            warned = [bool(_final_warnings(r)) for r in rs]
             silent_wrong = sum(
                 1 for r, w in zip(rs, warned, strict=True) if not w and r["ratio_found_true"] > 1.2
             )
@@ -179,7 +194,7 @@ def report(rows: list[dict]) -> str:
             f"| {r['structure']} | {r['seed']} | {r.get('top_k', 1)}, {r.get('keep_best', False)} | "
             f"{r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
             f"{r['claimed_A']:.2f} | {r['ratio_found_true']:.2f} | {r['ratio_claimed_found']:.2f} | "
-            f"{supported} | {len(r['warnings'])} ({_kinds(r['warnings'])}) | "
+            f"{supported} | {len(_final_warnings(r))} ({_kinds(_final_warnings(r))}) | "
             f"{r.get('cpu_s', float('nan')):.0f} | {r['wall_s']:.0f} | {r['load']:.1f} |"
         )
     return "\n".join(lines)
