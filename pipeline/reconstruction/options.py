@@ -119,7 +119,10 @@ class PostprocessOptions:
     #: ... with a raised-cosine soft edge this many pixels wide (at least
     #: ``mask_edge_min_A``). A fixed 6 Å edge is under one pixel at 8 Å/px: the
     #: mask-corrected claim then moved from 16.0 to 56.4 Å with the phase randomisation's
-    #: seed on the same half-maps; with 3 pixels it did not (BENCHMARKS.md, acc)
+    #: seed on the same half-maps. Over the 20 maps of the issue-22 sweep (3 seeds each) the
+    #: claim's largest spread was 3.53× with 6 Å and 1.86× with 3 pixels, and 32/60 against
+    #: 11/60 claims sat at Nyquist; neither made the claims of those (wrong) maps honest
+    #: (BENCHMARKS.md, acc 2026-12-07)
     mask_edge_px: float = 3.0
     mask_edge_min_A: float = 6.0
     #: half-maps agreeing (unmasked FSC 0.143) better than this many times the resolution
