@@ -36,6 +36,19 @@ SYMMETRY = {"pentamer": "C1", "apoferritin": "O", "rod": "C1", "cap": "C1"}
 HELD_OUT = ("rod", "cap")
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_case(structure: str, seed: int, args) -> dict:
     from pipeline.reconstruction.options import (
         AbinitioOptions,
@@ -91,6 +104,9 @@ def run_case(structure: str, seed: int, args) -> dict:
         "keep_best": args.keep_best,
         "refine_kept": [h for h in result["refine_history"] if h["iteration"] == "kept"],
         "abinitio_agreement_A": result["abinitio"].get("halves_agreement_A"),
+        "particle_support": result.get("particle_support"),
+        "mask_edge_px": result["options"].get("postprocess", {}).get("mask_edge_px"),
+        "code": _commit(),
         "true_pose_A": round(res_true, 2),
         "found_A": round(res_found, 2),
         "claimed_A": round(claimed, 2),
@@ -103,6 +119,33 @@ def run_case(structure: str, seed: int, args) -> dict:
         "load": round(os.getloadavg()[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def _final_warnings(row: dict) -> list[str]:
+    """The run's warnings, plus the Nyquist one for rows written by code without it (it
+    depends on the claim and the pixel size only: ``PostprocessOptions.nyquist_factor``)."""
+    from pipeline.reconstruction.options import PostprocessOptions
+
+    warnings = list(row["warnings"])
+    nyquist = 2.0 * row["pixel_A"]
+    if not any("Nyquist" in w for w in warnings) and (
+        row["claimed_A"] <= PostprocessOptions().nyquist_factor * nyquist
+    ):
+        warnings.append("Nyquist (added from the claim: the run's code did not have it)")
+    return warnings
+
+
+def _kinds(warnings: list[str]) -> str:
+    """Which checks warned: halves' ab-initio maps differ, runs disagree, particles do
+    not support the halves' agreement, radial profile only."""
+    keys = {
+        "found different structures": "halves differ",
+        "ab-initio runs led refinement": "runs disagree",
+        "better than their particles": "particles don't support",
+        "radial profile": "radial profile",
+        "Nyquist": "Nyquist",
+    }
+    return ", ".join(name for text, name in keys.items() if any(text in w for w in warnings))
 
 
 def report(rows: list[dict]) -> str:
@@ -122,7 +165,7 @@ def report(rows: list[dict]) -> str:
             rs = [r for r in part if r["structure"] == name]
             ratio = np.array([r["ratio_found_true"] for r in rs])
             claim = np.array([r["ratio_claimed_found"] for r in rs])
-            warned = [bool(r["warnings"]) for r in rs]
+            warned = [bool(_final_warnings(r)) for r in rs]
             silent_wrong = sum(
                 1 for r, w in zip(rs, warned, strict=True) if not w and r["ratio_found_true"] > 1.2
             )
@@ -138,15 +181,21 @@ def report(rows: list[dict]) -> str:
             )
     lines += [
         "\n| structure | seed | refine top_k, keep_best | true-pose Å | found Å | claimed Å | "
-        "found/true | claimed/found | warnings | wall s | load |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "found/true | claimed/found | particles support Å (/found) | warnings (which) | "
+        "CPU s | wall s | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in rows:
+        sup = r.get("particle_support") or {}
+        supported = (
+            f"{sup['supported_A']:.2f} ({sup['supported_A'] / r['found_A']:.2f})" if sup else "—"
+        )
         lines.append(
             f"| {r['structure']} | {r['seed']} | {r.get('top_k', 1)}, {r.get('keep_best', False)} | "
             f"{r['true_pose_A']:.2f} | {r['found_A']:.2f} | "
             f"{r['claimed_A']:.2f} | {r['ratio_found_true']:.2f} | {r['ratio_claimed_found']:.2f} | "
-            f"{len(r['warnings'])} | {r['wall_s']:.0f} | {r['load']:.1f} |"
+            f"{supported} | {len(_final_warnings(r))} ({_kinds(_final_warnings(r))}) | "
+            f"{r.get('cpu_s', float('nan')):.0f} | {r['wall_s']:.0f} | {r['load']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -169,7 +218,12 @@ def main() -> None:
     parser.add_argument(
         "--top-k", type=int, default=RefineOptions().top_k, help="RefineOptions.top_k"
     )
-    parser.add_argument("--keep-best", action="store_true", help="RefineOptions.keep_best")
+    parser.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        default=RefineOptions().keep_best,
+        help="RefineOptions.keep_best",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--jsonl", type=Path, required=True)

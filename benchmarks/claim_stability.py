@@ -2,8 +2,9 @@
 on the phase randomisation's random seed and on the solvent mask's soft edge (issue 22).
 
 Recomputes ``cryofac reconstruct``'s claim from a finished run folder's half-maps, with the
-mask :func:`postprocess.soft_mask` makes, its edge widened to ``--edge-px`` pixels (0: the
-default edge in Å), for each ``--seeds``.
+mask :func:`postprocess.soft_mask` makes with ``PostprocessOptions(mask_edge_px=E)`` for
+each ``--edge-px`` E (0: the 6 Å edge and 3 Å dilation of the code before), for each
+``--seeds``.
 
     python benchmarks/claim_stability.py RUN_DIR [RUN_DIR ...] --edge-px 0 3 --seeds 1 2
 """
@@ -27,6 +28,7 @@ def main() -> None:
     from pipeline.io.mrc import read_mrc
     from pipeline.reconstruction import postprocess
     from pipeline.reconstruction.fsc import mask_corrected_fsc, resolution_at
+    from pipeline.reconstruction.options import PostprocessOptions
 
     backend.use("cpu", 1)
     print("| run | soft edge | seed | claimed (corrected 0.143) | masked | unmasked |")
@@ -36,9 +38,8 @@ def main() -> None:
         h2, _ = read_mrc(run / "half2.mrc")
         box = h1.shape[0]
         for edge in args.edge_px:
-            mask = postprocess.soft_mask(
-                0.5 * (h1 + h2), pix, extend_A=max(3.0, edge * pix / 2), edge_A=max(6.0, edge * pix)
-            )
+            options = PostprocessOptions(mask_edge_px=edge, mask_extend_px=edge / 2)
+            mask = postprocess.soft_mask(0.5 * (h1 + h2), pix, **options.mask_kwargs(pix))
             for seed in args.seeds:
                 rng = np.random.default_rng([seed, 5])
                 corrected, masked, unmasked, _ = mask_corrected_fsc(h1, h2, mask, rng)

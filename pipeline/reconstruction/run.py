@@ -34,6 +34,7 @@ from cryofac.errors import CryofacError
 from cryofac.fileio import atomic_path, atomic_write
 from pipeline.reconstruction.options import (
     Class2DOptions,
+    PostprocessOptions,
     ReconstructOptions,
     RefineOptions,
 )
@@ -201,6 +202,9 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
       halves together (it can lead both to the same wrong map);
     - ab-initio runs lead refinement to maps that agree only worse than
       :attr:`ReconstructOptions.disagreement` times the kept map's resolution;
+    - the half-maps agree better than :attr:`PostprocessOptions.support_factor` times
+      what their particles support (:func:`support.particle_support`);
+    - the claim is Nyquist (within :attr:`PostprocessOptions.nyquist_factor`): a bound;
     - the half-maps agree mostly through their spherical averages (what does not depend
       on orientation): without them only :attr:`ReconstructOptions.spherical_factor`
       times worse than the claim or more."""
@@ -236,6 +240,28 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
             f"best ({kept['fit']:.4g} against {worst['fit']:.4g}), but a result that depends "
             "on the start may be wrong even though its half-maps agree. Check the map (e.g. "
             "against a known structure), or rerun into a new --out folder with another --seed."
+        )
+    support = post.get("particle_support")
+    if (
+        support
+        and support["halves_A"] * options.postprocess.support_factor < support["supported_A"]
+    ):
+        out.append(
+            f"The half-maps agree better than their particles can make them: they agree to "
+            f"{support['halves_A']:.1f} Å (unmasked FSC 0.143), but the "
+            f"{support['n_particles']} particles fit the maps only well enough for about "
+            f"{support['supported_A']:.1f} Å. The two halves may share an error (a wrong map "
+            f"both were led to); treat {support['supported_A']:.1f} Å as the resolution, and "
+            "check the map."
+        )
+    nyquist = 2.0 * float(post.get("pixel_size_A", 0.0))
+    if resolution_A <= options.postprocess.nyquist_factor * nyquist:
+        out.append(
+            f"The half-maps agree all the way to Nyquist ({nyquist:.1f} Å, twice the pixel "
+            f"size): the claimed {resolution_A:.1f} Å is a limit of the pixel size, not a "
+            "measurement, and half-maps that agree to the last shell may share an error. "
+            "Treat it as a bound, check the map, and use a smaller pixel size (less binning) "
+            "to measure the resolution."
         )
     aniso = post.get("resolution_without_spherical_average_A")
     if aniso is not None and aniso > options.spherical_factor * resolution_A:
@@ -554,8 +580,10 @@ def stage_refine(ws, initial, keep, halves, refined, out: Path, options, key: st
     return stage
 
 
-def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> dict:
-    """Solvent mask, mask-corrected FSC (phase randomisation, Chen et al. 2013) as the
+def stage_postprocess(
+    half1, half2, pix: float, out: Path, seed: int, say, options: PostprocessOptions | None = None
+) -> dict:
+    """Solvent mask (:class:`PostprocessOptions`), mask-corrected FSC (phase randomisation, Chen et al. 2013) as the
     claimed resolution, Guinier B-factor, sharpened map, ``fsc.star`` and plots."""
     from pipeline import backend
     from pipeline.io.mrc import write_mrc
@@ -573,7 +601,9 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
 
     box = half1.shape[0]
     combined = 0.5 * (half1 + half2)
-    mask = postprocess.soft_mask(combined, pix)
+    mask = postprocess.soft_mask(
+        combined, pix, **(options or PostprocessOptions()).mask_kwargs(pix)
+    )
     say("mask-corrected FSC", 0.2)
     corrected, masked, unmasked, shell = mask_corrected_fsc(
         half1, half2, mask, np.random.default_rng([seed, 5])
@@ -616,6 +646,7 @@ def stage_postprocess(half1, half2, pix: float, out: Path, seed: int, say) -> di
         "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
         "resolution_without_spherical_average_A": last_resolution_at(curve_aniso, box, pix),
         "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
+        "pixel_size_A": pix,
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
     }
@@ -766,7 +797,8 @@ def run_reconstruction(
 
     say = tracker.stage("postprocess")
     t = time.perf_counter()
-    post = stage_postprocess(ref.half1, ref.half2, pix, out, opts.seed, say)
+    post = stage_postprocess(ref.half1, ref.half2, pix, out, opts.seed, say, opts.postprocess)
+    post["particle_support"] = _particle_support(ws, ref, opts)
     _write_particles(
         out, particles, ref.keep, ref.rotations, ref.origins_px, ref.halves, c2d.assignment
     )
@@ -806,6 +838,32 @@ def run_reconstruction(
     _write_text(out / "result.json", json.dumps(result_json, indent=2))
     tracker.finish()
     return result_json
+
+
+def _particle_support(ws, ref, options: ReconstructOptions) -> dict:
+    """The resolution the refined particles support (:func:`support.particle_support`)
+    beside the half-maps' own (unmasked FSC 0.143), for ``result.json``."""
+    from pipeline.reconstruction.support import particle_support
+    from pipeline.reconstruction.symmetry import symmetry_matrices
+
+    post = options.postprocess
+    sup = particle_support(
+        ws,
+        (ref.half1, ref.half2),
+        ref.rotations,
+        ref.origins_px,
+        ref.halves,
+        ref.keep,
+        n_sym=len(symmetry_matrices(options.symmetry)),
+        gain=post.support_gain,
+        max_particles=post.support_particles,
+        rng=np.random.default_rng([options.seed, 6]),
+    )
+    return {
+        "supported_A": round(sup.supported_A, 2),
+        "halves_A": round(sup.halves_A, 2),
+        "n_particles": int(len(ref.keep)),
+    }
 
 
 def tracker_stage_alias(tracker, name: str):
