@@ -59,13 +59,13 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 )
 @option(
     "--refine-top-k",
-    default=8,
+    default=1,
     type=_AT_LEAST_1,
     help="Poses per particle in the global iterations' maps, weighted by their posterior.",
 )
 @option(
     "--keep-best/--keep-last",
-    default=True,
+    default=False,
     help="Keep the refinement iteration whose half-maps agreed best, or the last one.",
 )
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")

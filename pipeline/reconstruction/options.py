@@ -99,10 +99,13 @@ class RefineOptions:
     #: development pentamer refined from the truth, 8 (with ``keep_best``) gave 23.96 Å
     #: against the truth, hard poses 27.67 Å, true poses 21.59 Å; end to end (development
     #: pentamer, seeds 1 and 2) 30.1 / 37.2 Å against 32.3 / 38.4 Å with 1. The claim's
-    #: instability then seen came from the mask's soft edge (:class:`PostprocessOptions`)
-    top_k: int = 8
+    #: instability then seen came from the mask's soft edge (:class:`PostprocessOptions`).
+    #: The default stays 1: with 8 and ``keep_best`` the fast demo's apoferritin map went
+    #: from 9.5 Å to 18.3 Å against the truth (claimed 6.0 Å, at Nyquist, warned) and took
+    #: 8 % longer (BENCHMARKS.md, merged main 2026-12-07 06:00 UTC)
+    top_k: int = 1
     #: the result is the iteration whose half-maps agreed best, not the last one
-    keep_best: bool = True
+    keep_best: bool = False
 
 
 @dataclass(frozen=True)
