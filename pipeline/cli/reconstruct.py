@@ -68,6 +68,13 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     default=False,
     help="Keep the refinement iteration whose half-maps agreed best, or the last one.",
 )
+@option(
+    "--keep-classes",
+    default=None,
+    metavar="LIST",
+    help="2D classes to keep, e.g. 1,4,7 (numbers as in class_averages.mrcs), instead of "
+    "the automatic selection; rerunning into the same --out reuses the classification.",
+)
 @option("--seed", default=0, type=int, help="Random seed (half split, starts).")
 @option(
     "--memory",
@@ -97,6 +104,7 @@ def reconstruct(
     fixed_box: bool,
     refine_top_k: int,
     keep_best: bool,
+    keep_classes: str | None,
     seed: int,
     resident_mb: float,
     device: str,
@@ -133,6 +141,7 @@ def reconstruct(
     options = ReconstructOptions(
         symmetry=symmetry,
         seed=seed,
+        keep_classes=_class_list(keep_classes),
         resident_MB=resident_mb,
         class2d=Class2DOptions(
             n_classes=n_classes, iterations=class_iterations, resolution_A=class_resolution
@@ -174,3 +183,19 @@ def reconstruct(
     )
     for warning in result.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
+
+
+def _class_list(text: str | None) -> tuple[int, ...] | None:
+    """``--keep-classes`` "1,4, 7" → (1, 4, 7); None when not given."""
+    if text is None:
+        return None
+    try:
+        numbers = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give class numbers separated by commas, e.g. 1,4,7",
+            param_hint="--keep-classes",
+        ) from None
+    if not numbers:
+        raise click.BadParameter("no class numbers given", param_hint="--keep-classes")
+    return numbers

@@ -169,6 +169,11 @@ class ReconstructOptions:
     abinitio: AbinitioOptions = field(default_factory=AbinitioOptions)
     refine: RefineOptions = field(default_factory=RefineOptions)
     postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+    #: 2D classes to keep (1-based, as numbered in ``class_averages.mrcs`` and
+    #: ``result.json`` ``classes_kept``) instead of the automatic selection by score and
+    #: occupancy; None: automatic. A manual override after looking at the averages: the
+    #: classification itself is reused, only later stages run again
+    keep_classes: tuple[int, ...] | None = None
     #: refinements from different ab-initio runs whose maps agree only worse than this
     #: many times the kept map's resolution went to different maps: ``result.json`` warns
     disagreement: float = 1.5

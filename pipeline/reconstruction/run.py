@@ -290,6 +290,28 @@ class Class2DStage:
         return np.flatnonzero(self.selected[self.assignment])
 
 
+def chosen_classes(counts: np.ndarray, keep_classes) -> np.ndarray:
+    """The selection mask (C,) bool of 2D classes ``keep_classes`` (1-based numbers);
+    refused in plain words when a number is not a class or the classes hold no particle."""
+    n = len(counts)
+    numbers = sorted({int(c) for c in keep_classes})
+    wrong = [c for c in numbers if not 1 <= c <= n]
+    if not numbers or wrong:
+        raise ReconstructionError(
+            f"--keep-classes: {', '.join(map(str, wrong)) or 'nothing'} "
+            f"{'is' if len(wrong) == 1 else 'are'} not among the 2D classes 1–{n} of this run "
+            "(see class_averages.mrcs and class_counts in result.json)"
+        )
+    selected = np.zeros(n, dtype=bool)
+    selected[np.asarray(numbers) - 1] = True
+    if int(np.sum(np.asarray(counts)[selected])) < 2:
+        raise ReconstructionError(
+            f"--keep-classes {','.join(map(str, numbers))}: these classes hold "
+            f"{int(np.sum(np.asarray(counts)[selected]))} particle(s); at least 2 are needed"
+        )
+    return selected
+
+
 def stage_class2d(ws, out: Path, options: Class2DOptions, seed: int, key: str, say):
     """2D classification on particles cropped to ``options.resolution_A``; reused when
     ``class2d.key`` matches ``key``."""
@@ -769,6 +791,9 @@ def run_reconstruction(
     c2d = stage_class2d(ws, out, opts.class2d, opts.seed, key_2d, say)
     timings["class2d_s"] = c2d.seconds
     cpu_stage("class2d_s")
+    if opts.keep_classes is not None:
+        c2d = dataclasses.replace(c2d, selected=chosen_classes(c2d.counts, opts.keep_classes))
+        say(f"2D classes kept by hand: {', '.join(str(c) for c in opts.keep_classes)}", 1.0)
     keep = c2d.keep
     # gold-standard halves, split before ab-initio and kept to the end
     halves = split_halves(keep, ws.n, np.random.default_rng([opts.seed, 1]))
@@ -778,6 +803,7 @@ def run_reconstruction(
     refines = opts.abinitio.attempts_for(opts.symmetry) > 1
     key_ab = stage_key(
         key_2d,
+        opts.keep_classes,
         opts.symmetry,
         dataclasses.asdict(opts.abinitio),
         dataclasses.asdict(opts.refine) if refines else None,

@@ -1,6 +1,7 @@
 import json
 
 import mrcfile
+import numpy as np
 import pandas as pd
 import pytest
 import starfile
@@ -80,6 +81,37 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     assert third["options"]["refine"]["max_iterations"] == 1
     assert third["options"]["refine"]["top_k"] == 2 and not third["options"]["refine"]["keep_best"]
     assert len([h for h in third["refine_history"] if isinstance(h["iteration"], int)]) == 1
+
+
+@pytest.mark.slow
+def test_keep_classes_overrides_the_selection_and_reuses_the_classification(
+    small_stack, tmp_path, capsys
+):
+    """``--keep-classes`` replaces the automatic 2D selection: the run keeps exactly the
+    particles of the chosen class, the classification is reused, and a class number that
+    does not exist is one plain error."""
+    out = tmp_path / "run"
+    three = ["--classes", "3", *FAST[2:]]
+    assert main(["reconstruct", str(small_stack), "--out", str(out), *three]) == 0
+    auto = json.loads((out / "result.json").read_text())
+    counts = auto["class_counts"]
+    assert auto["options"]["keep_classes"] is None
+    chosen = int(np.argmax(counts)) + 1
+    stamp = (out / "class2d.npz").stat().st_mtime_ns
+    args = ["reconstruct", str(small_stack), "--out", str(out), *three]
+    assert main([*args, "--keep-classes", str(chosen)]) == 0
+    manual = json.loads((out / "result.json").read_text())
+    assert (out / "class2d.npz").stat().st_mtime_ns == stamp  # classification reused
+    assert manual["classes_kept"] == [chosen]
+    assert manual["n_particles"] == counts[chosen - 1]
+    assert manual["options"]["keep_classes"] == [chosen]
+    if sorted(auto["classes_kept"]) != [chosen]:
+        assert manual["n_particles"] != auto["n_particles"]
+    capsys.readouterr()
+    assert main([*args, "--keep-classes", "2,9"]) != 0
+    assert "9 is not among the 2D classes 1–3" in _error(capsys)
+    assert main([*args, "--keep-classes", "one"]) != 0
+    assert "--keep-classes" in capsys.readouterr().err
 
 
 def _error(capsys) -> str:
