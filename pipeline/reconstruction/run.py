@@ -263,6 +263,16 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
             "Treat it as a bound, check the map, and use a smaller pixel size (less binning) "
             "to measure the resolution."
         )
+    other = post.get("resolution_other_mask_A")
+    if other is not None:
+        low, high = sorted((float(other), float(resolution_A)))
+        if high > (1.0 + options.postprocess.mask_sensitivity) * low:
+            out.append(
+                f"The claimed resolution depends on the solvent mask: {resolution_A:.1f} Å "
+                f"with a {post['mask_edge_A']:.0f} Å soft edge, {other:.1f} Å with a "
+                f"{post['other_mask_edge_A']:.0f} Å edge. A claim that moves with the mask "
+                f"does not measure the map; take {high:.1f} Å at best, and check the map."
+            )
     aniso = post.get("resolution_without_spherical_average_A")
     if aniso is not None and aniso > options.spherical_factor * resolution_A:
         out.append(
@@ -635,6 +645,7 @@ def stage_postprocess(
     # the agreement of what depends on orientation (a shell-only map has none)
     curve_aniso = fsc_without_spherical_average(half1 * sphere, half2 * sphere)
     resolution = resolution_at(corrected, box, pix, 0.143)
+    other = _other_mask_claim(half1, half2, combined, pix, seed, options or PostprocessOptions())
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
     final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
     write_mrc(out / "mask.mrc", mask, pix)
@@ -671,6 +682,31 @@ def stage_postprocess(
         "pixel_size_A": pix,
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
+        "mask_edge_A": (options or PostprocessOptions()).mask_kwargs(pix)["edge_A"],
+        **other,
+    }
+
+
+def _other_mask_claim(half1, half2, combined, pix: float, seed: int, options) -> dict:
+    """The claim again with the other soft edge (:attr:`PostprocessOptions.check_edge_px`
+    when the default edge is used, else the minimum edge): ``other_mask_edge_A`` and
+    ``resolution_other_mask_A``; empty when both edges are the same at this pixel size."""
+    from pipeline.reconstruction import postprocess
+    from pipeline.reconstruction.fsc import mask_corrected_fsc, resolution_at
+
+    if options.mask_edge_px > 0:
+        other = dataclasses.replace(options, mask_edge_px=0.0, mask_extend_px=0.0)
+    else:
+        edge = options.check_edge_px
+        other = dataclasses.replace(options, mask_edge_px=edge, mask_extend_px=edge / 2)
+    kwargs = other.mask_kwargs(pix)
+    if kwargs == options.mask_kwargs(pix):
+        return {}
+    mask = postprocess.soft_mask(combined, pix, **kwargs)
+    corrected, *_ = mask_corrected_fsc(half1, half2, mask, np.random.default_rng([seed, 5]))
+    return {
+        "other_mask_edge_A": kwargs["edge_A"],
+        "resolution_other_mask_A": resolution_at(corrected, half1.shape[0], pix, 0.143),
     }
 
 

@@ -44,21 +44,21 @@ def test_soft_mask_covers_particle_and_not_corners():
 
 
 def test_soft_edge_is_given_in_pixels():
-    """At 8 Å/px the 6 Å edge of before is under one pixel: the mask is nearly binary.
-    ``PostprocessOptions.mask_edge_px`` (default 3) makes the edge 3 pixels wide."""
+    """At 8 Å/px the default 6 Å edge is under one pixel: the mask is nearly binary.
+    ``PostprocessOptions.mask_edge_px`` = 3 makes the edge 3 pixels wide."""
     from pipeline.reconstruction.options import PostprocessOptions
 
     pix = 8.0
     vol = blob_volume(32, np.random.default_rng(3))
-    before = PostprocessOptions(mask_edge_px=0.0, mask_extend_px=0.0)
-    assert before.mask_kwargs(pix)["edge_A"] == 6.0
-    assert PostprocessOptions().mask_kwargs(pix)["edge_A"] == 24.0
-    assert PostprocessOptions().mask_kwargs(1.0)["edge_A"] == 6.0  # at least 6 Å
+    default = PostprocessOptions()
+    wide = PostprocessOptions(mask_edge_px=3.0, mask_extend_px=1.5)
+    assert default.mask_kwargs(pix)["edge_A"] == 6.0
+    assert wide.mask_kwargs(pix)["edge_A"] == 24.0
+    assert wide.mask_kwargs(1.0)["edge_A"] == 6.0  # at least 6 Å
     soft = [
         float(np.sum((m > 0.01) & (m < 0.99)))
         for m in (
-            postprocess.soft_mask(vol, pix, **opts.mask_kwargs(pix))
-            for opts in (before, PostprocessOptions())
+            postprocess.soft_mask(vol, pix, **opts.mask_kwargs(pix)) for opts in (default, wide)
         )
     ]
     assert soft[1] > 3 * soft[0]

@@ -191,3 +191,23 @@ def test_a_claim_at_nyquist_is_called_a_bound():
     assert _warnings({}, {**post, "resolution_A": 17.5}, ReconstructOptions()) == []
     wider = ReconstructOptions(postprocess=PostprocessOptions(nyquist_factor=1.2))
     assert len(_warnings({}, {**post, "resolution_A": 17.5}, wider)) == 1
+
+
+def test_a_claim_that_moves_with_the_mask_is_warned(tmp_path):
+    """The claim is measured with a second soft edge; when the two differ by more than
+    ``mask_sensitivity`` the result says so, and not when they agree."""
+    h1, h2 = _halves(False, np.random.default_rng(3))
+    post = stage_postprocess(h1, h2, 8.0, tmp_path, 0, lambda *a, **k: None)
+    assert post["mask_edge_A"] == 6.0 and post["other_mask_edge_A"] == 24.0
+    assert post["resolution_other_mask_A"] > 0
+    base = {"resolution_A": 30.0, "pixel_size_A": 8.0, "mask_edge_A": 6.0}
+    moved = {**base, "other_mask_edge_A": 24.0, "resolution_other_mask_A": 23.0}
+    (warning,) = _warnings({}, moved, ReconstructOptions())
+    assert "depends on the solvent mask" in warning and "30.0 Å at best" in warning
+    steady = {**moved, "resolution_other_mask_A": 27.0}
+    assert _warnings({}, steady, ReconstructOptions()) == []
+    strict = ReconstructOptions(postprocess=PostprocessOptions(mask_sensitivity=0.05))
+    assert len(_warnings({}, steady, strict)) == 1
+    # at 1 Å/px both edges are the 6 Å minimum: nothing to compare
+    fine = stage_postprocess(h1, h2, 1.0, tmp_path, 0, lambda *a, **k: None)
+    assert "resolution_other_mask_A" not in fine
