@@ -139,7 +139,14 @@ def _processes_mentioning(text: str) -> dict[int, str]:
 def _demo_with_children(workdir: Path, args: tuple[str, ...], running: tuple[str, ...]):
     """``cryofac demo --dir WORKDIR ARGS --no-serve --port 0`` started and waited for
     until every text of ``running`` is in the command line of one of its processes."""
+    import signal
     import time
+
+    def ctrl_c_as_at_a_terminal() -> None:
+        # a test run started in the background of a script (``cmd &``) inherits SIGINT
+        # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt: give the
+        # demo the disposition it has at a terminal, so that the test measures the demo
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     demo = subprocess.Popen(
         [sys.executable, "-m", "cryofac.cli", "demo", "--dir", str(workdir), *args]
@@ -147,6 +154,7 @@ def _demo_with_children(workdir: Path, args: tuple[str, ...], running: tuple[str
         cwd=workdir.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     deadline = time.monotonic() + 600
     commands = ""

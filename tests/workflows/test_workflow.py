@@ -216,7 +216,7 @@ def before_map(files: dict[str, float]) -> str:
 
 
 #: fields that record when or how long, or are random per run by design (cryoSPARC uids)
-VOLATILE = {"seconds", "timings", "history", "uid"}
+VOLATILE = {"seconds", "cpu_seconds", "timings", "history", "uid"}
 
 
 def _strip(value):
