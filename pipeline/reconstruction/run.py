@@ -633,9 +633,9 @@ def stage_postprocess(
 
     box = half1.shape[0]
     combined = 0.5 * (half1 + half2)
-    mask = postprocess.soft_mask(
-        combined, pix, **(options or PostprocessOptions()).mask_kwargs(pix)
-    )
+    options = options or PostprocessOptions()
+    mask_kwargs = options.mask_kwargs(pix)
+    mask = postprocess.soft_mask(combined, pix, **mask_kwargs)
     say("mask-corrected FSC", 0.2)
     corrected, masked, unmasked, shell = mask_corrected_fsc(
         half1, half2, mask, np.random.default_rng([seed, 5])
@@ -645,7 +645,7 @@ def stage_postprocess(
     # the agreement of what depends on orientation (a shell-only map has none)
     curve_aniso = fsc_without_spherical_average(half1 * sphere, half2 * sphere)
     resolution = resolution_at(corrected, box, pix, 0.143)
-    other = _other_mask_claim(half1, half2, combined, pix, seed, options or PostprocessOptions())
+    other = _other_mask_claim(half1, half2, combined, pix, seed, options)
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
     final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
     write_mrc(out / "mask.mrc", mask, pix)
@@ -682,7 +682,7 @@ def stage_postprocess(
         "pixel_size_A": pix,
         "b_factor_A2": -b_fit,
         "guinier_b_A2": b_fit,
-        "mask_edge_A": (options or PostprocessOptions()).mask_kwargs(pix)["edge_A"],
+        "mask_edge_A": mask_kwargs["edge_A"],
         **other,
     }
 
