@@ -74,28 +74,48 @@ def phase_randomise(volume, from_shell: int, rng: np.random.Generator):
     return np.fft.irfftn(f, s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
+def randomisation_shell(unmasked: np.ndarray, randomise_below: float = 0.8) -> int:
+    """The shell (cycles per box) beyond which phases are randomised: the first shell after
+    the last one (shell 0 aside) whose unmasked FSC is at least ``randomise_below``.
+
+    RELION takes the first shell below it; a curve that dips at low resolution and comes
+    back (halves that differ at 60 Å, a form-factor minimum) then randomises nearly the
+    whole map, and beyond it the masked maps' low-resolution power, spread by the mask,
+    makes FSC_t and FSC_n both near 1 and their ratio meaningless: on the 100,000-particle
+    run (BENCHMARKS.md, issue 23) randomisation from 64 Å turned half-maps that agreed to
+    8.4 Å (masked) and 8.8 Å (unmasked) into a 23.5 Å claim. With no shell below the
+    threshold the last shell is returned (nothing is randomised)."""
+    curve = np.asarray(unmasked, dtype=float)
+    above = np.flatnonzero(curve[1:] >= randomise_below)
+    if not above.size:
+        return 1
+    return int(min(above[-1] + 2, len(curve) - 1))
+
+
 def mask_corrected_fsc(
     half1,
     half2,
     mask,
     rng: np.random.Generator,
     randomise_below: float = 0.8,
+    shell: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """FSC of masked half-maps corrected for the mask by phase randomisation (Chen et al.
     2013, Ultramicroscopy 135:24; RELION postprocess).
 
-    The half-maps' phases are randomised beyond the shell where their unmasked FSC first
-    drops below ``randomise_below``; the randomised maps are masked and their FSC (FSC_n)
+    The half-maps' phases are randomised beyond the shell where their unmasked FSC drops
+    below ``randomise_below`` for good (:func:`randomisation_shell`); the randomised maps are masked and their FSC (FSC_n)
     is what the mask alone makes correlate. Beyond that shell FSC_true = (FSC_t − FSC_n) /
-    (1 − FSC_n) with FSC_t the masked maps' FSC. Returns (FSC_true, FSC_t, unmasked FSC,
+    (1 − FSC_n) with FSC_t the masked maps' FSC; ``shell`` sets the randomisation shell
+    instead (benchmarks compare rules with it). Returns (FSC_true, FSC_t, unmasked FSC,
     the randomisation shell), curves per shell (cycles per box).
     """
     m = np.asarray(backend.to_numpy(mask), dtype=np.float32)
     h1 = np.asarray(backend.to_numpy(half1), dtype=np.float32)
     h2 = np.asarray(backend.to_numpy(half2), dtype=np.float32)
     unmasked = fsc(h1, h2)
-    below = np.flatnonzero(unmasked[1:] < randomise_below)
-    shell = int(below[0] + 1) if below.size else len(unmasked) - 1
+    if shell is None:
+        shell = randomisation_shell(unmasked, randomise_below)
     masked = fsc(h1 * m, h2 * m)
     noise = fsc(phase_randomise(h1, shell, rng) * m, phase_randomise(h2, shell, rng) * m)
     corrected = masked.copy()

@@ -153,6 +153,12 @@ class PostprocessOptions:
     #: warns. On the development apoferritin (box 32, 8 Å/px, seeds 1 and 2) both claims
     #: were Nyquist (16.0 Å) on maps 22.6 Å from the truth (true poses 17.1–17.8 Å)
     nyquist_factor: float = 1.05
+    #: a mask-corrected claim more than this fraction worse than the unmasked half-maps'
+    #: (which no solvent mask can make worse, only the correction failing) is not used:
+    #: the unmasked FSC is the claim and a warning says so. On the 100,000-particle run
+    #: (BENCHMARKS.md, issue 23) the correction gave 23.5 Å against 8.8 Å unmasked for a
+    #: map 5.9 Å from the truth
+    correction_tolerance: float = 0.2
 
     def mask_kwargs(self, pixel_size_A: float) -> dict:
         """Keywords of :func:`postprocess.soft_mask` at this pixel size (Å)."""

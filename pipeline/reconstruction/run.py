@@ -205,6 +205,8 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
     - the half-maps agree better than :attr:`PostprocessOptions.support_factor` times
       what their particles support (:func:`support.particle_support`);
     - the claim is Nyquist (within :attr:`PostprocessOptions.nyquist_factor`): a bound;
+    - the mask correction failed (:attr:`PostprocessOptions.correction_tolerance`): the
+      claim is then the unmasked FSC's;
     - the half-maps agree mostly through their spherical averages (what does not depend
       on orientation): without them only :attr:`ReconstructOptions.spherical_factor`
       times worse than the claim or more."""
@@ -262,6 +264,14 @@ def _warnings(abinitio_info: dict, post: dict, options: ReconstructOptions) -> l
             "measurement, and half-maps that agree to the last shell may share an error. "
             "Treat it as a bound, check the map, and use a smaller pixel size (less binning) "
             "to measure the resolution."
+        )
+    if post.get("mask_correction_failed"):
+        out.append(
+            f"The solvent-mask correction failed: the masked half-maps' FSC corrected for "
+            f"the mask gives {post['resolution_mask_corrected_A']:.1f} Å, worse than the "
+            f"unmasked half-maps' {post['resolution_unmasked_A']:.1f} Å, which a mask cannot "
+            f"make worse. The claim is the unmasked FSC's {resolution_A:.1f} Å (the map may "
+            "be better); check the mask (mask.mrc) and the FSC curves (fsc.png)."
         )
     other = post.get("resolution_other_mask_A")
     if other is not None:
@@ -644,10 +654,14 @@ def stage_postprocess(
     curve_sphere = fsc(half1 * sphere, half2 * sphere)
     # the agreement of what depends on orientation (a shell-only map has none)
     curve_aniso = fsc_without_spherical_average(half1 * sphere, half2 * sphere)
-    resolution = resolution_at(corrected, box, pix, 0.143)
+    corrected_resolution = resolution_at(corrected, box, pix, 0.143)
+    unmasked_resolution = resolution_at(unmasked, box, pix, 0.143)
+    resolution, correction_failed = _claim(corrected_resolution, unmasked_resolution, options)
+    # the claim's curve weighs the sharpening: the unmasked one when the correction failed
+    claim_curve = unmasked if correction_failed else corrected
     other = _other_mask_claim(half1, half2, combined, pix, seed, options)
     b_fit = postprocess.guinier_bfactor(combined * mask, pix, 10.0, max(resolution, 2 * pix))
-    final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, corrected))
+    final = backend.to_numpy(postprocess.sharpen(combined, pix, b_fit, resolution, claim_curve))
     write_mrc(out / "mask.mrc", mask, pix)
     write_mrc(out / "map.mrc", final, pix)
     write_fsc_star(
@@ -674,8 +688,10 @@ def stage_postprocess(
     plot_slices(out / "slices.png", final, f"{resolution:.2f} Å")
     return {
         "resolution_A": resolution,
+        "resolution_mask_corrected_A": corrected_resolution,
+        "mask_correction_failed": bool(correction_failed),
         "resolution_masked_uncorrected_A": resolution_at(masked, box, pix, 0.143),
-        "resolution_unmasked_A": resolution_at(unmasked, box, pix, 0.143),
+        "resolution_unmasked_A": unmasked_resolution,
         "resolution_sphere_mask_A": resolution_at(curve_sphere, box, pix, 0.143),
         "resolution_without_spherical_average_A": last_resolution_at(curve_aniso, box, pix),
         "phase_randomised_from_A": round(box * pix / max(shell, 1), 2),
@@ -685,6 +701,16 @@ def stage_postprocess(
         "mask_edge_A": mask_kwargs["edge_A"],
         **other,
     }
+
+
+def _claim(
+    corrected_A: float, unmasked_A: float, options: PostprocessOptions
+) -> tuple[float, bool]:
+    """The claimed resolution (Å) from the mask-corrected and the unmasked FSC's, and whether
+    the mask correction failed: worse than the unmasked claim by more than
+    :attr:`PostprocessOptions.correction_tolerance` (the unmasked claim is then used)."""
+    failed = corrected_A > (1.0 + options.correction_tolerance) * unmasked_A
+    return (unmasked_A if failed else corrected_A), bool(failed)
 
 
 def _other_mask_claim(half1, half2, combined, pix: float, seed: int, options) -> dict:
@@ -703,11 +729,14 @@ def _other_mask_claim(half1, half2, combined, pix: float, seed: int, options) ->
     if kwargs == options.mask_kwargs(pix):
         return {}
     mask = postprocess.soft_mask(combined, pix, **kwargs)
-    corrected, *_ = mask_corrected_fsc(half1, half2, mask, np.random.default_rng([seed, 5]))
-    return {
-        "other_mask_edge_A": kwargs["edge_A"],
-        "resolution_other_mask_A": resolution_at(corrected, half1.shape[0], pix, 0.143),
-    }
+    corrected, _, unmasked, _ = mask_corrected_fsc(
+        half1, half2, mask, np.random.default_rng([seed, 5])
+    )
+    box = half1.shape[0]
+    claim, _ = _claim(
+        resolution_at(corrected, box, pix, 0.143), resolution_at(unmasked, box, pix, 0.143), options
+    )
+    return {"other_mask_edge_A": kwargs["edge_A"], "resolution_other_mask_A": claim}
 
 
 def _options_from(
