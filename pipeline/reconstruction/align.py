@@ -134,11 +134,17 @@ def apply_alignment(moving: np.ndarray, alignment: Alignment) -> np.ndarray:
     return affine_transform(mov, m, offset=offset, order=3, mode="constant").astype(np.float32)
 
 
+def aligned_fsc(moving: np.ndarray, reference: np.ndarray, pixel_size_A: float) -> np.ndarray:
+    """FSC per shell (:func:`fsc`) of ``moving`` against ``reference`` after aligning it
+    (orientation, translation, hand: :func:`align_maps`)."""
+    aligned = apply_alignment(moving, align_maps(moving, reference, pixel_size_A))
+    return fsc(aligned, reference)
+
+
 def aligned_resolution_A(
     moving: np.ndarray, reference: np.ndarray, pixel_size_A: float, threshold: float = 0.5
 ) -> float:
     """Resolution (Å) where the FSC of ``moving`` against ``reference`` drops below
     ``threshold``, after aligning it (orientation, translation, hand: :func:`align_maps`)."""
-    aligned = apply_alignment(moving, align_maps(moving, reference, pixel_size_A))
-    curve = fsc(aligned, reference)
+    curve = aligned_fsc(moving, reference, pixel_size_A)
     return float(resolution_at(curve, reference.shape[0], pixel_size_A, threshold))

@@ -59,6 +59,28 @@ def resolution_at(
     return float(2.0 * pixel_size_A)
 
 
+def final_resolution_at(
+    curve: np.ndarray, box: int, pixel_size_A: float, threshold: float = 0.5
+) -> float:
+    """Resolution (Å) where ``curve`` falls below ``threshold`` for good: after the last
+    pair of neighbouring shells (shell 0 aside) both at least ``threshold``, linearly
+    interpolated as :func:`resolution_at`. Equal to :func:`resolution_at` for a curve that
+    falls once; a curve that dips under the threshold at a shell where the structure has
+    almost no power (apoferritin's hollow-shell minimum near 16 Å) and recovers is read
+    at its recovery's end. Nyquist when it never falls; the first shell when no pair is
+    above."""
+    freq = shell_frequencies(box, pixel_size_A)
+    c = np.asarray(curve, dtype=float)
+    above = [i for i in range(2, len(c)) if c[i] >= threshold and c[i - 1] >= threshold]
+    if not above:
+        return resolution_at(c, box, pixel_size_A, threshold)
+    last = max(above)
+    if last == len(c) - 1:
+        return float(2.0 * pixel_size_A)
+    t = (c[last] - threshold) / max(c[last] - c[last + 1], 1e-12)
+    return float(1.0 / (freq[last] + t * (freq[last + 1] - freq[last])))
+
+
 def phase_randomise(volume, from_shell: int, rng: np.random.Generator):
     """The volume with the phases of every Fourier component beyond shell ``from_shell``
     (cycles per box) replaced by random ones; amplitudes kept (numpy float32)."""

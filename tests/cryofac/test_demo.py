@@ -98,8 +98,11 @@ def test_fast_demo_end_to_end(tmp_path: Path):
     assert result["map_downloaded_bytes"] > 0
     assert (workdir / "downloads" / "map.mrc").exists()
     # FSC 0.5 against the simulated truth (aligned, hand checked); the workflow's own
-    # half-map estimate is reported but not trusted here (see BENCHMARKS.md)
+    # half-map estimate is reported but not trusted here (see BENCHMARKS.md). Read where
+    # the curve falls for good (apoferritin's minimum near 16 Å can dip just under 0.5 on
+    # a right map); wrong maps fall for good at 21-23 Å, and fall first no later than that
     assert result["resolution_vs_truth_A"] <= EXPECTED_RESOLUTION_A
+    assert result["resolution_vs_truth_first_A"] <= WRONG_MAP_A
     assert summary["resolution_A"] is not None
     # whatever the reconstruction warned about reaches the researcher through the portal
     assert result["map_warnings"] == summary["warnings"]
@@ -117,6 +120,10 @@ def test_fast_demo_end_to_end(tmp_path: Path):
 #: half-map FSC could not be trusted; the same particles at their true poses reach about
 #: 6.5 Å; the wrong maps earlier versions found were 21-23 Å); see BENCHMARKS.md.
 EXPECTED_RESOLUTION_A = 10.0
+#: the first fall below 0.5 of a right map: at most the hollow shell's minimum (16-17 Å;
+#: on an Intel Xeon a right map's curve dipped to 0.49 there, 9 Å for good: BENCHMARKS.md,
+#: 2026-12-07 third session), short of the wrong maps' 21-23 Å
+WRONG_MAP_A = 20.0
 
 
 def _processes_mentioning(text: str) -> dict[int, str]:

@@ -266,3 +266,22 @@ def test_a_failed_mask_correction_falls_back_to_the_unmasked_claim(tmp_path):
     options = ReconstructOptions(postprocess=strict)
     (warning,) = [w for w in _warnings({}, failed, options) if "correction failed" in w]
     assert f"{failed['resolution_unmasked_A']:.1f} Å" in warning
+
+
+def test_a_curve_is_read_where_it_falls_for_good():
+    """A curve that dips under the threshold at one shell and recovers is read at its
+    final fall; one that falls once reads the same as the first crossing."""
+    from pipeline.reconstruction.fsc import final_resolution_at, resolution_at
+
+    box, pix = 64, 3.0
+    dipping = np.array(
+        [1.0, 0.99, 0.97, 0.9, 0.8, 0.49, 0.7, 0.75, 0.6, 0.55, 0.3, 0.1] + [0.0] * 21
+    )
+    assert resolution_at(dipping, box, pix, 0.5) == pytest.approx(box * pix / 4.97, rel=0.01)
+    final = final_resolution_at(dipping, box, pix, 0.5)
+    assert box * pix / 10 < final < box * pix / 9  # between shells 9 (0.55) and 10 (0.3)
+    falling = np.concatenate([np.linspace(1.0, 0.0, 20), np.zeros(13)])
+    assert final_resolution_at(falling, box, pix, 0.5) == pytest.approx(
+        resolution_at(falling, box, pix, 0.5)
+    )
+    assert final_resolution_at(np.ones(33), box, pix, 0.5) == 2 * pix
