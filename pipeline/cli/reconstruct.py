@@ -177,8 +177,9 @@ def reconstruct(
     finally:
         if bar is not None:
             bar.close()
+    how = "unmasked" if result.get("mask_correction_failed") else "mask-corrected"
     click.echo(
-        f"{out_dir}/map.mrc: {result['resolution_A']:.2f} Å (mask-corrected FSC 0.143), "
+        f"{out_dir}/map.mrc: {result['resolution_A']:.2f} Å ({how} FSC 0.143), "
         f"B = {result['b_factor_A2']:.0f} Å², {result['n_particles']} particles"
     )
     for warning in result.get("warnings", []):
