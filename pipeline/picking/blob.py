@@ -44,9 +44,23 @@ from pipeline.picking.common import (
     erode,
     gaussian_blur,
     local_maxima,
+    radial_power,
     robust_stats,
     values_at,
 )
+
+
+def _noise_sd(kernel, noise_power):
+    """Relative noise SD of the response to ``kernel`` (an rfft2 half-plane array) when the
+    image's noise has the power spectrum ``noise_power`` (same shape): √Σ|K|²·P, the columns
+    that stand for two Fourier pixels counted twice. 1 when ``noise_power`` is None."""
+    if noise_power is None:
+        return 1.0
+    xp = backend.xp()
+    weight = xp.full(kernel.shape[-1], 2.0, dtype=xp.float32)
+    weight[0] = 1.0
+    weight[-1] = 1.0
+    return float(xp.sqrt(xp.sum(weight[None, :] * kernel * kernel * noise_power)))
 
 
 def log_response(image, diameters_px: list[float]):
@@ -85,6 +99,7 @@ def disc_response(
     inner: float = 0.9,
     outer: float = 1.3,
     edge: float = 0.075,
+    noise_power=None,
 ):
     """Max over scales of a difference-of-discs filter (a DoG of top-hats).
 
@@ -107,16 +122,18 @@ def disc_response(
         soft = xp.exp(-2.0 * math.pi**2 * (edge * d) ** 2 * k * k)
         kernel = ((disc_in - annulus) * soft).astype(xp.float32)
         response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+        response /= _noise_sd(kernel, noise_power)
         best = response if best is None else xp.maximum(best, response)
     return best
 
 
-def ellipse_response(
+def ellipse_dog_response(
     image,
     width_px: float,
     lengths_px: list[float],
     n_orientations: int = 8,
     outer: float = 1.6,
+    noise_power=None,
 ):
     """Max over lengths and orientations of an elongated difference of Gaussians.
 
@@ -141,9 +158,58 @@ def ellipse_response(
             su, sv = 0.25 * length, 0.25 * width_px
             q = ku * ku * su * su + kv * kv * sv * sv
             kernel = xp.exp(-2.0 * math.pi**2 * q) - xp.exp(-2.0 * math.pi**2 * outer**2 * q)
-            response = fft.irfft2(spectrum * kernel.astype(xp.float32), s=image.shape)
+            kernel = kernel.astype(xp.float32)
+            response = fft.irfft2(spectrum * kernel, s=image.shape)
+            response /= _noise_sd(kernel, noise_power)
             best = response if best is None else xp.maximum(best, response)
     return best.astype(xp.float32)
+
+
+def ellipse_response(
+    image,
+    width_px: float,
+    lengths_px: list[float],
+    n_orientations: int = 8,
+    inner: float = 0.9,
+    outer: float = 1.3,
+    edge: float = 0.075,
+    noise_power=None,
+):
+    """Max over lengths and orientations of an elliptic difference of discs.
+
+    :func:`disc_response` stretched along an axis: for a particle ``width_px`` wide and L
+    long (L in ``lengths_px``), the mean over a uniform ellipse of semi-axes ``inner`` ×
+    (L/2, width/2) minus the mean over the elliptic annulus out to ``outer`` × those axes,
+    softened by a Gaussian of ``edge`` × width, at ``n_orientations`` axis angles over 180°.
+    Sharp-edged like the particle (unlike a Gaussian blob) it keeps the frequencies where a
+    thin particle's CTF-modulated contrast lies. With ``noise_power`` (the image's noise
+    power spectrum, :func:`pipeline.picking.common.radial_power`) each response is divided
+    by its own noise SD before the maximum, so long and short kernels score in the same
+    units. With L = width it is :func:`disc_response`.
+    """
+    xp, fft = backend.xp(), backend.fft()
+    my, mx = image.shape
+    ky = xp.fft.fftfreq(my)[:, None].astype(xp.float32)
+    kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
+    spectrum = fft.rfft2(image)
+    soft = xp.exp(-2.0 * math.pi**2 * (edge * width_px) ** 2 * (kx * kx + ky * ky))
+    best = None
+    for length in lengths_px:
+        for i in range(n_orientations):
+            theta = math.pi * i / n_orientations
+            ku = kx * math.cos(theta) + ky * math.sin(theta)
+            kv = -kx * math.sin(theta) + ky * math.cos(theta)
+            # a unit-mean ellipse of semi-axes (a, b) is a unit disc at k' = (a·ku, b·kv)
+            k = xp.sqrt((0.5 * length * ku) ** 2 + (0.5 * width_px * kv) ** 2)
+            disc_in = _disc_spectrum(k, inner)
+            annulus = (outer**2 * _disc_spectrum(k, outer) - inner**2 * disc_in) / (
+                outer**2 - inner**2
+            )
+            kernel = ((disc_in - annulus) * soft).astype(xp.float32)
+            response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+            response /= _noise_sd(kernel, noise_power)
+            best = response if best is None else xp.maximum(best, response)
+    return best
 
 
 def contamination_mask(
@@ -199,6 +265,9 @@ def pick_blobs(
     variance_ratio: float = 3.0,
     empty_ratio: float = 0.85,
     max_picks: int | None = None,
+    equal_noise: bool = True,
+    n_orientations: int = 0,
+    n_lengths: int = 3,
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
 
@@ -240,13 +309,24 @@ def pick_blobs(
     scales = list(np.linspace(dmin / p, dmax / p, n_scales)) if dmax > dmin else [d_px]
     if kernel == "auto":
         kernel = "ellipse" if dmax >= 1.5 * dmin else "disc"
+    noise_power = None
+    if equal_noise:
+        noise_power = radial_power(backend.fft().rfft2(flattened), flattened.shape)
+    lengths = list(np.linspace(dmin, dmax, n_lengths) / p)
+    if n_orientations <= 0:  # axis steps of about width/length radians
+        n_orientations = max(8, math.ceil(math.pi * dmax / dmin))
     if kernel == "ellipse":
-        lengths = list(np.linspace(dmin, dmax, 3) / p)
-        response = ellipse_response(flattened, dmin / p, lengths)
+        response = ellipse_response(
+            flattened, dmin / p, lengths, n_orientations, noise_power=noise_power
+        )
+    elif kernel == "ellipse_dog":
+        response = ellipse_dog_response(
+            flattened, dmin / p, lengths, n_orientations, noise_power=noise_power
+        )
     elif kernel == "log":
         response = log_response(flattened, scales)
     elif kernel == "disc":
-        response = disc_response(flattened, scales)
+        response = disc_response(flattened, scales, noise_power=noise_power)
     else:
         raise ValueError(f"unknown kernel {kernel!r} (use auto, disc, ellipse or log)")
     border = int(math.ceil(d_px / 2.0))

@@ -149,6 +149,27 @@ def bin_and_flip(
     return Binned(binned, cropped, scale, pixel_size_A * 0.5 * (scale[0] + scale[1]))
 
 
+def radial_power(spectrum, shape: tuple[int, int]):
+    """Ring average of |``spectrum``|² (the rfft2 of an image of ``shape`` (rows, columns)),
+    spread back over the 2D half-plane: the power spectrum of a stationary background, in
+    rings one Fourier pixel wide along the shorter axis (the zero ring takes its
+    neighbour's value)."""
+    xp = backend.xp()
+    ny, nx = shape
+    n = min(ny, nx)
+    ky = xp.fft.fftfreq(ny)[:, None] * n
+    kx = xp.fft.rfftfreq(nx)[None, :] * n
+    ring = xp.rint(xp.sqrt(kx * kx + ky * ky)).astype(xp.int64)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(xp.float64)
+    sums = xp.bincount(ring.ravel(), weights=power.ravel())
+    counts = xp.bincount(ring.ravel())
+    mean = sums / xp.maximum(counts, 1)
+    mean[0] = mean[1] if mean.size > 1 else 1.0
+    positive = mean[mean > 0]
+    floor = float(positive.min()) if positive.size else 1.0
+    return xp.maximum(mean, floor)[ring]
+
+
 def gaussian_blur(image, sigma_px: float):
     """Gaussian blur via FFT (periodic boundary; callers keep features away from edges)."""
     xp, fft = backend.xp(), backend.fft()
