@@ -38,7 +38,7 @@ from pipeline.ctf_model import CTFParams
 from pipeline.picking.common import (
     Candidates,
     Picks,
-    background_sigma,
+    background_noise,
     bin_and_flip,
     dilate,
     erode,
@@ -332,8 +332,9 @@ def pick_blobs(
     border = int(math.ceil(d_px / 2.0))
     rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
     in_mask = values_at(mask, rows, cols).astype(bool)
-    # both kernels have zero mean, so the background response is centred on 0
-    noise = background_sigma(
+    # every kernel has zero mean, but the maximum over several kernels does not: scores
+    # count background SDs above the background's median
+    level, noise = background_noise(
         response,
         rows[~in_mask],
         cols[~in_mask],
@@ -342,8 +343,8 @@ def pick_blobs(
         border,
         exclude=mask,
     )
-    z = response / noise
-    found = Candidates(rows, cols, heights / noise, z, binned.scale_yx)
+    z = (response - level) / noise
+    found = Candidates(rows, cols, (heights - level) / noise, z, binned.scale_yx)
     found.reject("contamination", in_mask)
     found.reject("below_threshold", found.heights < threshold_sigma)
     # contamination is already handled; empty areas: a particle adds its own variance to the

@@ -293,7 +293,7 @@ def erode(mask, radius_px: float):
     return counts > area - 0.5
 
 
-def background_sigma(
+def background_noise(
     response,
     rows: np.ndarray,
     cols: np.ndarray,
@@ -303,13 +303,15 @@ def background_sigma(
     clip_sigma: float = 2.0,
     iterations: int = 5,
     exclude=None,
-) -> float:
-    """Noise SD of a detection map, excluding discs around strong peaks (sigma clipping).
+) -> tuple[float, float]:
+    """Median and noise SD of a detection map's background, excluding discs around strong
+    peaks (sigma clipping).
 
     A robust SD over the whole map is inflated by the particles themselves in crowded
-    fields; here peaks above ``clip_sigma`` × the current estimate are masked with discs of
-    ``radius_px`` and the MAD-based SD of the remaining pixels is taken, a few times over.
-    This keeps thresholds in units of the background noise whatever the particle density.
+    fields; here peaks more than ``clip_sigma`` × the current SD above the current median
+    are masked with discs of ``radius_px`` and the median and MAD-based SD of the remaining
+    pixels are taken, a few times over. This keeps thresholds in units of the background
+    noise whatever the particle density.
     """
     xp = backend.xp()
     ny, nx = response.shape
@@ -317,9 +319,9 @@ def background_sigma(
     inner[border_px : ny - border_px, border_px : nx - border_px] = True
     if exclude is not None:
         inner &= ~exclude
-    sd = float(response[inner].std())
+    med, sd = robust_stats(response[inner])
     for _ in range(iterations):
-        strong = heights > clip_sigma * sd
+        strong = heights > med + clip_sigma * sd
         marks = xp.zeros((ny, nx), dtype=bool)
         if strong.any():
             marks[backend.asarray(rows[strong]), backend.asarray(cols[strong])] = True
@@ -327,11 +329,11 @@ def background_sigma(
         background = response[inner & ~marks]
         if background.size < 100:
             break
-        med, sd_new = robust_stats(background)
+        med_new, sd_new = robust_stats(background)
         if sd_new <= 0:
             break
-        sd = sd_new
-    return sd
+        med, sd = med_new, sd_new
+    return med, sd
 
 
 def background_stats(
