@@ -9,16 +9,20 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    that survive a morphological opening with a disc bigger than a particle. They are painted
    over with the background level and no pick may lie on them.
 3. Local normalisation: the local mean (Gaussian window of two diameters) is subtracted
-   against ice gradients, and responses are divided by the background noise SD, estimated
-   with peaks masked out (sigma clipping) so that a threshold means the same at any density.
+   against ice gradients, and responses are counted in background noise SDs above the
+   background's median, both estimated with peaks masked out (sigma clipping) so that a
+   threshold means the same at any density.
 4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
-   scales, as cryoSPARC's blob picker): ``kernel="auto"`` (default) picks ``"ellipse"``
-   when max ≥ 1.5 × min (elongated particles: an anisotropic difference of Gaussians as
-   wide as the minimum and as long as lengths from min to max, at 8 axis orientations; the
-   micrograph is then sampled and low-passed for the narrowest dimension) and ``"disc"``
-   otherwise — mean inside the particle disc minus the mean of the surrounding annulus,
-   Gaussian-softened, which also centres hollow particles; ``kernel="log"`` —
-   scale-normalised −σ²∇²G with σ = r/√2.
+   kernels, as cryoSPARC's blob picker, each kernel's response first divided by its own
+   noise SD so that small and large kernels score in the same units): ``kernel="auto"``
+   (default) picks ``"ellipse"`` when max ≥ 1.5 × min and ``"disc"`` otherwise.
+   ``"disc"`` — mean inside the particle disc minus the mean of the surrounding annulus,
+   Gaussian-softened, which also centres hollow particles; ``"ellipse"`` — the same
+   stretched to the projections of a particle min wide and max long seen from random
+   directions (:func:`projected_shapes`: rod-like and disc-like, ``n_projections``
+   equally likely groups of views each), at axis steps of about width/length radians; the
+   micrograph is then sampled and low-passed for the narrowest dimension;
+   ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
    ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
    the population of picks rejects carbon edges (far above the median) and empty areas (far
@@ -127,80 +131,73 @@ def disc_response(
     return best
 
 
-def ellipse_dog_response(
-    image,
-    width_px: float,
-    lengths_px: list[float],
-    n_orientations: int = 8,
-    outer: float = 1.6,
-    noise_power=None,
-):
-    """Max over lengths and orientations of an elongated difference of Gaussians.
+def projected_shapes(
+    min_diameter: float, max_diameter: float, n: int = 3, family: str = "both"
+) -> list[tuple[float, float]]:
+    """(length, width) of the projections of a particle ``max_diameter`` long and
+    ``min_diameter`` wide (any unit) seen from random directions: ``n`` quantiles.
 
-    For a particle ``width_px`` wide and L long (L in ``lengths_px``), the kernel is an
-    anisotropic Gaussian with SDs (L/4, width/4) along and across its axis minus the same
-    Gaussian ``outer`` times wider, at ``n_orientations`` axis angles over 180°; zero mean,
-    and scaled so that a uniform ellipse of the kernel's size gives the same response at any
-    size. With L = width it is a round DoG. Used for elongated particles
-    (max/min diameter ≥ 1.5).
+    A prolate particle (a rod) seen at angle θ to its axis projects to length
+    √((max·sinθ)² + (min·cosθ)²) and width min; an oblate one (a disc) to length max and
+    width √((max·cosθ)² + (min·sinθ)²). Over random directions cos θ is uniform on [0, 1],
+    so the shapes at cos θ = (i + ½)/n, i = 0…n−1, stand for n equally likely groups of
+    views. ``family`` "prolate", "oblate" or "both" (the user gives only a min and a max);
+    duplicates are dropped, longest first.
     """
-    xp, fft = backend.xp(), backend.fft()
-    my, mx = image.shape
-    ky = xp.fft.fftfreq(my)[:, None].astype(xp.float32)
-    kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
-    spectrum = fft.rfft2(image)
-    best = None
-    for length in lengths_px:
-        for i in range(n_orientations):
-            theta = math.pi * i / n_orientations
-            ku = kx * math.cos(theta) + ky * math.sin(theta)
-            kv = -kx * math.sin(theta) + ky * math.cos(theta)
-            su, sv = 0.25 * length, 0.25 * width_px
-            q = ku * ku * su * su + kv * kv * sv * sv
-            kernel = xp.exp(-2.0 * math.pi**2 * q) - xp.exp(-2.0 * math.pi**2 * outer**2 * q)
-            kernel = kernel.astype(xp.float32)
-            response = fft.irfft2(spectrum * kernel, s=image.shape)
-            response /= _noise_sd(kernel, noise_power)
-            best = response if best is None else xp.maximum(best, response)
-    return best.astype(xp.float32)
+    if family not in ("prolate", "oblate", "both"):
+        raise ValueError(f"unknown shape family {family!r} (use prolate, oblate or both)")
+    shapes = []
+    for i in range(n):
+        c = (i + 0.5) / n
+        s = math.sqrt(1.0 - c * c)
+        if family in ("prolate", "both"):
+            shapes.append((math.hypot(max_diameter * s, min_diameter * c), min_diameter))
+        if family in ("oblate", "both"):
+            shapes.append((max_diameter, math.hypot(max_diameter * c, min_diameter * s)))
+    unique = sorted({(round(a, 3), round(b, 3)) for a, b in shapes}, reverse=True)
+    return [(float(a), float(b)) for a, b in unique]
 
 
 def ellipse_response(
     image,
-    width_px: float,
-    lengths_px: list[float],
-    n_orientations: int = 8,
+    shapes_px: list[tuple[float, float]],
+    n_orientations: int = 0,
     inner: float = 0.9,
     outer: float = 1.3,
     edge: float = 0.075,
     noise_power=None,
 ):
-    """Max over lengths and orientations of an elliptic difference of discs.
+    """Max over shapes and orientations of an elliptic difference of discs.
 
-    :func:`disc_response` stretched along an axis: for a particle ``width_px`` wide and L
-    long (L in ``lengths_px``), the mean over a uniform ellipse of semi-axes ``inner`` ×
-    (L/2, width/2) minus the mean over the elliptic annulus out to ``outer`` × those axes,
-    softened by a Gaussian of ``edge`` × width, at ``n_orientations`` axis angles over 180°.
-    Sharp-edged like the particle (unlike a Gaussian blob) it keeps the frequencies where a
-    thin particle's CTF-modulated contrast lies. With ``noise_power`` (the image's noise
-    power spectrum, :func:`pipeline.picking.common.radial_power`) each response is divided
-    by its own noise SD before the maximum, so long and short kernels score in the same
-    units. With L = width it is :func:`disc_response`.
+    :func:`disc_response` stretched along an axis: for a projection L long and W wide
+    ((L, W) in ``shapes_px``), the mean over a uniform ellipse of semi-axes ``inner`` ×
+    (L/2, W/2) minus the mean over the elliptic annulus out to ``outer`` × those axes,
+    softened by a Gaussian of ``edge`` × W. Sharp-edged like the particle (unlike a
+    Gaussian blob), it keeps the frequencies where a thin particle's contrast lies. Each
+    shape is tried at ``n_orientations`` axis angles over 180°, or with 0 at steps of about
+    W/L radians (so that the kernel's ends stay within W/4 of an elongated particle's ends;
+    one angle for a round shape). With ``noise_power`` (the image's noise power spectrum,
+    :func:`pipeline.picking.common.radial_power`) each response is divided by its own noise
+    SD before the maximum, so long and short kernels score in the same units. A single
+    shape (d, d) is :func:`disc_response`.
     """
     xp, fft = backend.xp(), backend.fft()
     my, mx = image.shape
     ky = xp.fft.fftfreq(my)[:, None].astype(xp.float32)
     kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
     spectrum = fft.rfft2(image)
-    soft = xp.exp(-2.0 * math.pi**2 * (edge * width_px) ** 2 * (kx * kx + ky * ky))
     best = None
-    for length in lengths_px:
-        for i in range(n_orientations):
-            theta = math.pi * i / n_orientations
+    for length, width in shapes_px:
+        soft = xp.exp(-2.0 * math.pi**2 * (edge * width) ** 2 * (kx * kx + ky * ky))
+        angles = n_orientations
+        if angles <= 0:
+            angles = 1 if length <= 1.05 * width else math.ceil(math.pi * length / width)
+        for i in range(angles):
+            theta = math.pi * i / angles
             ku = kx * math.cos(theta) + ky * math.sin(theta)
             kv = -kx * math.sin(theta) + ky * math.cos(theta)
             # a unit-mean ellipse of semi-axes (a, b) is a unit disc at k' = (a·ku, b·kv)
-            k = xp.sqrt((0.5 * length * ku) ** 2 + (0.5 * width_px * kv) ** 2)
+            k = xp.sqrt((0.5 * length * ku) ** 2 + (0.5 * width * kv) ** 2)
             disc_in = _disc_spectrum(k, inner)
             annulus = (outer**2 * _disc_spectrum(k, outer) - inner**2 * disc_in) / (
                 outer**2 - inner**2
@@ -267,9 +264,18 @@ def pick_blobs(
     max_picks: int | None = None,
     equal_noise: bool = True,
     n_orientations: int = 0,
-    n_lengths: int = 3,
+    n_projections: int = 2,
+    shape_family: str = "both",
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
+
+    ``min_diameter_A``/``max_diameter_A`` (Å) bound the particle's projected size (its
+    width and length for an elongated particle); ``kernel`` and the steps are in the module
+    docstring. ``equal_noise`` divides each kernel's response by its own noise SD before
+    the maximum over kernels; ``n_orientations`` axis angles per elongated kernel (0: steps
+    of about width/length radians); ``n_projections`` and ``shape_family`` choose the
+    elongated kernels (:func:`projected_shapes`). ``threshold_sigma`` is in background
+    noise SDs above the background's median.
 
     Returns :class:`Picks` with (x, y) in pixels of ``micrograph`` and a figure of merit.
     """
@@ -312,17 +318,9 @@ def pick_blobs(
     noise_power = None
     if equal_noise:
         noise_power = radial_power(backend.fft().rfft2(flattened), flattened.shape)
-    lengths = list(np.linspace(dmin, dmax, n_lengths) / p)
-    if n_orientations <= 0:  # axis steps of about width/length radians
-        n_orientations = max(8, math.ceil(math.pi * dmax / dmin))
     if kernel == "ellipse":
-        response = ellipse_response(
-            flattened, dmin / p, lengths, n_orientations, noise_power=noise_power
-        )
-    elif kernel == "ellipse_dog":
-        response = ellipse_dog_response(
-            flattened, dmin / p, lengths, n_orientations, noise_power=noise_power
-        )
+        shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
+        response = ellipse_response(flattened, shapes, n_orientations, noise_power=noise_power)
     elif kernel == "log":
         response = log_response(flattened, scales)
     elif kernel == "disc":
