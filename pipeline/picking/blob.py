@@ -341,6 +341,9 @@ def pick_blobs(
         border,
         exclude=mask,
     )
+    # E[max of zero-mean responses] ≥ 0: a negative median is the particles' own
+    # surroundings (the annulus of the kernels around them), not the noise
+    level = max(level, 0.0)
     z = (response - level) / noise
     found = Candidates(rows, cols, (heights - level) / noise, z, binned.scale_yx)
     found.reject("contamination", in_mask)
