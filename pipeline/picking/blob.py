@@ -10,8 +10,8 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    over with the background level and no pick may lie on them.
 3. Local normalisation: the local mean (Gaussian window of two diameters) is subtracted
    against ice gradients, and responses are counted in background noise SDs above the
-   background's median, both estimated with peaks masked out (sigma clipping) so that a
-   threshold means the same at any density.
+   background's median (or above 0 where that median is negative), both estimated with
+   peaks masked out (sigma clipping) so that a threshold means the same at any density.
 4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
    kernels, as cryoSPARC's blob picker, each kernel's response first divided by its own
    noise SD so that small and large kernels score in the same units): ``kernel="auto"``
@@ -275,7 +275,7 @@ def pick_blobs(
     the maximum over kernels; ``n_orientations`` axis angles per elongated kernel (0: steps
     of about width/length radians); ``n_projections`` and ``shape_family`` choose the
     elongated kernels (:func:`projected_shapes`). ``threshold_sigma`` is in background
-    noise SDs above the background's median.
+    noise SDs above the background's median (0 where that median is negative).
 
     Returns :class:`Picks` with (x, y) in pixels of ``micrograph`` and a figure of merit.
     """
