@@ -9,16 +9,20 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    that survive a morphological opening with a disc bigger than a particle. They are painted
    over with the background level and no pick may lie on them.
 3. Local normalisation: the local mean (Gaussian window of two diameters) is subtracted
-   against ice gradients, and responses are divided by the background noise SD, estimated
-   with peaks masked out (sigma clipping) so that a threshold means the same at any density.
+   against ice gradients, and responses are counted in background noise SDs above the
+   background's median (or above 0 where that median is negative), both estimated with
+   peaks masked out (sigma clipping) so that a threshold means the same at any density.
 4. Blob filter for diameters between ``min_diameter_A`` and ``max_diameter_A`` (max over
-   scales, as cryoSPARC's blob picker): ``kernel="auto"`` (default) picks ``"ellipse"``
-   when max ≥ 1.5 × min (elongated particles: an anisotropic difference of Gaussians as
-   wide as the minimum and as long as lengths from min to max, at 8 axis orientations; the
-   micrograph is then sampled and low-passed for the narrowest dimension) and ``"disc"``
-   otherwise — mean inside the particle disc minus the mean of the surrounding annulus,
-   Gaussian-softened, which also centres hollow particles; ``kernel="log"`` —
-   scale-normalised −σ²∇²G with σ = r/√2.
+   kernels, as cryoSPARC's blob picker, each kernel's response first divided by its own
+   noise SD so that small and large kernels score in the same units): ``kernel="auto"``
+   (default) picks ``"ellipse"`` when max ≥ 1.5 × min and ``"disc"`` otherwise.
+   ``"disc"`` — mean inside the particle disc minus the mean of the surrounding annulus,
+   Gaussian-softened, which also centres hollow particles; ``"ellipse"`` — the same
+   stretched to the projections of a particle min wide and max long seen from random
+   directions (:func:`projected_shapes`: rod-like and disc-like, ``n_projections``
+   equally likely groups of views each), at axis steps of about width/length radians; the
+   micrograph is then sampled and low-passed for the narrowest dimension;
+   ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
    ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
    the population of picks rejects carbon edges (far above the median) and empty areas (far
@@ -38,15 +42,29 @@ from pipeline.ctf_model import CTFParams
 from pipeline.picking.common import (
     Candidates,
     Picks,
-    background_sigma,
+    background_noise,
     bin_and_flip,
     dilate,
     erode,
     gaussian_blur,
     local_maxima,
+    radial_power,
     robust_stats,
     values_at,
 )
+
+
+def _noise_sd(kernel, noise_power):
+    """Relative noise SD of the response to ``kernel`` (an rfft2 half-plane array) when the
+    image's noise has the power spectrum ``noise_power`` (same shape): √Σ|K|²·P, the columns
+    that stand for two Fourier pixels counted twice. 1 when ``noise_power`` is None."""
+    if noise_power is None:
+        return 1.0
+    xp = backend.xp()
+    weight = xp.full(kernel.shape[-1], 2.0, dtype=xp.float32)
+    weight[0] = 1.0
+    weight[-1] = 1.0
+    return float(xp.sqrt(xp.sum(weight[None, :] * kernel * kernel * noise_power)))
 
 
 def log_response(image, diameters_px: list[float]):
@@ -85,6 +103,7 @@ def disc_response(
     inner: float = 0.9,
     outer: float = 1.3,
     edge: float = 0.075,
+    noise_power=None,
 ):
     """Max over scales of a difference-of-discs filter (a DoG of top-hats).
 
@@ -107,25 +126,60 @@ def disc_response(
         soft = xp.exp(-2.0 * math.pi**2 * (edge * d) ** 2 * k * k)
         kernel = ((disc_in - annulus) * soft).astype(xp.float32)
         response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+        response /= _noise_sd(kernel, noise_power)
         best = response if best is None else xp.maximum(best, response)
     return best
 
 
+def projected_shapes(
+    min_diameter: float, max_diameter: float, n: int = 3, family: str = "both"
+) -> list[tuple[float, float]]:
+    """(length, width) of the projections of a particle ``max_diameter`` long and
+    ``min_diameter`` wide (any unit) seen from random directions: ``n`` quantiles.
+
+    A prolate particle (a rod) seen at angle θ to its axis projects to length
+    √((max·sinθ)² + (min·cosθ)²) and width min; an oblate one (a disc) to length max and
+    width √((max·cosθ)² + (min·sinθ)²). Over random directions cos θ is uniform on [0, 1],
+    so the shapes at cos θ = (i + ½)/n, i = 0…n−1, stand for n equally likely groups of
+    views. ``family`` "prolate", "oblate" or "both" (the user gives only a min and a max);
+    duplicates are dropped, longest first.
+    """
+    if family not in ("prolate", "oblate", "both"):
+        raise ValueError(f"unknown shape family {family!r} (use prolate, oblate or both)")
+    shapes = []
+    for i in range(n):
+        c = (i + 0.5) / n
+        s = math.sqrt(1.0 - c * c)
+        if family in ("prolate", "both"):
+            shapes.append((math.hypot(max_diameter * s, min_diameter * c), min_diameter))
+        if family in ("oblate", "both"):
+            shapes.append((max_diameter, math.hypot(max_diameter * c, min_diameter * s)))
+    unique = sorted({(round(a, 3), round(b, 3)) for a, b in shapes}, reverse=True)
+    return [(float(a), float(b)) for a, b in unique]
+
+
 def ellipse_response(
     image,
-    width_px: float,
-    lengths_px: list[float],
-    n_orientations: int = 8,
-    outer: float = 1.6,
+    shapes_px: list[tuple[float, float]],
+    n_orientations: int = 0,
+    inner: float = 0.9,
+    outer: float = 1.3,
+    edge: float = 0.075,
+    noise_power=None,
 ):
-    """Max over lengths and orientations of an elongated difference of Gaussians.
+    """Max over shapes and orientations of an elliptic difference of discs.
 
-    For a particle ``width_px`` wide and L long (L in ``lengths_px``), the kernel is an
-    anisotropic Gaussian with SDs (L/4, width/4) along and across its axis minus the same
-    Gaussian ``outer`` times wider, at ``n_orientations`` axis angles over 180°; zero mean,
-    and scaled so that a uniform ellipse of the kernel's size gives the same response at any
-    size. With L = width it is a round DoG. Used for elongated particles
-    (max/min diameter ≥ 1.5).
+    :func:`disc_response` stretched along an axis: for a projection L long and W wide
+    ((L, W) in ``shapes_px``), the mean over a uniform ellipse of semi-axes ``inner`` ×
+    (L/2, W/2) minus the mean over the elliptic annulus out to ``outer`` × those axes,
+    softened by a Gaussian of ``edge`` × W. Sharp-edged like the particle (unlike a
+    Gaussian blob), it keeps the frequencies where a thin particle's contrast lies. Each
+    shape is tried at ``n_orientations`` axis angles over 180°, or with 0 at steps of about
+    W/L radians (so that the kernel's ends stay within W/4 of an elongated particle's ends;
+    one angle for a round shape). With ``noise_power`` (the image's noise power spectrum,
+    :func:`pipeline.picking.common.radial_power`) each response is divided by its own noise
+    SD before the maximum, so long and short kernels score in the same units. A single
+    shape (d, d) is :func:`disc_response`.
     """
     xp, fft = backend.xp(), backend.fft()
     my, mx = image.shape
@@ -133,17 +187,26 @@ def ellipse_response(
     kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
     spectrum = fft.rfft2(image)
     best = None
-    for length in lengths_px:
-        for i in range(n_orientations):
-            theta = math.pi * i / n_orientations
+    for length, width in shapes_px:
+        soft = xp.exp(-2.0 * math.pi**2 * (edge * width) ** 2 * (kx * kx + ky * ky))
+        angles = n_orientations
+        if angles <= 0:
+            angles = 1 if length <= 1.05 * width else math.ceil(math.pi * length / width)
+        for i in range(angles):
+            theta = math.pi * i / angles
             ku = kx * math.cos(theta) + ky * math.sin(theta)
             kv = -kx * math.sin(theta) + ky * math.cos(theta)
-            su, sv = 0.25 * length, 0.25 * width_px
-            q = ku * ku * su * su + kv * kv * sv * sv
-            kernel = xp.exp(-2.0 * math.pi**2 * q) - xp.exp(-2.0 * math.pi**2 * outer**2 * q)
-            response = fft.irfft2(spectrum * kernel.astype(xp.float32), s=image.shape)
+            # a unit-mean ellipse of semi-axes (a, b) is a unit disc at k' = (a·ku, b·kv)
+            k = xp.sqrt((0.5 * length * ku) ** 2 + (0.5 * width * kv) ** 2)
+            disc_in = _disc_spectrum(k, inner)
+            annulus = (outer**2 * _disc_spectrum(k, outer) - inner**2 * disc_in) / (
+                outer**2 - inner**2
+            )
+            kernel = ((disc_in - annulus) * soft).astype(xp.float32)
+            response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+            response /= _noise_sd(kernel, noise_power)
             best = response if best is None else xp.maximum(best, response)
-    return best.astype(xp.float32)
+    return best
 
 
 def contamination_mask(
@@ -199,8 +262,20 @@ def pick_blobs(
     variance_ratio: float = 3.0,
     empty_ratio: float = 0.85,
     max_picks: int | None = None,
+    equal_noise: bool = True,
+    n_orientations: int = 0,
+    n_projections: int = 2,
+    shape_family: str = "both",
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
+
+    ``min_diameter_A``/``max_diameter_A`` (Å) bound the particle's projected size (its
+    width and length for an elongated particle); ``kernel`` and the steps are in the module
+    docstring. ``equal_noise`` divides each kernel's response by its own noise SD before
+    the maximum over kernels; ``n_orientations`` axis angles per elongated kernel (0: steps
+    of about width/length radians); ``n_projections`` and ``shape_family`` choose the
+    elongated kernels (:func:`projected_shapes`). ``threshold_sigma`` is in background
+    noise SDs above the background's median (0 where that median is negative).
 
     Returns :class:`Picks` with (x, y) in pixels of ``micrograph`` and a figure of merit.
     """
@@ -240,20 +315,24 @@ def pick_blobs(
     scales = list(np.linspace(dmin / p, dmax / p, n_scales)) if dmax > dmin else [d_px]
     if kernel == "auto":
         kernel = "ellipse" if dmax >= 1.5 * dmin else "disc"
+    noise_power = None
+    if equal_noise:
+        noise_power = radial_power(backend.fft().rfft2(flattened), flattened.shape)
     if kernel == "ellipse":
-        lengths = list(np.linspace(dmin, dmax, 3) / p)
-        response = ellipse_response(flattened, dmin / p, lengths)
+        shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
+        response = ellipse_response(flattened, shapes, n_orientations, noise_power=noise_power)
     elif kernel == "log":
         response = log_response(flattened, scales)
     elif kernel == "disc":
-        response = disc_response(flattened, scales)
+        response = disc_response(flattened, scales, noise_power=noise_power)
     else:
         raise ValueError(f"unknown kernel {kernel!r} (use auto, disc, ellipse or log)")
     border = int(math.ceil(d_px / 2.0))
     rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
     in_mask = values_at(mask, rows, cols).astype(bool)
-    # both kernels have zero mean, so the background response is centred on 0
-    noise = background_sigma(
+    # every kernel has zero mean, but the maximum over several kernels does not: scores
+    # count background SDs above the background's median
+    level, noise = background_noise(
         response,
         rows[~in_mask],
         cols[~in_mask],
@@ -262,8 +341,11 @@ def pick_blobs(
         border,
         exclude=mask,
     )
-    z = response / noise
-    found = Candidates(rows, cols, heights / noise, z, binned.scale_yx)
+    # E[max of zero-mean responses] ≥ 0: a negative median is the particles' own
+    # surroundings (the annulus of the kernels around them), not the noise
+    level = max(level, 0.0)
+    z = (response - level) / noise
+    found = Candidates(rows, cols, (heights - level) / noise, z, binned.scale_yx)
     found.reject("contamination", in_mask)
     found.reject("below_threshold", found.heights < threshold_sigma)
     # contamination is already handled; empty areas: a particle adds its own variance to the

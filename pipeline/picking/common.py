@@ -149,6 +149,27 @@ def bin_and_flip(
     return Binned(binned, cropped, scale, pixel_size_A * 0.5 * (scale[0] + scale[1]))
 
 
+def radial_power(spectrum, shape: tuple[int, int]):
+    """Ring average of |``spectrum``|² (the rfft2 of an image of ``shape`` (rows, columns)),
+    spread back over the 2D half-plane: the power spectrum of a stationary background, in
+    rings one Fourier pixel wide along the shorter axis (the zero ring takes its
+    neighbour's value)."""
+    xp = backend.xp()
+    ny, nx = shape
+    n = min(ny, nx)
+    ky = xp.fft.fftfreq(ny)[:, None] * n
+    kx = xp.fft.rfftfreq(nx)[None, :] * n
+    ring = xp.rint(xp.sqrt(kx * kx + ky * ky)).astype(xp.int64)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(xp.float64)
+    sums = xp.bincount(ring.ravel(), weights=power.ravel())
+    counts = xp.bincount(ring.ravel())
+    mean = sums / xp.maximum(counts, 1)
+    mean[0] = mean[1] if mean.size > 1 else 1.0
+    positive = mean[mean > 0]
+    floor = float(positive.min()) if positive.size else 1.0
+    return xp.maximum(mean, floor)[ring]
+
+
 def gaussian_blur(image, sigma_px: float):
     """Gaussian blur via FFT (periodic boundary; callers keep features away from edges)."""
     xp, fft = backend.xp(), backend.fft()
@@ -272,7 +293,7 @@ def erode(mask, radius_px: float):
     return counts > area - 0.5
 
 
-def background_sigma(
+def background_noise(
     response,
     rows: np.ndarray,
     cols: np.ndarray,
@@ -282,13 +303,15 @@ def background_sigma(
     clip_sigma: float = 2.0,
     iterations: int = 5,
     exclude=None,
-) -> float:
-    """Noise SD of a detection map, excluding discs around strong peaks (sigma clipping).
+) -> tuple[float, float]:
+    """Median and noise SD of a detection map's background, excluding discs around strong
+    peaks (sigma clipping).
 
     A robust SD over the whole map is inflated by the particles themselves in crowded
-    fields; here peaks above ``clip_sigma`` × the current estimate are masked with discs of
-    ``radius_px`` and the MAD-based SD of the remaining pixels is taken, a few times over.
-    This keeps thresholds in units of the background noise whatever the particle density.
+    fields; here peaks more than ``clip_sigma`` × the current SD above the current median
+    are masked with discs of ``radius_px`` and the median and MAD-based SD of the remaining
+    pixels are taken, a few times over. This keeps thresholds in units of the background
+    noise whatever the particle density.
     """
     xp = backend.xp()
     ny, nx = response.shape
@@ -296,9 +319,9 @@ def background_sigma(
     inner[border_px : ny - border_px, border_px : nx - border_px] = True
     if exclude is not None:
         inner &= ~exclude
-    sd = float(response[inner].std())
+    med, sd = robust_stats(response[inner])
     for _ in range(iterations):
-        strong = heights > clip_sigma * sd
+        strong = heights > med + clip_sigma * sd
         marks = xp.zeros((ny, nx), dtype=bool)
         if strong.any():
             marks[backend.asarray(rows[strong]), backend.asarray(cols[strong])] = True
@@ -306,11 +329,11 @@ def background_sigma(
         background = response[inner & ~marks]
         if background.size < 100:
             break
-        med, sd_new = robust_stats(background)
+        med_new, sd_new = robust_stats(background)
         if sd_new <= 0:
             break
-        sd = sd_new
-    return sd
+        med, sd = med_new, sd_new
+    return med, sd
 
 
 def background_stats(
