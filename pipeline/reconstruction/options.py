@@ -106,6 +106,23 @@ class RefineOptions:
     top_k: int = 1
     #: the result is the iteration whose half-maps agreed best, not the last one
     keep_best: bool = False
+    #: the refinement mask (half-map FSC that sets the search radius and the Wiener
+    #: filter; the references with ``mask_references``): "map": a soft mask from the two
+    #: half-maps' average (low-passed to ``mask_lowpass_A``, thresholded at
+    #: ``mask_threshold_frac`` of its maximum, dilated by ``mask_extend_A`` with a
+    #: ``mask_edge_A`` raised-cosine edge; at least 2 and 3 pixels) inside the soft sphere
+    #: of ``mask_radius_frac``; "sphere": that sphere alone (before recon2, 2026-12-07)
+    mask: str = "map"
+    #: the references are multiplied by the refinement mask before they are projected, as
+    #: RELION masks its references with the particle's diameter: the half-maps' noise
+    #: outside the particle (most of the box) no longer enters every projection
+    mask_references: bool = True
+    mask_lowpass_A: float = 15.0
+    mask_threshold_frac: float = 0.1
+    mask_extend_A: float = 6.0
+    mask_edge_A: float = 6.0
+    #: Fourier pixels beyond the half-map resolution (FSC 0.143) that the search uses
+    search_margin_px: float = 3.0
 
 
 @dataclass(frozen=True)
