@@ -70,14 +70,14 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 )
 @option(
     "--refine-mask",
-    default="map",
+    default="sphere",
     type=click.Choice(["map", "sphere"]),
     help="Refinement mask: a soft mask from the half-maps (in the soft sphere) or the "
     "sphere alone.",
 )
 @option(
     "--mask-references/--no-mask-references",
-    default=True,
+    default=False,
     help="Multiply the references by the refinement mask before projecting them.",
 )
 @option(

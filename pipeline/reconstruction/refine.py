@@ -147,7 +147,7 @@ class RefineMask:
     """The refinement mask (:class:`options.RefineOptions` ``mask``…): ``kind`` "map" or
     "sphere"; lengths in Å, ``radius_frac`` of the box."""
 
-    kind: str = "map"
+    kind: str = "sphere"
     radius_frac: float = 0.45
     lowpass_A: float = 15.0
     threshold_frac: float = 0.1
@@ -235,8 +235,8 @@ def refine(
     grow_box: bool = True,
     top_k: int = 1,
     keep_best: bool = False,
-    mask: str = "map",
-    mask_references: bool = True,
+    mask: str = "sphere",
+    mask_references: bool = False,
     mask_lowpass_A: float = 15.0,
     mask_threshold_frac: float = 0.1,
     mask_extend_A: float = 6.0,
