@@ -16,7 +16,7 @@ reused.
     nice -n 10 python benchmarks/diagnose_recon_gap.py --structure cap --seed 1 \
         --workdir /tmp/gap_cap_1 truepose
     nice -n 10 python benchmarks/diagnose_recon_gap.py --structure cap --seed 1 \
-        --workdir /tmp/gap_cap_1 refine --refine '{"final_step_factor": 0.5}'
+        --workdir /tmp/gap_cap_1 refine --refine '{"mask": "map", "mask_references": true}'
 """
 
 from __future__ import annotations
