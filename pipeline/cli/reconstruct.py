@@ -69,6 +69,24 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     help="Keep the refinement iteration whose half-maps agreed best, or the last one.",
 )
 @option(
+    "--refine-mask",
+    default="sphere",
+    type=click.Choice(["map", "sphere"]),
+    help="Refinement mask: a soft mask from the half-maps (in the soft sphere) or the "
+    "sphere alone.",
+)
+@option(
+    "--mask-references/--no-mask-references",
+    default=False,
+    help="Multiply the references by the refinement mask before projecting them.",
+)
+@option(
+    "--search-margin",
+    default=3.0,
+    type=click.FloatRange(min=0.0),
+    help="Fourier pixels beyond the half-map resolution that the refinement searches.",
+)
+@option(
     "--keep-classes",
     default=None,
     metavar="LIST",
@@ -104,6 +122,9 @@ def reconstruct(
     fixed_box: bool,
     refine_top_k: int,
     keep_best: bool,
+    refine_mask: str,
+    mask_references: bool,
+    search_margin: float,
     keep_classes: str | None,
     seed: int,
     resident_mb: float,
@@ -155,6 +176,9 @@ def reconstruct(
             grow_box=not fixed_box,
             top_k=refine_top_k,
             keep_best=keep_best,
+            mask=refine_mask,
+            mask_references=mask_references,
+            search_margin_px=search_margin,
         ),
     )
     bar = None

@@ -106,6 +106,31 @@ class RefineOptions:
     top_k: int = 1
     #: the result is the iteration whose half-maps agreed best, not the last one
     keep_best: bool = False
+    #: the refinement mask (half-map FSC that sets the search radius and the Wiener
+    #: filter; the references with ``mask_references``): "map": a soft mask from the two
+    #: half-maps' average (low-passed to ``mask_lowpass_A``, thresholded at
+    #: ``mask_threshold_frac`` of its maximum, dilated by ``mask_extend_A`` with a
+    #: ``mask_edge_A`` raised-cosine edge; at least 2 and 3 pixels) inside the soft sphere
+    #: of ``mask_radius_frac``; "sphere": that sphere alone. With "map" and
+    #: ``mask_references`` the development cap refined from the truth (box 128, 1.5 Å/px,
+    #: 1,500 particles) went from 5.89 / 3.55 Å to 4.26 / 3.45 Å against the truth (FSC
+    #: 0.5 / 0.143; true poses 3.98 / 3.40 Å), its poses from 1.37° to 0.66° median error;
+    #: but the CI bar test's apoferritin (O, box 32, 8 Å/px, seeds 1 and 2) then gave
+    #: 26.6 / 26.1 Å maps (true poses 17.8 / 17.1 Å) with claims off Nyquist and no
+    #: warning, and failed; and the held-out rod refined from the truth went from 6.77 /
+    #: 3.62 Å to 7.66 / 4.04 Å (true poses 4.25 / 3.42 Å): the default stays the sphere,
+    #: unmasked references (BENCHMARKS.md, recon2 2026-12-07)
+    mask: str = "sphere"
+    #: the references are multiplied by the refinement mask before they are projected, as
+    #: RELION masks its references with the particle's diameter: the half-maps' noise
+    #: outside the particle (most of the box) no longer enters every projection
+    mask_references: bool = False
+    mask_lowpass_A: float = 15.0
+    mask_threshold_frac: float = 0.1
+    mask_extend_A: float = 6.0
+    mask_edge_A: float = 6.0
+    #: Fourier pixels beyond the half-map resolution (FSC 0.143) that the search uses
+    search_margin_px: float = 3.0
 
 
 @dataclass(frozen=True)

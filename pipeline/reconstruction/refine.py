@@ -142,6 +142,42 @@ def _half_maps(ws: Workspace, groups, rotations, origins_px, curve, poses=None):
     return maps
 
 
+@dataclass(frozen=True)
+class RefineMask:
+    """The refinement mask (:class:`options.RefineOptions` ``mask``…): ``kind`` "map" or
+    "sphere"; lengths in Å, ``radius_frac`` of the box."""
+
+    kind: str = "sphere"
+    radius_frac: float = 0.45
+    lowpass_A: float = 15.0
+    threshold_frac: float = 0.1
+    extend_A: float = 6.0
+    edge_A: float = 6.0
+
+    def __call__(self, maps, pixel_size_A: float):
+        """The mask (N, N, N) float32 on device for half-maps ``maps`` (a pair) at
+        ``pixel_size_A``: the soft sphere, times (kind "map") a soft mask of their
+        average (dilated by at least 2 and edged by at least 3 pixels)."""
+        from pipeline.reconstruction.postprocess import soft_mask
+
+        box = maps[0].shape[0]
+        sphere = soft_sphere(box, self.radius_frac * box)
+        if self.kind == "sphere":
+            return sphere
+        if self.kind != "map":
+            raise ValueError(f"refinement mask must be 'map' or 'sphere' (got {self.kind!r})")
+        average = 0.5 * (backend.to_numpy(maps[0]) + backend.to_numpy(maps[1]))
+        shape = soft_mask(
+            average * backend.to_numpy(sphere),
+            pixel_size_A,
+            lowpass_A=max(self.lowpass_A, 2 * pixel_size_A),
+            threshold_frac=self.threshold_frac,
+            extend_A=max(self.extend_A, 2 * pixel_size_A),
+            edge_A=max(self.edge_A, 3 * pixel_size_A),
+        )
+        return sphere * backend.asarray(shape)
+
+
 def _fit_curve(curve, box: int):
     """An FSC curve (cycles per box, same physical shells) extended or cut to ``box``."""
     if curve is None:
@@ -199,6 +235,13 @@ def refine(
     grow_box: bool = True,
     top_k: int = 1,
     keep_best: bool = False,
+    mask: str = "sphere",
+    mask_references: bool = False,
+    mask_lowpass_A: float = 15.0,
+    mask_threshold_frac: float = 0.1,
+    mask_extend_A: float = 6.0,
+    mask_edge_A: float = 6.0,
+    search_margin_px: float = 3.0,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
@@ -217,10 +260,18 @@ def refine(
     ``top_k`` best poses weighted by their posterior (:func:`pose_weights`) rather than at
     its best one. ``keep_best``: the result is the iteration whose half-maps agreed best
     (FSC 0.143), not the last one.
+
+    ``mask`` … ``mask_edge_A``: the refinement mask (:class:`RefineMask`), by which the
+    half-maps' FSC is measured and, with ``mask_references``, the references are
+    multiplied before they are projected. ``search_margin_px``: Fourier pixels beyond
+    the half-map resolution that the search uses.
     """
     from pipeline.reconstruction.grids import change_box, crop_box
     from pipeline.reconstruction.progress import report
 
+    refine_mask = RefineMask(
+        mask, mask_radius_frac, mask_lowpass_A, mask_threshold_frac, mask_extend_A, mask_edge_A
+    )
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
     if halves is None:
         halves = split_halves(idx_all, ws.n, rng)
@@ -253,7 +304,7 @@ def refine(
         t0 = time.perf_counter()
         marching = False
         if it > 0:
-            wanted = min(ws.radius_px(res) + 3, full_box // 2 - 1)
+            wanted = min(ws.radius_px(res) + search_margin_px, full_box // 2 - 1)
             marching = wanted > radius + march_px(radius, march_fraction)
             radius = min(wanted, radius + march_px(radius, march_fraction))
         if grow_box:
@@ -265,7 +316,7 @@ def refine(
         if map_box != box:
             maps = [change_box(m, box) for m in maps]
             map_box = box
-        mask = soft_sphere(box, mask_radius_frac * box)
+        ref_mask = refine_mask(maps, wpix) if mask_references else None
         search_res = work.resolution_A(radius)
         data = work.search_data(search_res)
         local_only = it >= global_iterations
@@ -282,7 +333,7 @@ def refine(
         fsc_prior = _fit_curve(curve, box)
         maps_next = []
         for h, idx in enumerate(groups):
-            fgrid = fourier.pad_fourier(maps[h])
+            fgrid = fourier.pad_fourier(maps[h] if ref_mask is None else maps[h] * ref_mask)
             global_step = None
             if not local_only:
                 gstep = max(global_step_deg, min(2 * global_step_deg, step))
@@ -318,6 +369,7 @@ def refine(
             poses = (k_poses.rotations, k_poses.origins_px / to_work, weights)
         else:
             poses = None
+        mask = refine_mask(maps, wpix)
         curve = fsc_curve(maps[0] * mask, maps[1] * mask)
         res = resolution_at(curve, box, wpix, 0.143)
         if callback:
@@ -357,8 +409,8 @@ def refine(
         history.append({"iteration": "kept", "kept_iteration": kept["it"], "resolution_A": res})
     if map_box != full_box:
         # the final maps from every Fourier pixel of the full box, at the poses found
-        mask = soft_sphere(full_box, mask_radius_frac * full_box)
         maps = _half_maps(ws, groups, rotations, origins, _fit_curve(curve, full_box), poses)
+        mask = refine_mask(maps, pix)
         curve = fsc_curve(maps[0] * mask, maps[1] * mask)
         res = resolution_at(curve, full_box, pix, 0.143)
         history.append({"iteration": "final", "box_px": full_box, "resolution_A": res})

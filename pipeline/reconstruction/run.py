@@ -541,6 +541,8 @@ _ABINITIO_KEYS = (
 _REFINE_KEYS = (
     "initial_resolution_A", "global_step_deg", "max_iterations", "global_iterations",
     "mask_radius_frac", "march_fraction", "settle_iterations", "grow_box", "top_k", "keep_best",
+    "mask", "mask_references", "mask_lowpass_A", "mask_threshold_frac", "mask_extend_A",
+    "mask_edge_A", "search_margin_px",
 )  # fmt: skip
 
 

@@ -47,3 +47,35 @@ def test_top_k_marginalises_and_keep_best_returns_the_best_iteration(noisy_case)
         assert not np.allclose(best.half_maps[0], soft.half_maps[0])
     else:
         assert not kept
+
+
+def test_refinement_mask_follows_the_map_inside_the_sphere():
+    from pipeline import backend
+    from pipeline.reconstruction.grids import soft_sphere
+
+    from .helpers import blob_volume
+
+    vol = blob_volume(32, np.random.default_rng(2), 6, (1.5, 2.5))
+    maps = (vol, vol)
+    mask = backend.to_numpy(refine.RefineMask("map")(maps, 4.0))
+    sphere = backend.to_numpy(soft_sphere(32, 0.45 * 32))
+    assert mask.shape == vol.shape and mask.min() >= 0.0 and mask.max() <= 1.0 + 1e-6
+    inside = vol > 0.2 * vol.max()
+    assert np.all(mask[inside] > 0.99 * sphere[inside])  # the particle is kept
+    assert mask.sum() < 0.8 * sphere.sum()  # solvent inside the sphere is not
+    assert np.allclose(backend.to_numpy(refine.RefineMask("sphere")(maps, 4.0)), sphere)
+    with pytest.raises(ValueError, match="refinement mask"):
+        refine.RefineMask("box")(maps, 4.0)
+
+
+def test_every_refine_option_reaches_refine():
+    import inspect
+
+    from pipeline.reconstruction.options import RefineOptions
+    from pipeline.reconstruction.run import _refine_kwargs
+
+    kwargs = _refine_kwargs(RefineOptions())
+    params = inspect.signature(refine.refine).parameters
+    assert set(kwargs) <= set(params)
+    for name in ("mask", "mask_references", "search_margin_px"):
+        assert name in kwargs and params[name].default == getattr(RefineOptions(), name)
