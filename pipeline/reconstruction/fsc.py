@@ -59,6 +59,13 @@ def resolution_at(
     return float(2.0 * pixel_size_A)
 
 
+def _last_pair_above(curve: np.ndarray, threshold: float) -> int | None:
+    """The last shell i ≥ 2 where ``curve`` at i and i − 1 are both at least ``threshold``
+    (None when there is none)."""
+    above = np.flatnonzero((curve[2:] >= threshold) & (curve[1:-1] >= threshold))
+    return int(above[-1] + 2) if above.size else None
+
+
 def final_resolution_at(
     curve: np.ndarray, box: int, pixel_size_A: float, threshold: float = 0.5
 ) -> float:
@@ -71,10 +78,9 @@ def final_resolution_at(
     above."""
     freq = shell_frequencies(box, pixel_size_A)
     c = np.asarray(curve, dtype=float)
-    above = [i for i in range(2, len(c)) if c[i] >= threshold and c[i - 1] >= threshold]
-    if not above:
+    last = _last_pair_above(c, threshold)
+    if last is None:
         return resolution_at(c, box, pixel_size_A, threshold)
-    last = max(above)
     if last == len(c) - 1:
         return float(2.0 * pixel_size_A)
     t = (c[last] - threshold) / max(c[last] - c[last + 1], 1e-12)
@@ -185,6 +191,5 @@ def last_resolution_at(
     """Resolution (Å) of the last shell where ``curve`` and the shell before it are both at
     least ``threshold`` (a curve that dips and recovers is read at its recovery's end)."""
     freq = shell_frequencies(box, pixel_size_A)
-    c = np.asarray(curve, dtype=float)
-    above = [i for i in range(2, len(c)) if c[i] >= threshold and c[i - 1] >= threshold]
-    return float(1.0 / freq[max(above)]) if above else float(1.0 / freq[1])
+    last = _last_pair_above(np.asarray(curve, dtype=float), threshold)
+    return float(1.0 / freq[last if last is not None else 1])
