@@ -132,8 +132,8 @@ def mask_corrected_fsc(
     2013, Ultramicroscopy 135:24; RELION postprocess).
 
     The half-maps' phases are randomised beyond the shell where their unmasked FSC drops
-    below ``randomise_below`` for good (:func:`randomisation_shell`); the randomised maps are masked and their FSC (FSC_n)
-    is what the mask alone makes correlate. Beyond that shell FSC_true = (FSC_t − FSC_n) /
+    below ``randomise_below`` for good (:func:`randomisation_shell`); the randomised maps
+    are masked and their FSC (FSC_n) is what the mask alone makes correlate. Beyond that shell FSC_true = (FSC_t − FSC_n) /
     (1 − FSC_n) with FSC_t the masked maps' FSC; ``shell`` sets the randomisation shell
     instead (benchmarks compare rules with it). Returns (FSC_true, FSC_t, unmasked FSC,
     the randomisation shell), curves per shell (cycles per box).
