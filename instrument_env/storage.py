@@ -196,11 +196,23 @@ def _rollup_range(
             Rollup.bucket_us < hi,
         )
     )
+    session.execute(
+        sa.insert(Rollup).from_select(
+            ["resolution_s", "sensor", "quantity", "bucket_us", "band", "n", "min", "max", "mean"],
+            _bucket_select(resolution_s, sensor, quantity, lo, hi),
+        )
+    )
+
+
+def _bucket_select(resolution_s: int, sensor: str, quantity: str, lo_us: int, hi_us: int):
+    """Per (bucket, band) statistics of the raw readings of one channel with
+    ``lo_us <= ts_us < hi_us``: the rows of :class:`Rollup`, column for column."""
+    res_us = resolution_s * 1_000_000
     # Integer division of BIGINT by an integer literal truncates on SQLite and PostgreSQL.
     bucket = (Reading.ts_us.op("/")(sa.literal_column(str(res_us)))).op("*")(
         sa.literal_column(str(res_us))
     )
-    select = (
+    return (
         sa.select(
             sa.literal(resolution_s).label("resolution_s"),
             Reading.sensor,
@@ -215,16 +227,10 @@ def _rollup_range(
         .where(
             Reading.sensor == sensor,
             Reading.quantity == quantity,
-            Reading.ts_us >= lo,
-            Reading.ts_us < hi,
+            Reading.ts_us >= lo_us,
+            Reading.ts_us < hi_us,
         )
         .group_by(Reading.sensor, Reading.quantity, bucket, Reading.band)
-    )
-    session.execute(
-        sa.insert(Rollup).from_select(
-            ["resolution_s", "sensor", "quantity", "bucket_us", "band", "n", "min", "max", "mean"],
-            select,
-        )
     )
 
 
@@ -237,13 +243,35 @@ def rollup_series(
     end: datetime,
     *,
     band: str | None = "",
+    pending: bool = True,
 ) -> list[dict]:
     """Rollup buckets of one channel from the bucket holding ``start`` to ``end``:
     ``[{"start_us", "n", "min", "max", "mean"}]`` (the technician's charts).
 
     ``band=None`` takes every band of a banded channel together, bucket by bucket: the
     lowest minimum, the highest maximum and the highest mean (the worst band), ``n`` summed.
+
+    ``pending``: buckets touched by readings that no :func:`refresh_rollups` has rolled up
+    yet (``env_rollup_dirty``) are computed from the raw readings, so the series is current
+    without writing anything (a page's GET must not: two refreshes at once conflict on the
+    rollups' primary key). False: the stored rollups only.
     """
+    res_us = resolution_s * 1_000_000
+    first = to_us(start) - to_us(start) % res_us
+    last = to_us(end)  # bucket starts up to here
+    # (lo, hi): bucket starts computed from raw readings, inclusive; None: none
+    lo = hi = None
+    if pending:
+        dirty_lo, dirty_hi = session.execute(
+            sa.select(sa.func.min(DirtyRange.start_us), sa.func.max(DirtyRange.end_us)).where(
+                DirtyRange.sensor == sensor, DirtyRange.quantity == quantity
+            )
+        ).one()
+        if dirty_lo is not None:
+            lo = max(first, dirty_lo - dirty_lo % res_us)
+            hi = min(last, dirty_hi - dirty_hi % res_us)
+            if lo > hi:
+                lo = hi = None
     query = sa.select(
         Rollup.bucket_us,
         sa.func.sum(Rollup.n),
@@ -254,16 +282,38 @@ def rollup_series(
         Rollup.resolution_s == resolution_s,
         Rollup.sensor == sensor,
         Rollup.quantity == quantity,
-        Rollup.bucket_us >= to_us(start) - to_us(start) % (resolution_s * 1_000_000),
-        Rollup.bucket_us <= to_us(end),
+        Rollup.bucket_us >= first,
+        Rollup.bucket_us <= last,
     )
     if band is not None:
         query = query.where(Rollup.band == band)
-    rows = session.execute(query.group_by(Rollup.bucket_us).order_by(Rollup.bucket_us))
-    return [
-        {"start_us": start_us, "n": int(n), "min": lo, "max": hi, "mean": mean}
-        for start_us, n, lo, hi, mean in rows
-    ]
+    if lo is not None:
+        query = query.where(sa.or_(Rollup.bucket_us < lo, Rollup.bucket_us > hi))
+    buckets = {
+        start_us: {"start_us": start_us, "n": int(n), "min": low, "max": high, "mean": mean}
+        for start_us, n, low, high, mean in session.execute(query.group_by(Rollup.bucket_us))
+    }
+    if lo is not None:
+        raw = _bucket_select(resolution_s, sensor, quantity, lo, hi + res_us).subquery()
+        rows = sa.select(raw.c.bucket_us, *list(raw.c)[5:])
+        if band is not None:
+            rows = rows.where(raw.c.band == band)
+        for start_us, n, low, high, mean in session.execute(rows):
+            found = buckets.get(start_us)
+            if found is None:
+                buckets[start_us] = {
+                    "start_us": start_us,
+                    "n": int(n),
+                    "min": low,
+                    "max": high,
+                    "mean": mean,
+                }
+            else:  # another band of the same bucket: the worst, as the rollups' query
+                found["n"] += int(n)
+                found["min"] = min(found["min"], low)
+                found["max"] = max(found["max"], high)
+                found["mean"] = max(found["mean"], mean)
+    return [buckets[key] for key in sorted(buckets)]
 
 
 @dataclass(frozen=True)

@@ -140,13 +140,12 @@ def gate_states(db, config, now: datetime) -> list[tuple[object, object]]:
 def index():
     require_operator(g.user)
     from instrument_env.alarms import list_alarms
-    from instrument_env.storage import refresh_rollups
 
+    # Read-only: charts read readings not yet rolled up from the raw table
+    # (:func:`instrument_env.storage.rollup_series`); the monitor refreshes the rollups.
     db = get_db()
     config = env_config()
     now = datetime.now(UTC)
-    refresh_rollups(db)
-    db.commit()
     span = request.args.get("span", "24h")
     if span not in SPANS:
         span = "24h"

@@ -337,3 +337,53 @@ def test_rollups_of_every_band_together_are_the_worst_band(env_session):
     # the highest mean is the derived per-time maximum band's: (5 + 7) / 2
     assert every[0]["mean"] == pytest.approx(6.0)
     assert every[0]["n"] == 2 * 21  # 20 bands and the derived maximum, twice
+
+
+def _rows(session, table) -> int:
+    return session.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+@pytest.mark.parametrize("band", ["12.5", None])
+def test_series_reads_readings_not_yet_rolled_up_without_writing(env_session, band):
+    """A chart (a GET) shows readings the monitor has not rolled up yet, read from the raw
+    table, equal to what the refresh will store — and writes nothing."""
+    span = (T0, T0 + timedelta(hours=2))
+    early = [
+        r
+        for i in range(0, 360, 30)
+        for r in _spectrum(T0 + timedelta(seconds=10 * i), {"12.5": 1.0 + i / 100})
+    ]
+    ingest_readings(env_session, early, source="t", now=T0 + timedelta(hours=3))
+    refresh_rollups(env_session)
+    env_session.commit()
+    # late and new readings: a bucket already rolled up and buckets never rolled up
+    late = _spectrum(T0 + timedelta(seconds=15), {"12.5": 9.0, "8": 4.0}) + [
+        r
+        for i in range(360, 720, 30)
+        for r in _spectrum(T0 + timedelta(seconds=10 * i), {"8": 2.0 + i / 100})
+    ]
+    ingest_readings(env_session, late, source="t", now=T0 + timedelta(hours=3))
+    env_session.commit()
+    stale = rollup_series(
+        env_session, 60, "krios-vib", "vibration", *span, band=band, pending=False
+    )
+    rollups, dirty = _rows(env_session, Rollup), _rows(env_session, DirtyRange)
+    assert dirty > 0
+    current = {
+        res: rollup_series(env_session, res, "krios-vib", "vibration", *span, band=band)
+        for res in (60, 3600)
+    }
+    assert (_rows(env_session, Rollup), _rows(env_session, DirtyRange)) == (rollups, dirty)
+    assert len(current[60]) == 24 and len(stale) == 12  # the option changes the series
+    assert current[60][0]["n"] > stale[0]["n"]  # the late reading is in the first minute
+    refresh_rollups(env_session)
+    env_session.commit()
+    for res, series in current.items():
+        stored = rollup_series(
+            env_session, res, "krios-vib", "vibration", *span, band=band, pending=False
+        )
+        assert [b["start_us"] for b in series] == [b["start_us"] for b in stored]
+        for got, want in zip(series, stored, strict=True):
+            assert got["n"] == want["n"]
+            for key in ("min", "max", "mean"):
+                assert got[key] == pytest.approx(want[key])
