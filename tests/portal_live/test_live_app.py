@@ -279,7 +279,6 @@ def test_run_page_shows_the_reconstructions_progress_and_result_warnings(live, c
     Progress) shows as stage, fractions and ETA; when it finishes, its result.json's
     warnings show although the run summary has none yet; a broken file shows nothing."""
     import json
-    import time
 
     from cryofac.run_folder import RECONSTRUCTION_STAGES
     from pipeline.reconstruction.progress import STAGE_WEIGHTS, Progress
@@ -292,18 +291,25 @@ def test_run_page_shows_the_reconstructions_progress_and_result_warnings(live, c
     assert 'data-field="reconstruction" hidden' in client.get(page).get_data(as_text=True)
 
     folder = live.run_dir / "reconstruct" / "p3000"
-    progress = Progress(folder)
-    progress.stage("load")
-    progress.t0 = time.monotonic() - 620.0  # 620 s so far
-    progress.stage("refine")("iteration 3 of 8", 0.4)  # 0.03 + 0.12 + 0.25 + 0.55 · 0.4
+    now = [0.0]
+    progress = Progress(folder, clock=lambda: now[0])
+    for stage, at in (("load", 0.0), ("class2d", 20.0), ("abinitio", 120.0)):
+        now[0] = at
+        progress.stage(stage)
+    now[0] = 320.0
+    progress.stage("refine")
+    now[0] = 620.0
+    # 300 s in refinement for 40 % of it: 450 s left; then post-processing at the pace so
+    # far, (320 + 300 / 0.4) s for a weight of 0.98: 0.02 · 1,092 = 22 s
+    progress.update("iteration 3 of 8", 0.4)  # 0.02 + 0.15 + 0.15 + 0.66 · 0.4
     html = client.get(page).get_data(as_text=True)
     assert 'data-field="reconstruction" hidden' not in html
-    shown = "3D refinement (3,000 particles): 40 % of this stage, 62 % in all, about 7 min left"
-    assert shown in html  # ETA 620 s · 0.38 / 0.62 = 380 s
-    assert 'value="0.62"' in html
+    shown = "3D refinement (3,000 particles): 40 % of this stage, 58 % in all, about 8 min left"
+    assert shown in html  # ETA 472 s
+    assert 'value="0.584"' in html
     status = client.get(f"{page}/status.json").get_json()
     assert status["reconstruction"]["stage"] == "refine"
-    assert status["reconstruction"]["fraction"] == 0.62
+    assert status["reconstruction"]["fraction"] == 0.584
     assert status["display"]["reconstruction"] == shown
 
     # no word for a while: said so instead of an ETA
