@@ -70,6 +70,8 @@ def run_case(structure: str, seed: int, args) -> dict:
     images, truth = simulate_particle_stack(
         volume, args.particles, args.pixel, snr=args.snr, rng=1000 * seed + 7
     )
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"bench_{structure}_{seed}_", dir=args.workdir))
     star = write_particle_stack(work / "stack", images, truth)
     t = time.perf_counter()
