@@ -331,6 +331,8 @@ def speed(threads: int, views: int, repeats: int = 2) -> None:
     templates = templates_from_map(volume, 1.0, views)
     jobs = {
         "blob": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf),
+        # plain `cryofac pick --diameter 130` since 2026-12-07d: shape "any"
+        "blob, any shape": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf, shape="any"),
         # the elongated kernel bank (a rod's range, 3 lengths × 12 axis angles): time only
         "blob, elongated 60-220 Å": lambda: pick_blobs(
             image, 1.0, 220.0, min_diameter_A=60.0, max_diameter_A=220.0, ctf=ctf
