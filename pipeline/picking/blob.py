@@ -39,6 +39,7 @@ The figure of merit is the filter response in background noise SDs.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -91,16 +92,39 @@ def log_response(image, diameters_px: list[float]):
     return best
 
 
+#: step of the CPU table of 2·J1(x)/x (linear interpolation error < 2e-6)
+_JINC_STEP = 0.004
+
+
+@functools.lru_cache(maxsize=8)
+def _jinc_table(x_max: float) -> np.ndarray:
+    """2·J1(x)/x at x = 0, ``_JINC_STEP``, … up to ``x_max`` (float32)."""
+    from scipy.special import j1
+
+    x = np.arange(int(math.ceil(x_max / _JINC_STEP)) + 2) * _JINC_STEP
+    safe = np.where(x > 1e-6, x, 1.0)
+    return np.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0).astype(np.float32)
+
+
 def _disc_spectrum(k, radius_px: float):
-    """Fourier transform of a unit-mean disc of ``radius_px``: 2·J1(2πkR)/(2πkR)."""
+    """Fourier transform of a unit-mean disc of ``radius_px``: 2·J1(2πkR)/(2πkR).
+
+    On CPU from a table (scipy's J1 took two thirds of an elongated search's time)."""
     xp = backend.xp()
+    x = 2.0 * math.pi * k * radius_px
     if backend.device() == "gpu":
         from cupyx.scipy.special import j1
-    else:
-        from scipy.special import j1
-    x = 2.0 * math.pi * k * radius_px
-    safe = xp.where(x > 1e-6, x, 1.0)
-    return xp.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0)
+
+        safe = xp.where(x > 1e-6, x, 1.0)
+        return xp.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0)
+    x_max = float(x.max())
+    # tables at powers of two of the largest argument, so that a few serve every kernel
+    table = _jinc_table(2.0 ** math.ceil(math.log2(max(x_max, 1.0))))
+    position = x * np.float32(1.0 / _JINC_STEP)
+    whole = np.floor(position)
+    index = whole.astype(np.int32)
+    frac = position - whole
+    return table[index] * (1.0 - frac) + table[index + 1] * frac
 
 
 def disc_response(
