@@ -122,7 +122,7 @@ rule pick:
             "--diameter",
             PIPELINE["picking"]["particle_diameter_A"],
             "--shape",
-            PIPELINE["picking"].get("shape", "any"),
+            PIPELINE["picking"].get("shape", "round"),
             "--ctf",
             input.ctf,
             "--voltage",
