@@ -29,10 +29,10 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    Gaussian window of ``aggregate_sigma`` × diameter: kernels that fit a part of a
    particle (an end of a rod, a chord of a hollow ring) peak off its centre, the summed
    response peaks once at the centre. ``shape="round"`` is the single round kernel.
-5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter (0.8 round, 0.55 any),
-   kept above ``threshold_sigma`` background noise SDs (3 round, 2 any); then a local-variance test of each pick against
-   the population of picks rejects carbon edges (far above the median) and empty areas (far
-   below). Rejected picks are kept by reason in ``Picks.rejected``.
+5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter (0.8 round, 0.55
+   any), kept above ``threshold_sigma`` background noise SDs (3 round, 2 any); then a
+   local-variance test of each pick against the population of picks rejects carbon edges
+   (far above the median) and empty areas (far below). Rejected picks are kept by reason in ``Picks.rejected``.
 
 The figure of merit is the filter response in background noise SDs.
 """
