@@ -114,14 +114,15 @@ def pick(
     from pipeline.picking.template import pick_templates, templates_from_map
 
     if method == "blob":
+        given = BLOB_RANGE == "given"
         return pick_blobs(
             image,
             PIXEL_A,
             structure.diameter_A,
-            min_diameter_A=structure.min_A,
-            max_diameter_A=structure.max_A,
+            min_diameter_A=structure.min_A if given else None,
+            max_diameter_A=structure.max_A if given else None,
             ctf=truth.ctf,
-            **options,
+            **{**BLOB_OPTIONS, **options},
         )
     if method in CLASS_LOOPS:
         templates, template_px = classes
@@ -305,6 +306,11 @@ def ceiling(
 
 
 _TEMPLATES: dict = {}
+#: ``--blob-range``: "given" passes each structure's min–max range (as recorded before
+#: 2026-12-07d); "none" passes only the diameter, as plain ``cryofac pick --diameter D``
+BLOB_RANGE = "given"
+#: ``--blob-options``: more keyword arguments of :func:`pick_blobs` (JSON)
+BLOB_OPTIONS: dict = {}
 
 
 def speed(threads: int, views: int, repeats: int = 2) -> None:
@@ -325,6 +331,8 @@ def speed(threads: int, views: int, repeats: int = 2) -> None:
     templates = templates_from_map(volume, 1.0, views)
     jobs = {
         "blob": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf),
+        # plain `cryofac pick --diameter 130` since 2026-12-07d: shape "any"
+        "blob, any shape": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf, shape="any"),
         # the elongated kernel bank (a rod's range, 3 lengths × 12 axis angles): time only
         "blob, elongated 60-220 Å": lambda: pick_blobs(
             image, 1.0, 220.0, min_diameter_A=60.0, max_diameter_A=220.0, ctf=ctf
@@ -409,6 +417,15 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=12, help="2D classes (method classes)")
     parser.add_argument("--speed", action="store_true", help="time 4096² micrographs only")
     parser.add_argument(
+        "--blob-range",
+        choices=("given", "none"),
+        default="given",
+        help="blob: pass the structure's min-max range, or only the diameter (plain CLI)",
+    )
+    parser.add_argument(
+        "--blob-options", default="{}", help="blob: more pick_blobs keyword arguments (JSON)"
+    )
+    parser.add_argument(
         "--ceiling",
         action="store_true",
         help="the best F1 a global threshold could reach, chosen with the truth (diagnosis)",
@@ -419,6 +436,8 @@ def main() -> None:
     from pipeline.picking.evaluate import match_picks
 
     backend.use("cpu", args.threads)
+    global BLOB_RANGE, BLOB_OPTIONS
+    BLOB_RANGE, BLOB_OPTIONS = args.blob_range, json.loads(args.blob_options)
     if args.speed:
         speed(args.threads, args.views)
         return
@@ -439,7 +458,8 @@ def main() -> None:
     rows = []
     print(
         f"# {platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()}, physics "
-        f"{args.physics}, seed {args.seed}",
+        f"{args.physics}, seed {args.seed}, blob range {args.blob_range}, blob options "
+        f"{args.blob_options}",
         flush=True,
     )
     for structure in chosen:

@@ -26,6 +26,15 @@ from pipeline.cli import (
 @option("--min-diameter", type=float, help="Smallest blob diameter in Å [--diameter].")
 @option("--max-diameter", type=float, help="Largest blob diameter in Å [--diameter].")
 @option(
+    "--shape",
+    type=click.Choice(["any", "round"]),
+    help="Blob picking: 'any' (default) for a particle of unknown shape, --diameter its "
+    "longest dimension: elongated and round kernels from 0.25 × diameter wide to the "
+    "diameter long, summed over the particle so that each gives one pick at its centre; "
+    "'round' for a particle known to be round: the single round kernel (the picker before "
+    "2026-12-07d).",
+)
+@option(
     "--ctf",
     "ctf_star",
     type=click.Path(path_type=Path),
@@ -55,7 +64,8 @@ from pipeline.cli import (
 @option(
     "--threshold",
     type=float,
-    help="Peak threshold: blob, background-noise SDs of the filter response [3.0]; "
+    help="Peak threshold: blob, background-noise SDs of the filter response [2.0 with "
+    "--shape any, 3.0 with --shape round]; "
     "template, MAD-based SDs of the NCC map's background [4.0].",
 )
 @option("--max-picks", type=click.IntRange(min=1), help="Keep the best N.")
@@ -66,6 +76,7 @@ def pick(
     diameter: float,
     min_diameter: float | None,
     max_diameter: float | None,
+    shape: str | None,
     ctf_star: Path | None,
     voltage: float,
     cs: float,
@@ -94,6 +105,8 @@ def pick(
         raise click.ClickException("--method template needs --templates STACK.mrcs")
     if method != "template" and templates is not None:
         raise click.ClickException("--templates is used by --method template only")
+    if method == "template" and shape is not None:
+        raise click.ClickException("--shape is used by --method blob only")
     ctfs = read_micrograph_ctfs(ctf_star, voltage, cs, amplitude_contrast) if ctf_star else None
     template_set = None
     if method == "template":
@@ -128,8 +141,9 @@ def pick(
                 min_diameter_A=min_diameter,
                 max_diameter_A=max_diameter,
                 ctf=ctf,
-                threshold_sigma=3.0 if threshold is None else threshold,
+                threshold_sigma=threshold,
                 max_picks=max_picks,
+                shape=shape or "any",
             )
         else:
             from pipeline.picking.template import pick_templates

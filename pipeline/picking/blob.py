@@ -23,16 +23,23 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    equally likely groups of views each), at axis steps of about width/length radians; the
    micrograph is then sampled and low-passed for the narrowest dimension;
    ``kernel="log"`` — scale-normalised −σ²∇²G with σ = r/√2.
-5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter, kept above
-   ``threshold_sigma`` background noise SDs; then a local-variance test of each pick against
-   the population of picks rejects carbon edges (far above the median) and empty areas (far
-   below). Rejected picks are kept by reason in ``Picks.rejected``.
+   With ``shape="any"`` (a particle whose shape the user does not know; the CLI's
+   default) and no range given, the range is ``any_min_fraction`` × diameter to the
+   diameter (the longest dimension), and the response above its median is summed over a
+   Gaussian window of ``aggregate_sigma`` × diameter: kernels that fit a part of a
+   particle (an end of a rod, a chord of a hollow ring) peak off its centre, the summed
+   response peaks once at the centre. ``shape="round"`` is the single round kernel.
+5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter (0.8 round, 0.55
+   any), kept above ``threshold_sigma`` background noise SDs (3 round, 2 any); then a
+   local-variance test of each pick against the population of picks rejects carbon edges
+   (far above the median) and empty areas (far below). Rejected picks are kept by reason in ``Picks.rejected``.
 
 The figure of merit is the filter response in background noise SDs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,16 +92,39 @@ def log_response(image, diameters_px: list[float]):
     return best
 
 
+#: step of the CPU table of 2·J1(x)/x (linear interpolation error < 2e-6)
+_JINC_STEP = 0.004
+
+
+@functools.lru_cache(maxsize=8)
+def _jinc_table(x_max: float) -> np.ndarray:
+    """2·J1(x)/x at x = 0, ``_JINC_STEP``, … up to ``x_max`` (float32)."""
+    from scipy.special import j1
+
+    x = np.arange(int(math.ceil(x_max / _JINC_STEP)) + 2) * _JINC_STEP
+    safe = np.where(x > 1e-6, x, 1.0)
+    return np.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0).astype(np.float32)
+
+
 def _disc_spectrum(k, radius_px: float):
-    """Fourier transform of a unit-mean disc of ``radius_px``: 2·J1(2πkR)/(2πkR)."""
+    """Fourier transform of a unit-mean disc of ``radius_px``: 2·J1(2πkR)/(2πkR).
+
+    On CPU from a table (scipy's J1 took two thirds of an elongated search's time)."""
     xp = backend.xp()
+    x = 2.0 * math.pi * k * radius_px
     if backend.device() == "gpu":
         from cupyx.scipy.special import j1
-    else:
-        from scipy.special import j1
-    x = 2.0 * math.pi * k * radius_px
-    safe = xp.where(x > 1e-6, x, 1.0)
-    return xp.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0)
+
+        safe = xp.where(x > 1e-6, x, 1.0)
+        return xp.where(x > 1e-6, 2.0 * j1(safe) / safe, 1.0)
+    x_max = float(x.max())
+    # tables at powers of two of the largest argument, so that a few serve every kernel
+    table = _jinc_table(2.0 ** math.ceil(math.log2(max(x_max, 1.0))))
+    position = x * np.float32(1.0 / _JINC_STEP)
+    whole = np.floor(position)
+    index = whole.astype(np.int32)
+    frac = position - whole
+    return table[index] * (1.0 - frac) + table[index + 1] * frac
 
 
 def disc_response(
@@ -256,8 +286,8 @@ def pick_blobs(
     ctf: CTFParams | None = None,
     kernel: str = "auto",
     n_scales: int = 3,
-    threshold_sigma: float = 3.0,
-    nms_fraction: float = 0.8,
+    threshold_sigma: float | None = None,
+    nms_fraction: float | None = None,
     contamination_sigma: float = 3.0,
     variance_ratio: float = 3.0,
     empty_ratio: float = 0.85,
@@ -266,6 +296,9 @@ def pick_blobs(
     n_orientations: int = 0,
     n_projections: int = 2,
     shape_family: str = "both",
+    shape: str = "round",
+    any_min_fraction: float = 0.25,
+    aggregate_sigma: float | None = None,
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
 
@@ -275,7 +308,17 @@ def pick_blobs(
     the maximum over kernels; ``n_orientations`` axis angles per elongated kernel (0: steps
     of about width/length radians); ``n_projections`` and ``shape_family`` choose the
     elongated kernels (:func:`projected_shapes`). ``threshold_sigma`` is in background
-    noise SDs above the background's median (0 where that median is negative).
+    noise SDs above the background's median (0 where that median is negative); None: 3.0
+    for ``shape="round"``, 2.0 for ``"any"``. ``nms_fraction`` (× diameter) None: 0.8
+    round, 0.55 any.
+
+    ``shape``: "round" (default) uses the single round kernel at ``diameter_A``, or the
+    given min–max range; "any" is for a particle whose shape is not known, with
+    ``diameter_A`` its longest dimension: without a range, kernels from
+    ``any_min_fraction`` × diameter wide to the diameter long (elongated and round), and
+    the response summed over a Gaussian window of ``aggregate_sigma`` × diameter (None:
+    0.25 for "any", 0 = off for "round") so that one particle gives one peak, at its
+    centre. Chosen on apoferritin and a 220 × 60 Å rod (BENCHMARKS.md "pick3").
 
     Returns :class:`Picks` with (x, y) in pixels of ``micrograph`` and a figure of merit.
     """
@@ -284,6 +327,17 @@ def pick_blobs(
     micrograph = backend.asarray(micrograph)
     if micrograph.ndim != 2:
         raise ValueError(f"a micrograph must be a 2D image (got shape {tuple(micrograph.shape)})")
+    if shape not in ("round", "any"):
+        raise ValueError(f"unknown particle shape {shape!r} (use round or any)")
+    if shape == "any" and min_diameter_A is None and max_diameter_A is None:
+        min_diameter_A = any_min_fraction * diameter_A
+    any_shape = shape == "any"
+    if threshold_sigma is None:
+        threshold_sigma = 2.0 if any_shape else 3.0
+    if nms_fraction is None:
+        nms_fraction = 0.55 if any_shape else 0.8
+    if aggregate_sigma is None:
+        aggregate_sigma = 0.25 if any_shape else 0.0
     dmin = min_diameter_A or diameter_A
     dmax = max_diameter_A or diameter_A
     if dmin > dmax:
@@ -327,6 +381,13 @@ def pick_blobs(
         response = disc_response(flattened, scales, noise_power=noise_power)
     else:
         raise ValueError(f"unknown kernel {kernel!r} (use auto, disc, ellipse or log)")
+    if aggregate_sigma > 0:
+        # kernels that fit a part of a particle (one end of a rod, a chord of a ring) peak
+        # off its centre; the response above its median, summed over a Gaussian window of
+        # the particle's size, peaks once, at the particle's centre
+        step = max(1, response.shape[0] // 256)
+        base, _ = robust_stats(response[::step, ::step])
+        response = gaussian_blur(xp.maximum(response - base, 0.0), aggregate_sigma * d_px)
     border = int(math.ceil(d_px / 2.0))
     rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
     in_mask = values_at(mask, rows, cols).astype(bool)

@@ -121,6 +121,8 @@ rule pick:
             ACQ["pixel_size_A"],
             "--diameter",
             PIPELINE["picking"]["particle_diameter_A"],
+            "--shape",
+            PIPELINE["picking"].get("shape", "round"),
             "--ctf",
             input.ctf,
             "--voltage",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import starfile
 from click.testing import CliRunner
 
@@ -111,3 +112,75 @@ def test_each_blob_and_ctf_option_changes_the_picks(synthetic, tmp_path):
     for option, value in (("--voltage", "120"), ("--cs", "0.01"), ("--amplitude-contrast", "0.3")):
         c, f = run(option.strip("-"), "--ctf", str(star), option, value)
         assert len(c) != len(base_c) or not np.allclose(f, base_f), option
+
+
+def test_shape_round_gives_the_single_round_kernel_picks(synthetic, tmp_path):
+    """`--shape round` is the picker as it was before shape "any" became the default:
+    identical picks to pick_blobs with a single round kernel and threshold 3; the default
+    (any shape) picks differently; --shape with --method template is refused."""
+    from pipeline.picking.blob import pick_blobs
+
+    image, truth = synthetic.field(768, 20, 11, n_contaminants=1)
+    mic = write_mrc(tmp_path / "mic.mrc", image, 2.0)
+
+    def run(name, *args):
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            main, ["pick", str(mic), "--out", str(out), "--diameter", "140", *args]
+        )
+        assert result.exit_code == 0, result.output
+        return read_coordinates(out / "mic_autopick.star")
+
+    round_c, round_f = run("round", "--shape", "round")
+    old = pick_blobs(image, 2.0, 140.0, threshold_sigma=3.0)
+    np.testing.assert_allclose(round_c, old.coords_px, atol=1e-3)
+    np.testing.assert_allclose(round_f, old.fom, rtol=1e-4)
+    any_c, any_f = run("any")
+    assert len(any_c) != len(round_c) or not np.allclose(any_f, round_f)
+    assert match_picks(any_c, truth.coords_px, 21.0).recall >= 0.85
+    result = CliRunner().invoke(
+        main,
+        ["pick", str(mic), "--out", str(tmp_path / "t"), "--diameter", "140"]
+        + ["--method", "template", "--templates", str(mic), "--shape", "round"],
+    )
+    assert result.exit_code != 0 and "--shape is used by --method blob only" in result.output
+
+
+@pytest.mark.slow
+def test_plain_diameter_picks_elongated_particles(tmp_path):
+    """`cryofac pick --diameter 220` (the longest dimension, nothing about the shape) on a
+    220 × 60 Å rod, no CTF given: the default (any shape) finds most rods at their centres
+    (recall 0.68, precision 0.87 here); the single
+    round kernel (`--shape round`, the default before 2026-12-07d) finds almost none
+    (recall 0.08 on the benchmark's rods)."""
+    from pipeline.ctf_model import CTFParams
+    from pipeline.simulate.assemblies import assembly_mass_kDa, assembly_volume
+    from pipeline.simulate.micrograph import protein_volume_A3, simulate_micrograph
+
+    image, truth = simulate_micrograph(
+        assembly_volume("rod", 160, 1.5),
+        (1536, 1536),
+        1.5,
+        n_particles=40,
+        ctf=CTFParams(12200.0, 11800.0, 30.0),
+        dose_e_A2=40.0,
+        ice_thickness_A=300.0,
+        rng=11,
+        excluded_volume_A3=protein_volume_A3(assembly_mass_kDa("rod") / 0.93),
+    )
+    mic = write_mrc(tmp_path / "rods.mrc", image, 1.5)
+
+    def recall_precision(name, *args):
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            main, ["pick", str(mic), "--out", str(out), "--diameter", "220", *args]
+        )
+        assert result.exit_code == 0, result.output
+        coords, _ = read_coordinates(out / "rods_autopick.star")
+        score = match_picks(coords, truth.coords_px, 0.3 * 220.0 / 1.5)
+        return score.recall, score.precision
+
+    recall, precision = recall_precision("any")
+    assert recall >= 0.6 and precision >= 0.75, (recall, precision)
+    recall_round, _ = recall_precision("round", "--shape", "round")
+    assert recall_round <= 0.3, recall_round
