@@ -131,6 +131,16 @@ class RefineOptions:
     mask_edge_A: float = 6.0
     #: Fourier pixels beyond the half-map resolution (FSC 0.143) that the search uses
     search_margin_px: float = 3.0
+    #: every this many local iterations, a global search again (``global_step_deg``,
+    #: ±1 pixel around each origin) whose polished best replaces a particle's local best
+    #: only where it scores higher: particles the global iterations (at 30–15 Å) put on a
+    #: pseudo-symmetric mate or any other distant wrong pose can leave it once the map
+    #: tells them apart (issue 22, BENCHMARKS.md rod 2026-12-07). 0: off (local moves only
+    #: after ``global_iterations``)
+    recheck_every: int = 0
+    #: the re-check's global search uses Fourier pixels out to the iteration's search
+    #: resolution or this (Å), whichever is coarser: its cost grows with their number
+    recheck_resolution_A: float = 8.0
 
 
 @dataclass(frozen=True)
