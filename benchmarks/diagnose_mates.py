@@ -111,6 +111,8 @@ def main() -> None:
         "median_deg": round(float(np.median(err)), 2),
         "p90_deg": round(float(np.percentile(err, 90)), 2),
         "over_20deg": round(float(np.mean(err > 20.0)), 3),
+        "near_true_median_deg": round(float(np.median(err[~far])), 2),
+        "near_mate_median_deg": round(float(np.median(err[far])), 2),
     }
     print(json.dumps(out), flush=True)
     particles = load_particles(args.workdir / "stack" / "particles.star")
