@@ -139,7 +139,8 @@ class RefineOptions:
     #: default: refined from the truth (box 128, 1.5 Å/px, 1,500 particles) neither
     #: development case had particles to move — the rod's 48 % "off" sit on an exact
     #: two-fold of the rod (0.8 % > 20° modulo it), the cap's 0.1 % — and with 2 the cap
-    #: moved none and cost +18 % CPU (BENCHMARKS.md, rod 2026-12-07). The comparison is
+    #: moved none and cost +18 % CPU, the held-out pentamer moved 2 (+29 % CPU, the same
+    #: map) (BENCHMARKS.md, rod 2026-12-07). The comparison is
     #: made against the particle's own half-map, which favours its current pose by the
     #: particle's own contribution (~7 % of the score at 12 Å for 750 particles a half)
     recheck_every: int = 0
