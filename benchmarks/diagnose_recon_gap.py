@@ -180,7 +180,7 @@ def refine_from_truth(args) -> None:
         half1=result.half_maps[0], half2=result.half_maps[1],
         rotations=result.rotations, origins_px=result.origins_px, halves=result.halves,
     )  # fmt: skip
-    scores = score_true_vs_found(ws, result, groups, true_rot, true_org)
+    scores = None if args.no_scores else score_true_vs_found(ws, result, groups, true_rot, true_org)
     row = {
         "scores": scores,
         "case": vars_case(args),
@@ -252,6 +252,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jsonl", default=None)
     parser.add_argument("--tag", default=None, help="name of the saved maps and poses (npz)")
+    parser.add_argument(
+        "--no-scores", action="store_true", help="skip the found-vs-true pose scores (CPU)"
+    )
     args = parser.parse_args()
     from pipeline import backend
 

@@ -87,6 +87,19 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     help="Fourier pixels beyond the half-map resolution that the refinement searches.",
 )
 @option(
+    "--recheck-every",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Every N local refinement iterations, search each particle globally again and "
+    "keep the global best where it scores higher (leaves pseudo-symmetric mates); 0: off.",
+)
+@option(
+    "--recheck-resolution",
+    default=8.0,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Finest resolution (Å) the global re-check searches at.",
+)
+@option(
     "--keep-classes",
     default=None,
     metavar="LIST",
@@ -125,6 +138,8 @@ def reconstruct(
     refine_mask: str,
     mask_references: bool,
     search_margin: float,
+    recheck_every: int,
+    recheck_resolution: float,
     keep_classes: str | None,
     seed: int,
     resident_mb: float,
@@ -179,6 +194,8 @@ def reconstruct(
             mask=refine_mask,
             mask_references=mask_references,
             search_margin_px=search_margin,
+            recheck_every=recheck_every,
+            recheck_resolution_A=recheck_resolution,
         ),
     )
     bar = None

@@ -131,6 +131,22 @@ class RefineOptions:
     mask_edge_A: float = 6.0
     #: Fourier pixels beyond the half-map resolution (FSC 0.143) that the search uses
     search_margin_px: float = 3.0
+    #: every this many local iterations, a global search again (``global_step_deg``,
+    #: ±1 pixel around each origin) whose polished best replaces a particle's local best
+    #: only where it scores higher: particles the global iterations (at 30–15 Å) put on a
+    #: pseudo-symmetric mate or any other distant wrong pose can leave it once the map
+    #: tells them apart. 0: off (local moves only after ``global_iterations``). Off by
+    #: default: refined from the truth (box 128, 1.5 Å/px, 1,500 particles) neither
+    #: development case had particles to move — the rod's 48 % "off" sit on an exact
+    #: two-fold of the rod (0.8 % > 20° modulo it), the cap's 0.1 % — and with 2 the cap
+    #: moved none and cost +18 % CPU, the held-out pentamer moved 2 (+29 % CPU, the same
+    #: map) (BENCHMARKS.md, rod 2026-12-07). The comparison is
+    #: made against the particle's own half-map, which favours its current pose by the
+    #: particle's own contribution (~7 % of the score at 12 Å for 750 particles a half)
+    recheck_every: int = 0
+    #: the re-check's global search uses Fourier pixels out to the iteration's search
+    #: resolution or this (Å), whichever is coarser: its cost grows with their number
+    recheck_resolution_A: float = 8.0
 
 
 @dataclass(frozen=True)

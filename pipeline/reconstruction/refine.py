@@ -242,6 +242,8 @@ def refine(
     mask_extend_A: float = 6.0,
     mask_edge_A: float = 6.0,
     search_margin_px: float = 3.0,
+    recheck_every: int = 0,
+    recheck_resolution_A: float = 8.0,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, list, np.ndarray, np.ndarray], None] | None = None,
 ) -> RefineResult:
@@ -265,9 +267,19 @@ def refine(
     half-maps' FSC is measured and, with ``mask_references``, the references are
     multiplied before they are projected. ``search_margin_px``: Fourier pixels beyond
     the half-map resolution that the search uses.
+
+    ``recheck_every`` > 0: every that many local iterations (the ``recheck_every``-th
+    after the global ones, and so on) each particle is searched globally again
+    (``global_step_deg`` over the asymmetric unit, ±1 pixel around its origin) with the
+    Fourier pixels out to the iteration's search resolution or ``recheck_resolution_A``
+    (Å), whichever is coarser; its global best, polished by local moves, replaces its
+    local best only where it scores higher (:func:`refine_pass._recheck`). A particle the
+    global iterations put on a pseudo-symmetric mate (or any distant wrong pose) can
+    leave it once the map tells them apart. The history records the particles moved.
     """
     from pipeline.reconstruction.grids import change_box, crop_box
     from pipeline.reconstruction.progress import report
+    from pipeline.reconstruction.symmetry import symmetry_matrices
 
     refine_mask = RefineMask(
         mask, mask_radius_frac, mask_lowpass_A, mask_threshold_frac, mask_extend_A, mask_edge_A
@@ -320,6 +332,10 @@ def refine(
         search_res = work.resolution_A(radius)
         data = work.search_data(search_res)
         local_only = it >= global_iterations
+        recheck = (
+            recheck_every > 0 and local_only and (it - global_iterations + 1) % recheck_every == 0
+        )
+        moved = [0]
         step = angular_step_deg(radius, full_box / 2)
         wor = origins * to_work
         soft = top_k > 1 and not local_only
@@ -353,11 +369,21 @@ def refine(
                 ]
             else:
                 moves = [(2 * step, 1.0), (step, 0.5), (step, 0.5), (step / 2, 0.25)]
+                if recheck:
+                    grid = asymmetric_grid(search.so3_grid(global_step_deg), ws.symmetry)
+                    res_g = max(search_res, recheck_resolution_A)
+                    count_g = min(data.count, work.plane.count(work.radius_px(res_g)))
+                    refs = fourier.project(fgrid, grid, work.plane, count_g)
+                    global_step = GlobalStep(
+                        refs, grid, search.shift_grid(1.0, 1.0), True, 1, count_g, True,
+                        global_step_deg, symmetry_matrices(ws.symmetry),
+                    )  # fmt: skip
             # one read of each batch for the searches and the back-projection
             bp = align_and_backproject(
                 work, fgrid, data.count, idx, rotations, wor, moves,
                 max_shift_A / wpix, global_step, k_poses,
                 on_batch=_pass_progress(progress, it, h, len(idx), max_iterations),
+                moved=moved,
             )  # fmt: skip
             del global_step
             maps_next.append(bp.reconstruct(box // 2 - 1, fsc=fsc_prior, ssnr_default=1.0))
@@ -389,9 +415,12 @@ def refine(
                 "seconds": elapsed,
             }
         )
+        if recheck:
+            history[-1]["recheck_moved"] = moved[0]
         report(
             progress,
-            f"refine iteration {it} (box {box}): {res:.2f} Å ({elapsed:.1f} s)",
+            f"refine iteration {it} (box {box}): {res:.2f} Å ({elapsed:.1f} s)"
+            + (f", {moved[0]} particles moved by the global re-check" if recheck else ""),
             (it + 1) / max_iterations,
         )
         if res < best_res - 0.05 * best_res / 10 or marching:

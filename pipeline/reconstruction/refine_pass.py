@@ -32,13 +32,24 @@ class GlobalStep:
     """The global search of a pass: references ``refs`` (R, count) projected from the
     half's map at orientations ``grid`` (R, 3, 3), candidate ``shifts_px`` (S, 2) in the
     pass's pixels, around each particle's current origin when ``centred`` (else 0), and
-    the ``top_k`` best poses kept per particle (> 1: soft back-projection)."""
+    the ``top_k`` best poses kept per particle (> 1: soft back-projection).
+
+    ``count``: Fourier pixels the global search scores (None: the pass's). ``recheck``
+    (a global search again in a local iteration, :class:`options.RefineOptions`
+    ``recheck_every``): the local moves also run from each particle's current pose, and
+    its global best, polished by the same moves, replaces that local best only where it
+    scores higher; global bests within ``near_deg`` of the current pose (up to the point
+    group ``symmetry`` (G, 3, 3)) are not polished (the local moves cover them)."""
 
     refs: object
     grid: np.ndarray
     shifts_px: np.ndarray
     centred: bool
     top_k: int = 1
+    count: int | None = None
+    recheck: bool = False
+    near_deg: float = 0.0
+    symmetry: np.ndarray | None = None
 
 
 @dataclass
@@ -71,6 +82,15 @@ def used_poses(weights: np.ndarray):
     return rows, cols, w[use]
 
 
+def pose_distance_deg(a: np.ndarray, b: np.ndarray, symmetry: np.ndarray | None) -> np.ndarray:
+    """Angle (degrees, (n,)) between poses ``a`` and ``b`` (n, 3, 3), the smallest over
+    the point group ``symmetry`` (G, 3, 3) (pose A·S is pose A; None: C1)."""
+    m = np.swapaxes(a, 1, 2) @ b  # Aᵀ B
+    ops = np.eye(3)[None] if symmetry is None else np.asarray(symmetry)
+    trace = np.einsum("sij,nij->ns", ops, m).max(axis=1)  # tr(Sᵀ Aᵀ B), best S
+    return np.degrees(np.arccos(np.clip((trace - 1.0) / 2.0, -1.0, 1.0)))
+
+
 def align_and_backproject(
     work: Workspace,
     fgrid,
@@ -85,6 +105,7 @@ def align_and_backproject(
     backproject: bool = True,
     batch: int = BATCH,
     on_batch: Callable[[int], None] | None = None,
+    moved: list | None = None,
 ) -> Backprojector | None:
     """Align particles ``idx`` to the padded map ``fgrid`` and back-project them, reading
     each batch once.
@@ -95,11 +116,15 @@ def align_and_backproject(
     every Fourier pixel of ``work``'s box (at the best pose, or with ``soft`` at each
     particle's top-k poses weighted by their posterior; the first is the polished best).
     ``rotations`` (n, 3, 3) and ``origins_px`` (n, 2, ``work``'s pixels) are updated in
-    place at ``idx``, as is ``soft``. Returns the half's accumulator (None without
+    place at ``idx``, as is ``soft``; with a re-check (``global_step.recheck``) the
+    particles moved to their global best are counted in ``moved`` (a one-element list). Returns the half's accumulator (None without
     ``backproject``). ``on_batch(n)`` is called after each batch is aligned with its
     particle count (from the worker threads: the callee serialises what it shares),
     so that a pass over a million particles shows its progress.
     """
+    import threading
+
+    lock = threading.Lock()
     idx = np.asarray(idx)
     starts = list(range(0, len(idx), batch))
     workers = max(1, min(search._workers(), len(starts)))
@@ -117,20 +142,32 @@ def align_and_backproject(
         data = search.SearchData(values, ctf, work.noise_inv, work.plane, count)
         local = np.arange(b)
         rot, org = rotations[rows], origins_px[rows]
+        current = (rot, org)
         if global_step is not None:
             g = global_step
             centres = org if g.centred else None
+            g_data = data
+            if g.count is not None and g.count < count:
+                g_data = search.SearchData(values, ctf, work.noise_inv, work.plane, g.count)
             best, org, score = search.global_search(
-                g.refs, data, local, g.shifts_px, centres, inner_elems, g.top_k, workers=1
+                g.refs, g_data, local, g.shifts_px, centres, inner_elems, g.top_k, workers=1
             )
             if g.top_k > 1:
                 k_best, k_org, k_score = best, org, score
                 best, org = best[:, 0], org[:, 0]
             rot = g.grid[best]
-        for step_deg, sstep in moves:
-            rot, org, score = search.local_search(
-                fgrid, data, local, rot, org, step_deg, sstep, workers=1
-            )
+        if global_step is not None and global_step.recheck:
+            rot, org, score = _recheck(fgrid, data, local, current, (rot, org), moves, g)
+            if moved is not None:
+                with lock:
+                    moved[0] += int(
+                        np.sum(pose_distance_deg(rot, current[0], g.symmetry) > g.near_deg)
+                    )
+        else:
+            for step_deg, sstep in moves:
+                rot, org, score = search.local_search(
+                    fgrid, data, local, rot, org, step_deg, sstep, workers=1
+                )
         if on_batch is not None:
             on_batch(b)
         rotations[rows] = rot
@@ -188,3 +225,31 @@ def align_and_backproject(
             for item in list(pool.map(align, starts[w0 : w0 + workers])):
                 insert_into(bp, item)
     return bp
+
+
+def _recheck(fgrid, data, local, current, found, moves, g: GlobalStep):
+    """A particle's local best against its global best (:class:`GlobalStep` ``recheck``):
+    the local ``moves`` from its ``current`` (rotations, origins); from the global
+    search's ``found`` poses, where they lie more than ``g.near_deg`` from the current
+    one, two moves of half and a quarter of that (the grid's spacing) and then the same
+    ``moves``; the higher score (over the same Fourier pixels) wins. Returns (rotations,
+    origins, scores)."""
+    rot, org = current
+    for step_deg, sstep in moves:
+        rot, org, score = search.local_search(
+            fgrid, data, local, rot, org, step_deg, sstep, workers=1
+        )
+    far = np.nonzero(pose_distance_deg(found[0], current[0], g.symmetry) > g.near_deg)[0]
+    if len(far) == 0:
+        return rot, org, score
+    g_rot, g_org = found[0][far], found[1][far]
+    polish = [(g.near_deg / 2, 0.5), (g.near_deg / 4, 0.5)]
+    for step_deg, sstep in polish + list(moves):
+        g_rot, g_org, g_score = search.local_search(
+            fgrid, data, local[far], g_rot, g_org, step_deg, sstep, workers=1
+        )
+    win = g_score > score[far]
+    take = far[win]
+    rot, org, score = rot.copy(), org.copy(), score.copy()
+    rot[take], org[take], score[take] = g_rot[win], g_org[win], g_score[win]
+    return rot, org, score

@@ -542,7 +542,7 @@ _REFINE_KEYS = (
     "initial_resolution_A", "global_step_deg", "max_iterations", "global_iterations",
     "mask_radius_frac", "march_fraction", "settle_iterations", "grow_box", "top_k", "keep_best",
     "mask", "mask_references", "mask_lowpass_A", "mask_threshold_frac", "mask_extend_A",
-    "mask_edge_A", "search_margin_px",
+    "mask_edge_A", "search_margin_px", "recheck_every", "recheck_resolution_A",
 )  # fmt: skip
 
 

@@ -74,12 +74,15 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("class2d.npz", "abinitio.mrc")}
     changed = [*FAST[:-4], "--refine-iterations", "1", "--threads", "1"]
     changed += ["--refine-top-k", "2", "--keep-last"]
+    changed += ["--recheck-every", "2", "--recheck-resolution", "10"]
     assert main(["reconstruct", str(small_stack), "--out", str(out), *changed]) == 0
     assert {name: (out / name).stat().st_mtime_ns for name in stamps} == stamps
     assert (out / "half1.mrc").stat().st_mtime_ns != mtime
     third = json.loads((out / "result.json").read_text())
     assert third["options"]["refine"]["max_iterations"] == 1
     assert third["options"]["refine"]["top_k"] == 2 and not third["options"]["refine"]["keep_best"]
+    assert third["options"]["refine"]["recheck_every"] == 2
+    assert third["options"]["refine"]["recheck_resolution_A"] == 10.0
     assert len([h for h in third["refine_history"] if isinstance(h["iteration"], int)]) == 1
 
 

@@ -77,5 +77,7 @@ def test_every_refine_option_reaches_refine():
     kwargs = _refine_kwargs(RefineOptions())
     params = inspect.signature(refine.refine).parameters
     assert set(kwargs) <= set(params)
-    for name in ("mask", "mask_references", "search_margin_px"):
+    for name in (
+        "mask", "mask_references", "search_margin_px", "recheck_every", "recheck_resolution_A",
+    ):  # fmt: skip
         assert name in kwargs and params[name].default == getattr(RefineOptions(), name)
