@@ -101,8 +101,10 @@ class Reconstruction:
         if self.run_lock is not None:
             env[control.JOBS_LOCK_ENV] = self.run_lock.jobs_path
 
+        parent = os.getpid()
+
         def prepare() -> None:
-            control.die_with_parent()
+            control.die_with_parent(parent)
             if nice:
                 os.nice(NICENESS)
 

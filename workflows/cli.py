@@ -283,7 +283,7 @@ class Run:
             bufsize=1,
             start_new_session=True,
             pass_fds=self.run_lock.fds if self.run_lock is not None else (),
-            preexec_fn=control.die_with_parent,
+            preexec_fn=control.die_with_this_process(),
             env=env,
         )
 

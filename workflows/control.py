@@ -19,9 +19,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,9 +45,22 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for children: SIGTERM when the parent dies."""
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """``preexec_fn`` for children: SIGTERM when the parent dies.
+
+    ``parent_pid``: the parent's ``os.getpid()``, taken before the fork. The request holds
+    only for a parent alive when it is made (prctl(2)): a parent killed between the fork
+    and the request would leave the child running for good. With ``parent_pid`` the child
+    sees that its parent is no longer that process and exits at once (status 143)."""
     set_parent_death_signal(signal.SIGTERM)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGTERM)
+
+
+def die_with_this_process() -> Callable[[], None]:
+    """A ``preexec_fn``, made in the parent, for children that must die with it
+    (:func:`die_with_parent` with this process's pid)."""
+    return functools.partial(die_with_parent, os.getpid())
 
 
 @dataclass

@@ -152,7 +152,7 @@ def start_monitor(database_url: str, log_path, *, every_s: float = 10.0):
         "--every",
         f"{every_s:g}",
     ]
-    from workflows.control import die_with_parent
+    from workflows.control import die_with_this_process
 
     with open(log_path, "w") as log:
         return subprocess.Popen(
@@ -160,7 +160,7 @@ def start_monitor(database_url: str, log_path, *, every_s: float = 10.0):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # a killed demo leaves no monitor behind
+            preexec_fn=die_with_this_process(),  # a killed demo leaves no monitor behind
         )
 
 

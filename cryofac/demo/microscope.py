@@ -77,8 +77,10 @@ class Microscope:
             shutil.rmtree(self.staging)
         settings = json.dumps({**self.acquisition, "movies": self.n_movies})
 
+        parent = os.getpid()
+
         def prepare() -> None:
-            die_with_parent()
+            die_with_parent(parent)
             if NICENESS:
                 os.nice(NICENESS)
 

@@ -183,11 +183,11 @@ class Demo:
         command = [sys.executable, "-m", "cryofac.cli", "portal", "worker"]
         command += ["--database-url", self.database_url, "--poll-s", "1", "--jobs-every-s", "5"]
         command += ["--no-evaluate-alarms"]  # `cryofac env monitor` evaluates them
-        from workflows.control import die_with_parent
+        from workflows.control import die_with_this_process
 
         with open(self.workdir / "worker.log", "w") as log:
             worker = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_this_process()
             )
         note(f"notification worker running (log: {self.workdir / 'worker.log'})")
         return worker
@@ -547,14 +547,14 @@ class Demo:
         acquisition = threading.Thread(target=acquire, name="acquisition", daemon=True)
         t0 = time.monotonic()
         with open(log_path, "w") as log:
-            from workflows.control import die_with_parent
+            from workflows.control import die_with_this_process
 
             process = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # a killed demo leaves no workflow behind
+                preexec_fn=die_with_this_process(),  # a killed demo leaves no workflow behind
             )
             acquisition.start()
             bar = _bar(s.movies, "movies processed")

@@ -79,7 +79,7 @@ def run(command: list[str], log_path: str) -> tuple[int, str]:
             stdout=log,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=control.die_with_parent,  # a killed job leaves no step behind
+            preexec_fn=control.die_with_this_process(),  # a killed job leaves no step behind
         )
 
         def forward(signum, _frame):
