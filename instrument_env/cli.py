@@ -571,6 +571,10 @@ def evaluate_cmd(obj: _Ctx, every: float | None) -> None:
         time.sleep(every)
 
 
+#: seconds the monitor may take to stop after SIGTERM/SIGINT before it is cut off
+STOP_GRACE_S = 5
+
+
 @env_group.command("monitor")
 @click.option(
     "--every", type=float, default=10.0, show_default=True, help="Seconds between evaluations."
@@ -591,17 +595,41 @@ def monitor_cmd(obj: _Ctx, every: float, duration: float | None, no_rollups: boo
     if every <= 0:
         raise click.BadParameter("must be positive", param_hint="--every")
     stop = threading.Event()
+
+    def stop_soon(*_) -> None:
+        # stop after the cycle in progress; one blocked (a locked or silent database: up
+        # to its 30 s busy/connect timeouts) is cut off after STOP_GRACE_S by SIGALRM's
+        # default action — its transaction is rolled back, and a parent that died
+        # (PR_SET_PDEATHSIG) leaves no monitor behind for long
+        stop.set()
+        signal.alarm(STOP_GRACE_S)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop_soon)
     sessions = session_factory(make_engine(obj.url))  # no revision check: retried if absent
     click.echo(f"alarm monitor: evaluating every {every:g} s; SIGTERM stops", err=True)
-    stats = run_monitor(
-        sessions,
-        MonitorOptions(every_s=every, rollups=not no_rollups),
-        stop=stop,
-        duration_s=duration,
-        on_event=lambda line: click.echo(line),
-    )
+    # The cycles run in a thread: Python runs signal handlers in the main thread only
+    # between bytecodes, never while it waits inside SQLite; a join with a timeout is
+    # where the handler runs at once.
+    done: dict = {}
+
+    def work() -> None:
+        done["stats"] = run_monitor(
+            sessions,
+            MonitorOptions(every_s=every, rollups=not no_rollups),
+            stop=stop,
+            duration_s=duration,
+            on_event=lambda line: click.echo(line),
+        )
+
+    worker = threading.Thread(target=work, name="alarm-monitor", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    signal.alarm(0)
+    if "stats" not in done:
+        raise click.ClickException("the alarm monitor stopped on an unexpected error")
+    stats = done["stats"]
     click.echo(
         f"{stats.cycles} evaluations, {stats.failures} failed, {stats.changed} alarm changes"
     )

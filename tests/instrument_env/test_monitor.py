@@ -66,3 +66,46 @@ def test_monitor_command_evaluates_readings_ingested_over_any_path(tmp_path):
         vib = [a for a in list_alarms(session) if a.rule_id == "krios-vibration"]
     assert len(vib) == 1 and vib[0].state == "firing" and vib[0].severity == "critical"
     engine.dispose()
+
+
+def test_sigterm_stops_a_monitor_blocked_on_a_locked_database(tmp_path):
+    """Fault injection: another process holds the database's write lock, so the monitor's
+    cycle waits on SQLite's 30 s busy timeout; SIGTERM (what a dying parent sends) must
+    stop it within the grace period, not when the database answers."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from instrument_env.cli import STOP_GRACE_S
+
+    db = tmp_path / "env.sqlite3"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # held until the end of the test
+    log = tmp_path / "monitor.log"
+    with open(log, "w") as out:
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "cryofac.cli", "env", "--db", f"sqlite:///{db}"]
+            + ["monitor", "--every", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "SIGTERM stops" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # inside its first cycle, waiting for the lock
+        assert monitor.poll() is None
+        monitor.send_signal(signal.SIGTERM)
+        code = monitor.wait(timeout=STOP_GRACE_S + 10)  # the busy timeout is 30 s
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+            monitor.wait()
+        holder.rollback()
+        holder.close()
+    assert code == -signal.SIGALRM, log.read_text()  # cut off, not finished
