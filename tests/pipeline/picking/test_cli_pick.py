@@ -114,6 +114,15 @@ def test_each_blob_and_ctf_option_changes_the_picks(synthetic, tmp_path):
         assert len(c) != len(base_c) or not np.allclose(f, base_f), option
 
 
+def _pick(mic, out, diameter_A, *args):
+    """(coordinates, figures of merit) of ``cryofac pick MIC --out OUT --diameter D ARGS``."""
+    result = CliRunner().invoke(
+        main, ["pick", str(mic), "--out", str(out), "--diameter", str(diameter_A), *args]
+    )
+    assert result.exit_code == 0, result.output
+    return read_coordinates(out / f"{mic.stem}_autopick.star")
+
+
 def test_shape_round_gives_the_single_round_kernel_picks(synthetic, tmp_path):
     """`--shape round` is the picker as it was before shape "any" became the default:
     identical picks to pick_blobs with a single round kernel and threshold 3; the default
@@ -124,12 +133,7 @@ def test_shape_round_gives_the_single_round_kernel_picks(synthetic, tmp_path):
     mic = write_mrc(tmp_path / "mic.mrc", image, 2.0)
 
     def run(name, *args):
-        out = tmp_path / name
-        result = CliRunner().invoke(
-            main, ["pick", str(mic), "--out", str(out), "--diameter", "140", *args]
-        )
-        assert result.exit_code == 0, result.output
-        return read_coordinates(out / "mic_autopick.star")
+        return _pick(mic, tmp_path / name, 140, *args)
 
     round_c, round_f = run("round", "--shape", "round")
     old = pick_blobs(image, 2.0, 140.0, threshold_sigma=3.0)
@@ -171,12 +175,7 @@ def test_plain_diameter_picks_elongated_particles(tmp_path):
     mic = write_mrc(tmp_path / "rods.mrc", image, 1.5)
 
     def recall_precision(name, *args):
-        out = tmp_path / name
-        result = CliRunner().invoke(
-            main, ["pick", str(mic), "--out", str(out), "--diameter", "220", *args]
-        )
-        assert result.exit_code == 0, result.output
-        coords, _ = read_coordinates(out / "rods_autopick.star")
+        coords, _ = _pick(mic, tmp_path / name, 220, *args)
         score = match_picks(coords, truth.coords_px, 0.3 * 220.0 / 1.5)
         return score.recall, score.precision
 
