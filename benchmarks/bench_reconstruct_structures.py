@@ -64,6 +64,7 @@ def run_case(structure: str, seed: int, args) -> dict:
     abinitio = AbinitioOptions(
         iterations=args.abinitio_iterations,
         n_starts=args.abinitio_starts,
+        explore_fraction=args.abinitio_explore,
         independent_halves=not args.shared_abinitio,
     )
     volume = assembly_volume(structure, args.box, args.pixel)
@@ -101,6 +102,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         "snr": args.snr,
         "abinitio_iterations": args.abinitio_iterations,
         "abinitio_starts": args.abinitio_starts,
+        "abinitio_explore": args.abinitio_explore,
         "independent_halves": not args.shared_abinitio,
         "top_k": args.top_k,
         "keep_best": args.keep_best,
@@ -214,6 +216,7 @@ def main() -> None:
     parser.add_argument("--snr", type=float, default=0.05)
     parser.add_argument("--abinitio-iterations", type=int, default=30)
     parser.add_argument("--abinitio-starts", type=int, default=4)
+    parser.add_argument("--abinitio-explore", type=float, default=1.0 / 3.0)
     parser.add_argument(
         "--shared-abinitio", action="store_true", help="one ab-initio for both halves (before)"
     )

@@ -31,6 +31,19 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     "--abinitio-resolution", default=15.0, type=_RESOLUTION, help="Å of the ab-initio map [crops]."
 )
 @option(
+    "--abinitio-starts",
+    default=4,
+    type=_AT_LEAST_1,
+    help="Random starts per ab-initio run; the one that best explains held-out particles goes on.",
+)
+@option(
+    "--abinitio-explore",
+    default=1.0 / 3.0,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    help="Fraction of the ab-initio iterations the starts run side by side before they "
+    "are judged [1/3; 1: each start runs to the end, the best at the end is kept].",
+)
+@option(
     "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."
 )
 @option(
@@ -125,6 +138,8 @@ def reconstruct(
     class_resolution: float,
     abinitio_iterations: int,
     abinitio_resolution: float,
+    abinitio_starts: int,
+    abinitio_explore: float,
     abinitio_attempts: int | None,
     shared_abinitio: bool,
     abinitio_retries: int,
@@ -167,6 +182,8 @@ def reconstruct(
     abinitio = AbinitioOptions(
         iterations=abinitio_iterations,
         end_resolution_A=abinitio_resolution,
+        n_starts=abinitio_starts,
+        explore_fraction=abinitio_explore,
         independent_halves=not shared_abinitio,
         retries=abinitio_retries,
     )

@@ -46,6 +46,13 @@ class AbinitioOptions:
     forget: float = 0.6
     top_k: int = 10
     n_starts: int = 4
+    #: the starts run side by side for this fraction of ``iterations`` before the one
+    #: that best explains held-out particles goes on alone (1: each runs to the end and
+    #: is judged there). Independent full runs on the development pentamer (box 128,
+    #: 1.5 Å/px, 1,500 particles) land in different basins, and the held-out particles'
+    #: score at 15 Å tells the right one (121 against 108–109 for the wrong ones; the
+    #: truth 123); refinement never leaves a wrong one (BENCHMARKS.md, "abinitio basins")
+    explore_fraction: float = 1.0 / 3.0
     #: independent ab-initio runs per point group, each refined in full; the refinement
     #: the particles fit best is kept. For O about one run in four still leads refinement
     #: to a wrong map both halves reproduce (BENCHMARKS.md, issues 5 and 10).

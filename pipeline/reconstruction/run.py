@@ -382,6 +382,7 @@ def _one_abinitio(ws, small, subset, rng, options: ReconstructOptions, say) -> t
         rng,
         subset=subset,
         n_iterations=ab.iterations,
+        explore_iterations=max(1, int(ab.explore_fraction * ab.iterations + 1e-9)),
         progress=say,
         **_option_kwargs(ab, _ABINITIO_KEYS),
     )

@@ -35,3 +35,35 @@ def test_already_broad_posterior_is_not_sharpened():
     ll = np.zeros((5, 6))  # flat: n_eff = 6 already
     w = anneal_weights(ll, 3.0)
     np.testing.assert_allclose(w, 1.0 / 6.0)
+
+
+def test_explore_iterations_set_how_long_the_starts_run_side_by_side(tmp_path):
+    """``explore_iterations`` is how many iterations every start runs before the one that
+    best explains the held-out particles goes on alone: with all of them, each start
+    reaches the last iteration and is judged there; with one, only the winner does."""
+    from pipeline.reconstruction.abinitio import abinitio
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.workspace import build_workspace
+    from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
+    from pipeline.simulate.volume import blob_volume
+
+    volume = blob_volume(24, np.random.default_rng(0))
+    images, truth = simulate_particle_stack(volume, 100, 8.0, snr=1.0, rng=1)
+    particles = load_particles(write_particle_stack(tmp_path, images, truth))
+    ws = build_workspace(particles.images, particles.ctf_params, 8.0, "C1")
+
+    def messages(explore: int) -> list[str]:
+        said: list[str] = []
+        abinitio(
+            ws, np.random.default_rng(2), n_iterations=3, batch_size=20, n_starts=2,
+            explore_iterations=explore, progress=lambda text, *a, **k: said.append(text),
+        )  # fmt: skip
+        return said
+
+    side_by_side = messages(3)
+    assert any("start 2/2, iteration 2" in m for m in side_by_side)
+    assert not any(m.startswith("ab-initio iteration") for m in side_by_side)
+    assert any("kept (held-out scores" in m for m in side_by_side)
+    early = messages(1)
+    assert not any("iteration 2" in m and "start" in m for m in early)
+    assert any(m.startswith("ab-initio iteration 2") for m in early)
