@@ -64,8 +64,10 @@ from pipeline.cli import (
 @option(
     "--threshold",
     type=float,
-    help="Peak threshold: blob, background-noise SDs of the filter response [2.0 with "
-    "--shape any, 3.0 with --shape round]; "
+    help="Peak threshold: blob, background-noise SDs of the filter response [--shape "
+    "round: 3.0; --shape any: per micrograph, the lowest t ≥ 2.0 with t ≥ 2.0 + 1.5 × "
+    "ln(cells / (10 × picks above t)), cells = its area over (0.55 × diameter)²: higher "
+    "where bare ice outnumbers the particles]; "
     "template, MAD-based SDs of the NCC map's background [4.0].",
 )
 @option("--max-picks", type=click.IntRange(min=1), help="Keep the best N.")

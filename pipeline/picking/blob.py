@@ -30,7 +30,9 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
    particle (an end of a rod, a chord of a hollow ring) peak off its centre, the summed
    response peaks once at the centre. ``shape="round"`` is the single round kernel.
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter (0.8 round, 0.55
-   any), kept above ``threshold_sigma`` background noise SDs (3 round, 2 any); then a
+   any), kept above ``threshold_sigma`` background noise SDs (3 round; any:
+   :func:`any_threshold`, 2 or more where particle-sized cells of bare ice outnumber the
+   picks: noise peaks grow with the area, particles' picks do not); then a
    local-variance test of each pick against the population of picks rejects carbon edges
    (far above the median) and empty areas (far below). Rejected picks are kept by reason in ``Picks.rejected``.
 
@@ -276,6 +278,36 @@ def local_std(image, diameter_px: float):
     return xp.sqrt(xp.maximum(gaussian_blur(image * image, sigma) - mean * mean, 0.0))
 
 
+#: ``shape="any"``: threshold (background SDs) where a micrograph has
+#: ``ANY_CELLS_PER_PICK`` particle-sized cells per pick above it (the 220 Å rod's
+#: development micrographs: ~550 cells, ~56 picks at 2, where 2 was chosen)
+ANY_THRESHOLD = 2.0
+ANY_CELLS_PER_PICK = 10.0
+#: exponential scale (SDs) of the tail of the noise peaks' scores in the summed map
+#: (development mixture rod1-apo: unmatched picks fall ×1.9 per SD from 2 to 4 SDs)
+ANY_TAIL_SD = 1.5
+
+
+def any_threshold(cells: float, picks_above) -> float:
+    """Threshold of the any-shape search on a micrograph of ``cells`` particle-sized cells
+    (area / NMS distance²), ``picks_above(t)`` the number of peaks at or above ``t``.
+
+    Noise peaks are a scatter of about one per cell with an exponential tail (scale
+    ``ANY_TAIL_SD``), so those above t number ∝ cells·exp(−t/s): the lowest t ≥
+    ``ANY_THRESHOLD`` with t ≥ ``ANY_THRESHOLD`` + s·ln(cells / (``ANY_CELLS_PER_PICK`` ·
+    picks above t)) keeps their share of the picks at most what it is at the reference
+    (false-discovery-like): a larger area alone raises the threshold, more particles on
+    it lower it back. (BENCHMARKS.md "pick4")"""
+    t = ANY_THRESHOLD
+    for _ in range(50):  # t only rises: picks_above falls, the bound rises
+        ratio = cells / (ANY_CELLS_PER_PICK * max(picks_above(t), 1))
+        bound = ANY_THRESHOLD + ANY_TAIL_SD * math.log(max(ratio, 1.0))
+        if bound <= t + 1e-3:
+            return t
+        t = bound
+    return t
+
+
 def pick_blobs(
     micrograph,
     pixel_size_A: float,
@@ -309,7 +341,9 @@ def pick_blobs(
     of about width/length radians); ``n_projections`` and ``shape_family`` choose the
     elongated kernels (:func:`projected_shapes`). ``threshold_sigma`` is in background
     noise SDs above the background's median (0 where that median is negative); None: 3.0
-    for ``shape="round"``, 2.0 for ``"any"``. ``nms_fraction`` (× diameter) None: 0.8
+    for ``shape="round"``, for ``"any"`` :func:`any_threshold` of the micrograph's number
+    of particle-sized cells and of the peaks above it (2.0 where there are ≤ 10 cells per
+    pick). ``nms_fraction`` (× diameter) None: 0.8
     round, 0.55 any.
 
     ``shape``: "round" (default) uses the single round kernel at ``diameter_A``, or the
@@ -332,8 +366,9 @@ def pick_blobs(
     if shape == "any" and min_diameter_A is None and max_diameter_A is None:
         min_diameter_A = any_min_fraction * diameter_A
     any_shape = shape == "any"
+    adaptive = threshold_sigma is None and any_shape
     if threshold_sigma is None:
-        threshold_sigma = 2.0 if any_shape else 3.0
+        threshold_sigma = 3.0
     if nms_fraction is None:
         nms_fraction = 0.55 if any_shape else 0.8
     if aggregate_sigma is None:
@@ -408,6 +443,15 @@ def pick_blobs(
     z = (response - level) / noise
     found = Candidates(rows, cols, (heights - level) / noise, z, binned.scale_yx)
     found.reject("contamination", in_mask)
+    if adaptive:
+        ny, nx = response.shape
+        cells = (ny - 2 * border) * (nx - 2 * border) / (nms_fraction * d_px) ** 2
+        scores = np.sort(found.heights)
+
+        def picks_above(t: float) -> int:
+            return int(scores.size - np.searchsorted(scores, t, side="left"))
+
+        threshold_sigma = any_threshold(cells, picks_above)
     found.reject("below_threshold", found.heights < threshold_sigma)
     # contamination is already handled; empty areas: a particle adds its own variance to the
     # noise, bare ice does not
