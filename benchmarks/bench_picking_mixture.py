@@ -66,15 +66,40 @@ def rod_kDa() -> float:
     return assembly_mass_kDa("rod")
 
 
+def combine(field_a, truth_a, with_b, without_b, truth_b, ctf, seed: int):
+    """The mixture's micrograph from expected intensities: ``field_a`` (first kind) plus
+    the change the second kind makes (``with_b`` − ``without_b``, same ice and
+    contaminants), minus any second-kind particle closer than the two radii to a
+    first-kind one or inside a contaminant (cut out with its CTF-delocalised
+    surroundings); then Poisson counts (``seed`` + 2). Returns the image, the true
+    centres (first kind first) and the contaminants (x, y, radius in pixels)."""
+    from pipeline.simulate.micrograph import delocalisation_px
+
+    delta = with_b.astype(np.float64) - without_b
+    r_a = 0.5 * truth_a.particle_diameter_A / PIXEL_A
+    r_b = 0.5 * truth_b.particle_diameter_A / PIXEL_A
+    conts = np.column_stack([truth_a.contaminant_coords_px, truth_a.contaminant_radii_px])
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    keep = []
+    cut = r_b + delocalisation_px(ctf, PIXEL_A) + 4
+    for x, y in truth_b.coords_px:
+        clash = np.any(np.hypot(*(truth_a.coords_px - (x, y)).T) < r_a + r_b)
+        clash |= np.any(np.hypot(conts[:, 0] - x, conts[:, 1] - y) < conts[:, 2] + r_b)
+        if clash:
+            delta[(xx - x) ** 2 + (yy - y) ** 2 < cut**2] = 0.0
+        else:
+            keep.append((x, y))
+    expected = np.clip(field_a + delta, 0.0, None)
+    image = np.random.default_rng(seed + 2).poisson(expected).astype(np.float32)
+    truth = np.vstack([truth_a.coords_px, np.asarray(keep).reshape(-1, 2)])
+    return image, truth, conts
+
+
 def mixture(index: int, physics: str = "hard", seed0: int = 0):
     """(image, truth coords (n, 2), contaminants (m, 3) [x, y, r]) for micrograph ``index``."""
     from pipeline.ctf_model import CTFParams
     from pipeline.simulate.assemblies import assembly_mass_kDa, assembly_volume
-    from pipeline.simulate.micrograph import (
-        delocalisation_px,
-        protein_volume_A3,
-        simulate_micrograph,
-    )
+    from pipeline.simulate.micrograph import protein_volume_A3, simulate_micrograph
 
     defocus = DEFOCI_A[index]
     ctf = CTFParams(defocus + 250.0, defocus - 250.0, 20.0 + 25.0 * index)
@@ -104,23 +129,7 @@ def mixture(index: int, physics: str = "hard", seed0: int = 0):
     without, _ = simulate_micrograph(
         cap, (SIZE, SIZE), PIXEL_A, n_particles=0, rng=seed + 1, **common
     )
-    delta = with_caps.astype(np.float64) - without
-    r_a = 0.5 * truth_a.particle_diameter_A / PIXEL_A
-    r_b = 0.5 * truth_b.particle_diameter_A / PIXEL_A
-    conts = np.column_stack([truth_a.contaminant_coords_px, truth_a.contaminant_radii_px])
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    keep = []
-    cut = r_b + delocalisation_px(ctf, PIXEL_A) + 4
-    for x, y in truth_b.coords_px:
-        clash = np.any(np.hypot(*(truth_a.coords_px - (x, y)).T) < r_a + r_b)
-        clash |= np.any(np.hypot(conts[:, 0] - x, conts[:, 1] - y) < conts[:, 2] + r_b)
-        if clash:
-            delta[(xx - x) ** 2 + (yy - y) ** 2 < cut**2] = 0.0
-        else:
-            keep.append((x, y))
-    expected = np.clip(field_a + delta, 0.0, None)
-    image = np.random.default_rng(seed + 2).poisson(expected).astype(np.float32)
-    truth = np.vstack([truth_a.coords_px, np.asarray(keep).reshape(-1, 2)])
+    image, truth, conts = combine(field_a, truth_a, with_caps, without, truth_b, ctf, seed)
     return image, truth, conts, len(truth_a.coords_px), ctf
 
 

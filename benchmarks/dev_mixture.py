@@ -86,12 +86,9 @@ def mass_kDa(kind: str) -> float:
 
 def mixture(case: str, index: int, physics: str = "realistic", seed0: int = 0):
     """(image, truth (n, 2), contaminants (m, 3) [x, y, r], n of the first kind, ctf)."""
+    from benchmarks.bench_picking_mixture import combine
     from pipeline.ctf_model import CTFParams
-    from pipeline.simulate.micrograph import (
-        delocalisation_px,
-        protein_volume_A3,
-        simulate_micrograph,
-    )
+    from pipeline.simulate.micrograph import protein_volume_A3, simulate_micrograph
 
     spec = CASES[case]
     defocus = DEFOCI_A[index]
@@ -112,23 +109,7 @@ def mixture(case: str, index: int, physics: str = "realistic", seed0: int = 0):
     without, _ = simulate_micrograph(
         vol_b, (SIZE, SIZE), PIXEL_A, n_particles=0, rng=seed + 1, **common
     )
-    delta = with_b.astype(np.float64) - without
-    r_a = 0.5 * truth_a.particle_diameter_A / PIXEL_A
-    r_b = 0.5 * truth_b.particle_diameter_A / PIXEL_A
-    conts = np.column_stack([truth_a.contaminant_coords_px, truth_a.contaminant_radii_px])
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    keep = []
-    cut = r_b + delocalisation_px(ctf, PIXEL_A) + 4
-    for x, y in truth_b.coords_px:
-        clash = np.any(np.hypot(*(truth_a.coords_px - (x, y)).T) < r_a + r_b)
-        clash |= np.any(np.hypot(conts[:, 0] - x, conts[:, 1] - y) < conts[:, 2] + r_b)
-        if clash:
-            delta[(xx - x) ** 2 + (yy - y) ** 2 < cut**2] = 0.0
-        else:
-            keep.append((x, y))
-    expected = np.clip(field_a + delta, 0.0, None)
-    image = np.random.default_rng(seed + 2).poisson(expected).astype(np.float32)
-    truth = np.vstack([truth_a.coords_px, np.asarray(keep).reshape(-1, 2)])
+    image, truth, conts = combine(field_a, truth_a, with_b, without, truth_b, ctf, seed)
     return image, truth, conts, len(truth_a.coords_px), ctf
 
 
