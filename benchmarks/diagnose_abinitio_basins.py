@@ -29,16 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from benchmarks.diagnose_recon_gap import SYMMETRY, stack
+    from benchmarks.diagnose_recon_gap import SYMMETRY, add_case_arguments, stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--structure", default="pentamer", choices=list(SYMMETRY))
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--box", type=int, default=128)
-    parser.add_argument("--pixel", type=float, default=1.5)
-    parser.add_argument("--particles", type=int, default=1500)
-    parser.add_argument("--snr", type=float, default=0.05)
-    parser.add_argument("--workdir", type=Path, required=True)
+    add_case_arguments(parser, structure="pentamer")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--judge-resolution", type=float, default=15.0)
     parser.add_argument("--abinitio", default="{}", help="abinitio() keyword overrides (JSON)")

@@ -238,16 +238,22 @@ def score_true_vs_found(ws, result, groups, true_rot, true_org) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["truepose", "refine"])
-    parser.add_argument("--structure", default="cap", choices=list(SYMMETRY))
+def add_case_arguments(parser, structure: str = "cap") -> None:
+    """The simulated case's arguments, as :func:`stack` reads them (the outside-like
+    defaults: box 128, 1.5 Å/px, 1,500 particles, SNR 0.05, seed 1)."""
+    parser.add_argument("--structure", default=structure, choices=list(SYMMETRY))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--box", type=int, default=128)
     parser.add_argument("--pixel", type=float, default=1.5)
     parser.add_argument("--particles", type=int, default=1500)
     parser.add_argument("--snr", type=float, default=0.05)
     parser.add_argument("--workdir", type=Path, required=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["truepose", "refine"])
+    add_case_arguments(parser, structure="cap")
     parser.add_argument("--refine", default="{}", help="RefineOptions overrides (JSON)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jsonl", default=None)

@@ -25,17 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from benchmarks.diagnose_pose_error import pose_errors, summary
-    from benchmarks.diagnose_recon_gap import SYMMETRY, against_truth, stack
+    from benchmarks.diagnose_recon_gap import SYMMETRY, add_case_arguments, against_truth, stack
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("start", choices=["truth", "abinitio", "file"])
-    p.add_argument("--structure", default="pentamer")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--box", type=int, default=128)
-    p.add_argument("--pixel", type=float, default=1.5)
-    p.add_argument("--particles", type=int, default=1500)
-    p.add_argument("--snr", type=float, default=0.05)
-    p.add_argument("--workdir", type=Path, required=True)
+    add_case_arguments(p, structure="pentamer")
     p.add_argument("--refine", default="{}")
     p.add_argument("--abinitio", default="{}")
     p.add_argument("--file", default=None)
