@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from benchmarks.diagnose_recon_gap import SYMMETRY, add_case_arguments, stack
+    from benchmarks.diagnose_recon_gap import SYMMETRY, add_case_arguments, case_workspace
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_case_arguments(parser, structure="pentamer")
@@ -43,15 +43,11 @@ def main() -> None:
     from pipeline.reconstruction import abinitio, fourier, search
     from pipeline.reconstruction.align import aligned_resolution_A
     from pipeline.reconstruction.grids import change_box, lowpass
-    from pipeline.reconstruction.particles import load_particles
     from pipeline.reconstruction.symmetry import asymmetric_grid
-    from pipeline.reconstruction.workspace import build_workspace
 
     backend.use("cpu", 2)
-    star, _, volume = stack(args)
+    _, volume, ws = case_workspace(args)
     symmetry = SYMMETRY[args.structure]
-    particles = load_particles(star)
-    ws = build_workspace(particles.images, particles.ctf_params, particles.pixel_size_A, symmetry)
     res = args.judge_resolution
     small = ws.for_resolution(res)
     data = small.search_data(res)

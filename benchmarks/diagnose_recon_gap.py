@@ -69,6 +69,19 @@ def stack(args):
     return star, truth, volume
 
 
+def case_workspace(args):
+    """(truth, volume, workspace) of the case: :func:`stack`'s particles loaded into a
+    :class:`Workspace` under the structure's point group."""
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.workspace import build_workspace
+
+    star, truth, volume = stack(args)
+    particles = load_particles(star)
+    symmetry = SYMMETRY[args.structure]
+    ws = build_workspace(particles.images, particles.ctf_params, particles.pixel_size_A, symmetry)
+    return truth, volume, ws
+
+
 def against_truth(found: np.ndarray, volume: np.ndarray, pix: float, align: bool = True) -> dict:
     """The map against the truth: FSC 0.5 and 0.143 inside a soft sphere, after alignment
     (turn, shift, hand) when ``align``."""
@@ -138,17 +151,12 @@ def refine_from_truth(args) -> None:
     from benchmarks.diagnose_pose_error import pose_errors, summary
     from pipeline.reconstruction import refine
     from pipeline.reconstruction.options import RefineOptions
-    from pipeline.reconstruction.particles import load_particles
     from pipeline.reconstruction.run import _refine_kwargs
     from pipeline.reconstruction.symmetry import symmetry_matrices
-    from pipeline.reconstruction.workspace import build_workspace
 
-    star, truth, volume = stack(args)
-    symmetry = SYMMETRY[args.structure]
-    particles = load_particles(star)
-    pix = particles.pixel_size_A
-    ws = build_workspace(particles.images, particles.ctf_params, pix, symmetry)
-    sym = symmetry_matrices(symmetry)
+    truth, volume, ws = case_workspace(args)
+    pix = ws.pixel_size_A
+    sym = symmetry_matrices(ws.symmetry)
     options = dataclasses.replace(RefineOptions(), **json.loads(args.refine))
     keep = np.arange(ws.n)
     halves = refine.split_halves(keep, ws.n, np.random.default_rng([args.seed, 1]))

@@ -25,7 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from benchmarks.diagnose_pose_error import pose_errors, summary
-    from benchmarks.diagnose_recon_gap import SYMMETRY, add_case_arguments, against_truth, stack
+    from benchmarks.diagnose_recon_gap import (
+        SYMMETRY,
+        add_case_arguments,
+        against_truth,
+        case_workspace,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("start", choices=["truth", "abinitio", "file"])
@@ -41,16 +46,12 @@ def main() -> None:
 
     from pipeline.reconstruction import refine
     from pipeline.reconstruction.options import AbinitioOptions, ReconstructOptions, RefineOptions
-    from pipeline.reconstruction.particles import load_particles
     from pipeline.reconstruction.run import _one_abinitio, _refine_kwargs
     from pipeline.reconstruction.symmetry import symmetry_matrices
-    from pipeline.reconstruction.workspace import build_workspace
 
-    star, truth, volume = stack(args)
+    truth, volume, ws = case_workspace(args)
+    pix = ws.pixel_size_A
     symmetry = SYMMETRY[args.structure]
-    particles = load_particles(star)
-    pix = particles.pixel_size_A
-    ws = build_workspace(particles.images, particles.ctf_params, pix, symmetry)
     sym = symmetry_matrices(symmetry)
     if args.start == "truth":
         start = volume
