@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 SYMMETRY = {"pentamer": "C1", "apoferritin": "O", "rod": "C1", "cap": "C1"}
 
