@@ -65,6 +65,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         iterations=args.abinitio_iterations,
         n_starts=args.abinitio_starts,
         explore_fraction=args.abinitio_explore,
+        rounds=args.abinitio_rounds,
         independent_halves=not args.shared_abinitio,
     )
     volume = assembly_volume(structure, args.box, args.pixel)
@@ -103,6 +104,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         "abinitio_iterations": args.abinitio_iterations,
         "abinitio_starts": args.abinitio_starts,
         "abinitio_explore": args.abinitio_explore,
+        "abinitio_rounds": args.abinitio_rounds,
         "independent_halves": not args.shared_abinitio,
         "top_k": args.top_k,
         "keep_best": args.keep_best,
@@ -205,7 +207,7 @@ def report(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    from pipeline.reconstruction.options import RefineOptions
+    from pipeline.reconstruction.options import AbinitioOptions, RefineOptions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", nargs="+", default=list(SYMMETRY), choices=list(SYMMETRY))
@@ -214,9 +216,11 @@ def main() -> None:
     parser.add_argument("--pixel", type=float, default=7.0)
     parser.add_argument("--particles", type=int, default=800)
     parser.add_argument("--snr", type=float, default=0.05)
-    parser.add_argument("--abinitio-iterations", type=int, default=30)
-    parser.add_argument("--abinitio-starts", type=int, default=4)
-    parser.add_argument("--abinitio-explore", type=float, default=1.0 / 3.0)
+    defaults = AbinitioOptions()
+    parser.add_argument("--abinitio-iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--abinitio-starts", type=int, default=defaults.n_starts)
+    parser.add_argument("--abinitio-explore", type=float, default=defaults.explore_fraction)
+    parser.add_argument("--abinitio-rounds", type=int, default=defaults.rounds)
     parser.add_argument(
         "--shared-abinitio", action="store_true", help="one ab-initio for both halves (before)"
     )

@@ -44,6 +44,13 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     "are judged [1/3; 1: each start runs to the end, the best at the end is kept].",
 )
 @option(
+    "--abinitio-rounds",
+    default=1,
+    type=_AT_LEAST_1,
+    help="Times the starts are judged during the exploration, the better half going on "
+    "each time (successive halving) [1].",
+)
+@option(
     "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."
 )
 @option(
@@ -140,6 +147,7 @@ def reconstruct(
     abinitio_resolution: float,
     abinitio_starts: int,
     abinitio_explore: float,
+    abinitio_rounds: int,
     abinitio_attempts: int | None,
     shared_abinitio: bool,
     abinitio_retries: int,
@@ -184,6 +192,7 @@ def reconstruct(
         end_resolution_A=abinitio_resolution,
         n_starts=abinitio_starts,
         explore_fraction=abinitio_explore,
+        rounds=abinitio_rounds,
         independent_halves=not shared_abinitio,
         retries=abinitio_retries,
     )

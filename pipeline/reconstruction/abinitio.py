@@ -92,21 +92,28 @@ def abinitio(
     top_k: int = 10,
     n_starts: int = 4,
     explore_iterations: int | None = None,
+    rounds: int = 1,
+    keep_fraction: float = 0.5,
     max_held_out: int = 1000,
     progress: Callable[[str], None] | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    on_judged: Callable[[list[np.ndarray], list[float], int, dict], None] | None = None,
 ) -> np.ndarray:
     """An initial model (N, N, N) numpy float32 from particles ``subset`` with no reference.
 
     ``n_starts`` independent trajectories (random starts and mini-batches) run for
-    ``explore_iterations`` (default a third of ``n_iterations``); each is then scored on
-    particles held out from every mini-batch so far — the mean over them of the best
-    whitened correlation with the model's projections at the current resolution — and
-    only the best continues. The posterior over each particle's ``top_k`` best poses is
+    ``explore_iterations`` (default a third of ``n_iterations``), judged ``rounds`` times
+    at even intervals: each start still in play is scored on particles held out from
+    every mini-batch — the mean over them of the best whitened correlation with the
+    model's projections at the current resolution — and the best ``keep_fraction`` of
+    them go on (successive halving with 0.5); after the last round only the best
+    continues. The posterior over each particle's ``top_k`` best poses is
     annealed from broad (``top_k``/2 effective poses) to the model's own over the first
     two thirds of the iterations. Resolutions in Å, shifts in Å. At most
     ``max_held_out`` particles judge the starts, so that time per iteration does not grow
-    with the particle count (mini-batches of ``batch_size``).
+    with the particle count (mini-batches of ``batch_size``). ``on_judged`` (for
+    diagnostics) receives, at every round, the models judged, their scores, the best one's
+    index among them and ``{"iteration", "starts"}`` (the starts' numbers from 0).
     """
     from pipeline.geometry import random_rotations
 
@@ -189,11 +196,24 @@ def abinitio(
         _, _, score = search.global_search(refs, data, held_out, shifts)
         return float(np.mean(score))
 
-    units = explore_iterations * n_starts + (n_iterations - explore_iterations)
+    # judging rounds: after explore_iterations·r/rounds iterations (r = 1 … rounds) the
+    # starts still in play are scored and the best keep_fraction of them go on; the last
+    # round keeps one
+    rounds = max(1, min(int(rounds), explore_iterations)) if n_starts > 1 else 0
+    judge_at = [round(explore_iterations * r / rounds) for r in range(1, rounds + 1)]
+    counts, in_play = [], n_starts
+    for r in range(rounds):
+        counts.append(in_play)
+        in_play = 1 if r == rounds - 1 else max(1, math.ceil(in_play * keep_fraction))
+    segments = np.diff([0, *judge_at])
+    units = sum(int(c * n) for c, n in zip(counts, segments, strict=True)) + (
+        n_iterations - explore_iterations
+    )
     done = 0
     starts = [new_start() for _ in range(n_starts)]
+    labels = list(range(n_starts))
     for it in range(explore_iterations):
-        for k, st in enumerate(starts):
+        for k, st in zip(labels, starts, strict=True):
             iterate(st, it, pool)
             done += 1
             res = _resolution(start_resolution_A, end_resolution_A, it / max(1, n_iterations - 1))
@@ -202,12 +222,23 @@ def abinitio(
                 f"ab-initio start {k + 1}/{n_starts}, iteration {it}: {res:.1f} Å",
                 done / units,
             )
-    if n_starts > 1:
-        scores = [judge(st, explore_iterations) for st in starts]
-        winner = int(np.argmax(scores))
-        listed = ", ".join(f"{s:.4g}" for s in scores)
-        report(progress, f"ab-initio: start {winner + 1} kept (held-out scores {listed})")
-        starts = [starts[winner]]
+        if it + 1 not in judge_at or len(starts) == 1:
+            continue
+        last = it + 1 == explore_iterations
+        scores = [judge(st, it + 1) for st in starts]
+        n_keep = 1 if last else max(1, math.ceil(len(starts) * keep_fraction))
+        order = list(np.argsort(scores)[::-1][:n_keep])
+        listed = ", ".join(f"{labels[k] + 1}: {s:.4g}" for k, s in enumerate(scores))
+        kept = ", ".join(str(labels[k] + 1) for k in order)
+        report(progress, f"ab-initio: start(s) {kept} kept (held-out scores {listed})")
+        if on_judged is not None:
+            on_judged(
+                [backend.to_numpy(st.volume) for st in starts],
+                scores,
+                int(order[0]),
+                {"iteration": it + 1, "starts": list(labels)},
+            )
+        starts, labels = [starts[k] for k in order], [labels[k] for k in order]
     st = starts[0]
     for it in range(explore_iterations, n_iterations):
         iterate(st, it, idx_all)

@@ -53,6 +53,11 @@ class AbinitioOptions:
     #: score at 15 Å tells the right one (121 against 108–109 for the wrong ones; the
     #: truth 123); refinement never leaves a wrong one (BENCHMARKS.md, "abinitio basins")
     explore_fraction: float = 1.0 / 3.0
+    #: the starts are judged this many times at even intervals of the exploration, the
+    #: best ``keep_fraction`` of them going on each time (successive halving with 0.5);
+    #: the last round keeps one
+    rounds: int = 1
+    keep_fraction: float = 0.5
     #: independent ab-initio runs per point group, each refined in full; the refinement
     #: the particles fit best is kept. For O about one run in four still leads refinement
     #: to a wrong map both halves reproduce (BENCHMARKS.md, issues 5 and 10).

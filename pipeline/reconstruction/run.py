@@ -538,6 +538,8 @@ _ABINITIO_KEYS = (
     "forget",
     "top_k",
     "n_starts",
+    "rounds",
+    "keep_fraction",
 )
 _REFINE_KEYS = (
     "initial_resolution_A", "global_step_deg", "max_iterations", "global_iterations",

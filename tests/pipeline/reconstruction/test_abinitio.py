@@ -67,3 +67,45 @@ def test_explore_iterations_set_how_long_the_starts_run_side_by_side(tmp_path):
     early = messages(1)
     assert not any("iteration 2" in m and "start" in m for m in early)
     assert any(m.startswith("ab-initio iteration 2") for m in early)
+
+
+def test_rounds_judge_the_starts_again_and_halve_them(tmp_path):
+    """With ``rounds`` the starts are judged that many times on the held-out particles,
+    the best ``keep_fraction`` of them going on each time (successive halving): 4 starts,
+    3 rounds, keeping half → 4, 2 then 1 judged; keeping all → every start at every
+    round; the default one round judges all 4 once, at the end of the exploration."""
+    from pipeline.reconstruction.abinitio import abinitio
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.workspace import build_workspace
+    from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
+    from pipeline.simulate.volume import blob_volume
+
+    volume = blob_volume(24, np.random.default_rng(0))
+    images, truth = simulate_particle_stack(volume, 160, 8.0, snr=1.0, rng=1)
+    particles = load_particles(write_particle_stack(tmp_path, images, truth))
+    ws = build_workspace(particles.images, particles.ctf_params, 8.0, "C1")
+
+    def judged(**kwargs) -> list[tuple[int, list[int], int]]:
+        seen: list[tuple[int, list[int], int]] = []
+
+        def keep(maps, scores, best, info):
+            assert len(maps) == len(scores) == len(info["starts"])
+            # the best is the highest score, and every map is a full volume
+            assert scores[best] == max(scores) and maps[0].shape == (24, 24, 24)
+            seen.append((info["iteration"], info["starts"], info["starts"][best]))
+
+        abinitio(
+            ws, np.random.default_rng(2), n_iterations=6, batch_size=20, n_starts=4,
+            explore_iterations=6, on_judged=keep, **kwargs,
+        )  # fmt: skip
+        return seen
+
+    halving = judged(rounds=3, keep_fraction=0.5)
+    # (the third round has one start left: nothing to judge)
+    assert [(it, len(s)) for it, s, _ in halving] == [(2, 4), (4, 2)]
+    # the survivors of a round are its best-scored starts
+    assert halving[0][2] in halving[1][1]
+    every = judged(rounds=3, keep_fraction=1.0)
+    assert [(it, len(s)) for it, s, _ in every] == [(2, 4), (4, 4), (6, 4)]
+    once = judged()
+    assert [(it, len(s)) for it, s, _ in once] == [(6, 4)]

@@ -86,10 +86,12 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     assert len([h for h in third["refine_history"] if isinstance(h["iteration"], int)]) == 1
     # another ab-initio option: ab-initio runs again, with it
     explore = [*changed, "--abinitio-starts", "3", "--abinitio-explore", "1"]
+    explore += ["--abinitio-rounds", "2"]
     assert main(["reconstruct", str(small_stack), "--out", str(out), *explore]) == 0
     assert (out / "abinitio.mrc").stat().st_mtime_ns != stamps["abinitio.mrc"]
     fourth = json.loads((out / "result.json").read_text())["options"]["abinitio"]
     assert fourth["n_starts"] == 3 and fourth["explore_fraction"] == 1.0
+    assert fourth["rounds"] == 2
 
 
 @pytest.mark.slow
