@@ -377,6 +377,19 @@ def _one_abinitio(ws, small, subset, rng, options: ReconstructOptions, say) -> t
 
     ab = options.abinitio
     full, sub = options.symmetry.strip().upper(), ab.symmetry_for(options.symmetry)
+    judged: list[dict] = []
+
+    def record(_maps, scores, best, meta):
+        # each judging round: the held-out particles' score of every start in play
+        starts = [int(k) + 1 for k in meta["starts"]]
+        judged.append(
+            {
+                "iteration": int(meta["iteration"]),
+                "scores": {str(k): round(float(s), 4) for k, s in zip(starts, scores, strict=True)},
+                "best": starts[best],
+            }
+        )
+
     candidate = abinitio.abinitio(
         small,
         rng,
@@ -384,10 +397,11 @@ def _one_abinitio(ws, small, subset, rng, options: ReconstructOptions, say) -> t
         n_iterations=ab.iterations,
         explore_iterations=max(1, int(ab.explore_fraction * ab.iterations + 1e-9)),
         progress=say,
+        on_judged=record,
         **_option_kwargs(ab, _ABINITIO_KEYS),
     )
     candidate = np.asarray(change_box(candidate, ws.box))
-    info = {"symmetry": sub, "box_px": small.box}
+    info = {"symmetry": sub, "box_px": small.box, "starts_judged": [judged]}
     if sub != full:
         candidate, turned = _into_full_group(
             candidate, sub, full, ws.pixel_size_A, say, ab.end_resolution_A, ab.consistent
@@ -445,6 +459,8 @@ def _independent_pair(ws, small, keep, halves, rng, options: ReconstructOptions,
     agreement, m1, m2, info, pair = best
     info = {
         **info,
+        # half 1's judging rounds, then half 2's
+        "starts_judged": info["starts_judged"] + runs[1][pair[1]][1]["starts_judged"],
         "independent_halves": True,
         "halves_agreement_A": round(agreement, 2),
         "halves_agreement_limit_A": round(limit, 2),

@@ -89,9 +89,12 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     explore += ["--abinitio-rounds", "2"]
     assert main(["reconstruct", str(small_stack), "--out", str(out), *explore]) == 0
     assert (out / "abinitio.mrc").stat().st_mtime_ns != stamps["abinitio.mrc"]
-    fourth = json.loads((out / "result.json").read_text())["options"]["abinitio"]
+    result = json.loads((out / "result.json").read_text())
+    fourth = result["options"]["abinitio"]
     assert fourth["n_starts"] == 3 and fourth["explore_fraction"] == 1.0
     assert fourth["rounds"] == 2
+    # each half's judging rounds (none here: 60 particles a half are too few for starts)
+    assert result["abinitio"]["starts_judged"] == [[], []]
 
 
 @pytest.mark.slow
