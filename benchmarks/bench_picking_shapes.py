@@ -438,6 +438,10 @@ def main() -> None:
     backend.use("cpu", args.threads)
     global BLOB_RANGE, BLOB_OPTIONS
     BLOB_RANGE, BLOB_OPTIONS = args.blob_range, json.loads(args.blob_options)
+    if isinstance(BLOB_OPTIONS.get("decoy"), dict):  # {"decoy": {...}}: DecoyThreshold fields
+        from pipeline.picking.blob import DecoyThreshold
+
+        BLOB_OPTIONS["decoy"] = DecoyThreshold(**BLOB_OPTIONS["decoy"])
     if args.speed:
         speed(args.threads, args.views)
         return
