@@ -318,7 +318,7 @@ def speed(threads: int, views: int, repeats: int = 2) -> None:
     and template picking with ``views`` projections (templates made once, outside the timing,
     as the CLI does for a whole batch)."""
     from pipeline.ctf_model import CTFParams
-    from pipeline.picking.blob import pick_blobs
+    from pipeline.picking.blob import DecoyThreshold, pick_blobs
     from pipeline.picking.template import pick_templates, templates_from_map
     from pipeline.simulate.micrograph import simulate_micrograph
     from pipeline.simulate.volume import reference_volume
@@ -333,6 +333,10 @@ def speed(threads: int, views: int, repeats: int = 2) -> None:
         "blob": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf),
         # plain `cryofac pick --diameter 130` since 2026-12-07d: shape "any"
         "blob, any shape": lambda: pick_blobs(image, 1.0, 130.0, ctf=ctf, shape="any"),
+        # `--false-pick-rate 0.05` (pick5): the filters also run on the inverted micrograph
+        "blob, any shape, decoy threshold": lambda: pick_blobs(
+            image, 1.0, 130.0, ctf=ctf, shape="any", decoy=DecoyThreshold()
+        ),
         # the elongated kernel bank (a rod's range, 3 lengths × 12 axis angles): time only
         "blob, elongated 60-220 Å": lambda: pick_blobs(
             image, 1.0, 220.0, min_diameter_A=60.0, max_diameter_A=220.0, ctf=ctf
@@ -438,6 +442,10 @@ def main() -> None:
     backend.use("cpu", args.threads)
     global BLOB_RANGE, BLOB_OPTIONS
     BLOB_RANGE, BLOB_OPTIONS = args.blob_range, json.loads(args.blob_options)
+    if isinstance(BLOB_OPTIONS.get("decoy"), dict):  # {"decoy": {...}}: DecoyThreshold fields
+        from pipeline.picking.blob import DecoyThreshold
+
+        BLOB_OPTIONS["decoy"] = DecoyThreshold(**BLOB_OPTIONS["decoy"])
     if args.speed:
         speed(args.threads, args.views)
         return

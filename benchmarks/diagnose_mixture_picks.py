@@ -156,6 +156,10 @@ def main() -> None:
     pixel = 1.5
     items, diameter_A, names, sizes_A = load_case(args.case, args.physics, args.seed, args.workdir)
     opts = {"shape": "any", **json.loads(args.options)}
+    if isinstance(opts.get("decoy"), dict):  # {"decoy": {...}}: DecoyThreshold fields (pick5)
+        from pipeline.picking.blob import DecoyThreshold
+
+        opts["decoy"] = DecoyThreshold(**opts["decoy"])
     d_px = diameter_A / pixel
     tol = 0.3 * d_px
     far = max(sizes_A) / pixel

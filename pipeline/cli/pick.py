@@ -70,6 +70,14 @@ from pipeline.cli import (
     "where bare ice outnumbers the particles]; "
     "template, MAD-based SDs of the NCC map's background [4.0].",
 )
+@option(
+    "--false-pick-rate",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Blob picking with --shape any and no --threshold: per micrograph, the lowest "
+    "threshold at which the noise picks expected above it are at most this fraction of the "
+    "picks, counted as the peaks of the contrast-inverted micrograph's score map (a decoy) "
+    "away from the picks (BENCHMARKS.md pick5) [not given: the cells-per-pick rule above].",
+)
 @option("--max-picks", type=click.IntRange(min=1), help="Keep the best N.")
 def pick(
     micrographs: tuple[Path, ...],
@@ -89,6 +97,7 @@ def pick(
     template_views: int,
     angle_step: float,
     threshold: float | None,
+    false_pick_rate: float | None,
     max_picks: int | None,
     device: str,
     threads: int | None,
@@ -109,6 +118,12 @@ def pick(
         raise click.ClickException("--templates is used by --method template only")
     if method == "template" and shape is not None:
         raise click.ClickException("--shape is used by --method blob only")
+    if false_pick_rate is not None and (
+        method != "blob" or shape == "round" or threshold is not None
+    ):
+        raise click.ClickException(
+            "--false-pick-rate is used by --method blob with --shape any and no --threshold"
+        )
     ctfs = read_micrograph_ctfs(ctf_star, voltage, cs, amplitude_contrast) if ctf_star else None
     template_set = None
     if method == "template":
@@ -134,8 +149,11 @@ def pick(
                 raise click.ClickException(f"{path}: no row in {ctf_star}")
             ctf = row.ctf
         if method == "blob":
-            from pipeline.picking.blob import pick_blobs
+            from pipeline.picking.blob import DecoyThreshold, pick_blobs
 
+            decoy = None
+            if false_pick_rate is not None:
+                decoy = DecoyThreshold(false_pick_rate=false_pick_rate)
             picks = pick_blobs(
                 image,
                 px,
@@ -146,6 +164,7 @@ def pick(
                 threshold_sigma=threshold,
                 max_picks=max_picks,
                 shape=shape or "any",
+                decoy=decoy,
             )
         else:
             from pipeline.picking.template import pick_templates

@@ -32,7 +32,9 @@ Works on raw, noisy micrographs (RELION LoG-style, with these steps):
 5. Peaks with non-maximum suppression at ``nms_fraction`` × diameter (0.8 round, 0.55
    any), kept above ``threshold_sigma`` background noise SDs (3 round; any:
    :func:`any_threshold`, 2 or more where particle-sized cells of bare ice outnumber the
-   picks: noise peaks grow with the area, particles' picks do not); then a
+   picks: noise peaks grow with the area, particles' picks do not; or, with ``decoy``, the
+   threshold for a chosen false-pick rate from the noise peaks of the contrast-inverted
+   micrograph, :class:`DecoyThreshold`); then a
    local-variance test of each pick against the population of picks rejects carbon edges
    (far above the median) and empty areas (far below). Rejected picks are kept by reason in ``Picks.rejected``.
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,9 +80,10 @@ def _noise_sd(kernel, noise_power):
 
 
 def log_response(image, diameters_px: list[float]):
-    """Max over scales of the scale-normalised −σ²∇²G response (bright blobs positive)."""
+    """Max over scales of the scale-normalised −σ²∇²G response (bright blobs positive);
+    ``image`` may be a stack (n, rows, cols)."""
     xp, fft = backend.xp(), backend.fft()
-    my, mx = image.shape
+    my, mx = image.shape[-2:]
     ky = xp.fft.fftfreq(my)[:, None]
     kx = xp.fft.rfftfreq(mx)[None, :]
     k2 = (kx * kx + ky * ky).astype(xp.float32)
@@ -89,7 +93,7 @@ def log_response(image, diameters_px: list[float]):
         sigma = 0.5 * d / math.sqrt(2.0)
         # FT of −σ²∇²G_σ: σ²·4π²k²·exp(−2π²σ²k²)
         kernel = (sigma**2 * 4.0 * math.pi**2) * k2 * xp.exp(-2.0 * math.pi**2 * sigma**2 * k2)
-        response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+        response = fft.irfft2(spectrum * kernel, s=(my, mx)).astype(xp.float32)
         best = response if best is None else xp.maximum(best, response)
     return best
 
@@ -142,10 +146,11 @@ def disc_response(
     For diameter d: mean over a disc of radius ``inner``·d/2 minus the mean over the
     surrounding annulus out to ``outer``·d/2, both softened by a Gaussian of ``edge``·d.
     Unlike the LoG it weighs the whole particle evenly, so hollow particles (rings in
-    projection, e.g. apoferritin) peak at their centre rather than on their rim.
+    projection, e.g. apoferritin) peak at their centre rather than on their rim. ``image``
+    may be a stack (n, rows, cols).
     """
     xp, fft = backend.xp(), backend.fft()
-    my, mx = image.shape
+    my, mx = image.shape[-2:]
     ky = xp.fft.fftfreq(my)[:, None]
     kx = xp.fft.rfftfreq(mx)[None, :]
     k = xp.sqrt(kx * kx + ky * ky)
@@ -157,7 +162,7 @@ def disc_response(
         annulus = (r_out**2 * _disc_spectrum(k, r_out) - r_in**2 * disc_in) / (r_out**2 - r_in**2)
         soft = xp.exp(-2.0 * math.pi**2 * (edge * d) ** 2 * k * k)
         kernel = ((disc_in - annulus) * soft).astype(xp.float32)
-        response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+        response = fft.irfft2(spectrum * kernel, s=(my, mx)).astype(xp.float32)
         response /= _noise_sd(kernel, noise_power)
         best = response if best is None else xp.maximum(best, response)
     return best
@@ -211,10 +216,11 @@ def ellipse_response(
     one angle for a round shape). With ``noise_power`` (the image's noise power spectrum,
     :func:`pipeline.picking.common.radial_power`) each response is divided by its own noise
     SD before the maximum, so long and short kernels score in the same units. A single
-    shape (d, d) is :func:`disc_response`.
+    shape (d, d) is :func:`disc_response`. ``image`` may be a stack (n, rows, cols): each
+    kernel is built once and applied to every image.
     """
     xp, fft = backend.xp(), backend.fft()
-    my, mx = image.shape
+    my, mx = image.shape[-2:]
     ky = xp.fft.fftfreq(my)[:, None].astype(xp.float32)
     kx = xp.fft.rfftfreq(mx)[None, :].astype(xp.float32)
     spectrum = fft.rfft2(image)
@@ -235,7 +241,7 @@ def ellipse_response(
                 outer**2 - inner**2
             )
             kernel = ((disc_in - annulus) * soft).astype(xp.float32)
-            response = fft.irfft2(spectrum * kernel, s=image.shape).astype(xp.float32)
+            response = fft.irfft2(spectrum * kernel, s=(my, mx)).astype(xp.float32)
             response /= _noise_sd(kernel, noise_power)
             best = response if best is None else xp.maximum(best, response)
     return best
@@ -308,6 +314,94 @@ def any_threshold(cells: float, picks_above) -> float:
     return t
 
 
+@dataclass(frozen=True)
+class DecoyThreshold:
+    """Per-micrograph threshold of the any-shape search from the micrograph's own noise,
+    for a chosen false-pick rate, with a decoy (target–decoy counting, as in proteomics'
+    false-discovery control; BENCHMARKS.md "pick5").
+
+    The decoy is the same score map computed, with every data-dependent setting frozen
+    (noise spectrum, background level and SD), on the contrast-inverted micrograph. Noise
+    is as likely bright as dark, so on bare ice the decoy's peaks are distributed as the
+    real map's noise peaks, whatever the noise's spectrum or the ice thickness; near
+    particles they are not (the gaps between particles, a hollow particle's inside, the
+    dark surroundings look like blobs once inverted). So at each level u the decoy peaks
+    within ``exclusion_fraction`` × diameter of a pick above u are left out, with that
+    area: the D decoy peaks above u on the A pixels left estimate the noise picks above u
+    as D / (1 − D·πR²/A) (R the exclusion radius: the ice under the noise picks' own discs
+    counted back). The threshold is the lowest u ≥ ``start_sigma`` (background SDs) where
+    that estimate is at most ``false_pick_rate`` × the picks above u
+    (Benjamini–Hochberg-like); none: no picks. No particle density and no noise model is
+    assumed.
+    """
+
+    false_pick_rate: float = 0.05
+    start_sigma: float = 2.0
+    exclusion_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.false_pick_rate < 1:
+            raise ValueError(f"false_pick_rate {self.false_pick_rate} must be in (0, 1)")
+        if self.exclusion_fraction <= 0:
+            raise ValueError(f"exclusion_fraction {self.exclusion_fraction} must be > 0")
+
+
+def nearby_maximum(shape, rows, cols, heights, radius_px: float):
+    """Map of the highest of ``heights`` (at ``rows``, ``cols``) within ``radius_px`` of
+    each pixel (−inf where none): discs painted in ascending order of height."""
+    ny, nx = shape
+    out = np.full((ny, nx), -np.inf, dtype=np.float64)
+    r = int(math.ceil(radius_px))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = yy * yy + xx * xx < radius_px * radius_px
+    for i in np.argsort(heights, kind="stable"):
+        y, x = int(rows[i]), int(cols[i])
+        y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, ny), max(x - r, 0), min(x + r + 1, nx)
+        window = disc[y0 - y + r : y1 - y + r, x0 - x + r : x1 - x + r]
+        out[y0:y1, x0:x1][window] = heights[i]
+    return out
+
+
+def decoy_threshold(
+    picks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    decoy: tuple[np.ndarray, np.ndarray, np.ndarray],
+    search,
+    exclusion_px: float,
+    options: DecoyThreshold,
+) -> float:
+    """Threshold (score units) for the candidate ``picks`` (rows, cols, heights) from the
+    ``decoy`` map's peaks (rows, cols, heights) on the same grid; ``search`` is the boolean
+    map where picks may lie. At each level u, decoy peaks within ``exclusion_px`` of a pick
+    above u are left out, and so is that area: the decoy's peaks above u on the rest
+    (D), over its area (A), estimate the noise picks above u as F = D / (1 − D·πR²/A)
+    (the ice under the noise picks' own discs counted back). See :class:`DecoyThreshold`."""
+    rows, cols, heights = (np.asarray(a) for a in picks)
+    d_rows, d_cols, d_heights = (np.asarray(a) for a in decoy)
+    ascending = np.sort(heights.astype(np.float64))
+    candidates = ascending[ascending >= options.start_sigma][::-1]
+    if candidates.size == 0:
+        return math.inf
+    valid = backend.to_numpy(search).astype(bool)
+    inside = valid[d_rows, d_cols] if d_rows.size else np.zeros(0, dtype=bool)
+    d_heights = d_heights[inside].astype(np.float64)
+    above = heights >= options.start_sigma  # lower picks leave nothing out at u ≥ start
+    nearest = nearby_maximum(
+        valid.shape, rows[above], cols[above], heights[above].astype(np.float64), exclusion_px
+    )
+    d_near = nearest[d_rows[inside], d_cols[inside]]
+    free_levels = np.sort(nearest[valid])  # a pixel is free at level u when its value < u
+    n_above = ascending.size - np.searchsorted(ascending, candidates, side="left")
+    area = np.searchsorted(free_levels, candidates, side="left").astype(np.float64)
+    # decoy peaks above u on the free area at u (counted exactly; pairs (height, near))
+    counts = np.array([np.count_nonzero((d_heights >= u) & (d_near < u)) for u in candidates])
+    disc = math.pi * exclusion_px**2
+    own = np.where(area > 0, counts * disc / np.maximum(area, 1.0), np.inf)
+    expected = np.where(own < 1.0, counts / np.maximum(1.0 - own, 1e-9), np.inf)
+    expected = np.where(counts == 0, 0.0, expected)
+    ok = expected <= options.false_pick_rate * n_above
+    return float(candidates[ok].min()) if ok.any() else math.inf
+
+
 def pick_blobs(
     micrograph,
     pixel_size_A: float,
@@ -331,6 +425,7 @@ def pick_blobs(
     shape: str = "round",
     any_min_fraction: float = 0.25,
     aggregate_sigma: float | None = None,
+    decoy: DecoyThreshold | None = None,
 ) -> Picks:
     """Pick particles of about ``diameter_A`` (Å) on one micrograph (pixel size in Å).
 
@@ -353,6 +448,10 @@ def pick_blobs(
     the response summed over a Gaussian window of ``aggregate_sigma`` × diameter (None:
     0.25 for "any", 0 = off for "round") so that one particle gives one peak, at its
     centre. Chosen on apoferritin and a 220 × 60 Å rod (BENCHMARKS.md "pick3").
+
+    ``decoy``: with ``shape="any"`` and no ``threshold_sigma``, the threshold from the
+    micrograph's own noise (:class:`DecoyThreshold`: target–decoy false-pick control)
+    instead of :func:`any_threshold`; the filters run on the micrograph and its inverse.
 
     Returns :class:`Picks` with (x, y) in pixels of ``micrograph`` and a figure of merit.
     """
@@ -407,22 +506,38 @@ def pick_blobs(
     noise_power = None
     if equal_noise:
         noise_power = radial_power(backend.fft().rfft2(flattened), flattened.shape)
-    if kernel == "ellipse":
-        shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
-        response = ellipse_response(flattened, shapes, n_orientations, noise_power=noise_power)
-    elif kernel == "log":
-        response = log_response(flattened, scales)
-    elif kernel == "disc":
-        response = disc_response(flattened, scales, noise_power=noise_power)
-    else:
+    use_decoy = adaptive and decoy is not None
+    shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
+
+    def filtered(images):
+        if kernel == "ellipse":
+            return ellipse_response(images, shapes, n_orientations, noise_power=noise_power)
+        if kernel == "log":
+            return log_response(images, scales)
+        if kernel == "disc":
+            return disc_response(images, scales, noise_power=noise_power)
         raise ValueError(f"unknown kernel {kernel!r} (use auto, disc, ellipse or log)")
+
+    # the decoy (below): the same filters on the contrast-inverted micrograph, as one stack
+    # so that each kernel is built once
+    response = filtered(xp.stack([flattened, -flattened]) if use_decoy else flattened)
+    inverted_response = None
+    if use_decoy:
+        response, inverted_response = response[0], response[1]
+    base = 0.0
     if aggregate_sigma > 0:
         # kernels that fit a part of a particle (one end of a rod, a chord of a ring) peak
         # off its centre; the response above its median, summed over a Gaussian window of
         # the particle's size, peaks once, at the particle's centre
         step = max(1, response.shape[0] // 256)
         base, _ = robust_stats(response[::step, ::step])
-        response = gaussian_blur(xp.maximum(response - base, 0.0), aggregate_sigma * d_px)
+
+    def aggregated(raw):
+        if aggregate_sigma <= 0:
+            return raw
+        return gaussian_blur(xp.maximum(raw - base, 0.0), aggregate_sigma * d_px)
+
+    response = aggregated(response)
     border = int(math.ceil(d_px / 2.0))
     rows, cols, heights = local_maxima(response, nms_fraction * d_px, -np.inf, border)
     in_mask = values_at(mask, rows, cols).astype(bool)
@@ -443,7 +558,26 @@ def pick_blobs(
     z = (response - level) / noise
     found = Candidates(rows, cols, (heights - level) / noise, z, binned.scale_yx)
     found.reject("contamination", in_mask)
-    if adaptive:
+    if use_decoy:
+        ny, nx = response.shape
+        # decoy peaks are counted where a pick could have left them out: not within the
+        # exclusion radius of the border (particles on it give no pick) or of contamination
+        reach = int(math.ceil(decoy.exclusion_fraction * d_px))
+        search = xp.zeros((ny, nx), dtype=bool)
+        search[border + reach : ny - border - reach, border + reach : nx - border - reach] = True
+        if bool(mask.any()):
+            search &= ~dilate(mask, decoy.exclusion_fraction * d_px)
+        d_rows, d_cols, d_heights = local_maxima(
+            aggregated(inverted_response), nms_fraction * d_px, -np.inf, border
+        )
+        threshold_sigma = decoy_threshold(
+            (found.rows, found.cols, found.heights),
+            (d_rows, d_cols, (d_heights - level) / noise),
+            search,
+            decoy.exclusion_fraction * d_px,
+            decoy,
+        )
+    elif adaptive:
         ny, nx = response.shape
         cells = (ny - 2 * border) * (nx - 2 * border) / (nms_fraction * d_px) ** 2
         scores = np.sort(found.heights)

@@ -131,3 +131,22 @@ def field(size, n_particles, seed, n_contaminants=0, **kwargs):
         rng=np.random.default_rng(seed),
         **kwargs,
     )
+
+
+def apoferritin_field(size: int, n: int, defocus_A: float, ice_A: float, rng: int):
+    """(image, truth) of ``n`` apoferritins on a ``size``² micrograph at 1.5 Å/px from the
+    project's simulator (realistic excluded volume, no contaminants), astigmatism ±200 Å."""
+    from pipeline.simulate.assemblies import assembly_mass_kDa, assembly_volume
+    from pipeline.simulate.micrograph import protein_volume_A3, simulate_micrograph
+
+    return simulate_micrograph(
+        assembly_volume("apoferritin", 100, 1.5),
+        (size, size),
+        1.5,
+        n_particles=n,
+        ctf=CTFParams(defocus_A + 200.0, defocus_A - 200.0, 30.0),
+        n_contaminants=0,
+        ice_thickness_A=ice_A,
+        rng=rng,
+        excluded_volume_A3=protein_volume_A3(assembly_mass_kDa("apoferritin") / 0.93),
+    )

@@ -161,3 +161,58 @@ def test_bad_inputs_raise_value_errors():
         pick_blobs(np.zeros((64, 64)), 1.0, 50.0)
     with pytest.raises(ValueError, match="must be > 0"):
         pick_blobs(np.zeros((64, 64)), 0.0, 50.0)
+
+
+def test_decoy_threshold_keeps_precision_on_a_sparse_field(synthetic):
+    """Twenty apoferritins on a 2048² micrograph (450 Å ice, 1.5 µm defocus, the unit
+    test's sparse field above): the cells-per-pick rule keeps ~135 picks (P 0.15); the
+    threshold from the contrast-inverted decoy's noise peaks keeps the 20 particles and
+    few noise peaks (BENCHMARKS.md "pick5")."""
+    from pipeline.picking.blob import DecoyThreshold
+
+    image, truth = synthetic.apoferritin_field(2048, 20, 15000.0, 450.0, 1)
+    cells = pick_blobs(image, 1.5, 130.0, shape="any")
+    decoy = pick_blobs(image, 1.5, 130.0, shape="any", decoy=DecoyThreshold())
+    tolerance = 0.2 * 130.0 / 1.5
+    before = match_picks(cells.coords_px, truth.coords_px, tolerance)
+    after = match_picks(decoy.coords_px, truth.coords_px, tolerance)
+    assert after.recall == 1.0, after
+    assert after.precision >= 0.9, (before, after)
+
+
+def test_decoy_threshold_keeps_recall_on_a_crowded_field(synthetic):
+    """A crowded field (150 apoferritins on 1536², 450 Å ice, 1.2 µm defocus): little bare
+    ice; the decoy's peaks in the gaps between particles and inside the hollow shells lie
+    near the picks and are not counted as noise, so the threshold stays low enough to keep
+    nearly every particle. Counting them (a small exclusion radius) loses particles."""
+    from pipeline.picking.blob import DecoyThreshold
+
+    image, truth = synthetic.apoferritin_field(1536, 150, 12000.0, 450.0, 2)
+    tolerance = 0.2 * 130.0 / 1.5
+    picks = pick_blobs(image, 1.5, 130.0, shape="any", decoy=DecoyThreshold())
+    score = match_picks(picks.coords_px, truth.coords_px, tolerance)
+    assert score.recall >= 0.97 and score.precision >= 0.95, score
+    near = DecoyThreshold(exclusion_fraction=0.3)
+    counted = pick_blobs(image, 1.5, 130.0, shape="any", decoy=near)
+    assert match_picks(counted.coords_px, truth.coords_px, tolerance).recall < score.recall
+
+
+def test_each_decoy_threshold_option_changes_the_picks(synthetic):
+    """Every field of DecoyThreshold changes the threshold on a sparse field, where noise
+    peaks sit near the threshold."""
+    from pipeline.picking.blob import DecoyThreshold
+
+    image, _ = synthetic.apoferritin_field(2048, 20, 15000.0, 450.0, 1)
+    base = pick_blobs(image, 1.5, 130.0, shape="any", decoy=DecoyThreshold())
+    for option in (
+        {"false_pick_rate": 0.5},
+        {"start_sigma": 8.0},
+        {"exclusion_fraction": 0.3},
+    ):
+        other = pick_blobs(image, 1.5, 130.0, shape="any", decoy=DecoyThreshold(**option))
+        same = len(other) == len(base) and np.allclose(other.fom, base.fom)
+        assert not same, option
+    with pytest.raises(ValueError, match="false_pick_rate"):
+        DecoyThreshold(false_pick_rate=0.0)
+    with pytest.raises(ValueError, match="exclusion_fraction"):
+        DecoyThreshold(exclusion_fraction=0.0)

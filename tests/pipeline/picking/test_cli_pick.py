@@ -183,3 +183,26 @@ def test_plain_diameter_picks_elongated_particles(tmp_path):
     assert recall >= 0.6 and precision >= 0.75, (recall, precision)
     recall_round, _ = recall_precision("round", "--shape", "round")
     assert recall_round <= 0.3, recall_round
+
+
+def test_false_pick_rate_sets_the_decoy_threshold(synthetic, tmp_path):
+    """`--false-pick-rate Q` (shape any, no --threshold) replaces the cells-per-pick rule
+    with the decoy's count: on a sparse field (20 apoferritins on 2048², 450 Å ice) it
+    drops noise picks that the default keeps, and a larger Q keeps more; refused with
+    --shape round or --threshold."""
+    image, truth = synthetic.apoferritin_field(2048, 20, 15000.0, 450.0, 1)
+    mic = write_mrc(tmp_path / "sparse.mrc", image, 1.5)
+    default_c, _ = _pick(mic, tmp_path / "default", 130.0)
+    strict_c, _ = _pick(mic, tmp_path / "strict", 130.0, "--false-pick-rate", "0.05")
+    loose_c, _ = _pick(mic, tmp_path / "loose", 130.0, "--false-pick-rate", "0.5")
+    tolerance = 0.2 * 130.0 / 1.5
+    strict = match_picks(strict_c, truth.coords_px, tolerance)
+    assert strict.recall == 1.0 and len(strict_c) < len(default_c)
+    assert len(loose_c) > len(strict_c)
+    for extra in (["--shape", "round"], ["--threshold", "3"]):
+        result = CliRunner().invoke(
+            main,
+            ["pick", str(mic), "--out", str(tmp_path / "x"), "--diameter", "130"]
+            + ["--false-pick-rate", "0.05", *extra],
+        )
+        assert result.exit_code != 0 and "--false-pick-rate is used by" in result.output
