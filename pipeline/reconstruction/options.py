@@ -45,6 +45,8 @@ class AbinitioOptions:
     batch_size: int = 300
     forget: float = 0.6
     top_k: int = 10
+    #: random starts per ab-initio run; a run of fewer than 4 × min(``batch_size``, 100)
+    #: particles (400 by default; each half's own with ``independent_halves``) has one
     n_starts: int = 4
     #: the starts run side by side for this fraction of ``iterations`` before the one
     #: that best explains held-out particles goes on alone (1: each runs to the end and

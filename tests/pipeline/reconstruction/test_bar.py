@@ -3,7 +3,8 @@
 random poses and shifts, SNR 0.05), poses not given — the same cases as
 ``benchmarks/bench_reconstruct_structures.py --box 32 --pixel 8 --particles 600
 --abinitio-iterations 15 --abinitio-starts 2`` on the development structures (two seeds
-each; the held-out ones are reported by the benchmark only).
+each; the held-out ones are reported by the benchmark only). Each half's ~300 particles
+are under ab-initio's floor for several starts (400), so each half runs one start.
 
 Issue 22's ACCURACY bar (≥ 90 % of runs within 1.2 × the resolution of the same particles
 at their TRUE poses) is NOT met by the code (BENCHMARKS.md, acc 2026-12-07b: ab-initio
