@@ -101,11 +101,11 @@ def judged_runs(args, run, small_ab, used, score, truth, pixel_size_A) -> None:
     from pipeline.reconstruction.align import aligned_resolution_A
     from pipeline.reconstruction.grids import change_box
 
-    n_iterations = json.loads(args.abinitio).get("n_iterations", 30)
+    overrides = json.loads(args.abinitio)
     kwargs = {
         "n_starts": args.starts,
-        "explore_iterations": n_iterations,
-        **json.loads(args.abinitio),
+        "explore_iterations": overrides.get("n_iterations", 30),
+        **overrides,
     }
     rounds: list = []
 

@@ -507,10 +507,10 @@ def pick_blobs(
     if equal_noise:
         noise_power = radial_power(backend.fft().rfft2(flattened), flattened.shape)
     use_decoy = adaptive and decoy is not None
-    shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
 
     def filtered(images):
         if kernel == "ellipse":
+            shapes = projected_shapes(dmin / p, dmax / p, n_projections, shape_family)
             return ellipse_response(images, shapes, n_orientations, noise_power=noise_power)
         if kernel == "log":
             return log_response(images, scales)
