@@ -66,6 +66,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         n_starts=args.abinitio_starts,
         explore_fraction=args.abinitio_explore,
         rounds=args.abinitio_rounds,
+        posterior=args.abinitio_posterior,
         independent_halves=not args.shared_abinitio,
     )
     volume = assembly_volume(structure, args.box, args.pixel)
@@ -105,6 +106,7 @@ def run_case(structure: str, seed: int, args) -> dict:
         "abinitio_starts": args.abinitio_starts,
         "abinitio_explore": args.abinitio_explore,
         "abinitio_rounds": args.abinitio_rounds,
+        "abinitio_posterior": args.abinitio_posterior,
         "independent_halves": not args.shared_abinitio,
         "top_k": args.top_k,
         "keep_best": args.keep_best,
@@ -221,6 +223,9 @@ def main() -> None:
     parser.add_argument("--abinitio-starts", type=int, default=defaults.n_starts)
     parser.add_argument("--abinitio-explore", type=float, default=defaults.explore_fraction)
     parser.add_argument("--abinitio-rounds", type=int, default=defaults.rounds)
+    parser.add_argument(
+        "--abinitio-posterior", choices=["top", "sampled"], default=defaults.posterior
+    )
     parser.add_argument(
         "--shared-abinitio", action="store_true", help="one ab-initio for both halves (before)"
     )

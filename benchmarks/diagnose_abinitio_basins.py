@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_case_arguments(parser, structure="pentamer")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--first-run", type=int, default=10, help="the first run's seed")
     parser.add_argument("--judge-resolution", type=float, default=15.0)
     parser.add_argument("--abinitio", default="{}", help="abinitio() keyword overrides (JSON)")
     parser.add_argument(
@@ -74,10 +75,10 @@ def main() -> None:
     print(json.dumps({"case": case, "truth_score": round(score(volume), 3)}), flush=True)
     small_ab = ws.for_resolution(15.0)
     if args.starts > 1:
-        for run in range(10, 10 + args.runs):
+        for run in range(args.first_run, args.first_run + args.runs):
             judged_runs(args, run, small_ab, used, score, volume, ws.pixel_size_A)
         return
-    for run in range(10, 10 + args.runs):
+    for run in range(args.first_run, args.first_run + args.runs):
         c0 = time.process_time()
         kwargs = {"n_starts": 1, **json.loads(args.abinitio)}
         found = abinitio.abinitio(small_ab, np.random.default_rng([run, 99]), subset=used, **kwargs)

@@ -51,6 +51,13 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
     "each time (successive halving) [1].",
 )
 @option(
+    "--abinitio-posterior",
+    type=click.Choice(["top", "sampled"]),
+    default="top",
+    help="Poses each particle adds to the ab-initio model: its best ones (annealed) or "
+    "ones drawn from its posterior over every orientation [top].",
+)
+@option(
     "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."
 )
 @option(
@@ -148,6 +155,7 @@ def reconstruct(
     abinitio_starts: int,
     abinitio_explore: float,
     abinitio_rounds: int,
+    abinitio_posterior: str,
     abinitio_attempts: int | None,
     shared_abinitio: bool,
     abinitio_retries: int,
@@ -193,6 +201,7 @@ def reconstruct(
         n_starts=abinitio_starts,
         explore_fraction=abinitio_explore,
         rounds=abinitio_rounds,
+        posterior=abinitio_posterior,
         independent_halves=not shared_abinitio,
         retries=abinitio_retries,
     )

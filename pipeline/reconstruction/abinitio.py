@@ -8,7 +8,11 @@ grid and a shift grid, and adds it to a running back-projection at its ``top_k``
 poses with posterior weights; earlier contributions decay by ``forget`` — an online
 (stochastic) expectation-maximisation. The posterior is annealed: broad at first (a
 poor model's posterior is over-confident and would lock particles onto it), the
-model's own by two thirds of the way. Several starts run side by side for the first
+model's own by two thirds of the way. With ``posterior="sampled"`` each particle is
+added instead at ``samples`` poses drawn from its posterior over the whole grid (the
+model's own, tempered by ``temperature``; no annealing): Monte-Carlo
+expectation-maximisation, the full marginalisation over poses that RELION and cryoSPARC
+do, at a fixed cost per particle. Several starts run side by side for the first
 iterations; the one whose projections best explain particles none of them has seen
 goes on. The model is kept centred on its centre of mass.
 """
@@ -78,6 +82,15 @@ def anneal_weights(loglik: np.ndarray, n_eff_target: float) -> np.ndarray:
     return weights(10.0**hi)
 
 
+def _merged(idx: np.ndarray, refs: np.ndarray, origins: np.ndarray, weights: np.ndarray):
+    """The copies (particle, reference, origin) with their weights summed where the same
+    pose of the same particle appears more than once (draws of a sharp posterior)."""
+    key = np.column_stack([idx, refs, origins]).astype(np.float64)
+    unique, inverse = np.unique(key, axis=0, return_inverse=True)
+    summed = np.bincount(inverse.ravel(), weights=weights, minlength=len(unique))
+    return unique[:, 0].astype(np.int64), unique[:, 1].astype(np.int64), unique[:, 2:], summed
+
+
 def abinitio(
     ws: Workspace,
     rng: np.random.Generator,
@@ -90,6 +103,9 @@ def abinitio(
     max_shift_A: float | None = None,
     forget: float = 0.6,
     top_k: int = 10,
+    posterior: str = "top",
+    samples: int = 10,
+    temperature: float = 1.0,
     n_starts: int = 4,
     explore_iterations: int | None = None,
     rounds: int = 1,
@@ -109,7 +125,11 @@ def abinitio(
     them go on (successive halving with 0.5); after the last round only the best
     continues. The posterior over each particle's ``top_k`` best poses is
     annealed from broad (``top_k``/2 effective poses) to the model's own over the first
-    two thirds of the iterations. Resolutions in Å, shifts in Å. At most
+    two thirds of the iterations. ``posterior="sampled"``: ``samples`` poses per
+    particle drawn from its posterior over every pose of the grid, tempered by
+    ``temperature`` (Monte-Carlo expectation-maximisation): at 35 Å a random start's
+    posterior spreads over thousands of orientations (the truth's over ~20), which ten best
+    poses, all neighbours of the best, do not represent. Resolutions in Å, shifts in Å. At most
     ``max_held_out`` particles judge the starts, so that time per iteration does not grow
     with the particle count (mini-batches of ``batch_size``). ``on_judged`` (for
     diagnostics) receives, at every round, the models judged, their scores, the best one's
@@ -117,6 +137,8 @@ def abinitio(
     """
     from pipeline.geometry import random_rotations
 
+    if posterior not in ("top", "sampled"):
+        raise ValueError(f"posterior must be 'top' or 'sampled' (got {posterior!r})")
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
     box, pix = ws.box, ws.pixel_size_A
     end_resolution_A = max(end_resolution_A, 2.2 * pix)
@@ -159,24 +181,36 @@ def abinitio(
         data = ws.search_data(res)
         refs = fourier.project(fourier.pad_fourier(st.volume), grid, ws.plane, data.count)
         sel = np.sort(rng.choice(idx_pool, min(batch_size, len(idx_pool)), replace=False))
-        best, sh, score = search.global_search(refs, data, sel, shifts, top_k=top_k)
-        del refs
-        if best.ndim == 1:
-            best, sh, score = best[:, None], sh[:, None], score[:, None]
-        # log-likelihood at the best intensity scale: noise_scale·score²/2
-        ll = 0.5 * ws.noise_scale * np.maximum(score, 0.0) ** 2
-        anneal = max(0.0, 1.0 - it / max(1.0, (2.0 / 3.0) * n_iterations))
-        weights = anneal_weights(ll, 1.0 + (0.5 * best.shape[1] - 1.0) * anneal)
-        st.acc.scale(forget)
-        st.acc.add(
-            backproject_weighted(
-                ws,
-                np.repeat(sel, best.shape[1]),
-                grid[best.ravel()],
-                sh.reshape(-1, 2),
-                weights.ravel(),
+        if posterior == "sampled":
+            best, sh, score = search.global_search(
+                refs,
+                data,
+                sel,
+                shifts,
+                sample=samples,
+                log_scale=0.5 * ws.noise_scale / temperature,
+                rng=rng,
             )
+            weights = np.full(best.shape, 1.0 / best.shape[1])
+        else:
+            best, sh, score = search.global_search(refs, data, sel, shifts, top_k=top_k)
+            if best.ndim == 1:
+                best, sh, score = best[:, None], sh[:, None], score[:, None]
+            # log-likelihood at the best intensity scale: noise_scale·score²/2
+            ll = 0.5 * ws.noise_scale * np.maximum(score, 0.0) ** 2
+            anneal = max(0.0, 1.0 - it / max(1.0, (2.0 / 3.0) * n_iterations))
+            weights = anneal_weights(ll, 1.0 + (0.5 * best.shape[1] - 1.0) * anneal)
+        del refs
+        copies, rots, origins, w = (
+            np.repeat(sel, best.shape[1]),
+            best.ravel(),
+            sh.reshape(-1, 2),
+            weights.ravel(),
         )
+        if posterior == "sampled":
+            copies, rots, origins, w = _merged(copies, rots, origins, w)
+        st.acc.scale(forget)
+        st.acc.add(backproject_weighted(ws, copies, grid[rots], origins, w))
         volume = st.acc.reconstruct(box // 2 - 1, ssnr_default=1.0)
         com = centre_of_mass_px(lowpass(volume, res, pix))
         if np.linalg.norm(com) > 0.5:

@@ -44,7 +44,13 @@ class AbinitioOptions:
     end_resolution_A: float = 15.0
     batch_size: int = 300
     forget: float = 0.6
+    #: "top": each particle adds its ``top_k`` best poses, the posterior over them annealed
+    #: from broad to the model's own; "sampled": it adds ``samples`` poses drawn from its
+    #: posterior over every pose of the grid, tempered by ``temperature`` (Monte-Carlo EM)
+    posterior: str = "top"
     top_k: int = 10
+    samples: int = 10
+    temperature: float = 1.0
     #: random starts per ab-initio run; a run of fewer than 4 × min(``batch_size``, 100)
     #: particles (400 by default; each half's own with ``independent_halves``) has one
     n_starts: int = 4

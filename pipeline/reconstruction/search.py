@@ -113,6 +113,21 @@ def _phases(origins_px, data: SearchData, count: int):
     return (xp.cos(arg) + 1j * xp.sin(arg)).astype(xp.complex64)
 
 
+def _draw(scores, log_scale: float, levels: np.ndarray):
+    """Indices into one particle's flat ``scores`` drawn at the CDF ``levels`` (in [0, 1))
+    of ``exp(log_scale · max(score, 0)²)``; one row at a time, in place on one buffer, so
+    that it stays in cache."""
+    xp = backend.xp()
+    cdf = xp.maximum(scores, 0.0)
+    cdf *= cdf
+    cdf *= np.float32(log_scale)
+    cdf -= cdf.max()
+    xp.exp(cdf, out=cdf)
+    xp.cumsum(cdf, out=cdf)
+    u = backend.asarray(levels, dtype=cdf.dtype) * cdf[-1]
+    return xp.minimum(xp.searchsorted(cdf, u), cdf.size - 1)
+
+
 def global_search(
     refs,
     data: SearchData,
@@ -122,6 +137,9 @@ def global_search(
     max_elems: int = 40_000_000,
     top_k: int = 1,
     workers: int | None = None,
+    sample: int = 0,
+    log_scale: float = 1.0,
+    rng: np.random.Generator | None = None,
 ):
     """Best reference, origin and score of each particle ``idx`` over every reference (R, K)
     and every candidate origin ``centres_px[i] + shifts_px`` (pixels; centres default 0).
@@ -129,6 +147,14 @@ def global_search(
     Returns numpy (best_ref (n,), best_origin (n, 2) pixels, score (n,)); with ``top_k`` > 1
     the ``top_k`` best of each particle, best first: (n, k), (n, k, 2), (n, k).
     ``workers``: threads (default :func:`_workers`; 1 inside a caller's own threads).
+
+    ``sample`` > 0: instead of the best, ``sample`` poses per particle drawn from its
+    posterior over *every* (reference, origin) pair, ``p ∝ exp(log_scale · max(score, 0)²)``
+    (``log_scale`` = noise_scale / 2 / temperature gives the log-likelihood at the best
+    intensity scale), by systematic sampling with ``rng`` (each draw stands for 1/sample of
+    the particle's weight; a pose may be drawn more than once), highest score first.
+    A broad posterior is spread over the whole sphere, not over the neighbours of the
+    best pose that the ``top_k`` best would be.
     """
     xp = backend.xp()
     workers = _workers() if workers is None else workers
@@ -142,7 +168,11 @@ def global_search(
     inv = data.noise_inv[:count]
     # max_elems scores in memory at once over all threads
     batch = max(1, int(max_elems // max(1, n_ref * n_shift * workers)))
-    k = max(1, int(top_k))
+    k = max(1, int(sample)) if sample else max(1, int(top_k))
+    if sample:
+        rng = np.random.default_rng() if rng is None else rng
+        # systematic sampling: particle i's draws at the CDF levels (j + u_i) / k
+        levels = (np.arange(k)[None, :] + rng.random((len(idx), 1))) / k
     best_r = np.empty((len(idx), k), dtype=np.int64)
     best_o = np.empty((len(idx), k, 2))
     best = np.empty((len(idx), k))
@@ -160,7 +190,13 @@ def global_search(
         norm = ((c * c) * inv) @ p_pow.T  # (B, R)
         score = cross.reshape(b, n_shift, n_ref) / xp.sqrt(xp.maximum(norm, 1e-30))[:, None, :]
         rows = xp.arange(b)[:, None]
-        if k == 1:
+        if sample:
+            flat = score.reshape(b, n_shift * n_ref)
+            draw = xp.stack([_draw(flat[i], log_scale, levels[start + i]) for i in range(b)])
+            order = xp.argsort(-xp.take_along_axis(flat, draw, axis=1), axis=1)
+            draw = xp.take_along_axis(draw, order, axis=1)
+            s_arg, r_arg = draw // n_ref, draw % n_ref
+        elif k == 1:
             flat = xp.argmax(score.reshape(b, n_shift * n_ref), axis=1)[:, None]
             s_arg, r_arg = flat // n_ref, flat % n_ref
         else:
@@ -183,7 +219,7 @@ def global_search(
         best[start : start + b] = top
 
     _parallel(one, range(0, len(idx), batch), workers)
-    if k == 1:
+    if k == 1 and not sample:
         return best_r[:, 0], best_o[:, 0], best[:, 0]
     return best_r, best_o, best
 

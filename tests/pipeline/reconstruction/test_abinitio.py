@@ -109,3 +109,30 @@ def test_rounds_judge_the_starts_again_and_halve_them(tmp_path):
     assert [(it, len(s)) for it, s, _ in every] == [(2, 4), (4, 4), (6, 4)]
     once = judged()
     assert [(it, len(s)) for it, s, _ in once] == [(6, 4)]
+
+
+def test_sampled_posterior_changes_the_model_and_bad_names_are_refused(tmp_path):
+    """``posterior="sampled"`` adds poses drawn from each particle's posterior over the
+    whole grid instead of its best ones: same particles and seed, another model; an
+    unknown name is refused before any work."""
+    from pipeline.reconstruction.abinitio import abinitio
+    from pipeline.reconstruction.particles import load_particles
+    from pipeline.reconstruction.workspace import build_workspace
+    from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
+    from pipeline.simulate.volume import blob_volume
+
+    volume = blob_volume(24, np.random.default_rng(0))
+    images, truth = simulate_particle_stack(volume, 80, 8.0, snr=1.0, rng=1)
+    particles = load_particles(write_particle_stack(tmp_path, images, truth))
+    ws = build_workspace(particles.images, particles.ctf_params, 8.0, "C1")
+
+    def model(**kwargs) -> np.ndarray:
+        return abinitio(ws, np.random.default_rng(2), n_iterations=3, batch_size=20, **kwargs)
+
+    top, sampled = model(), model(posterior="sampled", samples=5)
+    assert top.shape == sampled.shape == (24, 24, 24)
+    assert np.abs(top - sampled).max() > 1e-3 * np.abs(top).max()
+    # the same seed gives the same sampled model
+    np.testing.assert_array_equal(sampled, model(posterior="sampled", samples=5))
+    with pytest.raises(ValueError, match="posterior"):
+        model(posterior="best")

@@ -140,3 +140,49 @@ def test_refinement_marches_its_search_resolution():
         assert 0 < after - before <= refine.march_px(before) + 1e-9
     assert refine.default_iterations(64, 3.0, 30.0) == 11  # 6.4 px to 31 px in 7 steps, + 1 + 3
     assert refine.default_iterations(256, 0.83, 30.0) == 19
+
+
+def test_sampled_poses_follow_the_posterior_over_every_pose():
+    """``global_search(sample=k)`` draws each particle's poses from its posterior over the
+    whole (reference, origin) table, ``exp(log_scale · max(score, 0)²)`` normalised: the
+    draws' frequencies match it; with a sharp posterior every draw is the best pair."""
+    from pipeline.reconstruction.search import SearchData
+
+    rng = np.random.default_rng(7)
+    plane = fourier.half_plane(16)
+    k_pix = plane.kx.size
+    values = (rng.standard_normal((3, k_pix)) + 1j * rng.standard_normal((3, k_pix))).astype(
+        np.complex64
+    )
+    refs = (rng.standard_normal((12, k_pix)) + 1j * rng.standard_normal((12, k_pix))).astype(
+        np.complex64
+    )
+    ctf = rng.uniform(0.2, 1.0, (3, k_pix)).astype(np.float32)
+    data = SearchData(values, ctf, np.ones(k_pix, np.float32), plane, k_pix)
+    shifts = search.shift_grid(1.0, 1.0)
+    phases = fourier.shift_phases(shifts, plane, k_pix)
+    n_draw, log_scale = 6000, 0.05
+    r, o, s = search.global_search(
+        refs, data, np.arange(3), shifts, sample=n_draw, log_scale=log_scale,
+        rng=np.random.default_rng(1),
+    )  # fmt: skip
+    assert r.shape == (3, n_draw) and o.shape == (3, n_draw, 2)
+    for i in range(3):
+        x = np.conj(values[i][None] * phases) * ctf[i]
+        table = (refs[:, None, :] * x[None]).real.sum(-1) / np.sqrt(
+            (np.abs(refs) ** 2 * ctf[i] ** 2).sum(-1)
+        )[:, None]  # (R, S)
+        ll = log_scale * np.maximum(table, 0) ** 2
+        p = np.exp(ll - ll.max())
+        p /= p.sum()
+        assert 1.0 / (p**2).sum() > 5  # a broad posterior: many poses drawn
+        s_idx = np.array([np.flatnonzero(np.all(np.isclose(shifts, q), axis=1))[0] for q in o[i]])
+        freq = np.bincount(r[i] * len(shifts) + s_idx, minlength=p.size) / n_draw
+        assert 0.5 * np.abs(freq - p.ravel()).sum() < 0.05  # total variation
+        assert np.all(np.diff(s[i]) <= 1e-6)  # highest score first
+    sharp_r, sharp_o, _ = search.global_search(
+        refs, data, np.arange(3), shifts, sample=5, log_scale=1e4, rng=np.random.default_rng(2)
+    )
+    best_r, best_o, _ = search.global_search(refs, data, np.arange(3), shifts)
+    assert np.all(sharp_r == best_r[:, None])
+    np.testing.assert_allclose(sharp_o, np.repeat(best_o[:, None], 5, axis=1))
