@@ -52,10 +52,10 @@ _GLOBAL = "Refinement iterations with a global orientation search (local searche
 )
 @option(
     "--abinitio-posterior",
-    type=click.Choice(["top", "sampled"]),
-    default="top",
-    help="Poses each particle adds to the ab-initio model: its best ones (annealed) or "
-    "ones drawn from its posterior over every orientation [top].",
+    type=click.Choice(["sampled", "top"]),
+    default="sampled",
+    help="Poses each particle adds to the ab-initio model: ones drawn from its posterior "
+    "over every orientation, or its best ones with an annealed posterior (before) [sampled].",
 )
 @option(
     "--abinitio-attempts", type=_AT_LEAST_1, help="Ab-initio runs, best kept [2 for O, else 1]."

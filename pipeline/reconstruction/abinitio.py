@@ -103,7 +103,7 @@ def abinitio(
     max_shift_A: float | None = None,
     forget: float = 0.6,
     top_k: int = 10,
-    posterior: str = "top",
+    posterior: str = "sampled",
     samples: int = 10,
     temperature: float = 1.0,
     n_starts: int = 4,
@@ -123,13 +123,14 @@ def abinitio(
     every mini-batch — the mean over them of the best whitened correlation with the
     model's projections at the current resolution — and the best ``keep_fraction`` of
     them go on (successive halving with 0.5); after the last round only the best
-    continues. The posterior over each particle's ``top_k`` best poses is
-    annealed from broad (``top_k``/2 effective poses) to the model's own over the first
-    two thirds of the iterations. ``posterior="sampled"``: ``samples`` poses per
-    particle drawn from its posterior over every pose of the grid, tempered by
-    ``temperature`` (Monte-Carlo expectation-maximisation): at 35 Å a random start's
-    posterior spreads over thousands of orientations (the truth's over ~20), which ten best
-    poses, all neighbours of the best, do not represent. Resolutions in Å, shifts in Å. At most
+    continues. ``posterior="sampled"`` (default): each particle is added at ``samples``
+    poses drawn from its posterior over every pose of the grid, tempered by
+    ``temperature`` (Monte-Carlo expectation-maximisation). ``"top"`` (before): at its
+    ``top_k`` best poses, their posterior annealed from broad (``top_k``/2 effective poses)
+    to the model's own over the first two thirds of the iterations — but at 35 Å a random
+    start's posterior spreads over thousands of orientations (the truth's over ~20),
+    which ten best poses, all neighbours of the best, do not represent: the model's
+    first accidents were locked in. Resolutions in Å, shifts in Å. At most
     ``max_held_out`` particles judge the starts, so that time per iteration does not grow
     with the particle count (mini-batches of ``batch_size``). ``on_judged`` (for
     diagnostics) receives, at every round, the models judged, their scores, the best one's

@@ -112,9 +112,9 @@ def test_rounds_judge_the_starts_again_and_halve_them(tmp_path):
 
 
 def test_sampled_posterior_changes_the_model_and_bad_names_are_refused(tmp_path):
-    """``posterior="sampled"`` adds poses drawn from each particle's posterior over the
-    whole grid instead of its best ones: same particles and seed, another model; an
-    unknown name is refused before any work."""
+    """``posterior="sampled"`` (the default) adds poses drawn from each particle's
+    posterior over the whole grid instead of its best ones ("top"): same particles and
+    seed, another model; an unknown name is refused before any work."""
     from pipeline.reconstruction.abinitio import abinitio
     from pipeline.reconstruction.particles import load_particles
     from pipeline.reconstruction.workspace import build_workspace
@@ -129,7 +129,7 @@ def test_sampled_posterior_changes_the_model_and_bad_names_are_refused(tmp_path)
     def model(**kwargs) -> np.ndarray:
         return abinitio(ws, np.random.default_rng(2), n_iterations=3, batch_size=20, **kwargs)
 
-    top, sampled = model(), model(posterior="sampled", samples=5)
+    top, sampled = model(posterior="top"), model(posterior="sampled", samples=5)
     assert top.shape == sampled.shape == (24, 24, 24)
     assert np.abs(top - sampled).max() > 1e-3 * np.abs(top).max()
     # the same seed gives the same sampled model

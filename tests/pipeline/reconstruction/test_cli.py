@@ -86,13 +86,13 @@ def test_reconstruct_writes_contract_outputs_and_resumes(small_stack, tmp_path, 
     assert len([h for h in third["refine_history"] if isinstance(h["iteration"], int)]) == 1
     # another ab-initio option: ab-initio runs again, with it
     explore = [*changed, "--abinitio-starts", "3", "--abinitio-explore", "1"]
-    explore += ["--abinitio-rounds", "2", "--abinitio-posterior", "sampled"]
+    explore += ["--abinitio-rounds", "2", "--abinitio-posterior", "top"]
     assert main(["reconstruct", str(small_stack), "--out", str(out), *explore]) == 0
     assert (out / "abinitio.mrc").stat().st_mtime_ns != stamps["abinitio.mrc"]
     result = json.loads((out / "result.json").read_text())
     fourth = result["options"]["abinitio"]
     assert fourth["n_starts"] == 3 and fourth["explore_fraction"] == 1.0
-    assert fourth["rounds"] == 2 and fourth["posterior"] == "sampled"
+    assert fourth["rounds"] == 2 and fourth["posterior"] == "top"
     # each half's judging rounds (none here: 60 particles a half are too few for starts)
     assert result["abinitio"]["starts_judged"] == [[], []]
 
