@@ -4,17 +4,16 @@ Each start: the particles of a random mini-batch back-projected at random orient
 (a featureless blob at the particles' size). Each iteration takes a new random
 mini-batch, scores every particle against the current model (low-pass at a resolution
 that goes from ``start_resolution_A`` to ``end_resolution_A``) over a uniform SO(3)
-grid and a shift grid, and adds it to a running back-projection at its ``top_k`` best
-poses with posterior weights; earlier contributions decay by ``forget`` — an online
-(stochastic) expectation-maximisation. The posterior is annealed: broad at first (a
-poor model's posterior is over-confident and would lock particles onto it), the
-model's own by two thirds of the way. With ``posterior="sampled"`` each particle is
-added instead at ``samples`` poses drawn from its posterior over the whole grid (the
-model's own, tempered by ``temperature``; no annealing): Monte-Carlo
-expectation-maximisation, the full marginalisation over poses that RELION and cryoSPARC
-do, at a fixed cost per particle. Several starts run side by side for the first
-iterations; the one whose projections best explain particles none of them has seen
-goes on. The model is kept centred on its centre of mass.
+grid and a shift grid, and adds it to a running back-projection at ``samples`` poses
+drawn from its posterior over the whole grid (the model's own, tempered by
+``temperature``); earlier contributions decay by ``forget`` — an online (stochastic)
+expectation-maximisation, Monte-Carlo in the poses: the marginalisation over all poses
+that RELION and cryoSPARC do, at a fixed cost per particle. (``posterior="top"``, before:
+at its ``top_k`` best poses, their posterior annealed from broad to the model's own by
+two thirds of the way — far sharper than the particle's own posterior early on.)
+Several starts run side by side for the first iterations; the one whose projections
+best explain particles none of them has seen goes on. The model is kept centred on its
+centre of mass.
 """
 
 from __future__ import annotations
@@ -140,6 +139,10 @@ def abinitio(
 
     if posterior not in ("top", "sampled"):
         raise ValueError(f"posterior must be 'top' or 'sampled' (got {posterior!r})")
+    if posterior == "sampled" and (int(samples) < 1 or not temperature > 0):
+        raise ValueError(
+            f"samples must be at least 1 and temperature positive (got {samples}, {temperature})"
+        )
     idx_all = np.arange(ws.n) if subset is None else np.asarray(subset)
     box, pix = ws.box, ws.pixel_size_A
     end_resolution_A = max(end_resolution_A, 2.2 * pix)

@@ -52,7 +52,8 @@ class AbinitioOptions:
     #: accidents. On the development pentamer (box 128, 1.5 Å/px, 1,500 particles, seed 1)
     #: 5 of 16 starts reached the right basin against 1 of 16, and end to end the map went
     #: from 24.1 / 11.1 Å to 5.7 / 3.6 Å against the truth (FSC 0.5 / 0.143; true poses
-    #: 3.9 / 3.4 Å) for 1.6× the CPU (BENCHMARKS.md, "abinitio sampled")
+    #: 3.9 / 3.4 Å), the held-out cap's from 23.6 / 13.0 to 7.9 / 3.9 Å, for 1.1–1.6× the
+    #: CPU (BENCHMARKS.md, "abinitio sampled")
     posterior: str = "sampled"
     top_k: int = 10
     samples: int = 10

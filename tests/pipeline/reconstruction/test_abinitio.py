@@ -136,3 +136,5 @@ def test_sampled_posterior_changes_the_model_and_bad_names_are_refused(tmp_path)
     np.testing.assert_array_equal(sampled, model(posterior="sampled", samples=5))
     with pytest.raises(ValueError, match="posterior"):
         model(posterior="best")
+    with pytest.raises(ValueError, match="temperature"):
+        model(temperature=0.0)
