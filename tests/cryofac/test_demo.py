@@ -115,10 +115,11 @@ def test_fast_demo_end_to_end(tmp_path: Path):
 
 
 #: The fast preset (16 movies, 567 particles of apoferritin at 3 Å/pixel, symmetry O):
-#: 9.6 Å against the truth when measured with each gold-standard half given its own
-#: ab-initio map (issue 22; 7.1-8.1 Å with one ab-initio map shared by both halves, whose
-#: half-map FSC could not be trusted; the same particles at their true poses reach about
-#: 6.5 Å; the wrong maps earlier versions found were 21-23 Å); see BENCHMARKS.md.
+#: 7.2 Å against the truth with ab-initio's sampled posterior (9.6 Å with its ten best
+#: poses, each gold-standard half given its own ab-initio map; issue 22; 7.1-8.1 Å with
+#: one ab-initio map shared by both halves, whose half-map FSC could not be trusted; the
+#: same particles at their true poses reach about 6.5 Å; the wrong maps earlier versions
+#: found were 21-23 Å); see BENCHMARKS.md.
 EXPECTED_RESOLUTION_A = 10.0
 #: the first fall below 0.5 of a right map: at most the hollow shell's minimum (16-17 Å;
 #: on an Intel Xeon a right map's curve dipped to 0.49 there, 9 Å for good: BENCHMARKS.md,
