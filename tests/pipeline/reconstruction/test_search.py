@@ -6,7 +6,7 @@ from pipeline.reconstruction import fourier, refine, search
 from pipeline.reconstruction.particles import normalise
 from pipeline.simulate import particles as simulate
 
-from .helpers import blob_volume
+from .helpers import blob_volume, random_search_case, score_table
 
 
 def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -146,21 +146,9 @@ def test_sampled_poses_follow_the_posterior_over_every_pose():
     """``global_search(sample=k)`` draws each particle's poses from its posterior over the
     whole (reference, origin) table, ``exp(log_scale · max(score, 0)²)`` normalised: the
     draws' frequencies match it; with a sharp posterior every draw is the best pair."""
-    from pipeline.reconstruction.search import SearchData
-
-    rng = np.random.default_rng(7)
-    plane = fourier.half_plane(16)
-    k_pix = plane.kx.size
-    values = (rng.standard_normal((3, k_pix)) + 1j * rng.standard_normal((3, k_pix))).astype(
-        np.complex64
-    )
-    refs = (rng.standard_normal((12, k_pix)) + 1j * rng.standard_normal((12, k_pix))).astype(
-        np.complex64
-    )
-    ctf = rng.uniform(0.2, 1.0, (3, k_pix)).astype(np.float32)
-    data = SearchData(values, ctf, np.ones(k_pix, np.float32), plane, k_pix)
+    data, refs, values, ctf = random_search_case(np.random.default_rng(7), 3, 12)
     shifts = search.shift_grid(1.0, 1.0)
-    phases = fourier.shift_phases(shifts, plane, k_pix)
+    phases = fourier.shift_phases(shifts, data.plane, data.count)
     n_draw, log_scale = 6000, 0.05
     r, o, s = search.global_search(
         refs, data, np.arange(3), shifts, sample=n_draw, log_scale=log_scale,
@@ -168,10 +156,7 @@ def test_sampled_poses_follow_the_posterior_over_every_pose():
     )  # fmt: skip
     assert r.shape == (3, n_draw) and o.shape == (3, n_draw, 2)
     for i in range(3):
-        x = np.conj(values[i][None] * phases) * ctf[i]
-        table = (refs[:, None, :] * x[None]).real.sum(-1) / np.sqrt(
-            (np.abs(refs) ** 2 * ctf[i] ** 2).sum(-1)
-        )[:, None]  # (R, S)
+        table = score_table(values[i], ctf[i], refs, phases)  # (R, S)
         ll = log_scale * np.maximum(table, 0) ** 2
         p = np.exp(ll - ll.max())
         p /= p.sum()

@@ -13,7 +13,7 @@ from pipeline.reconstruction.particles import load_particles
 from pipeline.reconstruction.workspace import build_workspace
 from pipeline.simulate.particles import simulate_particle_stack, write_particle_stack
 
-from .helpers import blob_volume
+from .helpers import blob_volume, random_search_case, score_table
 
 
 @pytest.fixture(scope="module")
@@ -192,27 +192,13 @@ def test_global_search_top_k_is_the_k_best_pairs_of_all_scores():
     """The top-k selection (orientations by their best shift first) returns exactly the k
     best (orientation, shift) pairs of the full score table, best first."""
     from pipeline.reconstruction import search
-    from pipeline.reconstruction.search import SearchData
 
-    rng = np.random.default_rng(4)
-    plane = fourier.half_plane(16)
-    k_pix = plane.kx.size
-    values = (rng.standard_normal((5, k_pix)) + 1j * rng.standard_normal((5, k_pix))).astype(
-        np.complex64
-    )
-    refs = (rng.standard_normal((40, k_pix)) + 1j * rng.standard_normal((40, k_pix))).astype(
-        np.complex64
-    )
-    ctf = rng.uniform(0.2, 1.0, (5, k_pix)).astype(np.float32)
-    data = SearchData(values, ctf, np.ones(k_pix, np.float32), plane, k_pix)
+    data, refs, values, ctf = random_search_case(np.random.default_rng(4), 5, 40)
     shifts = search.shift_grid(1.0, 1.0)
     best_r, best_o, best = search.global_search(refs, data, np.arange(5), shifts, top_k=6)
-    phases = fourier.shift_phases(shifts, plane, k_pix)  # (S, K)
+    phases = fourier.shift_phases(shifts, data.plane, data.count)  # (S, K)
     for i in range(5):
-        x = np.conj(values[i][None] * phases) * ctf[i]  # (S, K)
-        cross = (refs[:, None, :] * x[None]).real.sum(-1)  # (R, S)
-        norm = (np.abs(refs) ** 2 * ctf[i] ** 2).sum(-1)
-        table = cross / np.sqrt(norm)[:, None]
+        table = score_table(values[i], ctf[i], refs, phases)  # (R, S)
         expect = np.sort(table.ravel())[::-1][:6]
         np.testing.assert_allclose(best[i], expect, rtol=1e-4)
         for j in range(6):
