@@ -53,7 +53,7 @@ class AbinitioOptions:
     #: 5 of 16 starts reached the right basin against 1 of 16, and end to end the map went
     #: from 24.1 / 11.1 Å to 5.7 / 3.6 Å against the truth (FSC 0.5 / 0.143; true poses
     #: 3.9 / 3.4 Å), the held-out cap's from 23.6 / 13.0 to 7.9 / 3.9 Å, for 1.1–1.6× the
-    #: CPU (BENCHMARKS.md, "abinitio sampled")
+    #: CPU; on seed 2 both structures still landed wrong (BENCHMARKS.md, "abinitio sampled")
     posterior: str = "sampled"
     top_k: int = 10
     samples: int = 10
